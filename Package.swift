@@ -1,0 +1,113 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+    name: "canopy",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "canopy", targets: ["canopy"]),
+        .executable(name: "canopy-bench", targets: ["canopy-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Domain model and ports: pure Swift, no I/O.
+        .target(name: "CanopyCore", swiftSettings: swiftSettings),
+        // Small C helpers for Linux system calls Swift cannot reach directly (pidfd_open).
+        .target(name: "CCanopySys"),
+        // The per-task supervisor process: joins cgroups, drops privileges, records the exit status.
+        .executableTarget(name: "canopy-shim"),
+        // Adapters.
+        .target(
+            name: "CanopySQLite",
+            dependencies: ["CanopyCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CanopyLocal",
+            dependencies: ["CanopyCore", "CCanopySys", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // Services: submission, scheduling, reconciliation.
+        .target(
+            name: "CanopyServices",
+            dependencies: [
+                "CanopyCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // HTTP edge: request context, auth, error rendering, the native API and its OpenAPI document.
+        .target(
+            name: "CanopyHTTP",
+            dependencies: [
+                "CanopyCore", "CanopyServices",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Composition: configuration and buildApplication, shared by `canopy serve` and the tests.
+        .target(
+            name: "CanopyApp",
+            dependencies: [
+                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopyServices", "CanopyHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The command line: `canopy serve` and the client commands.
+        .target(
+            name: "CanopyCLI",
+            dependencies: [
+                "CanopyCore", "CanopyApp",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "canopy", dependencies: ["CanopyCLI", "canopy-shim"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "canopy-bench",
+            dependencies: [
+                "CanopyCore", "CanopyApp", "canopy-shim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CanopyTesting",
+            dependencies: [
+                "CanopyCore", "CanopyApp", "canopy-shim",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            path: "Tests/CanopyTesting",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "CanopyCoreTests", dependencies: ["CanopyCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CanopyAppTests",
+            dependencies: [
+                "CanopyApp", "CanopyCLI", "CanopyTesting", "canopy",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,24 @@
+#ifndef CCANOPY_SYS_H
+#define CCANOPY_SYS_H
+
+#include <sys/types.h>
+
+/// pidfd_open(2): a file descriptor that becomes readable when the process exits,
+/// for children and non-children alike. Returns -1 and sets errno on failure.
+int canopy_pidfd_open(pid_t pid);
+
+/// Reads the start time (field 22 of /proc/PID/stat, in clock ticks since boot) of a process,
+/// so a recorded pid can be told apart from a later process that reuses the number.
+/// Returns 0 if the process does not exist.
+unsigned long long canopy_process_start_time(pid_t pid);
+
+/// epoll over plain file descriptors (the packed epoll_event stays on the C side).
+int canopy_epoll_create(void);
+/// Adds `fd` for readability.
+int canopy_epoll_add(int epfd, int fd);
+/// Removes `fd`.
+int canopy_epoll_del(int epfd, int fd);
+/// Waits for readable descriptors; fills `fds` with up to `max` of them and returns how many (-1 on error).
+int canopy_epoll_wait(int epfd, int *fds, int max, int timeout_ms);
+
+#endif

@@ -1,0 +1,39 @@
+/// Generates identifiers: a UUID's 128 random bits written in base62 (at most 22 characters),
+/// the form NCP uses, so every dialect can show the same id.
+public struct IDGenerator: Sendable {
+    private let next: @Sendable () -> String
+
+    /// Creates a generator from a closure (tests pass a deterministic one).
+    public init(_ next: @escaping @Sendable () -> String) { self.next = next }
+
+    /// Returns a new identifier.
+    public func callAsFunction() -> String { next() }
+
+    /// Random base62 identifiers.
+    public static let random = IDGenerator { Base62.encode(UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max)) }
+}
+
+/// Base62 encoding of 128-bit values.
+public enum Base62 {
+    static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+
+    /// Encodes a 128-bit value given as two halves; at most 22 characters.
+    public static func encode(_ high: UInt64, _ low: UInt64) -> String {
+        var hi = high, lo = low
+        var digits: [UInt8] = []
+        repeat {
+            // Long division of (hi, lo) by 62.
+            let (qHi, rHi) = hi.quotientAndRemainder(dividingBy: 62)
+            let (qLo, r) = UInt64(62).dividingFullWidth((high: rHi, low: lo))
+            hi = qHi
+            lo = qLo
+            digits.append(alphabet[Int(r)])
+        } while hi != 0 || lo != 0
+        return String(decoding: digits.reversed(), as: UTF8.self)
+    }
+
+    /// Whether a string could be an identifier: 1 to 22 base62 characters.
+    public static func isValid(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 22 && s.utf8.allSatisfy { alphabet.contains($0) }
+    }
+}

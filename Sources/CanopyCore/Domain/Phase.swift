@@ -1,0 +1,79 @@
+/// Where a workload (or one of its tasks) is in its life.
+public enum Phase: String, Sendable, Codable, CaseIterable {
+    case pending = "Pending"
+    case starting = "Starting"
+    case running = "Running"
+    case stopping = "Stopping"
+    case stopped = "Stopped"
+    case succeeded = "Succeeded"
+    case failed = "Failed"
+    case cancelled = "Cancelled"
+
+    /// Whether nothing more will happen to it (an interactive workload's `Stopped` can be restarted, so it is not terminal).
+    public var isTerminal: Bool {
+        switch self {
+        case .succeeded, .failed, .cancelled: true
+        default: false
+        }
+    }
+
+    /// Whether it holds resources on a node.
+    public var holdsResources: Bool {
+        switch self {
+        case .starting, .running, .stopping: true
+        default: false
+        }
+    }
+
+    /// Whether the scheduler and reconciler still track it.
+    public var isActive: Bool { !isTerminal && self != .stopped }
+
+    /// The phases it may move to.
+    public var successors: Set<Phase> {
+        switch self {
+        case .pending: [.starting, .cancelled, .failed]
+        case .starting: [.running, .stopping, .succeeded, .failed, .cancelled]
+        case .running: [.stopping, .succeeded, .failed, .cancelled]
+        case .stopping: [.stopped, .succeeded, .failed, .cancelled]
+        case .stopped: [.pending, .cancelled]
+        case .succeeded, .failed, .cancelled: []
+        }
+    }
+
+    /// Whether the move to `next` is allowed.
+    public func canMove(to next: Phase) -> Bool { successors.contains(next) }
+}
+
+/// Why a workload is where it is: a typed code and a sentence. Carried whenever the phase does not explain itself.
+public struct Reason: Sendable, Hashable, Codable {
+    /// Stable reason codes.
+    public enum Code: String, Sendable, Codable {
+        // Pending
+        case held = "Held"
+        case queued = "Queued"
+        case insufficientResources = "InsufficientResources"
+        case reservedForOther = "ResourcesReserved"
+        case backendUnavailable = "BackendUnavailable"
+        // Ended
+        case completed = "Completed"
+        case nonZeroExit = "NonZeroExit"
+        case outOfMemory = "OutOfMemory"
+        case maxDurationExceeded = "MaxDurationExceeded"
+        case signaled = "Signaled"
+        case stoppedByUser = "StoppedByUser"
+        case taskVanished = "TaskVanished"
+        case launchFailed = "LaunchFailed"
+        case peerTaskFailed = "PeerTaskFailed"
+    }
+
+    /// The code.
+    public var code: Code
+    /// A sentence for a person.
+    public var message: String
+
+    /// Creates a reason.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}

@@ -1,0 +1,91 @@
+/// Parsing and formatting of the human forms of resource quantities and durations.
+public enum Quantity {
+    /// Parses CPUs: `2`, `0.5`, `"1.5"`, `"500m"` (millicores). Returns millicores.
+    public static func parseCPU(_ text: String) -> Int? {
+        let t = text.trimmingWhitespace()
+        if t.hasSuffix("m") {
+            guard let v = Int(t.dropLast()), v >= 0 else { return nil }
+            return v
+        }
+        guard let v = Double(t), v.isFinite, v >= 0, v < 1_000_000 else { return nil }
+        return Int((v * 1000).rounded())
+    }
+
+    /// Formats millicores: whole CPUs as `"2"`, others as `"500m"`.
+    public static func formatCPU(_ millis: Int) -> String {
+        millis % 1000 == 0 ? String(millis / 1000) : "\(millis)m"
+    }
+
+    private static let memoryUnits: [(String, Double)] = [
+        ("Ki", 1.0 / 1024), ("Mi", 1), ("Gi", 1024), ("Ti", 1024 * 1024),
+        ("K", 1000.0 / 1_048_576), ("M", 1_000_000.0 / 1_048_576), ("G", 1e9 / 1_048_576), ("T", 1e12 / 1_048_576),
+        ("k", 1000.0 / 1_048_576), ("m", 1_000_000.0 / 1_048_576), ("g", 1e9 / 1_048_576),
+    ]
+
+    /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up.
+    public static func parseMemory(_ text: String) -> Int? {
+        var t = text.trimmingWhitespace()
+        if t.hasSuffix("B") || t.hasSuffix("b") { t.removeLast() }
+        for (suffix, factor) in memoryUnits where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v.isFinite, v >= 0, v < 1e12 else { return nil }
+            return Int((v * factor).rounded(.up))
+        }
+        guard let bytes = Double(t), bytes.isFinite, bytes >= 0, bytes < 1e18 else { return nil }
+        return Int((bytes / 1_048_576).rounded(.up))
+    }
+
+    /// Formats MiB as `"512Mi"`, or `"2Gi"` when whole gibibytes.
+    public static func formatMemory(_ mib: Int) -> String {
+        mib >= 1024 && mib % 1024 == 0 ? "\(mib / 1024)Gi" : "\(mib)Mi"
+    }
+
+    /// Parses durations: `"90s"`, `"15m"`, `"1h30m"`, `"2d"`, or a plain number of seconds. Returns seconds.
+    public static func parseDuration(_ text: String) -> Int? {
+        let t = text.trimmingWhitespace()
+        if let v = Int(t) { return v >= 0 ? v : nil }
+        var total = 0
+        var number = ""
+        for ch in t {
+            if ch.isNumber {
+                number.append(ch)
+                continue
+            }
+            guard let n = Int(number) else { return nil }
+            let unit: Int
+            switch ch {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            case "d": unit = 86400
+            default: return nil
+            }
+            let (product, overflow) = n.multipliedReportingOverflow(by: unit)
+            guard !overflow, total <= Int.max - product else { return nil }
+            total += product
+            number = ""
+        }
+        guard number.isEmpty, !t.isEmpty else { return nil }
+        return total
+    }
+
+    /// Formats seconds as `"1h30m"`, `"45s"`, `"0s"`.
+    public static func formatDuration(_ seconds: Int) -> String {
+        if seconds == 0 { return "0s" }
+        var s = seconds
+        var out = ""
+        for (unit, name) in [(86400, "d"), (3600, "h"), (60, "m"), (1, "s")] where s >= unit {
+            out += "\(s / unit)\(name)"
+            s %= unit
+        }
+        return out
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,28 @@
+/// A queue workloads wait in. Queues order among themselves by priority; within a queue, by workload priority, then FIFO.
+public struct Queue: Sendable, Hashable, Codable {
+    /// Its name: lowercase letters, digits, '-', '_', 1 to 63 characters.
+    public var name: String
+    /// Higher-priority queues are served first.
+    public var priority: Int
+    /// A description for people.
+    public var description: String
+    /// The pool (partition) its workloads run in; nil for any.
+    public var pool: String?
+
+    /// The queue that always exists.
+    public static let defaultName = "default"
+
+    /// Creates a queue.
+    public init(name: String, priority: Int = 0, description: String = "", pool: String? = nil) {
+        self.name = name
+        self.priority = priority
+        self.description = description
+        self.pool = pool
+    }
+
+    /// Whether a name is acceptable.
+    public static func isValidName(_ name: String) -> Bool {
+        (1...63).contains(name.utf8.count)
+            && name.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 }
+    }
+}

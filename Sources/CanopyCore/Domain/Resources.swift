@@ -1,0 +1,74 @@
+/// What one task of a workload asks for. Encoded in its human form:
+/// `{"cpu": "500m", "memory": "512Mi", "gpus": 1, "gpuModel": "T4"}`.
+public struct Resources: Sendable, Hashable {
+    /// CPU in millicores.
+    public var cpuMillis: Int
+    /// Memory in MiB.
+    public var memoryMiB: Int
+    /// Whole GPUs.
+    public var gpus: Int
+    /// A GPU model the GPUs must be (matched case-insensitively as a substring of the device's name), or nil for any.
+    public var gpuModel: String?
+
+    /// The defaults for a task that asks for nothing: one CPU and 1 GiB.
+    public static let defaultCPUMillis = 1000
+    /// Default memory in MiB.
+    public static let defaultMemoryMiB = 1024
+
+    /// Creates a request.
+    public init(cpuMillis: Int = Resources.defaultCPUMillis, memoryMiB: Int = Resources.defaultMemoryMiB, gpus: Int = 0, gpuModel: String? = nil) {
+        self.cpuMillis = cpuMillis
+        self.memoryMiB = memoryMiB
+        self.gpus = gpus
+        self.gpuModel = gpuModel
+    }
+
+    /// Multiplies a per-task request by a task count.
+    public func times(_ n: Int) -> Resources {
+        Resources(cpuMillis: cpuMillis * n, memoryMiB: memoryMiB * n, gpus: gpus * n, gpuModel: gpuModel)
+    }
+}
+
+extension Resources: Codable {
+    enum CodingKeys: String, CodingKey { case cpu, memory, gpus, gpuModel }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        cpuMillis = try c.decodeQuantity(.cpu, default: Resources.defaultCPUMillis, parse: Quantity.parseCPU, numeric: { Int(($0 * 1000).rounded()) },
+                                         expected: "a number of CPUs such as 2, 0.5 or \"500m\"")
+        memoryMiB = try c.decodeQuantity(.memory, default: Resources.defaultMemoryMiB, parse: Quantity.parseMemory,
+                                         numeric: { Int(($0 / 1_048_576).rounded(.up)) },
+                                         expected: "a size such as \"512Mi\" or \"2Gi\", or a number of bytes")
+        gpus = try c.decodeIfPresent(Int.self, forKey: .gpus) ?? 0
+        gpuModel = try c.decodeIfPresent(String.self, forKey: .gpuModel)
+        if gpuModel?.isEmpty == true { gpuModel = nil }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Quantity.formatCPU(cpuMillis), forKey: .cpu)
+        try c.encode(Quantity.formatMemory(memoryMiB), forKey: .memory)
+        try c.encode(gpus, forKey: .gpus)
+        try c.encodeIfPresent(gpuModel, forKey: .gpuModel)
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Decodes a quantity given either as a string in its human form or as a number.
+    func decodeQuantity(_ key: Key, default value: Int, parse: (String) -> Int?, numeric: (Double) -> Int, expected: String) throws -> Int {
+        guard contains(key), try !decodeNil(forKey: key) else { return value }
+        if let text = try? decode(String.self, forKey: key) {
+            guard let v = parse(text) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\"\(text)\" is not \(expected)")
+            }
+            return v
+        }
+        guard let number = try? decode(Double.self, forKey: key) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected \(expected)")
+        }
+        guard number.isFinite, number >= 0, number < 1e15 else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(number) is not \(expected)")
+        }
+        return numeric(number)
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+
+/// Batch workloads run to completion; interactive ones (notebooks, shells) can be stopped and restarted.
+public enum WorkloadKind: String, Sendable, Codable {
+    case batch, interactive
+}
+
+/// What a user asked for. Everything but `command` has a default.
+public struct WorkloadSpec: Sendable, Hashable, Codable {
+    /// A name for people; need not be unique.
+    public var name: String
+    /// Batch or interactive.
+    public var kind: WorkloadKind
+    /// The queue it waits in.
+    public var queue: String
+    /// Priority within its queue: higher first.
+    public var priority: Int
+    /// A container image, recorded for runtimes that use one; the process runtime ignores it.
+    public var image: String?
+    /// The program and its arguments, run without a shell.
+    public var command: [String]
+    /// Extra environment variables.
+    public var env: [String: String]
+    /// The working directory, resolved inside the task's own directory.
+    public var workdir: String?
+    /// What each task asks for.
+    public var resources: Resources
+    /// How many tasks: all start together or none does.
+    public var tasks: Int
+    /// The longest it may run, in seconds.
+    public var maxDurationSeconds: Int?
+    /// Submitted on hold: pending until released.
+    public var hold: Bool
+    /// Ports the workload serves (interactive workloads).
+    public var ports: [Int]
+    /// Free-form labels.
+    public var labels: [String: String]
+
+    /// Creates a spec.
+    public init(
+        name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
+        command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
+        tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:]
+    ) {
+        self.name = name
+        self.kind = kind
+        self.queue = queue
+        self.priority = priority
+        self.image = image
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.resources = resources
+        self.tasks = tasks
+        self.maxDurationSeconds = maxDurationSeconds
+        self.hold = hold
+        self.ports = ports
+        self.labels = labels
+    }
+
+    /// All tasks' demand together.
+    public var totalResources: Resources { resources.times(tasks) }
+}
+
+/// One task of a workload, as it runs.
+public struct TaskStatus: Sendable, Hashable, Codable {
+    /// 0-based index.
+    public var index: Int
+    /// Its phase.
+    public var phase: Phase
+    /// The node it was placed on.
+    public var node: String?
+    /// GPU indices it holds exclusively on that node.
+    public var gpus: [Int]
+    /// The backend's handle: a pid for the process runtime, a container or Slurm job id elsewhere.
+    public var backendID: String?
+    /// Exit code, once it ended (128+N when killed by signal N).
+    public var exitCode: Int?
+    /// Why it ended, when it did not simply succeed.
+    public var reason: Reason?
+    /// When its process started.
+    public var startedAt: Date?
+    /// When it ended.
+    public var finishedAt: Date?
+
+    /// A task not yet placed.
+    public init(index: Int) {
+        self.index = index
+        self.phase = .pending
+        self.gpus = []
+    }
+}
+
+/// A workload: spec, identity and status in one record, seen by every dialect through its own mapping.
+public struct Workload: Sendable, Hashable, Codable, Identifiable {
+    /// Base62 identifier.
+    public var id: String
+    /// The tenant that owns it.
+    public var tenant: String
+    /// The user that submitted it.
+    public var owner: String
+    /// Monotonic submission sequence, the FIFO order and the pagination cursor.
+    public var seq: Int64
+    /// What was asked for.
+    public var spec: WorkloadSpec
+    /// Its phase.
+    public var phase: Phase
+    /// Why, whenever the phase does not explain itself.
+    public var reason: Reason?
+    /// 1-based position in its queue while pending.
+    public var queuePosition: Int?
+    /// The workload's exit code: the first non-zero task exit code, or 0.
+    public var exitCode: Int?
+    /// When it was submitted.
+    public var createdAt: Date
+    /// When its first task started.
+    public var startedAt: Date?
+    /// When it ended.
+    public var finishedAt: Date?
+    /// Set once a stop was asked for.
+    public var stopRequestedAt: Date?
+    /// Its tasks.
+    public var tasks: [TaskStatus]
+    /// Bumped on every change, so a slow write never overwrites a newer state.
+    public var version: Int
+
+    /// A new pending workload.
+    public init(id: String, tenant: String, owner: String, seq: Int64 = 0, spec: WorkloadSpec, createdAt: Date) {
+        self.id = id
+        self.tenant = tenant
+        self.owner = owner
+        self.seq = seq
+        self.spec = spec
+        self.phase = .pending
+        self.createdAt = createdAt
+        self.tasks = (0..<spec.tasks).map(TaskStatus.init(index:))
+        self.version = 0
+        if spec.hold { self.reason = Reason(.held, "held: waiting to be released") }
+    }
+
+    /// Moves to a phase if the state machine allows it; returns whether it moved.
+    @discardableResult
+    public mutating func move(to next: Phase, reason: Reason? = nil, at time: Date) -> Bool {
+        guard phase != next, phase.canMove(to: next) else { return false }
+        phase = next
+        self.reason = reason
+        if next != .pending { queuePosition = nil }
+        if next == .running, startedAt == nil { startedAt = time }
+        if next.isTerminal || next == .stopped { finishedAt = time }
+        return true
+    }
+}

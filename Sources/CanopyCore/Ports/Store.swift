@@ -1,0 +1,48 @@
+/// Which workloads a listing wants, newest first.
+public struct WorkloadQuery: Sendable, Hashable {
+    /// Only this tenant's (nil: every tenant's, for admins).
+    public var tenant: String?
+    /// Only this queue's.
+    public var queue: String?
+    /// Only these phases (empty: any).
+    public var phases: Set<Phase>
+    /// Only workloads submitted before this sequence number (the cursor of the previous page).
+    public var beforeSeq: Int64?
+    /// At most this many.
+    public var limit: Int
+
+    /// Creates a query.
+    public init(tenant: String? = nil, queue: String? = nil, phases: Set<Phase> = [], beforeSeq: Int64? = nil, limit: Int = 100) {
+        self.tenant = tenant
+        self.queue = queue
+        self.phases = phases
+        self.beforeSeq = beforeSeq
+        self.limit = limit
+    }
+}
+
+/// Persistence. Every write returns only once it is durable.
+public protocol Store: Sendable {
+    /// Records a new workload, assigning its sequence number; durable on return.
+    func insert(_ workload: Workload) async throws -> Workload
+    /// Records new states of existing workloads; durable on return.
+    func update(_ workloads: [Workload]) async throws
+    /// One workload by id, whatever its tenant (callers scope it).
+    func workload(id: String) async throws -> Workload?
+    /// A page of workloads, newest first.
+    func workloads(_ query: WorkloadQuery) async throws -> [Workload]
+    /// Every workload that is not finished, oldest first: what a restart must pick up.
+    func activeWorkloads() async throws -> [Workload]
+
+    /// All queues.
+    func queues() async throws -> [Queue]
+    /// Creates or replaces a queue.
+    func save(queue: Queue) async throws
+    /// Deletes a queue.
+    func deleteQueue(name: String) async throws
+
+    /// Stores a token record.
+    func save(token: TokenRecord) async throws
+    /// All token records.
+    func tokens() async throws -> [TokenRecord]
+}

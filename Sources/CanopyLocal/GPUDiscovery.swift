@@ -1,0 +1,44 @@
+import CanopyCore
+import Foundation
+
+/// Finds the machine's GPUs: `nvidia-smi` where it exists, or an inventory declared as `MODEL:COUNT[,MODEL:COUNT]`.
+public enum GPUDiscovery {
+    /// Parses a declared inventory such as `T4:2` or `A100:4,T4:2`; indices run on across entries.
+    public static func parseDeclared(_ text: String) throws -> [GPU] {
+        var gpus: [GPU] = []
+        for entry in text.split(separator: ",") {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, let count = Int(parts[1]), (0...1024).contains(count) else {
+                throw CanopyError.invalid("gpus", "expected MODEL:COUNT (e.g. T4:2), got \"\(entry)\"")
+            }
+            for _ in 0..<count { gpus.append(GPU(index: gpus.count, model: String(parts[0]))) }
+        }
+        return gpus
+    }
+
+    /// Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits`.
+    public static func parseNvidiaSMI(_ output: String) -> [GPU] {
+        output.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard f.count >= 4, let index = Int(f[0]) else { return nil }
+            return GPU(index: index, model: f[1], memoryMiB: Int(f[2]), uuid: f[3])
+        }
+    }
+
+    /// Runs nvidia-smi if it is on the PATH; nil where it is not, or fails.
+    public static func discover() -> [GPU]? {
+        let candidates = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map { "\($0)/nvidia-smi" }
+        guard let smi = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return nil }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: smi)
+        p.arguments = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { return nil }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { return nil }
+        return parseNvidiaSMI(String(decoding: data, as: UTF8.self))
+    }
+}

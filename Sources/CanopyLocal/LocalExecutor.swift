@@ -1,0 +1,242 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCanopySys
+import CanopyCore
+import Foundation
+import Logging
+import Synchronization
+
+/// Runs tasks as plain processes on this machine: one node, `local`.
+///
+/// Each task runs under `canopy-shim` (see its source), which joins the task's cgroups, drops to the
+/// unprivileged user when the server runs as root, and records the exit status in the task's directory so a
+/// restarted server can still learn how a task ended.
+public final class LocalExecutor: Executor {
+    /// How the executor is set up.
+    public struct Configuration: Sendable {
+        /// Where task directories go (`<data-dir>/workloads`).
+        public var workloadsRoot: String
+        /// The shim binary.
+        public var shimPath: String
+        /// GPUs: declared, or nil to discover with nvidia-smi.
+        public var declaredGPUs: [GPU]?
+        /// Override the allocatable CPU (millicores); nil: all online CPUs.
+        public var cpuMillis: Int?
+        /// Override the allocatable memory (MiB); nil: all of it.
+        public var memoryMiB: Int?
+        /// The user tasks run as when the server is root.
+        public var taskUser: String
+        /// The cgroup root to probe.
+        public var cgroupRoot: String
+        /// The node's name.
+        public var nodeName: String
+
+        /// Creates a configuration.
+        public init(
+            workloadsRoot: String, shimPath: String, declaredGPUs: [GPU]? = nil, cpuMillis: Int? = nil, memoryMiB: Int? = nil,
+            taskUser: String = "nobody", cgroupRoot: String = "/sys/fs/cgroup", nodeName: String = "local"
+        ) {
+            self.workloadsRoot = workloadsRoot
+            self.shimPath = shimPath
+            self.declaredGPUs = declaredGPUs
+            self.cpuMillis = cpuMillis
+            self.memoryMiB = memoryMiB
+            self.taskUser = taskUser
+            self.cgroupRoot = cgroupRoot
+            self.nodeName = nodeName
+        }
+    }
+
+    private struct Running: Sendable {
+        var pid: pid_t
+        var layout: TaskLayout
+        var cgroupKey: String
+    }
+
+    private let config: Configuration
+    private let node: Node
+    private let cgroups: Cgroups
+    private let reaper = Reaper()
+    private let running = Mutex<[String: Running]>([:])
+    private let runAs: (uid: uid_t, gid: gid_t)?
+    private let exitContinuation: AsyncStream<TaskExit>.Continuation
+    private let logger: Logger
+    public let exits: AsyncStream<TaskExit>
+    public let limitations: [String]
+
+    /// Probes the machine (CPUs, memory, GPUs, cgroups, the task user) and creates the executor.
+    public init(configuration: Configuration, logger: Logger = Logger(label: "canopy.local")) throws {
+        config = configuration
+        self.logger = logger
+        guard FileManager.default.isExecutableFile(atPath: configuration.shimPath) else {
+            throw CanopyError(.internal, "canopy-shim not found at \(configuration.shimPath); build the package (swift build) or set CANOPY_SHIM")
+        }
+        try FileManager.default.createDirectory(atPath: configuration.workloadsRoot, withIntermediateDirectories: true)
+        var notes: [String] = []
+        let gpus: [GPU]
+        let gpuSource: String
+        if let declared = configuration.declaredGPUs {
+            gpus = declared
+            gpuSource = "declared"
+        } else if let found = GPUDiscovery.discover() {
+            gpus = found
+            gpuSource = "nvidia-smi"
+        } else {
+            gpus = []
+            gpuSource = "none"
+        }
+        node = Node(
+            name: configuration.nodeName, pool: "local", cpuMillis: configuration.cpuMillis ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) * 1000,
+            memoryMiB: configuration.memoryMiB ?? Self.totalMemoryMiB(), gpus: gpus, gpuSource: gpuSource)
+        cgroups = Cgroups.detect(root: configuration.cgroupRoot)
+        if let note = cgroups.limitation { notes.append(note) }
+        if geteuid() == 0 {
+            guard let pw = getpwnam(configuration.taskUser) else {
+                throw CanopyError.invalid("task-user", "the server runs as root and tasks never do, but user \"\(configuration.taskUser)\" does not exist")
+            }
+            guard pw.pointee.pw_uid != 0 else {
+                throw CanopyError.invalid("task-user", "tasks never run as root; \"\(configuration.taskUser)\" has uid 0")
+            }
+            runAs = (pw.pointee.pw_uid, pw.pointee.pw_gid)
+        } else {
+            runAs = nil
+        }
+        limitations = notes
+        (exits, exitContinuation) = AsyncStream<TaskExit>.makeStream()
+    }
+
+    public func nodes() async throws -> [Node] { [node] }
+
+    private static func key(_ workloadID: String, _ index: Int) -> String { "\(workloadID)-\(index)" }
+
+    private func layout(_ workloadID: String, _ index: Int) -> TaskLayout {
+        TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: index)
+    }
+
+    public func launch(_ task: TaskLaunch) async throws -> String {
+        let layout = layout(task.workloadID, task.taskIndex)
+        guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
+            throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
+        }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+        try? fm.removeItem(atPath: layout.exitFile)
+        if let runAs {
+            // The task's own directory tree belongs to the task user; logs and the exit file stay the server's.
+            var path = workdir
+            while path.count >= layout.work.count {
+                chown(path, runAs.uid, runAs.gid)
+                path = (path as NSString).deletingLastPathComponent
+            }
+        }
+        let key = Self.key(task.workloadID, task.taskIndex)
+        let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
+
+        var argv = [config.shimPath, "--exit-file", layout.exitFile, "--chdir", workdir]
+        for g in groups { argv += ["--cgroup", g] }
+        if let runAs { argv += ["--uid", String(runAs.uid), "--gid", String(runAs.gid)] }
+        argv.append("--")
+        argv += task.spec.command
+
+        let pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir), stdout: layout.stdout, stderr: layout.stderr)
+        let start = canopy_process_start_time(pid)
+        try? "\(pid) \(start)\n".write(toFile: layout.pidFile, atomically: true, encoding: .utf8)
+        running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key) }
+        reaper.watch(pid: pid, isChild: true) { [self] exit in
+            finished(workloadID: task.workloadID, index: task.taskIndex, status: exit.status)
+        }
+        return String(pid)
+    }
+
+    private func environment(for task: TaskLaunch, workdir: String) -> [String] {
+        var env: [String: String] = [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
+            "HOME": workdir,
+            "LANG": "C.UTF-8",
+            "USER": runAs == nil ? (ProcessInfo.processInfo.environment["USER"] ?? "canopy") : config.taskUser,
+        ]
+        for (k, v) in task.spec.env { env[k] = v }
+        env["CANOPY_WORKLOAD_ID"] = task.workloadID
+        env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
+        env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)
+        env["CANOPY_NODE"] = task.node
+        if !node.gpus.isEmpty || !task.gpus.isEmpty {
+            // A task sees exactly its own GPUs; one that asked for none sees none.
+            env["CUDA_VISIBLE_DEVICES"] = task.gpus.map(String.init).joined(separator: ",")
+        }
+        return env.map { "\($0.key)=\($0.value)" }
+    }
+
+    /// Called on the reaper thread when a task's shim has exited.
+    private func finished(workloadID: String, index: Int, status: Int32?) {
+        let key = Self.key(workloadID, index)
+        let entry = running.withLock { $0.removeValue(forKey: key) }
+        let layout = entry?.layout ?? layout(workloadID, index)
+        var code = layout.readExit()
+        if code == nil, let status {
+            // The shim itself was killed (SIGKILL after the grace period): take its wait status.
+            code = (status & 0x7f) == 0 ? Int((status >> 8) & 0xff) : 128 + Int(status & 0x7f)
+        }
+        var reason: Reason?
+        if cgroups.wasOOMKilled(key: key) {
+            reason = Reason(.outOfMemory, "task \(index) was killed for using more than its memory limit")
+        } else if code == nil {
+            reason = Reason(.taskVanished, "task \(index) ended without recording an exit status")
+        }
+        cgroups.remove(key: key)
+        exitContinuation.yield(TaskExit(workloadID: workloadID, taskIndex: index, exitCode: code, reason: reason, at: Date()))
+    }
+
+    public func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async {
+        guard let pid = running.withLock({ $0[Self.key(workloadID, taskIndex)]?.pid }) else { return }
+        kill(-pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+            if running.withLock({ $0[Self.key(workloadID, taskIndex)] == nil }) { return }
+        }
+        if running.withLock({ $0[Self.key(workloadID, taskIndex)] != nil }) {
+            logger.info("task did not stop in time; killing", metadata: ["workload.id": "\(workloadID)", "task": "\(taskIndex)"])
+            kill(-pid, SIGKILL)
+        }
+    }
+
+    public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
+        let layout = layout(workloadID, taskIndex)
+        let key = Self.key(workloadID, taskIndex)
+        if let text = try? String(contentsOfFile: layout.pidFile, encoding: .utf8) {
+            let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if f.count >= 2, let pid = pid_t(f[0]), let start = UInt64(f[1]), start != 0, canopy_process_start_time(pid) == start {
+                running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key) }
+                let adopted = reaper.watch(pid: pid, isChild: false) { [self] _ in
+                    finished(workloadID: workloadID, index: taskIndex, status: nil)
+                }
+                if adopted { return .running }
+                running.withLock { _ = $0.removeValue(forKey: key) }
+            }
+        }
+        if let code = layout.readExit() {
+            cgroups.remove(key: key)
+            let when = (try? FileManager.default.attributesOfItem(atPath: layout.exitFile)[.modificationDate] as? Date) ?? Date()
+            return .exited(TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: code, at: when))
+        }
+        cgroups.remove(key: key)
+        return .vanished
+    }
+
+    /// The task's log file for a stream ("stdout" or "stderr").
+    public func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
+        let l = layout(workloadID, taskIndex)
+        return stream == "stderr" ? l.stderr : l.stdout
+    }
+
+    static func totalMemoryMiB() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return 1024 }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kb / 1024
+        }
+        return 1024
+    }
+}

@@ -1,0 +1,48 @@
+import Foundation
+
+/// Where one task's files live under the data directory:
+/// `workloads/<id>/task-<n>/{stdout.log, stderr.log, exit, pid, work/}`.
+public struct TaskLayout: Sendable {
+    /// The task's directory.
+    public let directory: String
+
+    /// The layout of task `index` of workload `workloadID` under `root` (the data directory's `workloads`).
+    public init(root: String, workloadID: String, index: Int) {
+        directory = "\(root)/\(workloadID)/task-\(index)"
+    }
+
+    /// Standard output log.
+    public var stdout: String { "\(directory)/stdout.log" }
+    /// Standard error log.
+    public var stderr: String { "\(directory)/stderr.log" }
+    /// Written by the shim when the command ends: `exit N` or `signal N`.
+    public var exitFile: String { "\(directory)/exit" }
+    /// `PID STARTTIME` of the shim, written at launch, read when re-adopting after a restart.
+    public var pidFile: String { "\(directory)/pid" }
+    /// The task's own working directory; the spec's workdir resolves inside it.
+    public var work: String { "\(directory)/work" }
+
+    /// Resolves a requested working directory inside `work`, absolute or relative; nil if it would escape.
+    public func resolve(workdir: String?) -> String? {
+        guard let workdir, !workdir.isEmpty else { return work }
+        var parts: [Substring] = []
+        for part in workdir.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..":
+                guard !parts.isEmpty else { return nil }
+                parts.removeLast()
+            default: parts.append(part)
+            }
+        }
+        return parts.isEmpty ? work : work + "/" + parts.joined(separator: "/")
+    }
+
+    /// Reads the exit file: the exit code (128+N for signal N), or nil if there is none.
+    public func readExit() -> Int? {
+        guard let text = try? String(contentsOfFile: exitFile, encoding: .utf8) else { return nil }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard fields.count >= 2, let n = Int(fields[1]) else { return nil }
+        return fields[0] == "signal" ? 128 + n : n
+    }
+}

@@ -1,0 +1,171 @@
+import CanopyCore
+import Foundation
+import GRDB
+
+/// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, writes batched by group commit.
+public final class SQLiteStore: Store {
+    private let pool: DatabasePool
+    private let commit: GroupCommit
+    private let sequence: Sequence
+
+    /// Opens (creating if needed) the database at `path`.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.maximumReaderCount = 4
+        pool = try DatabasePool(path: path, configuration: config)
+        // DatabasePool sets synchronous=NORMAL when it enables WAL; acknowledged writes need FULL. Set it on the
+        // writer connection after opening, and read it back.
+        let level = try pool.writeWithoutTransaction { db -> Int in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+        }
+        guard level == 2 else { throw CanopyError(.internal, "SQLite refused synchronous=FULL (got \(level))") }
+        try Self.migrator.migrate(pool)
+        let maxSeq = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM workloads") ?? 0 }
+        sequence = Sequence(next: maxSeq + 1)
+        commit = GroupCommit(writer: pool)
+    }
+
+    /// The synchronous level the writer connection runs with (2 = FULL).
+    public func synchronousLevel() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE workloads (
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
+                        tenant TEXT NOT NULL,
+                        queue TEXT NOT NULL,
+                        phase TEXT NOT NULL,
+                        active INTEGER NOT NULL,
+                        version INTEGER NOT NULL DEFAULT 0,
+                        body BLOB NOT NULL
+                    );
+                    CREATE INDEX workloads_by_tenant ON workloads(tenant, seq);
+                    CREATE INDEX workloads_active ON workloads(seq) WHERE active = 1;
+                    CREATE TABLE queues (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+                    CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, body BLOB NOT NULL);
+                    """)
+        }
+        return m
+    }
+
+    // MARK: workloads
+
+    public func insert(_ workload: Workload) async throws -> Workload {
+        var w = workload
+        w.seq = await sequence.take()
+        let body = try Codec.encode(w)
+        let row = w
+        try await commit.perform { db in
+            try db.execute(
+                sql: "INSERT INTO workloads (seq, id, tenant, queue, phase, active, version, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                arguments: [row.seq, row.id, row.tenant, row.spec.queue, row.phase.rawValue, row.phase.isActive, row.version, body])
+        }
+        return w
+    }
+
+    public func update(_ workloads: [Workload]) async throws {
+        guard !workloads.isEmpty else { return }
+        let rows = try workloads.map { ($0, try Codec.encode($0)) }
+        try await commit.perform { db in
+            for (w, body) in rows {
+                try db.execute(
+                    sql: "UPDATE workloads SET phase = ?, active = ?, version = ?, body = ? WHERE seq = ? AND version < ?",
+                    arguments: [w.phase.rawValue, w.phase.isActive, w.version, body, w.seq, w.version])
+            }
+        }
+    }
+
+    public func workload(id: String) async throws -> Workload? {
+        try await pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT body FROM workloads WHERE id = ?", arguments: [id])
+        }.map { try Codec.decode(Workload.self, $0) }
+    }
+
+    public func workloads(_ query: WorkloadQuery) async throws -> [Workload] {
+        var clauses: [String] = []
+        var args: [any DatabaseValueConvertible & Sendable] = []
+        if let tenant = query.tenant {
+            clauses.append("tenant = ?")
+            args.append(tenant)
+        }
+        if let queue = query.queue {
+            clauses.append("queue = ?")
+            args.append(queue)
+        }
+        if !query.phases.isEmpty {
+            clauses.append("phase IN (\(query.phases.map { _ in "?" }.joined(separator: ",")))")
+            args += query.phases.map(\.rawValue).sorted()
+        }
+        if let before = query.beforeSeq {
+            clauses.append("seq < ?")
+            args.append(before)
+        }
+        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        let sql = "SELECT body FROM workloads \(whereSQL) ORDER BY seq DESC LIMIT ?"
+        args.append(max(0, query.limit))
+        let bodies = try await pool.read { [args] db in try Data.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
+        return try bodies.map { try Codec.decode(Workload.self, $0) }
+    }
+
+    public func activeWorkloads() async throws -> [Workload] {
+        try await pool.read { db in
+            try Data.fetchAll(db, sql: "SELECT body FROM workloads WHERE active = 1 ORDER BY seq")
+        }.map { try Codec.decode(Workload.self, $0) }
+    }
+
+    // MARK: queues
+
+    public func queues() async throws -> [Queue] {
+        try await pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM queues ORDER BY name") }
+            .map { try Codec.decode(Queue.self, $0) }
+    }
+
+    public func save(queue: Queue) async throws {
+        let body = try Codec.encode(queue)
+        try await commit.perform { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO queues (name, body) VALUES (?, ?)", arguments: [queue.name, body])
+        }
+    }
+
+    public func deleteQueue(name: String) async throws {
+        try await commit.perform { db in try db.execute(sql: "DELETE FROM queues WHERE name = ?", arguments: [name]) }
+    }
+
+    // MARK: tokens
+
+    public func save(token: TokenRecord) async throws {
+        let body = try Codec.encode(token)
+        try await commit.perform { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO tokens (id, hash, body) VALUES (?, ?, ?)", arguments: [token.id, token.hash, body])
+        }
+    }
+
+    public func tokens() async throws -> [TokenRecord] {
+        try await pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM tokens ORDER BY id") }
+            .map { try Codec.decode(TokenRecord.self, $0) }
+    }
+}
+
+/// Hands out submission sequence numbers.
+actor Sequence {
+    private var next: Int64
+    init(next: Int64) { self.next = next }
+    func take() -> Int64 {
+        defer { next += 1 }
+        return next
+    }
+}
+
+/// JSON bodies of stored records (dates as seconds, the compact form).
+enum Codec {
+    static func encode<T: Encodable>(_ value: T) throws -> Data { try JSONEncoder().encode(value) }
+    static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T { try JSONDecoder().decode(type, from: data) }
+}

@@ -1,0 +1,135 @@
+import CanopyCore
+import Foundation
+
+/// Submission and the commands on workloads, for every API: validates against the domain's rules, scopes by tenant.
+public struct WorkloadService: Sendable {
+    let store: any Store
+    let controller: WorkloadController
+    let ids: IDGenerator
+    let clock: Clock
+
+    /// Creates the service.
+    public init(store: any Store, controller: WorkloadController, ids: IDGenerator = .random, clock: Clock = .system) {
+        self.store = store
+        self.controller = controller
+        self.ids = ids
+        self.clock = clock
+    }
+
+    /// Limits a request must respect.
+    public enum Limits {
+        public static let maxTasks = 1024
+        public static let maxPriority = 1_000_000
+        public static let maxNameLength = 253
+        public static let maxArgs = 4096
+        public static let maxArgLength = 131_072
+        public static let maxEnv = 1024
+        public static let maxDurationSeconds = 366 * 86400
+    }
+
+    /// Checks a spec; throws an invalid-argument error naming the first offending field.
+    public func validate(_ spec: WorkloadSpec) async throws {
+        if spec.command.isEmpty || spec.command[0].isEmpty {
+            throw CanopyError.invalid("command", "command must name a program to run, e.g. [\"python3\", \"train.py\"]")
+        }
+        if spec.command.count > Limits.maxArgs { throw CanopyError.invalid("command", "at most \(Limits.maxArgs) arguments") }
+        for (i, arg) in spec.command.enumerated() {
+            if arg.utf8.count > Limits.maxArgLength { throw CanopyError.invalid("command[\(i)]", "argument longer than \(Limits.maxArgLength) bytes") }
+            if arg.utf8.contains(0) { throw CanopyError.invalid("command[\(i)]", "arguments cannot contain NUL bytes") }
+        }
+        if spec.name.utf8.count > Limits.maxNameLength { throw CanopyError.invalid("name", "name longer than \(Limits.maxNameLength) characters") }
+        if abs(spec.priority) > Limits.maxPriority {
+            throw CanopyError.invalid("priority", "priority must be between -\(Limits.maxPriority) and \(Limits.maxPriority)")
+        }
+        if !(1...Limits.maxTasks).contains(spec.tasks) { throw CanopyError.invalid("tasks", "tasks must be between 1 and \(Limits.maxTasks)") }
+        let r = spec.resources
+        if r.cpuMillis <= 0 { throw CanopyError.invalid("resources.cpu", "cpu must be more than 0") }
+        if r.memoryMiB <= 0 { throw CanopyError.invalid("resources.memory", "memory must be at least 1Mi") }
+        if r.gpus < 0 || r.gpus > 1024 { throw CanopyError.invalid("resources.gpus", "gpus must be between 0 and 1024") }
+        if let m = r.gpuModel, m.utf8.count > 128 { throw CanopyError.invalid("resources.gpuModel", "gpuModel longer than 128 characters") }
+        if r.gpuModel != nil && r.gpus == 0 { throw CanopyError.invalid("resources.gpuModel", "gpuModel needs gpus of at least 1") }
+        if let d = spec.maxDurationSeconds, !(1...Limits.maxDurationSeconds).contains(d) {
+            throw CanopyError.invalid("maxDuration", "maxDuration must be between 1s and 366d")
+        }
+        if spec.env.count > Limits.maxEnv { throw CanopyError.invalid("env", "at most \(Limits.maxEnv) variables") }
+        for (k, v) in spec.env {
+            let valid = !k.isEmpty && !k.contains("=") && !k.utf8.contains(0) && k.utf8.first.map { !($0 >= 48 && $0 <= 57) } == true
+            if !valid { throw CanopyError.invalid("env.\(k)", "\"\(k)\" is not a valid environment variable name") }
+            if v.utf8.contains(0) { throw CanopyError.invalid("env.\(k)", "values cannot contain NUL bytes") }
+        }
+        if let wd = spec.workdir, wd.utf8.count > 4096 || wd.utf8.contains(0) { throw CanopyError.invalid("workdir", "workdir is not a valid path") }
+        for (i, p) in spec.ports.enumerated() where !(1...65535).contains(p) {
+            throw CanopyError.invalid("ports[\(i)]", "ports must be between 1 and 65535")
+        }
+        guard let queue = await controller.queue(named: spec.queue) else {
+            let names = await controller.allQueues().map(\.name).joined(separator: ", ")
+            throw CanopyError.invalid("queue", "no queue named \"\(spec.queue)\"; queues: \(names)")
+        }
+        try await checkFeasible(spec, queue: queue)
+    }
+
+    /// Rejects a request no node could ever satisfy, rather than leaving it pending forever.
+    func checkFeasible(_ spec: WorkloadSpec, queue: Queue) async throws {
+        let nodes = await controller.currentNodes().filter { $0.state != .down && (queue.pool == nil || $0.pool == queue.pool) }
+        let r = spec.resources
+        if !nodes.contains(where: { $0.couldEverFit(r) }) {
+            let model = r.gpuModel.map { " \($0)" } ?? ""
+            if r.gpus > 0 && !nodes.contains(where: { $0.gpuCount(model: r.gpuModel) >= r.gpus }) {
+                let most = nodes.map { $0.gpuCount(model: r.gpuModel) }.max() ?? 0
+                throw CanopyError(.unschedulable, "no node has \(r.gpus)\(model) GPU\(r.gpus == 1 ? "" : "s") (the most on one node is \(most))", field: r.gpuModel != nil && most == 0 ? "resources.gpuModel" : "resources.gpus")
+            }
+            if !nodes.contains(where: { $0.cpuMillis >= r.cpuMillis }) {
+                let most = nodes.map(\.cpuMillis).max() ?? 0
+                throw CanopyError(.unschedulable, "no node has \(Quantity.formatCPU(r.cpuMillis)) CPUs (the most on one node is \(Quantity.formatCPU(most)))", field: "resources.cpu")
+            }
+            let most = nodes.map(\.memoryMiB).max() ?? 0
+            throw CanopyError(.unschedulable, "no node has \(Quantity.formatMemory(r.memoryMiB)) of memory (the most on one node is \(Quantity.formatMemory(most)))", field: "resources.memory")
+        }
+        let capacity = Dictionary(uniqueKeysWithValues: nodes.filter { $0.state == .ready }.map {
+            ($0.name, SchedulingPass.Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus))
+        })
+        if SchedulingPass.place(spec, in: capacity) == nil {
+            throw CanopyError(.unschedulable, "the \(spec.tasks) tasks together need more than all nodes have, even when idle", field: "tasks")
+        }
+    }
+
+    /// Validates, stores durably, and hands a workload to the scheduler. Returns it with its position.
+    public func submit(_ spec: WorkloadSpec, by principal: Principal) async throws -> Workload {
+        var spec = spec
+        try await validate(spec)
+        let id = ids()
+        if spec.name.isEmpty { spec.name = id }
+        let stored = try await store.insert(Workload(id: id, tenant: principal.tenant, owner: principal.user, spec: spec, createdAt: clock.now()))
+        await controller.admit(stored)
+        return await controller.live(stored.id) ?? stored
+    }
+
+    /// A workload the principal may see.
+    public func get(_ id: String, as principal: Principal) async throws -> Workload {
+        if let w = await controller.live(id), principal.canSee(tenant: w.tenant) { return w }
+        guard Base62.isValid(id), let w = try await store.workload(id: id), principal.canSee(tenant: w.tenant) else {
+            throw CanopyError.notFound("workload", id)
+        }
+        return await controller.live(id) ?? w
+    }
+
+    /// A page of workloads, newest first.
+    public func list(_ query: WorkloadQuery, as principal: Principal) async throws -> [Workload] {
+        var q = query
+        if principal.role != .admin { q.tenant = principal.tenant }
+        return await controller.overlay(try await store.workloads(q))
+    }
+
+    /// Stops a workload.
+    public func stop(_ id: String, as principal: Principal) async throws -> Workload {
+        let w = try await get(id, as: principal)
+        return await controller.stop(w.id) ?? w
+    }
+
+    /// Releases a held workload.
+    public func release(_ id: String, as principal: Principal) async throws -> Workload {
+        let w = try await get(id, as: principal)
+        guard w.phase == .pending, w.spec.hold else { throw CanopyError(.conflict, "workload \(id) is not held (it is \(w.phase.rawValue))") }
+        return try await controller.release(w.id)
+    }
+}

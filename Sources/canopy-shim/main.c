@@ -1,0 +1,133 @@
+/*
+ * canopy-shim: the supervisor of one Canopy task.
+ *
+ * The server starts it with posix_spawn (fast: no copy of the server's address space), with
+ * stdout/stderr already pointing at the task's log files. The shim
+ *   1. starts a new session, so the task's process group can be signalled as a whole;
+ *   2. moves itself into the task's cgroups (so the command cannot escape them by forking early);
+ *   3. forks the command, which drops to the unprivileged user and changes to its working directory;
+ *   4. waits for it and records "exit N" or "signal N" in the exit file (atomically, by rename),
+ *      so the status survives a restart of the server, which may no longer be the shim's parent.
+ * A SIGTERM or SIGINT sent to the shim alone is forwarded to the command's process group.
+ *
+ * usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile pid_t child_pid = 0;
+
+static void forward(int sig) {
+    if (child_pid > 0) kill(-getpgrp(), sig);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "canopy-shim: %s: %s\n", what, strerror(errno));
+    exit(125);
+}
+
+static int write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return n < 0 ? -1 : 0;
+}
+
+static void record(const char *exit_file, const char *text) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", exit_file);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    if (write(fd, text, strlen(text)) < 0) { close(fd); return; }
+    fsync(fd);
+    close(fd);
+    rename(tmp, exit_file);
+}
+
+int main(int argc, char **argv) {
+    const char *exit_file = NULL, *chdir_to = NULL;
+    const char *cgroups[16];
+    int ncgroups = 0;
+    long uid = -1, gid = -1;
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) { i++; break; }
+        if (i + 1 >= argc) { fprintf(stderr, "canopy-shim: %s needs a value\n", argv[i]); return 125; }
+        if (strcmp(argv[i], "--exit-file") == 0) exit_file = argv[++i];
+        else if (strcmp(argv[i], "--cgroup") == 0 && ncgroups < 16) cgroups[ncgroups++] = argv[++i];
+        else if (strcmp(argv[i], "--uid") == 0) uid = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--gid") == 0) gid = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--chdir") == 0) chdir_to = argv[++i];
+        else { fprintf(stderr, "canopy-shim: unknown option %s\n", argv[i]); return 125; }
+    }
+    if (!exit_file || i >= argc) {
+        fprintf(stderr, "usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]\n");
+        return 125;
+    }
+    char **command = &argv[i];
+
+    if (getpgrp() != getpid()) setsid();
+
+    char pidtext[32];
+    snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
+    for (int c = 0; c < ncgroups; c++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[c]);
+        if (write_file(path, pidtext) != 0) die(path);
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        if (gid >= 0) {
+            if (setgroups(0, NULL) != 0) die("setgroups");
+            if (setgid((gid_t)gid) != 0) die("setgid");
+        }
+        if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
+        if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
+        execvp(command[0], command);
+        fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], strerror(errno));
+        _exit(errno == ENOENT ? 127 : 126);
+    }
+    child_pid = pid;
+
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) die("waitpid");
+    }
+    char text[64];
+    int code;
+    if (WIFEXITED(status)) {
+        code = WEXITSTATUS(status);
+        snprintf(text, sizeof text, "exit %d\n", code);
+    } else {
+        code = 128 + WTERMSIG(status);
+        snprintf(text, sizeof text, "signal %d\n", WTERMSIG(status));
+    }
+    record(exit_file, text);
+    return code;
+}
