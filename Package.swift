@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "CanopyCLI",
             dependencies: [
-                "CanopyCore", "CanopyApp",
+                "CanopyCore", "CanopyApp", "CanopyHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

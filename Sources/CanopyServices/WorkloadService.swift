@@ -5,13 +5,15 @@ import Foundation
 public struct WorkloadService: Sendable {
     let store: any Store
     let controller: WorkloadController
+    let executor: any Executor
     let ids: IDGenerator
     let clock: Clock
 
     /// Creates the service.
-    public init(store: any Store, controller: WorkloadController, ids: IDGenerator = .random, clock: Clock = .system) {
+    public init(store: any Store, controller: WorkloadController, executor: any Executor, ids: IDGenerator = .random, clock: Clock = .system) {
         self.store = store
         self.controller = controller
+        self.executor = executor
         self.ids = ids
         self.clock = clock
     }
@@ -131,5 +133,33 @@ public struct WorkloadService: Sendable {
         let w = try await get(id, as: principal)
         guard w.phase == .pending, w.spec.hold else { throw CanopyError(.conflict, "workload \(id) is not held (it is \(w.phase.rawValue))") }
         return try await controller.release(w.id)
+    }
+
+    /// The log file of one task's stream, after checking the caller may see the workload.
+    public func logPath(_ id: String, task: Int, stream: String, as principal: Principal) async throws -> String {
+        let w = try await get(id, as: principal)
+        guard w.tasks.indices.contains(task) else {
+            throw CanopyError.invalid("task", "workload \(id) has \(w.tasks.count) task\(w.tasks.count == 1 ? "" : "s") (0 to \(w.tasks.count - 1))")
+        }
+        guard stream == "stdout" || stream == "stderr" else { throw CanopyError.invalid("stream", "stream must be stdout or stderr") }
+        return executor.logPath(workloadID: w.id, taskIndex: task, stream: stream)
+    }
+
+    /// Whether a task has ended (or its workload has): log followers stop then.
+    public func taskEnded(_ id: String, task: Int) async -> Bool {
+        if let w = await controller.live(id) { return w.tasks[task].phase.isTerminal || w.phase.isTerminal }
+        return true
+    }
+
+    /// Waits until something changes (or the timeout passes).
+    public func waitForChange(timeout: Duration) async {
+        let (watchID, stream) = await controller.changesStream()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in stream { return } }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+        await controller.removeWatcher(watchID)
     }
 }

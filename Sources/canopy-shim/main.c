@@ -8,7 +8,10 @@
  *   3. forks the command, which drops to the unprivileged user and changes to its working directory;
  *   4. waits for it and records "exit N" or "signal N" in the exit file (atomically, by rename),
  *      so the status survives a restart of the server, which may no longer be the shim's parent.
- * A SIGTERM or SIGINT sent to the shim alone is forwarded to the command's process group.
+ * The server signals the whole process group (shim and command). The shim survives SIGTERM, SIGINT and
+ * SIGHUP through a handler that does nothing (a handler, not SIG_IGN: an ignored disposition would be
+ * inherited by the command, a handler is reset by exec), so it is still there to record how the command
+ * ended. Only SIGKILL ends the shim first; the server then takes the exit status from waitpid.
  *
  * usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
  */
@@ -25,11 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static volatile pid_t child_pid = 0;
-
-static void forward(int sig) {
-    if (child_pid > 0) kill(-getpgrp(), sig);
-}
+static void ignore_signal(int sig) { (void)sig; }
 
 static void die(const char *what) {
     fprintf(stderr, "canopy-shim: %s: %s\n", what, strerror(errno));
@@ -91,7 +90,7 @@ int main(int argc, char **argv) {
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = forward;
+    sa.sa_handler = ignore_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -113,7 +112,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
-    child_pid = pid;
 
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {

@@ -1,1 +1,3 @@
-print("x")
+import CanopyCLI
+
+await CanopyCommand.runMain()

@@ -1,0 +1,114 @@
+import CanopyCore
+import CanopyHTTP
+import CanopyLocal
+import CanopySQLite
+import CanopyServices
+import Foundation
+import Hummingbird
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `buildApplication` assembled, for callers that need more than the application (tests, the benchmark).
+public struct CanopyServer: Sendable {
+    /// The HTTP application, with the controller among its services.
+    public var application: Application<RouterResponder<CanopyRequestContext>>
+    /// The admin token, when this start generated it (printed once by `canopy serve`).
+    public var generatedAdminToken: String?
+    /// The admin token in force (generated, from CANOPY_ADMIN_TOKEN, or read from the data dir).
+    public var adminToken: String
+    /// The services, for tests.
+    public var workloads: WorkloadService
+    /// The controller.
+    public var controller: WorkloadController
+    /// The store.
+    public var store: SQLiteStore
+    /// Notices about what this machine cannot do (no cgroups, ...).
+    public var limitations: [String]
+}
+
+/// Builds the whole server from its configuration: store, executor, services, routes. Shared by `canopy serve` and the tests.
+public func buildApplication(
+    _ config: ServerConfiguration, logger: Logger = Logger(label: "canopy"), onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> CanopyServer {
+    let dataDir = config.absoluteDataDir
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+    chmod(dataDir, 0o755)
+    try DataDirLock.acquire(dataDir)
+
+    let store = try SQLiteStore(path: dataDir + "/canopy.sqlite")
+    let executor = try LocalExecutor(configuration: try config.executorConfiguration(), logger: logger)
+    for note in executor.limitations { logger.notice("\(note)") }
+    let controller = WorkloadController(store: store, executor: executor, stopGrace: config.stopGrace, logger: logger)
+    try await controller.recover()
+    let auth = AuthService(store: store)
+    try await auth.load()
+    let (adminToken, generated) = try await AdminCredential.ensure(auth: auth, dataDir: dataDir, fromEnvironment: config.adminToken)
+    let workloads = WorkloadService(store: store, controller: controller, executor: executor)
+
+    let router = Router(context: CanopyRequestContext.self)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth).register(on: router)
+    let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "canopy"),
+        services: [controller],
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? config.port
+            try? "\(address):\(port)\n".write(toFile: dataDir + "/url", atomically: true, encoding: .utf8)
+            await onServerRunning(port)
+        },
+        logger: logger)
+    return CanopyServer(
+        application: app, generatedAdminToken: generated, adminToken: adminToken, workloads: workloads, controller: controller, store: store,
+        limitations: executor.limitations)
+}
+
+/// The admin credential: `CANOPY_ADMIN_TOKEN` if set, otherwise generated on first start; kept in the data dir (mode 0600)
+/// so the CLI on the same machine finds it.
+enum AdminCredential {
+    static func ensure(auth: AuthService, dataDir: String, fromEnvironment: String?) async throws -> (token: String, generated: String?) {
+        let file = dataDir + "/admin.token"
+        let admin = Principal(user: "admin", tenant: "default", role: .admin)
+        if let token = fromEnvironment {
+            if !auth.knows(token) { _ = try await auth.issue(for: admin, description: "CANOPY_ADMIN_TOKEN", token: token) }
+            try write(token, to: file)
+            return (token, nil)
+        }
+        if let existing = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), auth.knows(existing) {
+            return (existing, nil)
+        }
+        let (_, token) = try await auth.issue(for: admin, description: "generated at first start")
+        try write(token, to: file)
+        return (token, token)
+    }
+
+    static func write(_ token: String, to file: String) throws {
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw CanopyError(.internal, "cannot write \(file)") }
+        fchmod(fd, 0o600)
+        _ = (token + "\n").withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+}
+
+/// One server per data directory: an advisory lock held for the life of the process.
+enum DataDirLock {
+    private static let held = Mutex<Set<String>>([])
+
+    static func acquire(_ dataDir: String) throws {
+        // A restart inside the same process (tests) keeps the lock it already holds.
+        guard held.withLock({ $0.insert(dataDir).inserted }) else { return }
+        let fd = open(dataDir + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CanopyError(.internal, "cannot open \(dataDir)/lock") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            held.withLock { _ = $0.remove(dataDir) }
+            throw CanopyError(.conflict, "another canopy server is using \(dataDir)")
+        }
+        // Deliberately left open: the lock lasts as long as the process.
+    }
+}

@@ -1,0 +1,77 @@
+import CanopyCore
+import CanopyLocal
+import Foundation
+
+/// Everything `canopy serve` can be told. Each key is read from the command line first, then from the
+/// environment (`CANOPY_*`), then takes its default; the README lists them all.
+public struct ServerConfiguration: Sendable {
+    /// `--data-dir`, `CANOPY_DATA_DIR`: database, logs, task directories, credentials. Default `./.canopy`.
+    public var dataDir: String = ".canopy"
+    /// `--host`, `CANOPY_HOST`. Default 127.0.0.1.
+    public var host: String = "127.0.0.1"
+    /// `--port`, `CANOPY_PORT`. Default 7420; 0 picks a free port.
+    public var port: Int = ServerConfiguration.defaultPort
+    /// `--gpus MODEL:COUNT[,MODEL:COUNT]`, `CANOPY_GPUS`: a declared GPU inventory; without it nvidia-smi is asked.
+    public var gpus: String?
+    /// `--cpus`, `CANOPY_CPUS`: allocatable CPUs of the local node (default: all online).
+    public var cpus: String?
+    /// `--memory`, `CANOPY_MEMORY`: allocatable memory of the local node (default: all of it).
+    public var memory: String?
+    /// `--task-user`, `CANOPY_TASK_USER`: who tasks run as when the server is root. Default `nobody`.
+    public var taskUser: String = "nobody"
+    /// `--stop-grace`, `CANOPY_STOP_GRACE`: seconds between SIGTERM and SIGKILL. Default 10.
+    public var stopGrace: Double = 10
+    /// `CANOPY_ADMIN_TOKEN`: the admin credential to use instead of a generated one.
+    public var adminToken: String?
+    /// `CANOPY_SHIM`: the canopy-shim binary (default: next to the running executable).
+    public var shimPath: String?
+    /// `CANOPY_CGROUP_ROOT`: where cgroups are mounted. Default /sys/fs/cgroup.
+    public var cgroupRoot: String = "/sys/fs/cgroup"
+
+    /// The default port.
+    public static let defaultPort = 7420
+
+    /// Defaults, overridden by the environment.
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        if let v = environment["CANOPY_DATA_DIR"], !v.isEmpty { dataDir = v }
+        if let v = environment["CANOPY_HOST"], !v.isEmpty { host = v }
+        if let v = environment["CANOPY_PORT"], let p = Int(v) { port = p }
+        if let v = environment["CANOPY_GPUS"], !v.isEmpty { gpus = v }
+        if let v = environment["CANOPY_CPUS"], !v.isEmpty { cpus = v }
+        if let v = environment["CANOPY_MEMORY"], !v.isEmpty { memory = v }
+        if let v = environment["CANOPY_TASK_USER"], !v.isEmpty { taskUser = v }
+        if let v = environment["CANOPY_STOP_GRACE"], let g = Double(v) { stopGrace = g }
+        if let v = environment["CANOPY_ADMIN_TOKEN"], !v.isEmpty { adminToken = v }
+        if let v = environment["CANOPY_SHIM"], !v.isEmpty { shimPath = v }
+        if let v = environment["CANOPY_CGROUP_ROOT"], !v.isEmpty { cgroupRoot = v }
+    }
+
+    /// The data directory as an absolute path.
+    public var absoluteDataDir: String {
+        dataDir.hasPrefix("/") ? dataDir : FileManager.default.currentDirectoryPath + "/" + dataDir
+    }
+
+    /// The local executor's configuration, validated.
+    func executorConfiguration() throws -> LocalExecutor.Configuration {
+        let declared = try gpus.map(GPUDiscovery.parseDeclared)
+        var cpuMillis: Int?
+        if let cpus {
+            guard let v = Quantity.parseCPU(cpus), v > 0 else { throw CanopyError.invalid("cpus", "\"\(cpus)\" is not a number of CPUs") }
+            cpuMillis = v
+        }
+        var memoryMiB: Int?
+        if let memory {
+            guard let v = Quantity.parseMemory(memory), v > 0 else { throw CanopyError.invalid("memory", "\"\(memory)\" is not a size such as 8Gi") }
+            memoryMiB = v
+        }
+        return LocalExecutor.Configuration(
+            workloadsRoot: absoluteDataDir + "/workloads", shimPath: shimPath ?? Self.defaultShimPath(), declaredGPUs: declared, cpuMillis: cpuMillis,
+            memoryMiB: memoryMiB, taskUser: taskUser, cgroupRoot: cgroupRoot)
+    }
+
+    /// canopy-shim next to the running executable (SwiftPM builds both into the same folder).
+    public static func defaultShimPath() -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (exe as NSString).deletingLastPathComponent + "/canopy-shim"
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import CanopyCore
+import CanopyHTTP
+import Foundation
+
+struct QueuesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queues", abstract: "List, create and delete queues.", subcommands: [List.self, Create.self, Remove.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List queues with their pending and running counts.")
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let page = try await c.call(.GET, "/queues", as: Page<QueueView>.self)
+                if format.json { return printOut(try Format.json(page.items)) }
+                printOut(
+                    Format.table(
+                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "DESCRIPTION"],
+                        page.items.map { [$0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.description] }))
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create or update a queue (admin).")
+        @Argument(help: "Queue name.") var name: String
+        @Option(help: "Queues with higher priority are served first.") var priority: Int = 0
+        @Option(help: "A description.") var description: String?
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let q = try await c.call(
+                    .POST, "/queues", body: CreateQueueRequest(name: name, priority: priority, description: description, pool: nil), as: QueueView.self)
+                printOut(format.json ? try Format.json(q) : q.name)
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete a queue with no unfinished workloads (admin).")
+        @Argument(help: "Queue name.") var name: String
+
+        func run() async throws {
+            try await client { c in
+                _ = try await c.raw(.DELETE, "/queues/\(name)")
+                printOut(name)
+            }
+        }
+    }
+}
+
+struct TokensCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokens", abstract: "Issue, list and revoke API tokens.", subcommands: [List.self, Create.self, Remove.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List tokens (never their secrets).")
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let page = try await c.call(.GET, "/tokens", as: Page<TokenView>.self)
+                if format.json { return printOut(try Format.json(page.items)) }
+                printOut(Format.table(["ID", "USER", "TENANT", "ROLE", "DESCRIPTION"], page.items.map { [$0.id, $0.user, $0.tenant, $0.role.rawValue, $0.description] }))
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Issue a token for a user (admin); the secret is printed once.")
+        @Option(help: "User name.") var user: String
+        @Option(help: "Tenant (default: the admin's).") var tenant: String?
+        @Flag(help: "Make it an admin token.") var admin = false
+        @Option(help: "A description.") var description: String?
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let t = try await c.call(
+                    .POST, "/tokens", body: CreateTokenRequest(user: user, tenant: tenant, role: admin ? .admin : .user, description: description), as: TokenView.self)
+                printOut(format.json ? try Format.json(t) : t.token ?? "")
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Revoke a token.")
+        @Argument(help: "Token id.") var id: String
+
+        func run() async throws {
+            try await client { c in
+                _ = try await c.raw(.DELETE, "/tokens/\(id)")
+                printOut(id)
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import AsyncHTTPClient
+import CanopyCore
+import CanopyApp
+import CanopyHTTP
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// A client of the native API, for the CLI.
+struct CanopyClient: Sendable {
+    let baseURL: String
+    let token: String?
+    let http: HTTPClient
+
+    /// Finds the server and the credential: `CANOPY_URL` and `CANOPY_TOKEN`, else what the local server left in its
+    /// data directory (`CANOPY_DATA_DIR`, default `./.canopy`), else `http://127.0.0.1:7420`.
+    static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> CanopyClient {
+        let dataDir = env["CANOPY_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? ".canopy"
+        func read(_ name: String) -> String? {
+            (try? String(contentsOfFile: "\(dataDir)/\(name)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let url = env["CANOPY_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? read("url") ?? "http://127.0.0.1:\(ServerConfiguration.defaultPortForClient)"
+        let token = env["CANOPY_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? read("admin.token")
+        return CanopyClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token, http: .shared)
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none) throws -> HTTPClientRequest {
+        var r = HTTPClientRequest(url: baseURL + "/api/v1" + path)
+        r.method = method
+        if let token { r.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body {
+            r.headers.add(name: "Content-Type", value: "application/json")
+            r.body = .bytes(ByteBuffer(bytes: try APIJSON.encoder().encode(body)))
+        }
+        return r
+    }
+
+    /// Sends a request and decodes a JSON answer, or throws the server's error.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type) async throws -> T {
+        let data = try await raw(method, path, body: body)
+        return try APIJSON.decoder().decode(T.self, from: data)
+    }
+
+    /// Sends a request and returns the body bytes of a 2xx answer.
+    func raw(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none) async throws -> Data {
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(try request(method, path, body: body), timeout: .seconds(60))
+        } catch {
+            throw CLIError("cannot reach the Canopy server at \(baseURL) (\(error)); start one with `canopy serve` or set CANOPY_URL")
+        }
+        let buffer = try await response.body.collect(upTo: 64 << 20)
+        let data = Data(buffer.readableBytesView)
+        guard (200..<300).contains(response.status.code) else { throw CLIError.from(status: response.status.code, data) }
+        return data
+    }
+
+    /// Streams a response body to a sink, or throws the server's error.
+    func stream(_ path: String, into sink: (ByteBuffer) throws -> Void) async throws {
+        let response = try await http.execute(try request(.GET, path), timeout: .hours(24 * 365))
+        guard (200..<300).contains(response.status.code) else {
+            let buffer = try await response.body.collect(upTo: 1 << 20)
+            throw CLIError.from(status: response.status.code, Data(buffer.readableBytesView))
+        }
+        for try await chunk in response.body { try sink(chunk) }
+    }
+}
+
+extension ServerConfiguration {
+    static var defaultPortForClient: Int { defaultPort }
+}
+
+/// An error the CLI prints and exits on.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    var exitCode: Int32 = 1
+
+    init(_ description: String, exitCode: Int32 = 1) {
+        self.description = description
+        self.exitCode = exitCode
+    }
+
+    static func from(status: UInt, _ data: Data) -> CLIError {
+        if let body = try? JSONDecoder().decode(ErrorBody.self, from: data) {
+            let field = body.error.field.map { " (field \($0))" } ?? ""
+            return CLIError("\(body.error.message)\(field) [\(body.error.code), HTTP \(status)]")
+        }
+        return CLIError("HTTP \(status): \(String(decoding: data.prefix(500), as: UTF8.self))")
+    }
+}

@@ -1,0 +1,193 @@
+import ArgumentParser
+import CanopyCore
+import CanopyHTTP
+import Foundation
+
+/// `canopy`: the server and its command-line client.
+public struct CanopyCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "canopy",
+        abstract: "A self-hosted AI compute platform: batch and interactive workloads on CPUs, memory and GPUs.",
+        discussion: """
+            The client commands reach the server at CANOPY_URL with the token CANOPY_TOKEN; on the server's own machine they
+            find both in its data directory (CANOPY_DATA_DIR, default ./.canopy).
+            """,
+        subcommands: [
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
+            NodesCommand.self, QueuesCommand.self, TokensCommand.self,
+        ])
+
+    public init() {}
+
+    /// The entry point: parses the command line and runs the async command it names.
+    public static func runMain() async {
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Runs a client action, printing errors to stderr with a non-zero exit.
+func client(_ body: (CanopyClient) async throws -> Void) async throws {
+    do {
+        try await body(CanopyClient.fromEnvironment())
+    } catch let e as CLIError {
+        FileHandle.standardError.write(Data("canopy: \(e.description)\n".utf8))
+        throw ExitCode(e.exitCode)
+    }
+}
+
+func printOut(_ s: String) {
+    FileHandle.standardOutput.write(Data((s + "\n").utf8))
+}
+
+struct OutputOption: ParsableArguments {
+    @Option(name: [.customShort("o"), .long], help: "Output format: table or json.")
+    var output: String = "table"
+
+    func validate() throws {
+        guard OutputFormat(rawValue: output) != nil else { throw ValidationError("--output must be table or json") }
+    }
+
+    var json: Bool { output == "json" }
+}
+
+struct PsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List workloads (unfinished ones unless --all).")
+
+    @Flag(name: .shortAndLong, help: "Include finished workloads.") var all = false
+    @Option(help: "Only this queue.") var queue: String?
+    @Option(help: "Only these phases (comma-separated, e.g. Pending,Running).") var phase: String?
+    @Option(help: "At most this many.") var limit: Int = 100
+    @OptionGroup var format: OutputOption
+
+    func run() async throws {
+        try await client { c in
+            var query = ["limit=\(limit)"]
+            if let queue { query.append("queue=\(queue)") }
+            if let phase { query.append("phase=\(phase)") } else if !all { query.append("phase=Pending,Starting,Running,Stopping") }
+            let page = try await c.call(.GET, "/workloads?" + query.joined(separator: "&"), as: Page<Workload>.self)
+            if format.json { return printOut(try Format.json(page.items)) }
+            printOut(
+                Format.table(
+                    ["ID", "NAME", "QUEUE", "STATUS", "RESOURCES", "CREATED", "COMMAND"],
+                    page.items.map {
+                        [$0.id, String($0.spec.name.prefix(24)), $0.spec.queue, Format.status($0), Format.resources($0.spec.resources, tasks: $0.spec.tasks),
+                         Format.age($0.createdAt), String($0.spec.command.joined(separator: " ").prefix(40))]
+                    }))
+        }
+    }
+}
+
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one workload: phase, reason, queue position, tasks.")
+
+    @Argument(help: "The workload's id.") var id: String
+    @OptionGroup var format: OutputOption
+
+    func run() async throws {
+        try await client { c in
+            let w = try await c.call(.GET, "/workloads/\(id)", as: Workload.self)
+            printOut(format.json ? try Format.json(w) : Format.describe(w))
+        }
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a task's output (stdout and stderr).")
+
+    @Flag(name: .shortAndLong, help: "Keep printing until the task ends.") var follow = false
+    @Option(help: "Which task (default 0).") var task: Int = 0
+    @Argument(help: "The workload's id.") var id: String
+
+    func run() async throws {
+        try await client { c in
+            try await followLogs(c, id: id, task: task, follow: follow, prefix: nil)
+        }
+    }
+}
+
+/// Streams a task's stdout to stdout and its stderr to stderr, concurrently.
+func followLogs(_ c: CanopyClient, id: String, task: Int, follow: Bool, prefix: String?) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (stream, handle) in [("stdout", FileHandle.standardOutput), ("stderr", FileHandle.standardError)] {
+            group.addTask {
+                var pending = Data()
+                try await c.stream("/workloads/\(id)/tasks/\(task)/logs?stream=\(stream)&follow=\(follow)") { chunk in
+                    let data = Data(chunk.readableBytesView)
+                    guard let prefix else { return handle.write(data) }
+                    pending.append(data)
+                    while let nl = pending.firstIndex(of: 10) {
+                        handle.write(Data(prefix.utf8) + pending[pending.startIndex...nl])
+                        pending.removeSubrange(pending.startIndex...nl)
+                    }
+                }
+                if let prefix, !pending.isEmpty { handle.write(Data(prefix.utf8) + pending + Data("\n".utf8)) }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+struct StopCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop workloads: SIGTERM, then SIGKILL after the grace period.")
+
+    @Argument(help: "Workload ids.") var ids: [String]
+
+    func run() async throws {
+        try await client { c in
+            for id in ids {
+                let w = try await c.call(.POST, "/workloads/\(id)/stop", as: Workload.self)
+                printOut("\(w.id) \(w.phase.rawValue)")
+            }
+        }
+    }
+}
+
+struct ReleaseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "release", abstract: "Release held workloads.")
+
+    @Argument(help: "Workload ids.") var ids: [String]
+
+    func run() async throws {
+        try await client { c in
+            for id in ids {
+                let w = try await c.call(.POST, "/workloads/\(id)/release", as: Workload.self)
+                printOut("\(w.id) \(w.phase.rawValue)")
+            }
+        }
+    }
+}
+
+struct NodesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "Nodes with their capacity and what is free.")
+
+    @OptionGroup var format: OutputOption
+
+    func run() async throws {
+        try await client { c in
+            let page = try await c.call(.GET, "/nodes", as: Page<NodeView>.self)
+            if format.json { return printOut(try Format.json(page.items)) }
+            printOut(
+                Format.table(
+                    ["NAME", "POOL", "STATE", "CPU (FREE/TOTAL)", "MEMORY (FREE/TOTAL)", "GPUS (FREE/TOTAL)", "TASKS", "GPU MODELS"],
+                    page.items.map { v in
+                        let n = v.node
+                        let models = Dictionary(grouping: n.gpus, by: \.model).map { "\($0.value.count)x \($0.key)" }.sorted().joined(separator: ", ")
+                        return [
+                            n.name, n.pool, n.state.rawValue,
+                            "\(Quantity.formatCPU(n.cpuMillis - v.allocatedCPUMillis))/\(Quantity.formatCPU(n.cpuMillis))",
+                            "\(Quantity.formatMemory(n.memoryMiB - v.allocatedMemoryMiB))/\(Quantity.formatMemory(n.memoryMiB))",
+                            "\(n.gpus.count - v.allocatedGPUs.count)/\(n.gpus.count)", String(v.tasks), models.isEmpty ? "-" : "\(models) (\(n.gpuSource))",
+                        ]
+                    }))
+        }
+    }
+}

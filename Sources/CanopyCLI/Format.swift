@@ -1,0 +1,78 @@
+import CanopyCore
+import CanopyHTTP
+import Foundation
+
+/// Output helpers: aligned tables for people, the API's JSON for `-o json`.
+enum Format {
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    static func json(_ value: some Encodable) throws -> String {
+        let e = APIJSON.encoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    static func age(_ date: Date?, now: Date = Date()) -> String {
+        guard let date else { return "-" }
+        let s = Int(now.timeIntervalSince(date))
+        if s < 60 { return "\(max(0, s))s ago" }
+        if s < 3600 { return "\(s / 60)m ago" }
+        if s < 86400 { return "\(s / 3600)h ago" }
+        return "\(s / 86400)d ago"
+    }
+
+    static func resources(_ r: Resources, tasks: Int) -> String {
+        var s = "\(Quantity.formatCPU(r.cpuMillis)) CPU, \(Quantity.formatMemory(r.memoryMiB))"
+        if r.gpus > 0 { s += ", \(r.gpus) GPU" + (r.gpuModel.map { " \($0)" } ?? "") }
+        return tasks > 1 ? "\(tasks) x (\(s))" : s
+    }
+
+    static func status(_ w: Workload) -> String {
+        var s = w.phase.rawValue
+        if let code = w.exitCode, w.phase.isTerminal { s += " (\(code))" }
+        if w.phase == .pending, let p = w.queuePosition { s += " #\(p)" }
+        return s
+    }
+
+    static func describe(_ w: Workload) -> String {
+        var lines: [(String, String)] = [
+            ("ID", w.id), ("Name", w.spec.name), ("Phase", w.phase.rawValue),
+        ]
+        if let r = w.reason { lines.append(("Reason", "\(r.code.rawValue): \(r.message)")) }
+        if let p = w.queuePosition { lines.append(("Queue position", String(p))) }
+        if let c = w.exitCode { lines.append(("Exit code", String(c))) }
+        lines += [
+            ("Queue", w.spec.queue), ("Priority", String(w.spec.priority)), ("Tenant", "\(w.tenant) (owner \(w.owner))"),
+            ("Command", w.spec.command.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")),
+            ("Resources", resources(w.spec.resources, tasks: w.spec.tasks)),
+        ]
+        if let d = w.spec.maxDurationSeconds { lines.append(("Max duration", Quantity.formatDuration(d))) }
+        if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }
+        for (k, v) in w.spec.env.sorted(by: { $0.key < $1.key }) { lines.append(("Env", "\(k)=\(v)")) }
+        lines.append(("Created", "\(w.createdAt) (\(age(w.createdAt)))"))
+        if let s = w.startedAt { lines.append(("Started", "\(s)")) }
+        if let f = w.finishedAt { lines.append(("Finished", "\(f)")) }
+        let width = lines.map(\.0.count).max() ?? 0
+        var out = lines.map { "\($0.0.padding(toLength: width, withPad: " ", startingAt: 0))  \($0.1)" }.joined(separator: "\n")
+        out += "\n\nTasks:\n" + table(
+            ["INDEX", "PHASE", "NODE", "GPUS", "PID/ID", "EXIT", "REASON"],
+            w.tasks.map { t in
+                [String(t.index), t.phase.rawValue, t.node ?? "-", t.gpus.isEmpty ? "-" : t.gpus.map(String.init).joined(separator: ","), t.backendID ?? "-",
+                 t.exitCode.map(String.init) ?? "-", t.reason?.message ?? ""]
+            })
+        return out
+    }
+}
+
+/// `-o` output formats.
+enum OutputFormat: String, CaseIterable, Sendable {
+    case table, json
+}

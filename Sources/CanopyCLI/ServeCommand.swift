@@ -1,0 +1,55 @@
+import ArgumentParser
+import CanopyApp
+import CanopyCore
+import Foundation
+import Logging
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the Canopy server.",
+        discussion: "Every option can also be set in the environment (CANOPY_DATA_DIR, CANOPY_HOST, CANOPY_PORT, CANOPY_GPUS, ...); the option wins.")
+
+    @Option(help: "Data directory: database, logs, task directories, credentials (default ./.canopy).") var dataDir: String?
+    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on (default 7420; 0 picks a free one).") var port: Int?
+    @Option(help: "Declare GPUs on a machine without them, MODEL:COUNT[,MODEL:COUNT] (default: ask nvidia-smi).") var gpus: String?
+    @Option(help: "Allocatable CPUs of this node (default: all online CPUs).") var cpus: String?
+    @Option(help: "Allocatable memory of this node, e.g. 16Gi (default: all of it).") var memory: String?
+    @Option(help: "User tasks run as when the server runs as root (default nobody).") var taskUser: String?
+    @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default 10).") var stopGrace: Double?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        var config = ServerConfiguration()
+        if let dataDir { config.dataDir = dataDir }
+        if let host { config.host = host }
+        if let port { config.port = port }
+        if let gpus { config.gpus = gpus }
+        if let cpus { config.cpus = cpus }
+        if let memory { config.memory = memory }
+        if let taskUser { config.taskUser = taskUser }
+        if let stopGrace { config.stopGrace = stopGrace }
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "canopy")
+        let (host, dir) = (config.host, config.absoluteDataDir)
+        let server: CanopyServer
+        do {
+            server = try await buildApplication(config, logger: logger) { port in
+                logger.notice("Canopy is serving", metadata: ["url": "http://\(host):\(port)", "data-dir": "\(dir)"])
+            }
+        } catch let e as CanopyError {
+            FileHandle.standardError.write(Data("canopy: \(e.message)\(e.field.map { " (\($0))" } ?? "")\n".utf8))
+            throw ExitCode(1)
+        }
+        if let token = server.generatedAdminToken {
+            FileHandle.standardOutput.write(
+                Data("Admin token (shown once; also saved in \(dir)/admin.token, mode 0600):\n  \(token)\n".utf8))
+        }
+        try await server.application.runService()
+    }
+}

@@ -1,0 +1,135 @@
+import CanopyCore
+import Foundation
+import Hummingbird
+import Logging
+
+/// Renders every error as the native API's JSON error: `{"error": {"code", "message", "field"}}` with a matching
+/// status. Nothing the caller sends can produce a 5xx: decoding errors become 400s naming the field.
+public struct NativeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let e = NativeErrors.canopyError(from: error)
+            if e.code == .internal { context.logger.error("request failed", metadata: ["error": "\(error)"]) }
+            return NativeErrors.render(e)
+        }
+    }
+}
+
+/// The native API's error body.
+public struct ErrorBody: Codable, Sendable {
+    /// The error itself.
+    public struct Detail: Codable, Sendable {
+        public var code: String
+        public var message: String
+        public var field: String?
+    }
+    public var error: Detail
+}
+
+/// Rendering of errors in the native API's shape.
+public enum NativeErrors {
+    /// Renders an error.
+    public static func render(_ e: CanopyError) -> Response {
+        let data = (try? JSONEncoder().encode(ErrorBody(error: .init(code: e.code.rawValue, message: e.message, field: e.field)))) ?? Data()
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if e.code == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: status(e.code), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// The HTTP status for a code.
+    public static func status(_ code: CanopyError.Code) -> HTTPResponse.Status {
+        switch code {
+        case .invalidArgument, .unschedulable: .badRequest
+        case .notFound: .notFound
+        case .alreadyExists, .conflict: .conflict
+        case .unauthenticated: .unauthorized
+        case .permissionDenied: .forbidden
+        case .payloadTooLarge: .contentTooLarge
+        case .quotaExceeded: .tooManyRequests
+        case .unavailable: .serviceUnavailable
+        case .internal: .internalServerError
+        }
+    }
+
+    /// Maps any error to a CanopyError.
+    public static func canopyError(from error: any Error) -> CanopyError {
+        switch error {
+        case let e as CanopyError:
+            return e
+        case let e as DecodingError:
+            return RequestDecoding.describe(e)
+        case let e as HTTPError:
+            switch e.status {
+            case .contentTooLarge: return CanopyError(.payloadTooLarge, "request body larger than the limit")
+            case .notFound: return CanopyError(.notFound, e.body ?? "no such resource")
+            case .methodNotAllowed: return CanopyError(.invalidArgument, "method not allowed on this path")
+            case .unauthorized: return CanopyError(.unauthenticated, e.body ?? "authentication required")
+            default:
+                return e.status.code < 500 ? CanopyError(.invalidArgument, e.body ?? e.status.reasonPhrase) : CanopyError(.internal, "internal error")
+            }
+        default:
+            return CanopyError(.internal, "internal error")
+        }
+    }
+}
+
+/// Reads request bodies strictly: a size cap, JSON only, unknown fields refused, errors naming their field.
+public enum RequestDecoding {
+    /// Decodes a JSON body into `T`, refusing fields not in `known` (top level) so typos do not pass silently.
+    public static func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext, known: Set<String>? = nil) async throws -> T {
+        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+        let data = Data(buffer.readableBytesView)
+        if data.isEmpty { throw CanopyError(.invalidArgument, "request body is empty; expected a JSON object") }
+        if let known {
+            guard let object = try? JSONSerialization.jsonObject(with: data) else {
+                throw CanopyError(.invalidArgument, "request body is not valid JSON")
+            }
+            guard let dict = object as? [String: Any] else { throw CanopyError(.invalidArgument, "request body must be a JSON object") }
+            if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
+                throw CanopyError.invalid(unknown, "unknown field \"\(unknown)\"; known fields: \(known.sorted().joined(separator: ", "))")
+            }
+        }
+        return try APIJSON.decoder().decode(T.self, from: data)
+    }
+
+    /// Turns a decoding error into a 400 naming the offending field.
+    public static func describe(_ e: DecodingError) -> CanopyError {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingPrefix(".").description
+        }
+        switch e {
+        case .keyNotFound(let key, let ctx):
+            let p = path(ctx.codingPath + [key])
+            return CanopyError.invalid(p, "missing required field \"\(p)\"")
+        case .typeMismatch(let type, let ctx):
+            let p = path(ctx.codingPath)
+            return CanopyError.invalid(p.isEmpty ? "body" : p, "wrong type for \"\(p)\": expected \(describe(type))")
+        case .valueNotFound(let type, let ctx):
+            let p = path(ctx.codingPath)
+            return CanopyError.invalid(p.isEmpty ? "body" : p, "\"\(p)\" must not be null: expected \(describe(type))")
+        case .dataCorrupted(let ctx):
+            let p = path(ctx.codingPath)
+            if p.isEmpty { return CanopyError(.invalidArgument, "request body is not valid JSON") }
+            return CanopyError.invalid(p, ctx.debugDescription)
+        @unknown default:
+            return CanopyError(.invalidArgument, "request body could not be read")
+        }
+    }
+
+    private static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type: "an integer"
+        case is Double.Type: "a number"
+        case is Bool.Type: "true or false"
+        case is [String].Type: "an array of strings"
+        case is [Int].Type: "an array of integers"
+        default:
+            String(describing: type).hasPrefix("Dictionary") ? "an object" : String(describing: type).hasPrefix("Array") ? "an array" : "an object"
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import CanopyCore
+
+/// The body of `POST /api/v1/workloads`. Only `command` is required.
+public struct CreateWorkloadRequest: Codable, Sendable {
+    public var name: String?
+    public var kind: WorkloadKind?
+    public var queue: String?
+    public var priority: Int?
+    public var image: String?
+    public var command: [String]
+    public var env: [String: String]?
+    public var workdir: String?
+    public var resources: Resources?
+    public var tasks: Int?
+    public var maxDuration: DurationValue?
+    public var hold: Bool?
+    public var ports: [Int]?
+    public var labels: [String: String]?
+
+    /// The fields a request may carry; anything else is refused.
+    public static let fields: Set<String> = [
+        "name", "kind", "queue", "priority", "image", "command", "env", "workdir", "resources", "tasks", "maxDuration", "hold", "ports", "labels",
+    ]
+
+    /// Creates a request.
+    public init(command: [String]) { self.command = command }
+
+    /// The spec it asks for, defaults filled in.
+    public var spec: WorkloadSpec {
+        WorkloadSpec(
+            name: name ?? "", kind: kind ?? .batch, queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image, command: command,
+            env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
+            hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:])
+    }
+}
+
+/// A duration given as `"1h30m"` or as a number of seconds.
+public struct DurationValue: Codable, Sendable, Hashable {
+    /// Seconds.
+    public var seconds: Int
+
+    public init(seconds: Int) { self.seconds = seconds }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(Int.self) {
+            guard n > 0 else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "duration must be positive") }
+            seconds = n
+        } else if let s = try? c.decode(String.self) {
+            guard let v = Quantity.parseDuration(s), v > 0 else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "\"\(s)\" is not a duration such as \"90s\", \"15m\" or \"1h30m\"")
+            }
+            seconds = v
+        } else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "expected a duration such as \"1h\" or a number of seconds")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(Quantity.formatDuration(seconds))
+    }
+}
+
+/// A page of a listing.
+public struct Page<Item: Codable & Sendable>: Codable, Sendable {
+    /// The items.
+    public var items: [Item]
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    public var nextCursor: String?
+
+    public init(items: [Item], nextCursor: String?) {
+        self.items = items
+        self.nextCursor = nextCursor
+    }
+}
+
+/// `POST /api/v1/queues`.
+public struct CreateQueueRequest: Codable, Sendable {
+    public var name: String
+    public var priority: Int?
+    public var description: String?
+    public var pool: String?
+    public static let fields: Set<String> = ["name", "priority", "description", "pool"]
+
+    public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil) {
+        self.name = name
+        self.priority = priority
+        self.description = description
+        self.pool = pool
+    }
+}
+
+/// A queue as listed, with its counts.
+public struct QueueView: Codable, Sendable {
+    public var name: String
+    public var priority: Int
+    public var description: String
+    public var pool: String?
+    public var pending: Int
+    public var running: Int
+}
+
+/// `POST /api/v1/tokens`.
+public struct CreateTokenRequest: Codable, Sendable {
+    public var user: String
+    public var tenant: String?
+    public var role: Principal.Role?
+    public var description: String?
+    public static let fields: Set<String> = ["user", "tenant", "role", "description"]
+
+    public init(user: String, tenant: String? = nil, role: Principal.Role? = nil, description: String? = nil) {
+        self.user = user
+        self.tenant = tenant
+        self.role = role
+        self.description = description
+    }
+}
+
+/// A token as listed (never its secret).
+public struct TokenView: Codable, Sendable {
+    public var id: String
+    public var user: String
+    public var tenant: String
+    public var role: Principal.Role
+    public var description: String
+    /// Present only in the answer to its creation.
+    public var token: String?
+}

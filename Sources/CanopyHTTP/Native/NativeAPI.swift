@@ -1,0 +1,202 @@
+import CanopyCore
+import CanopyServices
+import Foundation
+import Hummingbird
+
+/// Canopy's own REST API under `/api/v1`.
+public struct NativeAPI: Sendable {
+    let workloads: WorkloadService
+    let controller: WorkloadController
+    let auth: AuthService
+
+    /// Creates the API over its services.
+    public init(workloads: WorkloadService, controller: WorkloadController, auth: AuthService) {
+        self.workloads = workloads
+        self.controller = controller
+        self.auth = auth
+    }
+
+    /// Adds the routes to a router.
+    public func register(on router: Router<CanopyRequestContext>) {
+        router.get("/healthz") { _, _ in try APIJSON.response(["status": "ok"]) }
+        let api = router.group("/api/v1").add(middleware: NativeErrorMiddleware())
+        api.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
+        }
+        let authed = api.group().add(middleware: BearerAuthMiddleware(auth: auth))
+        authed.post("/workloads", use: create)
+        authed.get("/workloads", use: list)
+        authed.get("/workloads/{id}", use: get)
+        authed.post("/workloads/{id}/stop", use: stop)
+        authed.post("/workloads/{id}/release", use: release)
+        authed.get("/workloads/{id}/tasks/{index}/logs", use: logs)
+        authed.get("/nodes", use: nodes)
+        authed.get("/queues", use: queues)
+        authed.post("/queues", use: createQueue)
+        authed.delete("/queues/{name}", use: deleteQueue)
+        authed.get("/tokens", use: tokens)
+        authed.post("/tokens", use: createToken)
+        authed.delete("/tokens/{id}", use: revokeToken)
+        authed.get("/whoami") { _, context in try APIJSON.response(try context.requirePrincipal()) }
+    }
+
+    // MARK: workloads
+
+    @Sendable func create(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await RequestDecoding.decode(CreateWorkloadRequest.self, from: request, context: context, known: CreateWorkloadRequest.fields)
+        let w = try await workloads.submit(body.spec, by: principal)
+        var response = try APIJSON.response(w, status: .created)
+        response.headers[.location] = "/api/v1/workloads/\(w.id)"
+        return response
+    }
+
+    @Sendable func list(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let q = request.uri.queryParameters
+        var query = WorkloadQuery()
+        if let limit = q.get("limit") {
+            guard let n = Int(limit), (1...1000).contains(n) else { throw CanopyError.invalid("limit", "limit must be between 1 and 1000") }
+            query.limit = n
+        }
+        if let cursor = q.get("cursor") {
+            guard let seq = Int64(cursor), seq > 0 else { throw CanopyError.invalid("cursor", "cursor must be a value returned as nextCursor") }
+            query.beforeSeq = seq
+        }
+        if let queue = q.get("queue"), !queue.isEmpty { query.queue = queue }
+        for value in q.getAll("phase") {
+            for name in value.split(separator: ",") {
+                guard let phase = Phase.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+                    throw CanopyError.invalid("phase", "unknown phase \"\(name)\"; phases: \(Phase.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                query.phases.insert(phase)
+            }
+        }
+        if let tenant = q.get("tenant"), principal.role == .admin { query.tenant = tenant }
+        let items = try await workloads.list(query, as: principal)
+        let next = items.count == query.limit ? items.last.map { String($0.seq) } : nil
+        return try APIJSON.response(Page(items: items, nextCursor: next))
+    }
+
+    @Sendable func get(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try APIJSON.response(try await workloads.get(try context.parameters.require("id"), as: try context.requirePrincipal()))
+    }
+
+    @Sendable func stop(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try APIJSON.response(try await workloads.stop(try context.parameters.require("id"), as: try context.requirePrincipal()))
+    }
+
+    @Sendable func release(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try APIJSON.response(try await workloads.release(try context.parameters.require("id"), as: try context.requirePrincipal()))
+    }
+
+    /// Task output: the whole file from `offset`, or with `follow=true` a stream that ends when the task does.
+    @Sendable func logs(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try context.parameters.require("id")
+        guard let index = Int(try context.parameters.require("index")), index >= 0 else {
+            throw CanopyError.invalid("index", "task index must be a non-negative integer")
+        }
+        let q = request.uri.queryParameters
+        let stream = q.get("stream") ?? "stdout"
+        let follow = ["true", "1", "yes"].contains(q.get("follow")?.lowercased() ?? "")
+        var offset: UInt64 = 0
+        if let o = q.get("offset") {
+            guard let v = UInt64(o) else { throw CanopyError.invalid("offset", "offset must be a non-negative integer") }
+            offset = v
+        }
+        let path = try await workloads.logPath(id, task: index, stream: stream, as: principal)
+        let service = workloads
+        let start = offset
+        let body = ResponseBody { writer in
+            var position = start
+            while true {
+                let ended = follow ? await service.taskEnded(id, task: index) : true
+                // Drain what is there; once the task has ended, what is there is all there will be.
+                while let chunk = LogReader.read(path: path, from: position, max: 65536), !chunk.isEmpty {
+                    position += UInt64(chunk.count)
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
+                if ended { break }
+                await service.waitForChange(timeout: .milliseconds(100))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+    }
+
+    // MARK: nodes and queues
+
+    @Sendable func nodes(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        return try APIJSON.response(Page(items: await controller.nodeViews(), nextCursor: nil))
+    }
+
+    @Sendable func queues(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        let counts = await controller.queueCounts()
+        let views = await controller.allQueues().map {
+            QueueView(name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0)
+        }
+        return try APIJSON.response(Page(items: views, nextCursor: nil))
+    }
+
+    @Sendable func createQueue(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requireAdmin()
+        let body = try await RequestDecoding.decode(CreateQueueRequest.self, from: request, context: context, known: CreateQueueRequest.fields)
+        guard Queue.isValidName(body.name) else {
+            throw CanopyError.invalid("name", "queue names are 1 to 63 lowercase letters, digits, '-' or '_'")
+        }
+        if let p = body.priority, abs(p) > WorkloadService.Limits.maxPriority { throw CanopyError.invalid("priority", "priority out of range") }
+        let queue = Queue(name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool)
+        try await controller.save(queue: queue)
+        return try APIJSON.response(QueueView(name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, pending: 0, running: 0), status: .created)
+    }
+
+    @Sendable func deleteQueue(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requireAdmin()
+        try await controller.deleteQueue(try context.parameters.require("name"))
+        return Response(status: .noContent)
+    }
+
+    // MARK: tokens
+
+    @Sendable func tokens(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let views = try await auth.list(as: principal).map {
+            TokenView(id: $0.id, user: $0.principal.user, tenant: $0.principal.tenant, role: $0.principal.role, description: $0.description)
+        }
+        return try APIJSON.response(Page(items: views, nextCursor: nil))
+    }
+
+    @Sendable func createToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let admin = try context.requireAdmin()
+        let body = try await RequestDecoding.decode(CreateTokenRequest.self, from: request, context: context, known: CreateTokenRequest.fields)
+        guard Queue.isValidName(body.user) else { throw CanopyError.invalid("user", "user names are 1 to 63 lowercase letters, digits, '-' or '_'") }
+        let tenant = body.tenant ?? admin.tenant
+        guard Queue.isValidName(tenant) else { throw CanopyError.invalid("tenant", "tenant names are 1 to 63 lowercase letters, digits, '-' or '_'") }
+        let principal = Principal(user: body.user, tenant: tenant, role: body.role ?? .user)
+        let (record, secret) = try await auth.issue(for: principal, description: body.description ?? "")
+        return try APIJSON.response(
+            TokenView(id: record.id, user: principal.user, tenant: principal.tenant, role: principal.role, description: record.description, token: secret), status: .created)
+    }
+
+    @Sendable func revokeToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try await auth.revoke(id: try context.parameters.require("id"), as: try context.requirePrincipal())
+        return Response(status: .noContent)
+    }
+}
+
+/// Reads a slice of a log file.
+enum LogReader {
+    static func read(path: String, from offset: UInt64, max: Int) -> [UInt8]? {
+        guard let fh = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? fh.close() }
+        do {
+            try fh.seek(toOffset: offset)
+            return try fh.read(upToCount: max).map { [UInt8]($0) } ?? []
+        } catch {
+            return nil
+        }
+    }
+}
