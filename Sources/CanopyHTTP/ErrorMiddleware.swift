@@ -62,6 +62,8 @@ public enum NativeErrors {
             return e
         case let e as DecodingError:
             return RequestDecoding.describe(e)
+        case let e as any HTTPResponseError where e.status == .contentTooLarge:
+            return CanopyError(.payloadTooLarge, "request body larger than the limit")
         case let e as HTTPError:
             switch e.status {
             case .contentTooLarge: return CanopyError(.payloadTooLarge, "request body larger than the limit")

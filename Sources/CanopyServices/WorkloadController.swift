@@ -380,7 +380,8 @@ public actor WorkloadController {
         }
         let now = clock.now()
         let nonZero = w.tasks.compactMap(\.exitCode).first { $0 != 0 }
-        w.exitCode = nonZero ?? w.tasks.compactMap(\.exitCode).first ?? (failedTask == nil ? 0 : nil)
+        // The workload's exit code is the failing task's, else the first non-zero one, else 0.
+        w.exitCode = failedTask.flatMap(\.exitCode) ?? nonZero ?? w.tasks.compactMap(\.exitCode).first ?? (failedTask == nil ? 0 : nil)
         if let stopped = stopReasons.removeValue(forKey: id) {
             if stopped.code == .peerTaskFailed {
                 w.phase = .stopping

@@ -102,12 +102,14 @@ int main(int argc, char **argv) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        /* Change directory while still privileged: the task user owns its working directory but may not be
+           able to traverse the data directory's ancestors (e.g. /root is 0700). */
+        if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
         if (gid >= 0) {
             if (setgroups(0, NULL) != 0) die("setgroups");
             if (setgid((gid_t)gid) != 0) die("setgid");
         }
         if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
-        if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
         execvp(command[0], command);
         fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);

@@ -18,8 +18,10 @@ public struct NativeAPI: Sendable {
 
     /// Adds the routes to a router.
     public func register(on router: Router<CanopyRequestContext>) {
+        // Outermost, so even "no such route" answers in the API's error shape.
+        router.add(middleware: NativeErrorMiddleware())
         router.get("/healthz") { _, _ in try APIJSON.response(["status": "ok"]) }
-        let api = router.group("/api/v1").add(middleware: NativeErrorMiddleware())
+        let api = router.group("/api/v1")
         api.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
         }

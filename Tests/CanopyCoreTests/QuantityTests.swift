@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+
+@testable import CanopyCore
+
+@Suite("quantities, ids and phases")
+struct QuantityTests {
+    @Test("CPU quantities parse as millicores", arguments: [("2", 2000), ("0.5", 500), ("500m", 500), ("1.25", 1250), (" 3 ", 3000)])
+    func cpu(text: String, millis: Int) {
+        #expect(Quantity.parseCPU(text) == millis)
+    }
+
+    @Test("bad CPU quantities are refused", arguments: ["", "abc", "-1", "1e400", "m", "-5m", "nan"])
+    func badCPU(text: String) {
+        #expect(Quantity.parseCPU(text) == nil)
+    }
+
+    @Test("memory quantities parse as MiB, rounded up", arguments: [("512Mi", 512), ("2Gi", 2048), ("1G", 954), ("1048576", 1), ("1.5Gi", 1536), ("100Ki", 1), ("1GB", 954)])
+    func memory(text: String, mib: Int) {
+        #expect(Quantity.parseMemory(text) == mib)
+    }
+
+    @Test("bad memory quantities are refused", arguments: ["", "lots", "-1Gi", "1Xi", "1e30"])
+    func badMemory(text: String) {
+        #expect(Quantity.parseMemory(text) == nil)
+    }
+
+    @Test("durations parse and format", arguments: [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2d", 172_800), ("45", 45)])
+    func durations(text: String, seconds: Int) {
+        #expect(Quantity.parseDuration(text) == seconds)
+        #expect(Quantity.parseDuration(Quantity.formatDuration(seconds)) == seconds)
+    }
+
+    @Test("bad durations are refused", arguments: ["", "1x", "h", "1h30", "-5", "99999999999999999999d"])
+    func badDurations(text: String) {
+        #expect(Quantity.parseDuration(text) == nil)
+    }
+
+    @Test("ids are base62 of at most 22 characters and distinct")
+    func ids() {
+        let ids = (0..<1000).map { _ in IDGenerator.random() }
+        #expect(Set(ids).count == 1000)
+        #expect(ids.allSatisfy { Base62.isValid($0) && $0.count <= 22 })
+        #expect(Base62.encode(.max, .max).count == 22)
+        #expect(Base62.encode(0, 0) == "0")
+        #expect(Base62.encode(0, 61) == "z")
+        #expect(Base62.encode(0, 62) == "10")
+    }
+
+    @Test("the phase machine allows only forward moves")
+    func phases() {
+        #expect(Phase.pending.canMove(to: .starting))
+        #expect(Phase.running.canMove(to: .succeeded))
+        #expect(!Phase.succeeded.canMove(to: .running))
+        #expect(!Phase.pending.canMove(to: .running))
+        #expect(Phase.stopped.canMove(to: .pending))
+        #expect(Phase.allCases.filter(\.isTerminal) == [.succeeded, .failed, .cancelled])
+        var w = Workload(id: "a", tenant: "t", owner: "u", spec: WorkloadSpec(command: ["true"]), createdAt: Date())
+        let skipped = w.move(to: .running, at: Date())
+        #expect(!skipped)
+        let started = w.move(to: .starting, at: Date())
+        let running = w.move(to: .running, at: Date())
+        #expect(started && running && w.startedAt != nil)
+        let failed = w.move(to: .failed, reason: Reason(.nonZeroExit, "x"), at: Date())
+        #expect(failed && w.finishedAt != nil)
+    }
+
+    @Test("resources decode from human forms and encode back to them")
+    func resources() throws {
+        let r = try JSONDecoder().decode(Resources.self, from: Data(#"{"cpu": 0.5, "memory": "2Gi", "gpus": 1, "gpuModel": "T4"}"#.utf8))
+        #expect(r == Resources(cpuMillis: 500, memoryMiB: 2048, gpus: 1, gpuModel: "T4"))
+        let s = try JSONDecoder().decode(Resources.self, from: Data(#"{"cpu": "250m", "memory": 1073741824}"#.utf8))
+        #expect(s.cpuMillis == 250 && s.memoryMiB == 1024 && s.gpus == 0)
+        let back = try JSONDecoder().decode(Resources.self, from: try JSONEncoder().encode(r))
+        #expect(back == r)
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(Resources.self, from: Data(#"{"cpu": "fast"}"#.utf8)) }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(Resources.self, from: Data(#"{"memory": -5}"#.utf8)) }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(Resources.self, from: Data(#"{"cpu": true}"#.utf8)) }
+    }
+}

@@ -1,0 +1,127 @@
+import CanopyCore
+import CanopyLocal
+import CanopyTesting
+import Foundation
+import Testing
+
+@Suite("local executor on real processes")
+struct LocalExecutorTests {
+    func executor(_ root: String, gpus: [GPU]? = [GPU(index: 0, model: "T4"), GPU(index: 1, model: "T4")]) throws -> LocalExecutor {
+        try LocalExecutor(configuration: .init(workloadsRoot: root, shimPath: buildProductsDir + "/canopy-shim", declaredGPUs: gpus, cpuMillis: 2000, memoryMiB: 4096))
+    }
+
+    func launch(_ e: LocalExecutor, _ id: String, _ command: [String], gpus: [Int] = [], memoryMiB: Int = 256, workdir: String? = nil, index: Int = 0, tasks: Int = 1) async throws -> String {
+        let spec = WorkloadSpec(command: command, env: ["GREETING": "hi"], workdir: workdir, resources: Resources(cpuMillis: 500, memoryMiB: memoryMiB, gpus: gpus.count), tasks: tasks)
+        return try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: index, node: "local", gpus: gpus))
+    }
+
+    func nextExit(_ e: LocalExecutor) async -> TaskExit? {
+        for await exit in e.exits { return exit }
+        return nil
+    }
+
+    @Test("a task runs with its environment, GPUs, own directory and exit code")
+    func runsTask() async throws {
+        let root = try makeTempDir()
+        let e = try executor(root)
+        _ = try await launch(e, "w1", ["sh", "-c", "echo $GREETING $CANOPY_WORKLOAD_ID $CANOPY_TASK_INDEX $CANOPY_TASK_COUNT gpus=$CUDA_VISIBLE_DEVICES; pwd; echo oops >&2; exit 7"], gpus: [1], workdir: "sub/dir", index: 1, tasks: 2)
+        let exit = await nextExit(e)
+        #expect(exit?.workloadID == "w1" && exit?.taskIndex == 1 && exit?.exitCode == 7)
+        let out = try String(contentsOfFile: e.logPath(workloadID: "w1", taskIndex: 1, stream: "stdout"), encoding: .utf8)
+        #expect(out == "hi w1 1 2 gpus=1\n\(root)/w1/task-1/work/sub/dir\n")
+        #expect(try String(contentsOfFile: e.logPath(workloadID: "w1", taskIndex: 1, stream: "stderr"), encoding: .utf8) == "oops\n")
+    }
+
+    @Test("a task without GPUs sees none on a GPU node")
+    func hidesGPUs() async throws {
+        let e = try executor(try makeTempDir())
+        _ = try await launch(e, "nogpu", ["sh", "-c", "echo \"[$CUDA_VISIBLE_DEVICES]\""])
+        _ = await nextExit(e)
+        #expect(try String(contentsOfFile: e.logPath(workloadID: "nogpu", taskIndex: 0, stream: "stdout"), encoding: .utf8) == "[]\n")
+    }
+
+    @Test("tasks never run as root when the server does")
+    func unprivileged() async throws {
+        guard getuid() == 0 else { return }
+        let e = try executor(try makeTempDir())
+        _ = try await launch(e, "who", ["id", "-u"])
+        _ = await nextExit(e)
+        #expect(try String(contentsOfFile: e.logPath(workloadID: "who", taskIndex: 0, stream: "stdout"), encoding: .utf8) != "0\n")
+    }
+
+    @Test("stop sends SIGTERM, then SIGKILL to a task that ignores it")
+    func stop() async throws {
+        let e = try executor(try makeTempDir())
+        let pid = try await launch(e, "polite", ["sleep", "30"])
+        await e.stop(workloadID: "polite", taskIndex: 0, backendID: pid, grace: 5)
+        #expect(await nextExit(e)?.exitCode == 143)
+        let stubborn = try await launch(e, "stubborn", ["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
+        let log = e.logPath(workloadID: "stubborn", taskIndex: 0, stream: "stdout")
+        #expect(await eventually { (try? String(contentsOfFile: log, encoding: .utf8)) == "ready\n" })
+        let started = ContinuousClock.now
+        await e.stop(workloadID: "stubborn", taskIndex: 0, backendID: stubborn, grace: 0.3)
+        #expect(await nextExit(e)?.exitCode == 137)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test("a missing program fails with 127 and says why")
+    func missingProgram() async throws {
+        let e = try executor(try makeTempDir())
+        _ = try await launch(e, "missing", ["/no/such/program"])
+        #expect(await nextExit(e)?.exitCode == 127)
+        #expect(try String(contentsOfFile: e.logPath(workloadID: "missing", taskIndex: 0, stream: "stderr"), encoding: .utf8).contains("cannot run /no/such/program"))
+    }
+
+    @Test("a workdir may not leave the task's directory")
+    func workdirEscape() async throws {
+        let e = try executor(try makeTempDir())
+        await #expect(throws: CanopyError.self) { _ = try await launch(e, "esc", ["true"], workdir: "../../etc") }
+        let layout = TaskLayout(root: "/r", workloadID: "w", index: 0)
+        #expect(layout.resolve(workdir: "/abs/path") == "/r/w/task-0/work/abs/path")
+        #expect(layout.resolve(workdir: "a/../b") == "/r/w/task-0/work/b")
+        #expect(layout.resolve(workdir: "..") == nil)
+    }
+
+    @Test("the memory limit is enforced through cgroups, and the end is reported as out of memory")
+    func memoryLimit() async throws {
+        let e = try executor(try makeTempDir())
+        guard e.limitations.isEmpty else {
+            print("cgroups unavailable here, limit not enforced: \(e.limitations)")
+            return
+        }
+        _ = try await launch(e, "hog", ["python3", "-c", "x = bytearray(300 * 1024 * 1024); print(len(x))"], memoryMiB: 64)
+        let exit = await nextExit(e)
+        #expect(exit?.exitCode == 137)
+        #expect(exit?.reason?.code == .outOfMemory)
+    }
+
+    @Test("after a restart, a still-running task is adopted and one that ended is read from its exit file")
+    func recovery() async throws {
+        let root = try makeTempDir()
+        let first = try executor(root)
+        _ = try await launch(first, "long", ["sh", "-c", "sleep 1; exit 5"])
+        _ = try await launch(first, "short", ["sh", "-c", "exit 3"])
+        try await Task.sleep(for: .milliseconds(300))
+        // A second executor over the same directory stands for the restarted server.
+        let second = try executor(root)
+        #expect(await second.recover(workloadID: "long", taskIndex: 0, backendID: nil) == .running)
+        guard case .exited(let ended) = await second.recover(workloadID: "short", taskIndex: 0, backendID: nil) else {
+            Issue.record("expected the exit file to be read")
+            return
+        }
+        #expect(ended.exitCode == 3)
+        #expect(await second.recover(workloadID: "never", taskIndex: 0, backendID: nil) == .vanished)
+        let adopted = await nextExit(second)
+        #expect(adopted?.workloadID == "long" && adopted?.exitCode == 5)
+    }
+
+    @Test("declared and discovered GPU inventories parse")
+    func gpuInventory() throws {
+        let gpus = try GPUDiscovery.parseDeclared("A100:2,T4:1")
+        #expect(gpus.map(\.index) == [0, 1, 2] && gpus.map(\.model) == ["A100", "A100", "T4"])
+        #expect(throws: CanopyError.self) { try GPUDiscovery.parseDeclared("T4") }
+        #expect(throws: CanopyError.self) { try GPUDiscovery.parseDeclared("T4:-1") }
+        let smi = GPUDiscovery.parseNvidiaSMI("0, NVIDIA H100 80GB HBM3, 81559, GPU-1a2b\n1, NVIDIA H100 80GB HBM3, 81559, GPU-3c4d\n")
+        #expect(smi.count == 2 && smi[1].index == 1 && smi[0].memoryMiB == 81559 && smi[1].uuid == "GPU-3c4d")
+    }
+}

@@ -1,0 +1,79 @@
+import CanopyApp
+import CanopyCore
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+
+/// A fresh data directory under /tmp, world-traversable so tasks that run as the unprivileged user can reach it.
+public func makeTempDir(_ prefix: String = "canopy-test") throws -> String {
+    let path = "/tmp/\(prefix)-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    return path
+}
+
+/// The folder SwiftPM builds into (where canopy, canopy-shim and the test bundle live).
+public var buildProductsDir: String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return (exe as NSString).deletingLastPathComponent
+}
+
+/// A server configuration for tests: its own data dir, a declared GPU inventory, a short stop grace.
+public func testConfiguration(dataDir: String? = nil, gpus: String = "T4:2", cpus: String = "4", memory: String = "8Gi") throws -> ServerConfiguration {
+    var c = ServerConfiguration(environment: [:])
+    c.dataDir = try dataDir ?? makeTempDir()
+    c.gpus = gpus
+    c.cpus = cpus
+    c.memory = memory
+    c.port = 0
+    c.stopGrace = 1
+    c.shimPath = buildProductsDir + "/canopy-shim"
+    return c
+}
+
+/// JSON helpers for tests.
+public enum TestJSON {
+    /// Parses a body as a JSON object.
+    public static func object(_ buffer: ByteBuffer) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any] ?? [:]
+    }
+
+    /// A JSON body.
+    public static func body(_ object: Any) -> ByteBuffer {
+        ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object)) ?? Data())
+    }
+}
+
+/// Headers with a bearer token and a JSON content type.
+public func authHeaders(_ token: String) -> HTTPFields {
+    [.authorization: "Bearer \(token)", .contentType: "application/json"]
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+public func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+/// Runs a program to completion, returning its exit status and output (for CLI and crash tests).
+public func runProcess(_ path: String, _ args: [String], env: [String: String] = [:], stdin: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
