@@ -70,8 +70,17 @@ public func runProcess(_ path: String, _ args: [String], env: [String: String] =
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
-    p.standardInput = FileHandle.nullDevice
+    let input = stdin.map { _ in Pipe() }
+    p.standardInput = input ?? FileHandle.nullDevice
     try p.run()
+    if let input, let stdin {
+        // Fed from another thread, so a child that writes while it reads cannot dead-lock us.
+        let writer = input.fileHandleForWriting
+        Thread.detachNewThread {
+            writer.write(Data(stdin.utf8))
+            try? writer.close()
+        }
+    }
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
