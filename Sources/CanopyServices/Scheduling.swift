@@ -189,7 +189,7 @@ public struct SchedulingPass: Sendable {
         for c in order {
             let w = c.workload
             if w.spec.hold {
-                outcome.reasons[w.id] = Reason(.held, "held: waiting to be released")
+                outcome.reasons[w.id] = Reason(.held, "held until released (canopy release ID)")
                 continue
             }
             if let placements = Self.place(w.spec, in: Self.subtracting(hold: hold, from: free)) {

@@ -88,6 +88,7 @@ public actor WorkloadController {
     /// Runs until cancelled: launches passes and stops, follows task exits, enforces max durations.
     public func run() async throws {
         try? await cancelWhenGracefulShutdown { await self.loops() }
+        await persist()
     }
 
     private func loops() async {
@@ -267,12 +268,14 @@ public actor WorkloadController {
         let now = clock.now()
         let pass = SchedulingPass(nodes: nodes, allocations: allocations.values.flatMap { $0 }, candidates: candidates, now: now)
         let outcome = pass.run()
+        // Why a workload waits is derived state: every pass recomputes it (so does the first pass after a
+        // restart) and reads of live workloads see it at once. It is not written to the store on its own, or a
+        // deep queue would rewrite every pending row whenever anything ends; it is written along with the
+        // workload's next real change.
         for (id, reason) in outcome.reasons {
             guard var w = active[id], w.reason != reason else { continue }
             w.reason = reason
-            w.version += 1
             active[id] = w
-            markDirty(id)
         }
         for start in outcome.starts {
             guard var w = active[start.workloadID] else { continue }
@@ -469,7 +472,8 @@ public actor WorkloadController {
         dirty = []
         let snapshot = ids.compactMap { active[$0] }
         do {
-            try await store.update(snapshot)
+            // Not cancellable: a graceful shutdown cancels the loops, and the last states must still be written.
+            try await Task { [store] in try await store.update(snapshot) }.value
             // Finished workloads leave memory once their final state is durable; reads then come from the store.
             for w in snapshot where (w.phase.isTerminal || w.phase == .stopped) && active[w.id]?.version == w.version {
                 active.removeValue(forKey: w.id)

@@ -135,7 +135,7 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
         self.createdAt = createdAt
         self.tasks = (0..<spec.tasks).map(TaskStatus.init(index:))
         self.version = 0
-        if spec.hold { self.reason = Reason(.held, "held: waiting to be released") }
+        if spec.hold { self.reason = Reason(.held, "held until released (canopy release ID)") }
     }
 
     /// Moves to a phase if the state machine allows it; returns whether it moved.
