@@ -81,10 +81,8 @@ let package = Package(
         .executableTarget(name: "canopy", dependencies: ["CanopyCLI", "canopy-shim"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "canopy-bench",
-            dependencies: [
-                "CanopyCore", "CanopyApp", "canopy-shim",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            // Drives the real `canopy` binary (built alongside) and seeds histories through the SQLite adapter.
+            dependencies: ["CanopyCore", "CanopySQLite", "canopy", "canopy-shim"],
             swiftSettings: swiftSettings
         ),
         .target(

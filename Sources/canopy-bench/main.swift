@@ -1,1 +1,83 @@
-print("x")
+// canopy-bench: measures the figures the foundation promises, each next to a baseline of this machine
+// measured in the same run (the machines are shared; absolute numbers move 3-4x, ratios much less).
+//
+//   swift run -c release canopy-bench            # everything
+//   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history
+//
+// The server under test is the real `canopy serve` binary built next to this one, on loopback, with a fresh
+// data directory under /tmp that is removed afterwards.
+import CanopyCore
+import CanopySQLite
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.contains("-h") || arguments.contains("--help") {
+    say(
+        """
+        usage: canopy-bench [PART...] [--seconds N] [--history N]
+          parts: fsync spawn submit start history (default: all)
+          --seconds N   length of the submission-rate run (default 5)
+          --history N   finished workloads seeded for the history run (default 100000)
+        """)
+    exit(0)
+}
+var parts: [String] = []
+var seconds = 5.0
+var historySize = 100_000
+var i = 0
+while i < arguments.count {
+    switch arguments[i] {
+    case "--seconds":
+        i += 1
+        seconds = Double(arguments[safe: i] ?? "") ?? seconds
+    case "--history":
+        i += 1
+        historySize = Int(arguments[safe: i] ?? "") ?? historySize
+    default: parts.append(arguments[i])
+    }
+    i += 1
+}
+let all = ["fsync", "spawn", "submit", "start", "history"]
+if parts.isEmpty { parts = all }
+for p in parts where !all.contains(p) {
+    FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
+    exit(2)
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}
+
+let machine = "\(ProcessInfo.processInfo.activeProcessorCount) CPUs, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
+say("canopy-bench on \(machine); server: \(siblingBinary("canopy"))\n")
+
+do {
+    var fsyncRate: Double?
+    if parts.contains("fsync") || parts.contains("submit") {
+        let rate = try Baselines.fsyncRate()
+        fsyncRate = rate
+        say(String(format: "baseline  append+fsync on the data disk          %8.0f /s", rate))
+    }
+    var spawnRate: Double?
+    if parts.contains("spawn") || parts.contains("start") {
+        let (rate, p50) = try Baselines.spawnRate()
+        spawnRate = rate
+        say(String(format: "baseline  posix_spawn+waitpid /bin/true           %8.0f /s   p50 %.2f ms", rate, p50 * 1000))
+    }
+    if parts.contains("submit") {
+        try Benchmarks.submissions(seconds: seconds, fsyncRate: fsyncRate ?? 0)
+    }
+    if parts.contains("start") {
+        try Benchmarks.startLatency(spawnRate: spawnRate ?? 0)
+    }
+    if parts.contains("history") {
+        try await Benchmarks.history(count: historySize)
+    }
+} catch {
+    FileHandle.standardError.write(Data("canopy-bench: \(error)\n".utf8))
+    exit(1)
+}
