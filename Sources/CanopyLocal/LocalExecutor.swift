@@ -130,6 +130,21 @@ public final class LocalExecutor: Executor {
                 path = (path as NSString).deletingLastPathComponent
             }
         }
+        for input in task.inputs {
+            guard let target = layout.resolve(path: input.path, workdir: task.spec.workdir) else {
+                throw StagingError("input path \"\(input.path)\" leaves the task's directory")
+            }
+            try? fm.removeItem(atPath: target)
+            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileTree.copy(from: input.localSource, to: target, owner: runAs)
+            if let runAs {
+                var path = (target as NSString).deletingLastPathComponent
+                while path.count >= layout.work.count {
+                    chown(path, runAs.uid, runAs.gid)
+                    path = (path as NSString).deletingLastPathComponent
+                }
+            }
+        }
         let key = Self.key(task.workloadID, task.taskIndex)
         let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
 
@@ -149,6 +164,19 @@ public final class LocalExecutor: Executor {
         return String(pid)
     }
 
+    public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
+        let layout = layout(workloadID, taskIndex)
+        for output in outputs {
+            guard let source = layout.resolve(path: output.path, workdir: spec.workdir) else {
+                throw StagingError("output \"\(output.path)\" leaves the task's directory")
+            }
+            guard LocalDataStore.entry(at: source, path: output.path) != nil else {
+                throw StagingError("output \"\(output.path)\" was not written by the task (nothing at that path in its working directory)")
+            }
+            try FileTree.replace(output.localDestination, with: source, overwrite: output.overwrite, display: output.destination)
+        }
+    }
+
     private func environment(for task: TaskLaunch, workdir: String) -> [String] {
         var env: [String: String] = [
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
@@ -161,6 +189,7 @@ public final class LocalExecutor: Executor {
         env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
         env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)
         env["CANOPY_NODE"] = task.node
+        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map(String.init).joined(separator: ",") }
         if !node.gpus.isEmpty || !task.gpus.isEmpty {
             // A task sees exactly its own GPUs; one that asked for none sees none.
             env["CUDA_VISIBLE_DEVICES"] = task.gpus.map(String.init).joined(separator: ",")

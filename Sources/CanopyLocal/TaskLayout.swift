@@ -38,6 +38,16 @@ public struct TaskLayout: Sendable {
         return parts.isEmpty ? work : work + "/" + parts.joined(separator: "/")
     }
 
+    /// Resolves a staging path: relative to the resolved working directory, or, when absolute, to the task's
+    /// own directory (as a container would see `/`); nil if it would escape or names the directory itself.
+    public func resolve(path: String, workdir: String?) -> String? {
+        guard let wd = resolve(workdir: workdir) else { return nil }
+        let base = path.hasPrefix("/") ? work : wd
+        let relative = String(base.dropFirst(work.count)) + "/" + path
+        guard let resolved = resolve(workdir: path.hasPrefix("/") ? path : relative), resolved != work else { return nil }
+        return resolved
+    }
+
     /// Reads the exit file: the exit code (128+N for signal N), or nil if there is none.
     public func readExit() -> Int? {
         guard let text = try? String(contentsOfFile: exitFile, encoding: .utf8) else { return nil }

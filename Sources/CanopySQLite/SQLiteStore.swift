@@ -4,8 +4,8 @@ import GRDB
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, writes batched by group commit.
 public final class SQLiteStore: Store {
-    private let pool: DatabasePool
-    private let commit: GroupCommit
+    let pool: DatabasePool
+    let commit: GroupCommit
     private let sequence: Sequence
 
     /// Opens (creating if needed) the database at `path`.
@@ -51,6 +51,21 @@ public final class SQLiteStore: Store {
                     CREATE INDEX workloads_active ON workloads(seq) WHERE active = 1;
                     CREATE TABLE queues (name TEXT PRIMARY KEY, body BLOB NOT NULL);
                     CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, body BLOB NOT NULL);
+                    """)
+        }
+        m.registerMigration("v2: access keys and dialect records") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE access_keys (id TEXT PRIMARY KEY, access_key TEXT NOT NULL UNIQUE, body BLOB NOT NULL);
+                    CREATE TABLE records (
+                        kind TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        tenant TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        PRIMARY KEY (kind, id)
+                    );
+                    CREATE UNIQUE INDEX records_by_name ON records(kind, tenant, name);
                     """)
         }
         return m
@@ -151,6 +166,69 @@ public final class SQLiteStore: Store {
     public func tokens() async throws -> [TokenRecord] {
         try await pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM tokens ORDER BY id") }
             .map { try Codec.decode(TokenRecord.self, $0) }
+    }
+}
+
+extension SQLiteStore {
+    // MARK: access keys
+
+    public func save(accessKey: AccessKeyRecord) async throws {
+        let body = try Codec.encode(accessKey)
+        try await commit.perform { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO access_keys (id, access_key, body) VALUES (?, ?, ?)", arguments: [accessKey.id, accessKey.accessKey, body])
+        }
+    }
+
+    public func accessKeys() async throws -> [AccessKeyRecord] {
+        try await pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM access_keys ORDER BY id") }
+            .map { try Codec.decode(AccessKeyRecord.self, $0) }
+    }
+
+    // MARK: dialect records
+
+    public func put(record: StoredRecord) async throws {
+        do {
+            try await commit.perform { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO records (kind, id, tenant, name, body) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT (kind, id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, body = excluded.body
+                        """,
+                    arguments: [record.kind, record.id, record.tenant, record.name, record.body])
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw CanopyError(.alreadyExists, "a \(record.kind) named \(record.name) already exists", field: "name")
+        }
+    }
+
+    public func record(kind: String, id: String) async throws -> StoredRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT kind, id, tenant, name, body FROM records WHERE kind = ? AND id = ?", arguments: [kind, id])
+                .map(Self.record(from:))
+        }
+    }
+
+    public func records(kind: String, tenant: String?) async throws -> [StoredRecord] {
+        try await pool.read { db in
+            if let tenant {
+                return try Row.fetchAll(
+                    db, sql: "SELECT kind, id, tenant, name, body FROM records WHERE kind = ? AND tenant = ? ORDER BY rowid", arguments: [kind, tenant]
+                ).map(Self.record(from:))
+            }
+            return try Row.fetchAll(db, sql: "SELECT kind, id, tenant, name, body FROM records WHERE kind = ? ORDER BY rowid", arguments: [kind])
+                .map(Self.record(from:))
+        }
+    }
+
+    public func deleteRecord(kind: String, id: String) async throws -> Bool {
+        let found = try await record(kind: kind, id: id) != nil
+        try await commit.perform { db in try db.execute(sql: "DELETE FROM records WHERE kind = ? AND id = ?", arguments: [kind, id]) }
+        return found
+    }
+
+    static func record(from row: Row) -> StoredRecord {
+        StoredRecord(kind: row["kind"], id: row["id"], tenant: row["tenant"], name: row["name"], body: row["body"])
     }
 }
 

@@ -11,6 +11,7 @@ public actor WorkloadController {
     public let stopGrace: Double
     private let store: any Store
     private let executor: any Executor
+    private let dataStore: (any DataStore)?
     private let clock: Clock
     private let logger: Logger
 
@@ -31,9 +32,13 @@ public actor WorkloadController {
     private var watchers: [UUID: AsyncStream<Void>.Continuation] = [:]
 
     /// Creates a controller; call `recover()` before serving and run it as a service.
-    public init(store: any Store, executor: any Executor, clock: Clock = .system, stopGrace: Double = 10, logger: Logger = Logger(label: "canopy.controller")) {
+    public init(
+        store: any Store, executor: any Executor, dataStore: (any DataStore)? = nil, clock: Clock = .system, stopGrace: Double = 10,
+        logger: Logger = Logger(label: "canopy.controller")
+    ) {
         self.store = store
         self.executor = executor
+        self.dataStore = dataStore
         self.clock = clock
         self.stopGrace = stopGrace
         self.logger = logger
@@ -298,8 +303,9 @@ public actor WorkloadController {
     private func launch(_ id: String) async {
         guard let w = active[id] else { return }
         for t in w.tasks {
-            let launch = TaskLaunch(workloadID: w.id, tenant: w.tenant, spec: w.spec, taskIndex: t.index, node: t.node ?? "", gpus: t.gpus)
             do {
+                let launch = TaskLaunch(
+                    workloadID: w.id, tenant: w.tenant, spec: w.spec, taskIndex: t.index, node: t.node ?? "", gpus: t.gpus, inputs: try stagedInputs(w))
                 let backendID = try await executor.launch(launch)
                 guard var cur = active[id] else { return }
                 cur.tasks[t.index].backendID = backendID
@@ -312,7 +318,10 @@ public actor WorkloadController {
                 let message = (error as? CanopyError)?.message ?? "\(error)"
                 cur.tasks[t.index].phase = .failed
                 cur.tasks[t.index].finishedAt = clock.now()
-                cur.tasks[t.index].reason = Reason(.launchFailed, "task \(t.index) could not be started: \(message)")
+                cur.tasks[t.index].reason =
+                    error is StagingError
+                    ? Reason(.inputStagingFailed, "task \(t.index)'s inputs could not be staged: \(message)")
+                    : Reason(.launchFailed, "task \(t.index) could not be started: \(message)")
                 cur.version += 1
                 active[id] = cur
                 logger.error("launch failed", metadata: ["workload.id": "\(id)", "task": "\(t.index)", "error": "\(message)"])
@@ -329,9 +338,55 @@ public actor WorkloadController {
         markDirty(id)
     }
 
+    /// The workload's inputs resolved in the data store; a missing one fails the launch.
+    private func stagedInputs(_ w: Workload) throws -> [StagedInput] {
+        guard let inputs = w.spec.data?.inputs, !inputs.isEmpty else { return [] }
+        guard let dataStore else { throw StagingError("this server has no data store") }
+        return try inputs.map { input in
+            guard let source = DataPath.normalize(input.source), (try? dataStore.entry(tenant: w.tenant, path: source)) ?? nil != nil else {
+                throw StagingError("input \(input.source) does not exist in the data store")
+            }
+            return StagedInput(localSource: dataStore.localPath(tenant: w.tenant, path: source), path: input.path)
+        }
+    }
+
     // MARK: task ends
 
     func taskExited(_ exit: TaskExit) async {
+        guard let w = active[exit.workloadID], exit.taskIndex < w.tasks.count else { return }
+        if exit.taskIndex == 0, let outputs = w.spec.data?.outputs, !outputs.isEmpty, w.stopRequestedAt == nil, !w.tasks[0].phase.isTerminal {
+            // Copying may take a while: do it beside the controller's other work, then record the exit.
+            enqueue { await self.collectOutputs(exit, outputs: outputs) }
+            return
+        }
+        await record(exit)
+    }
+
+    /// Copies task 0's outputs to the data store, then records its exit; a copy that fails turns a success into a failure.
+    private func collectOutputs(_ exit: TaskExit, outputs: [DataOutput]) async {
+        guard let w = active[exit.workloadID] else { return }
+        var exit = exit
+        do {
+            guard let dataStore else { throw StagingError("this server has no data store") }
+            let staged = try outputs.map { o in
+                guard let destination = DataPath.normalize(o.destination), destination != "/" else {
+                    throw StagingError("output destination \(o.destination) is not a valid data store path")
+                }
+                return StagedOutput(
+                    path: o.path, localDestination: dataStore.localPath(tenant: w.tenant, path: destination), destination: destination, overwrite: o.overwrite)
+            }
+            try await executor.collectOutputs(workloadID: w.id, taskIndex: 0, spec: w.spec, outputs: staged)
+        } catch {
+            let message = (error as? StagingError)?.message ?? (error as? CanopyError)?.message ?? "\(error)"
+            logger.notice("output staging failed", metadata: ["workload.id": "\(w.id)", "error": "\(message)"])
+            if exit.exitCode == 0 && exit.reason == nil {
+                exit.reason = Reason(.outputStagingFailed, "task 0's outputs could not be copied: \(message)")
+            }
+        }
+        await record(exit)
+    }
+
+    private func record(_ exit: TaskExit) async {
         guard var w = active[exit.workloadID], exit.taskIndex < w.tasks.count else { return }
         apply(exit, to: &w)
         active[w.id] = w

@@ -63,11 +63,37 @@ public struct WorkloadService: Sendable {
         for (i, p) in spec.ports.enumerated() where !(1...65535).contains(p) {
             throw CanopyError.invalid("ports[\(i)]", "ports must be between 1 and 65535")
         }
+        if let data = spec.data {
+            if data.inputs.count > 64 { throw CanopyError.invalid("data.inputs", "at most 64 inputs") }
+            if data.outputs.count > 64 { throw CanopyError.invalid("data.outputs", "at most 64 outputs") }
+            for (i, input) in data.inputs.enumerated() {
+                _ = try DataService.path(input.source, field: "data.inputs[\(i)].source")
+                try Self.checkTaskPath(input.path, field: "data.inputs[\(i)].path")
+            }
+            for (i, output) in data.outputs.enumerated() {
+                let d = try DataService.path(output.destination, field: "data.outputs[\(i)].destination")
+                if d == "/" { throw CanopyError.invalid("data.outputs[\(i)].destination", "an output needs a destination below /") }
+                try Self.checkTaskPath(output.path, field: "data.outputs[\(i)].path")
+            }
+        }
         guard let queue = await controller.queue(named: spec.queue) else {
             let names = await controller.allQueues().map(\.name).joined(separator: ", ")
             throw CanopyError.invalid("queue", "no queue named \"\(spec.queue)\"; queues: \(names)")
         }
         try await checkFeasible(spec, queue: queue)
+    }
+
+    /// A path inside a task's directory: not empty, not the directory itself, never above it.
+    static func checkTaskPath(_ path: String, field: String) throws {
+        var depth = 0
+        for part in path.split(separator: "/") {
+            if part == "." { continue }
+            depth += part == ".." ? -1 : 1
+            if depth < 0 { throw CanopyError.invalid(field, "\"\(path)\" leaves the task's directory") }
+        }
+        if depth == 0 || path.utf8.contains(0) || path.utf8.count > 4096 {
+            throw CanopyError.invalid(field, "\"\(path)\" must name a file or directory inside the task's directory")
+        }
     }
 
     /// Rejects a request no node could ever satisfy, rather than leaving it pending forever.
@@ -104,6 +130,13 @@ public struct WorkloadService: Sendable {
         let stored = try await store.insert(Workload(id: id, tenant: principal.tenant, owner: principal.user, spec: spec, createdAt: clock.now()))
         await controller.admit(stored)
         return await controller.live(stored.id) ?? stored
+    }
+
+    /// Creates a queue with default settings if none has that name (dialects whose clients name queues freely).
+    public func ensureQueue(_ name: String, description: String) async throws {
+        guard await controller.queue(named: name) == nil else { return }
+        guard Queue.isValidName(name) else { throw CanopyError.invalid("queue", "queue names are 1 to 63 lowercase letters, digits, '-' or '_'") }
+        try await controller.save(queue: Queue(name: name, description: description))
     }
 
     /// A workload the principal may see.

@@ -64,6 +64,8 @@ public struct Reason: Sendable, Hashable, Codable {
         case taskVanished = "TaskVanished"
         case launchFailed = "LaunchFailed"
         case peerTaskFailed = "PeerTaskFailed"
+        case inputStagingFailed = "InputStagingFailed"
+        case outputStagingFailed = "OutputStagingFailed"
     }
 
     /// The code.

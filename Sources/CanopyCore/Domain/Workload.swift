@@ -35,12 +35,15 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var ports: [Int]
     /// Free-form labels.
     public var labels: [String: String]
+    /// Files staged in from the data store before it starts and out after it ends.
+    public var data: DataStaging?
 
     /// Creates a spec.
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
-        tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:]
+        tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:],
+        data: DataStaging? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -56,6 +59,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         self.hold = hold
         self.ports = ports
         self.labels = labels
+        self.data = data
     }
 
     /// All tasks' demand together.

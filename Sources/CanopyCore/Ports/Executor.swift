@@ -14,15 +14,52 @@ public struct TaskLaunch: Sendable, Hashable {
     public var node: String
     /// The GPU indices given to it on that node.
     public var gpus: [Int]
+    /// Files to copy into the task's directory before it starts.
+    public var inputs: [StagedInput]
 
     /// Creates a launch.
-    public init(workloadID: String, tenant: String, spec: WorkloadSpec, taskIndex: Int, node: String, gpus: [Int]) {
+    public init(workloadID: String, tenant: String, spec: WorkloadSpec, taskIndex: Int, node: String, gpus: [Int], inputs: [StagedInput] = []) {
         self.workloadID = workloadID
         self.tenant = tenant
         self.spec = spec
         self.taskIndex = taskIndex
         self.node = node
         self.gpus = gpus
+        self.inputs = inputs
+    }
+}
+
+/// An input resolved to a local file or directory.
+public struct StagedInput: Sendable, Hashable {
+    /// The local file or directory to copy (from the data store).
+    public var localSource: String
+    /// Where it goes, as the spec says it (relative to the working directory, or absolute inside the task's directory).
+    public var path: String
+
+    /// Creates a staged input.
+    public init(localSource: String, path: String) {
+        self.localSource = localSource
+        self.path = path
+    }
+}
+
+/// An output resolved to a local destination.
+public struct StagedOutput: Sendable, Hashable {
+    /// What to copy, as the spec says it.
+    public var path: String
+    /// The local path it goes to (in the data store).
+    public var localDestination: String
+    /// The destination as the user named it, for messages.
+    public var destination: String
+    /// Whether an existing destination is replaced.
+    public var overwrite: Bool
+
+    /// Creates a staged output.
+    public init(path: String, localDestination: String, destination: String, overwrite: Bool) {
+        self.path = path
+        self.localDestination = localDestination
+        self.destination = destination
+        self.overwrite = overwrite
     }
 }
 
@@ -71,6 +108,9 @@ public protocol Executor: Sendable {
     func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery
     /// The file holding a task's output stream ("stdout" or "stderr"); it may not exist yet.
     func logPath(workloadID: String, taskIndex: Int, stream: String) -> String
+    /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
+    /// throws a message-bearing error naming the output that could not be copied.
+    func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws
     /// Reports of tasks that ended.
     var exits: AsyncStream<TaskExit> { get }
     /// A notice about what the backend cannot do here (e.g. no cgroups), for the log; nil when all is well.

@@ -45,4 +45,18 @@ public protocol Store: Sendable {
     func save(token: TokenRecord) async throws
     /// All token records.
     func tokens() async throws -> [TokenRecord]
+
+    /// Stores an access-key record.
+    func save(accessKey: AccessKeyRecord) async throws
+    /// All access-key records.
+    func accessKeys() async throws -> [AccessKeyRecord]
+
+    /// Creates or replaces a dialect's record; throws already-exists if another record of the kind has its tenant and name.
+    func put(record: StoredRecord) async throws
+    /// One record by kind and id.
+    func record(kind: String, id: String) async throws -> StoredRecord?
+    /// A tenant's records of one kind (every tenant's when nil), oldest first.
+    func records(kind: String, tenant: String?) async throws -> [StoredRecord]
+    /// Deletes a record; returns whether it existed.
+    func deleteRecord(kind: String, id: String) async throws -> Bool
 }
