@@ -1,3 +1,4 @@
+import Foundation
 import CanopyCore
 
 /// The body of `POST /api/v1/workloads`. Only `command` is required.
@@ -16,10 +17,12 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var hold: Bool?
     public var ports: [Int]?
     public var labels: [String: String]?
+    public var data: DataStaging?
 
     /// The fields a request may carry; anything else is refused.
     public static let fields: Set<String> = [
         "name", "kind", "queue", "priority", "image", "command", "env", "workdir", "resources", "tasks", "maxDuration", "hold", "ports", "labels",
+        "data",
     ]
 
     /// Creates a request.
@@ -30,7 +33,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         WorkloadSpec(
             name: name ?? "", kind: kind ?? .batch, queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image, command: command,
             env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
-            hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:])
+            hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data)
     }
 }
 
@@ -126,4 +129,32 @@ public struct TokenView: Codable, Sendable {
     public var description: String
     /// Present only in the answer to its creation.
     public var token: String?
+}
+
+/// `POST /api/v1/keys`.
+public struct CreateKeyRequest: Codable, Sendable {
+    public var description: String?
+    public static let fields: Set<String> = ["description"]
+    public init(description: String?) { self.description = description }
+}
+
+/// An access key as the API shows it; `secretKey` only in the answer to its creation.
+public struct AccessKeyView: Codable, Sendable {
+    public var id: String
+    public var accessKey: String
+    public var secretKey: String?
+    public var user: String
+    public var tenant: String
+    public var description: String
+    public var createdAt: Date
+
+    public init(_ r: AccessKeyRecord, secret: String? = nil) {
+        id = r.id
+        accessKey = r.accessKey
+        secretKey = secret
+        user = r.principal.user
+        tenant = r.principal.tenant
+        description = r.description
+        createdAt = r.createdAt
+    }
 }

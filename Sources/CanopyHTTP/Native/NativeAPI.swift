@@ -3,17 +3,25 @@ import CanopyServices
 import Foundation
 import Hummingbird
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Canopy's own REST API under `/api/v1`.
 public struct NativeAPI: Sendable {
     let workloads: WorkloadService
     let controller: WorkloadController
     let auth: AuthService
+    let keys: AccessKeyService
+    let data: DataService
 
     /// Creates the API over its services.
-    public init(workloads: WorkloadService, controller: WorkloadController, auth: AuthService) {
+    public init(workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService) {
         self.workloads = workloads
         self.controller = controller
         self.auth = auth
+        self.keys = keys
+        self.data = data
     }
 
     /// Adds the routes to a router.
@@ -39,6 +47,13 @@ public struct NativeAPI: Sendable {
         authed.get("/tokens", use: tokens)
         authed.post("/tokens", use: createToken)
         authed.delete("/tokens/{id}", use: revokeToken)
+        authed.get("/keys", use: listKeys)
+        authed.post("/keys", use: createKey)
+        authed.delete("/keys/{id}", use: revokeKey)
+        authed.get("/data", use: listData)
+        authed.delete("/data", use: deleteData)
+        authed.get("/data/content", use: getData)
+        authed.put("/data/content", use: putData)
         authed.get("/whoami") { _, context in try APIJSON.response(try context.requirePrincipal()) }
     }
 
@@ -186,6 +201,103 @@ public struct NativeAPI: Sendable {
     @Sendable func revokeToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         try await auth.revoke(id: try context.parameters.require("id"), as: try context.requirePrincipal())
         return Response(status: .noContent)
+    }
+}
+
+extension NativeAPI {
+    // MARK: access keys
+
+    @Sendable func listKeys(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        return try APIJSON.response(Page(items: try await keys.list(as: principal).map { AccessKeyView($0) }, nextCursor: nil))
+    }
+
+    @Sendable func createKey(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        var description = ""
+        if request.headers[.contentLength].map({ $0 != "0" }) ?? true {
+            let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+            if buffer.readableBytes > 0 {
+                let body = try await RequestDecoding.decode(
+                    CreateKeyRequest.self, from: Request(head: request.head, body: .init(buffer: buffer)), context: context, known: CreateKeyRequest.fields)
+                description = body.description ?? ""
+            }
+        }
+        let (record, secret) = try await keys.create(for: principal, description: description)
+        return try APIJSON.response(AccessKeyView(record, secret: secret), status: .created)
+    }
+
+    @Sendable func revokeKey(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try await keys.revoke(id: try context.parameters.require("id"), as: try context.requirePrincipal())
+        return Response(status: .noContent)
+    }
+
+    // MARK: data
+
+    static func pathParameter(_ request: Request) throws -> String {
+        guard let path = request.uri.queryParameters.get("path"), !path.isEmpty else {
+            throw CanopyError.invalid("path", "pass the data path as ?path=/user/me/file")
+        }
+        return path
+    }
+
+    @Sendable func listData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let path = request.uri.queryParameters.get("path") ?? "/"
+        return try APIJSON.response(Page(items: try data.list(path.isEmpty ? "/" : path, as: principal), nextCursor: nil))
+    }
+
+    @Sendable func deleteData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try data.delete(try Self.pathParameter(request), as: try context.requirePrincipal())
+        return Response(status: .noContent)
+    }
+
+    @Sendable func getData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let (local, entry) = try data.file(try Self.pathParameter(request), as: try context.requirePrincipal())
+        let body = ResponseBody(contentLength: Int(entry.size)) { writer in
+            var position: UInt64 = 0
+            while position < UInt64(entry.size), let chunk = LogReader.read(path: local, from: position, max: 1 << 20), !chunk.isEmpty {
+                position += UInt64(chunk.count)
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: body)
+    }
+
+    /// Streams the body to a scratch file, then moves it into place: a file is replaced whole or not at all.
+    @Sendable func putData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let path = try DataService.path(try Self.pathParameter(request))
+        let scratch = data.scratchFile()
+        let fd = open(scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CanopyError(.internal, "cannot create an upload file") }
+        var committed = false
+        defer {
+            if !committed { unlink(scratch) }
+        }
+        do {
+            defer { close(fd) }
+            for try await chunk in request.body {
+                let ok = chunk.withUnsafeReadableBytes { bytes -> Bool in
+                    var done = 0
+                    while done < bytes.count {
+                        let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            return false
+                        }
+                        done += n
+                    }
+                    return true
+                }
+                guard ok else { throw CanopyError(.internal, "cannot write the upload: \(String(cString: strerror(errno)))") }
+            }
+            guard fsync(fd) == 0 else { throw CanopyError(.internal, "cannot flush the upload") }
+        }
+        let entry = try data.commit(scratch, to: path, as: principal)
+        committed = true
+        return try APIJSON.response(entry, status: .created)
     }
 }
 
