@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.3.0"),
     ],
     targets: [
         // Domain model and ports: pure Swift, no I/O.
@@ -59,11 +60,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Dialect: NCP Data Forest (AI apps, AI workspaces, accounts; signature v2; JSON and XML).
+        .target(
+            name: "CanopyDataForest",
+            dependencies: [
+                "CanopyCore", "CanopyServices", "CanopyHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Composition: configuration and buildApplication, shared by `canopy serve` and the tests.
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopyServices", "CanopyHTTP",
+                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
@@ -99,6 +112,14 @@ let package = Package(
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CanopyDataForestTests",
+            dependencies: [
+                "CanopyDataForest", "CanopyTesting",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CanopyAppTests",
             dependencies: [

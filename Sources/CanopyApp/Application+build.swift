@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyDataForest
 import CanopyHTTP
 import CanopyLocal
 import CanopySQLite
@@ -42,15 +43,22 @@ public func buildApplication(
     let store = try SQLiteStore(path: dataDir + "/canopy.sqlite")
     let executor = try LocalExecutor(configuration: try config.executorConfiguration(), logger: logger)
     for note in executor.limitations { logger.notice("\(note)") }
-    let controller = WorkloadController(store: store, executor: executor, stopGrace: config.stopGrace, logger: logger)
+    let dataStore = try LocalDataStore(root: dataDir + "/data")
+    let controller = WorkloadController(store: store, executor: executor, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)
     try await controller.recover()
     let auth = AuthService(store: store)
     try await auth.load()
     let (adminToken, generated) = try await AdminCredential.ensure(auth: auth, dataDir: dataDir, fromEnvironment: config.adminToken)
+    let keys = try AccessKeyService(store: store, keyFile: dataDir + "/secret.key")
+    try await keys.load()
     let workloads = WorkloadService(store: store, controller: controller, executor: executor)
+    let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth).register(on: router)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data).register(on: router)
+    DataForestAPI(
+        workloads: workloads, store: store, keys: keys, auth: auth, data: data, executor: executor, configuration: config.dataForest, logger: logger
+    ).register(on: router)
     let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"
     let app = Application(
         router: router,

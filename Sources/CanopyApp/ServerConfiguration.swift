@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyDataForest
 import CanopyLocal
 import Foundation
 
@@ -28,6 +29,9 @@ public struct ServerConfiguration: Sendable {
     /// `CANOPY_CGROUP_ROOT`: where cgroups are mounted. Default /sys/fs/cgroup.
     public var cgroupRoot: String = "/sys/fs/cgroup"
 
+    /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
+    public var dataForest = DataForestConfiguration()
+
     /// The default port.
     public static let defaultPort = 7420
 
@@ -44,6 +48,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_ADMIN_TOKEN"], !v.isEmpty { adminToken = v }
         if let v = environment["CANOPY_SHIM"], !v.isEmpty { shimPath = v }
         if let v = environment["CANOPY_CGROUP_ROOT"], !v.isEmpty { cgroupRoot = v }
+        dataForest = DataForestConfiguration(environment: environment)
     }
 
     /// The data directory as an absolute path.

@@ -1,0 +1,508 @@
+import CanopyCore
+import CanopyHTTP
+import CanopyServices
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// How the Data Forest dialect maps onto this Canopy.
+public struct DataForestConfiguration: Sendable {
+    /// The zone timestamps are written in (the vendor's is Asia/Seoul, `+09:00`). `CANOPY_DATAFOREST_TIMEZONE`.
+    public var timeZone: TimeZone = TimeZone(identifier: "Asia/Seoul") ?? .gmt
+    /// Vendor queue names to Canopy queues (`gpu=default`); a name not in the map is the Canopy queue of the same
+    /// name, created on first use. `CANOPY_DATAFOREST_QUEUES`.
+    public var queues: [String: String] = [:]
+    /// Workspaces one account may hold. `CANOPY_DATAFOREST_MAX_WORKSPACES`.
+    public var maxWorkspacesPerAccount = 100
+
+    /// Defaults, overridden by the environment.
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        if let v = environment["CANOPY_DATAFOREST_TIMEZONE"], let z = TimeZone(identifier: v) { timeZone = z }
+        if let v = environment["CANOPY_DATAFOREST_QUEUES"] {
+            for pair in v.split(separator: ",") {
+                let kv = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                if kv.count == 2, !kv[0].isEmpty, !kv[1].isEmpty { queues[kv[0]] = kv[1] }
+            }
+        }
+        if let v = environment["CANOPY_DATAFOREST_MAX_WORKSPACES"], let n = Int(v), n >= 0 { maxWorkspacesPerAccount = n }
+    }
+}
+
+/// NAVER Cloud Data Forest's AI apps, AI workspaces and accounts under `/api/v2`, signed with signature v2, in JSON
+/// or XML. An AI app is a Canopy workload; a workspace is a record this dialect keeps; an account is a tenant.
+public struct DataForestAPI: Sendable {
+    static let workspaceKind = "dataforest.workspace"
+    static let workspaceLabel = "dataforest.workspace"
+
+    let workloads: WorkloadService
+    let store: any Store
+    let keys: AccessKeyService
+    let auth: AuthService
+    let data: DataService
+    let executor: any Executor
+    let configuration: DataForestConfiguration
+    let logger: Logger
+    let clock: Clock
+
+    /// Creates the dialect over the shared services.
+    public init(
+        workloads: WorkloadService, store: any Store, keys: AccessKeyService, auth: AuthService, data: DataService, executor: any Executor,
+        configuration: DataForestConfiguration, logger: Logger, clock: Clock = .system
+    ) {
+        self.workloads = workloads
+        self.store = store
+        self.keys = keys
+        self.auth = auth
+        self.data = data
+        self.executor = executor
+        self.configuration = configuration
+        self.logger = logger
+        self.clock = clock
+    }
+
+    /// Adds the routes.
+    public func register(on router: Router<CanopyRequestContext>) {
+        let api = router.group("/api/v2")
+            .add(middleware: DataForestErrorMiddleware<CanopyRequestContext>(logger: logger))
+            .add(middleware: SignatureV2Middleware(keys: keys, clock: clock))
+        api.post("/accounts/getList", use: op(accountsList))
+        api.post("/accounts/getDetail", use: op(accountDetail))
+        api.post("/aiworkspaces/create", use: op(createWorkspace))
+        api.post("/aiworkspaces/getList", use: op(listWorkspaces))
+        api.post("/aiworkspaces/getDetail", use: op(workspaceDetail))
+        api.post("/aiworkspaces/getConfigurationList", use: op(configurationList))
+        api.post("/aiworkspaces/setConfiguration", use: op(setConfiguration))
+        api.post("/aiworkspaces/checkAvailableName", use: op(checkAvailableName))
+        api.post("/aiworkspaces/getDockerImageList", use: op(dockerImageList))
+        api.post("/aiworkspaces/delete", use: op(deleteWorkspace))
+        api.post("/aiapps/submit", use: op(submit))
+        api.post("/aiapps/getList", use: op(listApps))
+        api.post("/aiapps/getDetail", use: op(appDetail))
+        api.post("/aiapps/kill", use: op(kill))
+        api.get("/aiapps/{id}/containers/{index}/log", use: containerLog)
+        // Anything else under /api/v2 answers as the vendor does for a path that does not exist.
+        for method in [HTTPRequest.Method.get, .post, .put, .delete, .patch] {
+            api.on("/**", method: method) { _, _ -> Response in throw DataForestError.notFound }
+        }
+    }
+
+    /// One operation: a body in (JSON or XML), an object out (JSON or XML, under the operation's response root).
+    struct Call: Sendable {
+        var principal: Principal
+        var body: JSONValue
+        var raw: Data
+        var request: Request
+
+        func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            do {
+                return try JSONDecoder().decode(T.self, from: raw)
+            } catch let e as DecodingError {
+                throw DataForestError.from(RequestDecoding.describe(e), body: body)
+            }
+        }
+    }
+
+    typealias Operation = @Sendable (Call) async throws -> (root: String, value: JSONValue)
+
+    func op(_ operation: @escaping Operation) -> @Sendable (Request, CanopyRequestContext) async throws -> Response {
+        { request, context in
+            let principal = try context.requirePrincipal()
+            let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+            var raw = Data(buffer.readableBytesView)
+            if raw.isEmpty || raw.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { raw = Data("{}".utf8) }
+            if Negotiation.requestIsXML(request) || raw.first == UInt8(ascii: "<") {
+                raw = try XMLBodies.json(fromXML: raw).json
+            }
+            guard let body = try? JSONDecoder().decode(JSONValue.self, from: raw), case .object = body else {
+                throw DataForestError.badRequest("request body must be a JSON object or an XML document")
+            }
+            let (root, value) = try await operation(Call(principal: principal, body: body, raw: raw, request: request))
+            let json = try JSONEncoder().encode(value)
+            return Negotiation.response(json: json, root: root, request: request)
+        }
+    }
+
+    // MARK: helpers
+
+    func ts(_ date: Date?) -> JSONValue { .string(DataForestMapping.timestamp(date, zone: configuration.timeZone)) }
+
+    /// The tenants a principal may act for: its own, and every known one for an admin.
+    func visibleTenants(_ p: Principal) async throws -> [String] {
+        guard p.role == .admin else { return [p.tenant] }
+        var all = Set([p.tenant])
+        all.formUnion(try await auth.list(as: p).map(\.principal.tenant))
+        all.formUnion(try await keys.tenants())
+        return all.sorted()
+    }
+
+    /// The tenant behind an account id the principal may see; 404 otherwise.
+    func tenant(ofAccount id: String?, _ p: Principal, field: String = "accountId") async throws -> String {
+        guard let id = DataForestMapping.nonEmpty(id) else { return p.tenant }
+        guard id.count <= 22 else { throw DataForestError.invalid(field, id, "must be at most 22 characters") }
+        guard let t = try await visibleTenants(p).first(where: { DataForestMapping.accountID(tenant: $0) == id }) else {
+            throw DataForestError.notFound
+        }
+        return t
+    }
+
+    func requiredID(_ call: Call, field: String = "id") throws -> String {
+        let req = try call.decode(IDRequest.self)
+        guard let id = DataForestMapping.nonEmpty(req.id) else { throw DataForestError.invalid(field, "", "must not be empty") }
+        guard id.count <= 22 else { throw DataForestError.invalid(field, id, "must be at most 22 characters") }
+        return id
+    }
+
+    // MARK: accounts
+
+    func accountObject(_ tenant: String) -> JSONValue {
+        .object([
+            "id": .string(DataForestMapping.accountID(tenant: tenant)), "name": .string(tenant), "principal": .string("\(tenant)@CANOPY"),
+            "status": .string("RUNNING"), "disabled": .bool(false),
+        ])
+    }
+
+    @Sendable func accountsList(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let tenants = try await visibleTenants(call.principal)
+        return (
+            "GetAccountListResponse",
+            .object([
+                "success": .bool(true), "message": .string("success"), "total": .int(Int64(tenants.count)), "contents": .array(tenants.map(accountObject)),
+            ])
+        )
+    }
+
+    @Sendable func accountDetail(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let id = try requiredID(call)
+        let tenant = try await tenant(ofAccount: id, call.principal, field: "id")
+        guard case .object(var o) = accountObject(tenant) else { throw DataForestError.notFound }
+        o["success"] = .bool(true)
+        o["message"] = .string("success")
+        return ("GetAccountDetailResponse", .object(o))
+    }
+
+    // MARK: workspaces
+
+    func workspace(_ id: String, _ p: Principal) async throws -> (WorkspaceDocument, StoredRecord) {
+        guard let r = try await store.record(kind: Self.workspaceKind, id: id), p.canSee(tenant: r.tenant) else { throw DataForestError.notFound }
+        return (try JSONDecoder().decode(WorkspaceDocument.self, from: r.body), r)
+    }
+
+    func save(_ doc: WorkspaceDocument, tenant: String) async throws {
+        let body = try JSONEncoder().encode(doc)
+        do {
+            try await store.put(record: StoredRecord(kind: Self.workspaceKind, id: doc.id, tenant: tenant, name: doc.name, body: body))
+        } catch let e as CanopyError where e.code == .alreadyExists {
+            throw DataForestError.invalid("name", doc.name, "the name is already in use")
+        }
+    }
+
+    func configurationJSON(_ c: AiAppTypeSpec) throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(c))
+    }
+
+    @Sendable func createWorkspace(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(CreateAiWorkspaceRequest.self)
+        guard let accountId = DataForestMapping.nonEmpty(req.accountId) else { throw DataForestError.invalid("accountId", "", "must not be empty") }
+        let tenant = try await tenant(ofAccount: accountId, call.principal)
+        let name = req.name ?? ""
+        if let problem = DataForestMapping.workspaceNameProblem(name) { throw DataForestError.invalid("name", name, problem) }
+        let description = req.description ?? ""
+        if description.count > 255 { throw DataForestError.invalid("description", description, "must be at most 255 characters") }
+        guard let configuration = req.configuration else { throw DataForestError.invalid("configuration", "", "must not be null") }
+        try DataForestMapping.checkConfiguration(configuration, field: "configuration")
+        let existing = try await store.records(kind: Self.workspaceKind, tenant: tenant)
+        if existing.contains(where: { $0.name == name }) { throw DataForestError.invalid("name", name, "the name is already in use") }
+        if existing.count >= configuration_max { throw DataForestError.quota("an account holds at most \(configuration_max) AI workspaces") }
+        let now = clock.now()
+        let doc = WorkspaceDocument(
+            id: IDGenerator.random(), accountId: accountId, name: name, description: description,
+            configurations: [.init(configuration: configuration, createdAt: now, modifiedAt: now)], createdAt: now, modifiedAt: now)
+        try await save(doc, tenant: tenant)
+        return ("CreateAiWorkspaceResponse", .object(["success": .bool(true), "message": .string("success"), "id": .string(doc.id)]))
+    }
+
+    var configuration_max: Int { configuration.maxWorkspacesPerAccount }
+
+    @Sendable func listWorkspaces(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(SearchRequest.self)
+        let tenant = try await tenant(ofAccount: req.search?.accountId, call.principal, field: "search.accountId")
+        let docs = try await store.records(kind: Self.workspaceKind, tenant: tenant).map { try JSONDecoder().decode(WorkspaceDocument.self, from: $0.body) }
+        let contents: [JSONValue] = docs.map { d in
+            .object([
+                "id": .string(d.id), "name": .string(d.name), "accountName": .string(tenant), "description": .string(d.description),
+                "imageVersion": .string(d.current.docker?.image ?? ""), "disabled": .bool(false), "createdAt": ts(d.createdAt), "modifiedAt": ts(d.modifiedAt),
+            ])
+        }
+        return (
+            "GetAiWorkspaceListResponse",
+            .object(["success": .bool(true), "message": .string("success"), "total": .int(Int64(contents.count)), "contents": .array(contents)])
+        )
+    }
+
+    func configurationEntries(_ d: WorkspaceDocument) throws -> [JSONValue] {
+        try d.configurations.reversed().map { e in
+            .object(["configuration": try configurationJSON(e.configuration), "createdAt": ts(e.createdAt), "modifiedAt": ts(e.modifiedAt)])
+        }
+    }
+
+    @Sendable func workspaceDetail(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let (d, r) = try await workspace(try requiredID(call), call.principal)
+        return (
+            "GetAiWorkspaceDetailResponse",
+            .object([
+                "success": .bool(true), "message": .string("success"), "id": .string(d.id), "name": .string(d.name), "description": .string(d.description),
+                "accountId": .string(d.accountId), "accountName": .string(r.tenant), "createdAt": ts(d.createdAt), "modifiedAt": ts(d.modifiedAt),
+                "contents": .array(Array(try configurationEntries(d).prefix(1))),
+            ])
+        )
+    }
+
+    @Sendable func configurationList(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let (d, _) = try await workspace(try requiredID(call), call.principal)
+        let entries = try configurationEntries(d)
+        return (
+            "GetAiWorkspaceConfigurationListResponse",
+            .object(["success": .bool(true), "message": .string("success"), "total": .int(Int64(entries.count)), "contents": .array(entries)])
+        )
+    }
+
+    @Sendable func setConfiguration(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(SetConfigurationRequest.self)
+        guard let id = DataForestMapping.nonEmpty(req.id) else { throw DataForestError.invalid("id", "", "must not be empty") }
+        guard let configuration = req.configuration else { throw DataForestError.invalid("configuration", "", "must not be null") }
+        try DataForestMapping.checkConfiguration(configuration, field: "configuration")
+        var (d, r) = try await workspace(id, call.principal)
+        let now = clock.now()
+        d.configurations.append(.init(configuration: configuration, createdAt: now, modifiedAt: now))
+        // A history, newest last; the oldest go once there are many.
+        if d.configurations.count > 20 { d.configurations.removeFirst(d.configurations.count - 20) }
+        d.modifiedAt = now
+        try await save(d, tenant: r.tenant)
+        return ("SetAiWorkspaceConfigurationResponse", .object(["success": .bool(true), "message": .string("success"), "id": .string(d.id)]))
+    }
+
+    @Sendable func checkAvailableName(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(CheckNameRequest.self)
+        let tenant = try await tenant(ofAccount: req.accountId, call.principal)
+        let name = req.name ?? ""
+        var message = "success"
+        var available = true
+        if let problem = DataForestMapping.workspaceNameProblem(name) {
+            available = false
+            message = "the name \(problem)"
+        } else if try await store.records(kind: Self.workspaceKind, tenant: tenant).contains(where: { $0.name == name }) {
+            available = false
+            message = "the name is already in use"
+        }
+        return (
+            "CheckAiWorkspaceAvailableNameResponse", .object(["success": .bool(true), "message": .string(message), "availableName": .bool(available)])
+        )
+    }
+
+    /// The images this account's workspaces and apps use, by name with their tags: Canopy has no image registry of
+    /// its own yet (images come with the container runtime), so this is what it knows of, not a vendor catalog.
+    @Sendable func dockerImageList(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(SearchRequest.self)
+        let type = req.search?.typeName?.lowercased() ?? ""
+        var images: [String: Set<String>] = [:]
+        func add(_ image: String?) {
+            guard let image, (try? DataForestMapping.imageRegex.wholeMatch(in: image)) != nil else { return }
+            let bare = image.hasPrefix("dataforest/") ? String(image.dropFirst("dataforest/".count)) : image
+            let parts = bare.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, type.isEmpty || parts[0].contains(type) else { return }
+            images[parts[0], default: []].insert(parts[1])
+        }
+        for r in try await store.records(kind: Self.workspaceKind, tenant: call.principal.tenant) {
+            let d = try JSONDecoder().decode(WorkspaceDocument.self, from: r.body)
+            for e in d.configurations { add(e.configuration.docker?.image) }
+        }
+        for w in try await workloads.list(WorkloadQuery(limit: 1000), as: Principal(user: call.principal.user, tenant: call.principal.tenant, role: .user)) {
+            add(w.spec.image)
+        }
+        let value = JSONValue.object(images.mapValues { .array($0.sorted().map(JSONValue.string)) })
+        return ("GetAiWorkspaceDockerImageListResponse", .object(["success": .bool(true), "message": .string("success"), "dockerImages": value]))
+    }
+
+    @Sendable func deleteWorkspace(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let (d, _) = try await workspace(try requiredID(call), call.principal)
+        _ = try await store.deleteRecord(kind: Self.workspaceKind, id: d.id)
+        return ("DeleteAiWorkspaceResponse", .object(["success": .bool(true), "message": .string("success"), "id": .string(d.id)]))
+    }
+
+    // MARK: AI apps
+
+    func appSummary(_ w: Workload) -> [String: JSONValue] {
+        let (state, final) = DataForestMapping.yarn(w.phase)
+        return [
+            "id": .string(w.id), "appId": .string(DataForestMapping.appID(w)), "name": .string(w.spec.name), "accountName": .string(w.tenant),
+            "queueName": .string(w.spec.labels["dataforest.queue"] ?? w.spec.queue), "workspaceName": .string(w.spec.labels["dataforest.workspaceName"] ?? ""),
+            "state": .string(state), "finalStatus": .string(final), "startedAt": ts(w.createdAt), "finishedAt": ts(w.finishedAt),
+            "elapsedMillis": .int(DataForestMapping.elapsedMillis(w, now: clock.now())),
+        ]
+    }
+
+    @Sendable func submit(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(SubmitAiAppRequest.self)
+        guard let wsID = DataForestMapping.nonEmpty(req.aiWorkspaceId) else { throw DataForestError.invalid("aiWorkspaceId", "", "must not be empty") }
+        guard wsID.count <= 22 else { throw DataForestError.invalid("aiWorkspaceId", wsID, "must be at most 22 characters") }
+        let prefix = req.namePrefix ?? ""
+        if let problem = DataForestMapping.namePrefixProblem(prefix) { throw DataForestError.invalid("namePrefix", prefix, problem) }
+        let (ws, record) = try await workspace(wsID, call.principal)
+        let merged = DataForestMapping.merge(req, over: ws.current)
+        guard let command = DataForestMapping.nonEmpty(merged.docker.command) else {
+            throw DataForestError.invalid("docker.command", merged.docker.command ?? "", "must not be empty")
+        }
+        guard let image = DataForestMapping.nonEmpty(merged.docker.image) else { throw DataForestError.invalid("docker.image", "", "must not be empty") }
+        try DataForestMapping.checkImage(image, field: "docker.image")
+        let resources = try DataForestMapping.resources(merged.resource, field: "resource")
+        let staging = try DataForestMapping.staging(merged.data, field: "data")
+        let vendorQueue = merged.queue ?? "gpu"
+        let queue = configuration.queues[vendorQueue] ?? vendorQueue
+        guard Queue.isValidName(queue) else {
+            throw DataForestError.invalid("queueName", vendorQueue, "queue names are 1 to 63 lowercase letters, digits, '-' or '_'")
+        }
+        for (i, p) in (merged.docker.exposeTcpPorts ?? []).enumerated() where !(0...65535).contains(p) {
+            throw DataForestError.invalid("docker.exposeTcpPorts[\(i)]", String(p), "must be between 1 and 65535")
+        }
+        try await workloads.ensureQueue(queue, description: "created on first use by a Data Forest AI app")
+        var docker = merged.docker
+        docker.command = command
+        let spec = WorkloadSpec(
+            name: DataForestMapping.appName(prefix: prefix), queue: queue, image: image, command: DataForestMapping.commandLine(docker),
+            env: docker.env ?? [:], workdir: DataForestMapping.nonEmpty(docker.workdir), resources: resources,
+            // The vendor's samples send [0] as a placeholder: 0 is no port.
+            ports: (docker.exposeTcpPorts ?? []).filter { $0 != 0 },
+            labels: [Self.workspaceLabel: ws.id, "dataforest.workspaceName": ws.name, "dataforest.queue": vendorQueue],
+            data: staging.isEmpty ? nil : staging)
+        // The app belongs to the workspace's account, also when an admin submits it.
+        let owner = Principal(user: call.principal.user, tenant: record.tenant, role: .user)
+        let w: Workload
+        do {
+            w = try await workloads.submit(spec, by: owner)
+        } catch let e as CanopyError {
+            throw DataForestError.from(e, body: call.body)
+        }
+        var o = appSummary(w)
+        // YARN answers a submission once the application is accepted; it may already be running by now, and
+        // getDetail says so, but the answer to submit is the acceptance.
+        o["state"] = .string("ACCEPTED")
+        o["finalStatus"] = .string("UNDEFINED")
+        o["finishedAt"] = ts(nil)
+        o["success"] = .bool(true)
+        o["message"] = .string("success")
+        o.removeValue(forKey: "appId")
+        o.removeValue(forKey: "workspaceName")
+        return ("SubmitAiAppResponse", .object(o))
+    }
+
+    @Sendable func listApps(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let req = try call.decode(SearchRequest.self)
+        let tenant = try await tenant(ofAccount: req.search?.accountId, call.principal, field: "search.accountId")
+        var items: [JSONValue] = []
+        var cursor: Int64?
+        // Every workload of the account is an app here (one object, many views), newest first.
+        repeat {
+            let page = try await workloads.list(WorkloadQuery(tenant: tenant, beforeSeq: cursor, limit: 1000), as: call.principal)
+            for w in page where req.search?.aiWorkspaceId == nil || w.spec.labels[Self.workspaceLabel] == req.search?.aiWorkspaceId {
+                var o = appSummary(w)
+                o["modifiedAt"] = ts(w.finishedAt ?? w.startedAt ?? w.createdAt)
+                o["disabled"] = .bool(false)
+                o.removeValue(forKey: "elapsedMillis")
+                items.append(.object(o))
+            }
+            cursor = page.count == 1000 ? page.last?.seq : nil
+        } while cursor != nil && items.count < 10_000
+        return (
+            "GetAiAppListResponse",
+            .object(["success": .bool(true), "message": .string("success"), "total": .int(Int64(items.count)), "contents": .array(items)])
+        )
+    }
+
+    func app(_ id: String, _ p: Principal) async throws -> Workload {
+        do {
+            return try await workloads.get(id, as: p)
+        } catch let e as CanopyError where e.code == .notFound {
+            throw DataForestError.notFound
+        }
+    }
+
+    @Sendable func appDetail(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let w = try await app(try requiredID(call), call.principal)
+        var o = appSummary(w)
+        o["success"] = .bool(true)
+        o["message"] = .string("success")
+        o.removeValue(forKey: "workspaceName")
+        let host = call.request.head.authority ?? "127.0.0.1"
+        let scheme = call.request.headers[HTTPField.Name("X-Forwarded-Proto")!] ?? "http"
+        var containers: [String: JSONValue] = [:]
+        for t in w.tasks {
+            let cid = DataForestMapping.containerID(w, task: t.index)
+            containers[cid] = .object([
+                "component": .string(t.index == 0 ? "worker" : "worker-\(t.index)"), "containerId": .string(cid),
+                "cpuCount": .int(Int64((w.spec.resources.cpuMillis + 999) / 1000)), "memoryMb": .int(Int64(w.spec.resources.memoryMiB)),
+                "createdAt": ts(t.startedAt ?? w.createdAt), "dockerImage": .string(w.spec.image ?? ""),
+                "logUrl": .string("\(scheme)://\(host)/api/v2/aiapps/\(w.id)/containers/\(t.index)/log"),
+                "status": .string(DataForestMapping.containerStatus(t.phase)),
+            ])
+        }
+        o["containers"] = .object(containers)
+        if let reason = w.reason, w.phase.isTerminal || w.phase == .pending { o["diagnostics"] = .string(reason.message) }
+        return ("GetAiAppDetailResponse", .object(o))
+    }
+
+    @Sendable func kill(_ call: Call) async throws -> (root: String, value: JSONValue) {
+        let w = try await app(try requiredID(call), call.principal)
+        guard !w.phase.isTerminal else {
+            // As the vendor refuses to act on an app in the wrong state: the state in the message, the id beside it.
+            var e = DataForestError(status: .badRequest, message: "App \(w.spec.name) is \(DataForestMapping.yarn(w.phase).state)")
+            e.id = w.id
+            throw e
+        }
+        _ = try await workloads.stop(w.id, as: call.principal)
+        return ("KillAiAppResponse", .object(["success": .bool(true), "message": .string("success"), "id": .string(w.id)]))
+    }
+
+    /// A container's log, the `logUrl` of getDetail: `?stream=stderr` for standard error, `?follow=true` to follow it.
+    @Sendable func containerLog(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try context.parameters.require("id")
+        guard let index = Int(try context.parameters.require("index")), index >= 0 else { throw DataForestError.notFound }
+        let q = request.uri.queryParameters
+        let stream = q.get("stream") ?? "stdout"
+        guard stream == "stdout" || stream == "stderr" else { throw DataForestError.invalid("stream", stream, "must be stdout or stderr") }
+        let w = try await app(id, principal)
+        guard w.tasks.indices.contains(index) else { throw DataForestError.notFound }
+        let path = try await workloads.logPath(w.id, task: index, stream: stream, as: principal)
+        let follow = ["true", "1", "yes"].contains(q.get("follow")?.lowercased() ?? "")
+        let service = workloads
+        let body = ResponseBody { writer in
+            var position: UInt64 = 0
+            while true {
+                let ended = follow ? await service.taskEnded(id, task: index) : true
+                while let chunk = LogFile.read(path: path, from: position, max: 65536), !chunk.isEmpty {
+                    position += UInt64(chunk.count)
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
+                if ended { break }
+                await service.waitForChange(timeout: .milliseconds(100))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+    }
+}
+
+/// Reads a slice of a log file.
+enum LogFile {
+    static func read(path: String, from offset: UInt64, max: Int) -> [UInt8]? {
+        guard let fh = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? fh.close() }
+        do {
+            try fh.seek(toOffset: offset)
+            return try fh.read(upToCount: max).map { [UInt8]($0) } ?? []
+        } catch {
+            return nil
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import CanopyCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// An answer in Data Forest's own error shapes: `{"success": false, "message": ...}` from the service, or the API
+/// gateway's `{"error": {"errorCode", "message", "details"}}` for authentication and size limits.
+struct DataForestError: Error, Sendable {
+    var status: HTTPResponse.Status
+    var message: String
+    /// Set for errors the API gateway answers, before the service is reached.
+    var gatewayCode: String?
+    var details: String?
+    /// Extra fields the vendor adds to some refusals (the app's id when killing a finished app).
+    var id: String?
+
+    /// 400 `invalid request parameter (FIELD, 'VALUE'). WHY`, the vendor's wording.
+    static func invalid(_ field: String, _ value: String, _ why: String) -> DataForestError {
+        DataForestError(status: .badRequest, message: "invalid request parameter (\(field), '\(value)'). \(why)")
+    }
+
+    /// 400 `invalid request parameters` with a detail.
+    static func badRequest(_ detail: String) -> DataForestError {
+        DataForestError(status: .badRequest, message: "invalid request parameters. \(detail)")
+    }
+
+    /// 404 `no such element`: also what another tenant's objects look like.
+    static let notFound = DataForestError(status: .notFound, message: "no such element")
+    /// 403.
+    static let forbidden = DataForestError(status: .forbidden, message: "not allowed to access")
+    /// 400 quota.
+    static func quota(_ detail: String) -> DataForestError {
+        DataForestError(status: .badRequest, message: "exceeded limit on resource quota. \(detail)")
+    }
+
+    /// 401 from the API gateway.
+    static func authentication(_ details: String) -> DataForestError {
+        DataForestError(status: .unauthorized, message: "Authentication Failed", gatewayCode: "200", details: details)
+    }
+
+    /// Maps Canopy's own errors (from the shared services) onto the vendor's codes, naming the vendor's fields.
+    static func from(_ error: CanopyError, fields: [String: String] = [:], body: JSONValue? = nil) -> DataForestError {
+        switch error.code {
+        case .invalidArgument, .unschedulable, .alreadyExists, .conflict:
+            guard let field = error.field else { return .badRequest(error.message) }
+            let vendorField = DataForestFields.vendor(field, overrides: fields)
+            let value = body?.at(vendorField)?.display ?? ""
+            return .invalid(vendorField, value, error.message)
+        case .notFound: return .notFound
+        case .permissionDenied: return .forbidden
+        case .quotaExceeded: return .quota(error.message)
+        case .unauthenticated: return .authentication(error.message)
+        case .payloadTooLarge:
+            return DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: error.message)
+        case .unavailable, .internal:
+            return DataForestError(status: .internalServerError, message: "unexpected error")
+        }
+    }
+}
+
+/// Native field paths as the vendor names them.
+enum DataForestFields {
+    static func vendor(_ field: String, overrides: [String: String]) -> String {
+        if let o = overrides[field] { return o }
+        let table: [(String, String)] = [
+            ("resources.gpuModel", "resource.gpuModel"), ("resources.gpus", "resource.gpuCount"), ("resources.cpu", "resource.cpuCount"),
+            ("resources.memory", "resource.memoryMb"), ("command", "docker.command"), ("workdir", "docker.workdir"), ("ports", "docker.exposeTcpPorts"),
+            ("env", "docker.env"), ("queue", "queueName"), ("name", "namePrefix"), ("tasks", "resource"),
+        ]
+        for (native, vendor) in table where field == native || field.hasPrefix(native + ".") || field.hasPrefix(native + "[") {
+            return vendor + field.dropFirst(native.count)
+        }
+        if field.hasPrefix("data.inputs[") {
+            return "data.input[" + field.dropFirst("data.inputs[".count).replacingOccurrences(of: "].source", with: "].hdfs")
+        }
+        if field.hasPrefix("data.outputs[") {
+            return "data.output[" + field.dropFirst("data.outputs[".count).replacingOccurrences(of: "].destination", with: "].hdfs")
+        }
+        return field
+    }
+}
+
+/// Renders every error below it in Data Forest's shapes, in XML when the caller speaks XML; never a 5xx for bad input.
+struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as DataForestError {
+            return Self.render(e, for: request)
+        } catch let e as CanopyError {
+            return Self.render(.from(e), for: request)
+        } catch let e as HTTPError {
+            if e.status == .contentTooLarge {
+                return Self.render(DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: "body over 1 MiB"), for: request)
+            }
+            if e.status.code < 500 { return Self.render(.badRequest(e.body ?? e.status.reasonPhrase), for: request) }
+            logger.error("unexpected error", metadata: ["error": "\(e)"])
+            return Self.render(DataForestError(status: .internalServerError, message: "unexpected error"), for: request)
+        } catch {
+            logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return Self.render(DataForestError(status: .internalServerError, message: "unexpected error"), for: request)
+        }
+    }
+
+    static func render(_ e: DataForestError, for request: Request) -> Response {
+        let body: Data
+        if let code = e.gatewayCode {
+            var inner: [String: JSONValue] = ["errorCode": .string(code), "message": .string(e.message)]
+            if let d = e.details { inner["details"] = .string(d) }
+            body = (try? JSONEncoder().encode(JSONValue.object(["error": .object(inner)]))) ?? Data()
+            return Response(status: e.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        var object: [String: JSONValue] = ["success": .bool(false), "message": .string(e.message)]
+        if let id = e.id { object["id"] = .string(id) }
+        let json = (try? JSONEncoder().encode(JSONValue.object(object))) ?? Data()
+        return Negotiation.response(json: json, root: "ErrorResponse", status: e.status, request: request)
+    }
+}
+
+/// JSON or XML, from `Content-Type` for requests and `Accept` (else the request's type) for responses.
+enum Negotiation {
+    static func requestIsXML(_ request: Request) -> Bool {
+        request.headers[.contentType]?.lowercased().contains("xml") ?? false
+    }
+
+    static func wantsXML(_ request: Request) -> Bool {
+        if let accept = request.headers[.accept]?.lowercased() {
+            let xml = accept.range(of: "xml"), json = accept.range(of: "json")
+            if let xml, let json { return xml.lowerBound < json.lowerBound }
+            if xml != nil { return true }
+            if json != nil { return false }
+        }
+        return requestIsXML(request)
+    }
+
+    static func response(json: Data, root: String, status: HTTPResponse.Status = .ok, request: Request) -> Response {
+        if wantsXML(request) {
+            return Response(
+                status: status, headers: [.contentType: "application/xml;charset=UTF-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: XMLBodies.xml(fromJSON: json, root: root))))
+        }
+        return Response(status: status, headers: [.contentType: "application/json;charset=UTF-8"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
+    }
+}
