@@ -6,7 +6,7 @@ import CanopyCore
 /// Starts processes with posix_spawn: no copy of the server's address space and no polling wait.
 enum Spawner {
     /// Spawns `argv` in a new session with stdin from /dev/null and stdout/stderr appended to the given files,
-    /// signal dispositions reset (the server ignores SIGPIPE; its tasks must not inherit that).
+    /// signal dispositions reset (the server ignores SIGPIPE; its tasks must not inherit that) and the stop signals blocked.
     static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -18,9 +18,12 @@ enum Spawner {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attr, &noSignals)
+        // The shim starts with the stop signals blocked, so one sent right after the spawn is held until the shim
+        // can pass it on to its command (see canopy-shim's source); everything else is unblocked.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, sig) }
+        posix_spawnattr_setsigmask(&attr, &stopSignals)
         var defaults = sigset_t()
         sigemptyset(&defaults)
         for sig in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }

@@ -303,6 +303,13 @@ public actor WorkloadController {
     private func launch(_ id: String) async {
         guard let w = active[id] else { return }
         for t in w.tasks {
+            // A stop may arrive while an earlier task is being launched (the actor is re-entered at each await):
+            // the tasks not started yet are then never started.
+            if active[id]?.stopRequestedAt != nil {
+                cancelUnlaunched(id)
+                settle(id)
+                break
+            }
             do {
                 let launch = TaskLaunch(
                     workloadID: w.id, tenant: w.tenant, spec: w.spec, taskIndex: t.index, node: t.node ?? "", gpus: t.gpus, inputs: try stagedInputs(w))
@@ -313,6 +320,11 @@ public actor WorkloadController {
                 cur.tasks[t.index].startedAt = clock.now()
                 cur.version += 1
                 active[id] = cur
+                if cur.stopRequestedAt != nil {
+                    // The stop came while this task was being launched, when it had no backend id to signal yet.
+                    let (index, grace) = (t.index, stopGrace)
+                    enqueue { [executor] in await executor.stop(workloadID: id, taskIndex: index, backendID: backendID, grace: grace) }
+                }
             } catch {
                 guard var cur = active[id] else { return }
                 let message = (error as? CanopyError)?.message ?? "\(error)"
@@ -325,6 +337,8 @@ public actor WorkloadController {
                 cur.version += 1
                 active[id] = cur
                 logger.error("launch failed", metadata: ["workload.id": "\(id)", "task": "\(t.index)", "error": "\(message)"])
+                // The gang cannot start: the tasks after this one never will, those before it are stopped by settle.
+                cancelUnlaunched(id)
                 settle(id)
                 markDirty(id)
                 return
@@ -335,6 +349,21 @@ public actor WorkloadController {
             cur.version += 1
             active[id] = cur
         }
+        markDirty(id)
+    }
+
+    /// Marks the tasks that were placed but never launched (no backend id) as cancelled and frees their resources.
+    private func cancelUnlaunched(_ id: String) {
+        guard var w = active[id] else { return }
+        let unlaunched = w.tasks.indices.filter { w.tasks[$0].phase == .starting && w.tasks[$0].backendID == nil }
+        guard !unlaunched.isEmpty else { return }
+        for i in unlaunched {
+            w.tasks[i].phase = .cancelled
+            w.tasks[i].finishedAt = clock.now()
+        }
+        w.version += 1
+        active[id] = w
+        for i in unlaunched { releaseAllocation(id, task: i) }
         markDirty(id)
     }
 
@@ -439,7 +468,8 @@ public actor WorkloadController {
         let now = clock.now()
         let nonZero = w.tasks.compactMap(\.exitCode).first { $0 != 0 }
         // The workload's exit code is the failing task's, else the first non-zero one, else 0.
-        w.exitCode = failedTask.flatMap(\.exitCode) ?? nonZero ?? w.tasks.compactMap(\.exitCode).first ?? (failedTask == nil ? 0 : nil)
+        // A workload stopped before any task ran has no exit code.
+        w.exitCode = failedTask.flatMap(\.exitCode) ?? nonZero ?? w.tasks.compactMap(\.exitCode).first ?? (failedTask == nil && stopReasons[id] == nil ? 0 : nil)
         if let stopped = stopReasons.removeValue(forKey: id) {
             if stopped.code == .peerTaskFailed {
                 w.phase = .stopping

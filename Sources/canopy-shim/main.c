@@ -9,9 +9,15 @@
  *   4. waits for it and records "exit N" or "signal N" in the exit file (atomically, by rename),
  *      so the status survives a restart of the server, which may no longer be the shim's parent.
  * The server signals the whole process group (shim and command). The shim survives SIGTERM, SIGINT and
- * SIGHUP through a handler that does nothing (a handler, not SIG_IGN: an ignored disposition would be
- * inherited by the command, a handler is reset by exec), so it is still there to record how the command
- * ended. Only SIGKILL ends the shim first; the server then takes the exit status from waitpid.
+ * SIGHUP through a handler (a handler, not SIG_IGN: an ignored disposition would be inherited by the command,
+ * a handler is reset by exec), so it is still there to record how the command ended. Only SIGKILL ends the
+ * shim first; the server then takes the exit status from waitpid.
+ *
+ * A stop may come at any moment, even right after the spawn, before the command exists. The shim starts
+ * with those signals blocked (the server spawns it so; it blocks them again itself), forks, and only then
+ * looks: a signal that arrived before the fork is pending in the shim alone and is passed on to the command;
+ * one that arrives later reaches the command through the process group. The command unblocks them after
+ * resetting their dispositions, so nothing is lost in between.
  *
  * usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
  */
@@ -88,6 +94,16 @@ int main(int argc, char **argv) {
         if (write_file(path, pidtext) != 0) die(path);
     }
 
+    sigset_t stops, previous;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stops, &previous);
+    sigdelset(&previous, SIGTERM);
+    sigdelset(&previous, SIGINT);
+    sigdelset(&previous, SIGHUP);
+
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = ignore_signal;
@@ -102,6 +118,7 @@ int main(int argc, char **argv) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &previous, NULL);
         /* Change directory while still privileged: the task user owns its working directory but may not be
            able to traverse the data directory's ancestors (e.g. /root is 0700). */
         if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
@@ -114,6 +131,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
+
+    /* Stops that came before the command existed: pass them on, then let later ones reach the handler. */
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    int forwarded[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int s = 0; s < 3; s++)
+        if (sigismember(&pending, forwarded[s])) kill(pid, forwarded[s]);
+    sigprocmask(SIG_SETMASK, &previous, NULL);
 
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {

@@ -15,9 +15,21 @@ struct LocalExecutorTests {
         return try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: index, node: "local", gpus: gpus))
     }
 
-    func nextExit(_ e: LocalExecutor) async -> TaskExit? {
-        for await exit in e.exits { return exit }
-        return nil
+    /// The executor's next reported exit, or nil after `timeout` (so a lost exit fails the test instead of hanging the suite).
+    func nextExit(_ e: LocalExecutor, timeout: Duration = .seconds(30)) async -> TaskExit? {
+        await withTaskGroup(of: TaskExit?.self) { group in
+            group.addTask {
+                for await exit in e.exits { return exit }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 
     @Test("a task runs with its environment, GPUs, own directory and exit code")
@@ -99,7 +111,8 @@ struct LocalExecutorTests {
     func recovery() async throws {
         let root = try makeTempDir()
         let first = try executor(root)
-        _ = try await launch(first, "long", ["sh", "-c", "sleep 1; exit 5"])
+        // Long enough to still run when the second executor looks, even on a loaded machine.
+        _ = try await launch(first, "long", ["sh", "-c", "sleep 4; exit 5"])
         _ = try await launch(first, "short", ["sh", "-c", "exit 3"])
         try await Task.sleep(for: .milliseconds(300))
         // A second executor over the same directory stands for the restarted server.
