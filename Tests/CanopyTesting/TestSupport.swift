@@ -59,8 +59,22 @@ public func eventually(timeout: Duration = .seconds(10), _ condition: () async t
     return try await condition()
 }
 
-/// Runs a program to completion, returning its exit status and output (for CLI and crash tests).
-public func runProcess(_ path: String, _ args: [String], env: [String: String] = [:], stdin: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs blocking work (waiting on a child process, reading a pipe to its end) on a thread of its own.
+/// Swift Testing runs tests in parallel on the cooperative pool, which has one thread per core: two tests
+/// blocked in `waitUntilExit` on a 2-core machine would starve every other test and the in-process servers.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+/// Runs a program to completion, returning its exit status and output (for CLI and crash tests), off the cooperative pool.
+public func runProcess(_ path: String, _ args: [String], env: [String: String] = [:], stdin: String? = nil) async throws -> (status: Int32, stdout: String, stderr: String) {
+    try await offPool { try runProcessBlocking(path, args, env: env, stdin: stdin) }
+}
+
+/// Runs a program to completion on the calling thread; use `runProcess` from async code.
+public func runProcessBlocking(_ path: String, _ args: [String], env: [String: String] = [:], stdin: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
