@@ -115,8 +115,9 @@ let package = Package(
         .testTarget(
             name: "CanopyDataForestTests",
             dependencies: [
-                "CanopyDataForest", "CanopyTesting",
+                "CanopyDataForest", "CanopyTesting", "CanopyApp",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # python3: the live-server tests drive the server with an independent HTTP client (Python's standard library).
 # libsqlite3-dev: GRDB builds against the system SQLite.
-packages=(python3 libsqlite3-dev)
+# libxml2: the toolchain's FoundationXML (the Data Forest dialect's XML bodies) loads it at run time.
+packages=(python3 libsqlite3-dev libxml2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -81,10 +81,8 @@ public struct DataForestAPI: Sendable {
         api.post("/aiapps/getDetail", use: op(appDetail))
         api.post("/aiapps/kill", use: op(kill))
         api.get("/aiapps/{id}/containers/{index}/log", use: containerLog)
-        // Anything else under /api/v2 answers as the vendor does for a path that does not exist.
-        for method in [HTTPRequest.Method.get, .post, .put, .delete, .patch] {
-            api.on("/**", method: method) { _, _ -> Response in throw DataForestError.notFound }
-        }
+        // A path under /api/v2 that does not exist answers as the vendor does (the router's own 404 never reaches the group).
+        router.add(middleware: DataForestErrorMiddleware<CanopyRequestContext>(logger: logger, pathPrefix: "/api/v2/"))
     }
 
     /// One operation: a body in (JSON or XML), an object out (JSON or XML, under the operation's response root).
@@ -98,7 +96,7 @@ public struct DataForestAPI: Sendable {
             do {
                 return try JSONDecoder().decode(T.self, from: raw)
             } catch let e as DecodingError {
-                throw DataForestError.from(RequestDecoding.describe(e), body: body)
+                throw DataForestError.from(RequestDecoding.describe(e), nativeFields: false, body: body)
             }
         }
     }

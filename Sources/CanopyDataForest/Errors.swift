@@ -40,11 +40,12 @@ struct DataForestError: Error, Sendable {
     }
 
     /// Maps Canopy's own errors (from the shared services) onto the vendor's codes, naming the vendor's fields.
-    static func from(_ error: CanopyError, fields: [String: String] = [:], body: JSONValue? = nil) -> DataForestError {
+    /// `nativeFields`: the error names Canopy's fields (from the shared services), not the request's own.
+    static func from(_ error: CanopyError, nativeFields: Bool = true, body: JSONValue? = nil) -> DataForestError {
         switch error.code {
         case .invalidArgument, .unschedulable, .alreadyExists, .conflict:
             guard let field = error.field else { return .badRequest(error.message) }
-            let vendorField = DataForestFields.vendor(field, overrides: fields)
+            let vendorField = nativeFields ? DataForestFields.vendor(field) : field
             let value = body?.at(vendorField)?.display ?? ""
             return .invalid(vendorField, value, error.message)
         case .notFound: return .notFound
@@ -61,8 +62,7 @@ struct DataForestError: Error, Sendable {
 
 /// Native field paths as the vendor names them.
 enum DataForestFields {
-    static func vendor(_ field: String, overrides: [String: String]) -> String {
-        if let o = overrides[field] { return o }
+    static func vendor(_ field: String) -> String {
         let table: [(String, String)] = [
             ("resources.gpuModel", "resource.gpuModel"), ("resources.gpus", "resource.gpuCount"), ("resources.cpu", "resource.cpuCount"),
             ("resources.memory", "resource.memoryMb"), ("command", "docker.command"), ("workdir", "docker.workdir"), ("ports", "docker.exposeTcpPorts"),
@@ -84,19 +84,23 @@ enum DataForestFields {
 /// Renders every error below it in Data Forest's shapes, in XML when the caller speaks XML; never a 5xx for bad input.
 struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
+    /// Only requests under this path (for the router-wide instance that also catches "no such route").
+    var pathPrefix: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let pathPrefix, !request.uri.path.hasPrefix(pathPrefix) { return try await next(request, context) }
         do {
             return try await next(request, context)
         } catch let e as DataForestError {
             return Self.render(e, for: request)
         } catch let e as CanopyError {
             return Self.render(.from(e), for: request)
-        } catch let e as HTTPError {
+        } catch let e as any HTTPResponseError {
+            if e.status == .notFound { return Self.render(.notFound, for: request) }
             if e.status == .contentTooLarge {
                 return Self.render(DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: "body over 1 MiB"), for: request)
             }
-            if e.status.code < 500 { return Self.render(.badRequest(e.body ?? e.status.reasonPhrase), for: request) }
+            if e.status.code < 500 { return Self.render(.badRequest(e.status.reasonPhrase), for: request) }
             logger.error("unexpected error", metadata: ["error": "\(e)"])
             return Self.render(DataForestError(status: .internalServerError, message: "unexpected error"), for: request)
         } catch {

@@ -58,12 +58,16 @@ enum DataForestMapping {
     /// there are any; the zero time (`1970-01-01T09:00:00+09:00` in Seoul) stands for "not yet".
     static func timestamp(_ date: Date?, zone: TimeZone) -> String {
         let d = date ?? Date(timeIntervalSince1970: 0)
-        let millis = (d.timeIntervalSince1970 * 1000).rounded()
-        let whole = millis.truncatingRemainder(dividingBy: 1000) == 0
-        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: !whole, timeZone: zone).timeZoneSeparator(.colon)
-        let text = style.format(Date(timeIntervalSince1970: millis / 1000))
+        let millis = Int64((d.timeIntervalSince1970 * 1000).rounded())
+        let seconds = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
+        let fraction = millis - seconds * 1000
+        let style = Date.ISO8601FormatStyle(timeZone: zone).timeZoneSeparator(.colon)
+        var text = style.format(Date(timeIntervalSince1970: TimeInterval(seconds)))
         // The vendor writes +00:00 where ISO-8601 allows Z.
-        return text.hasSuffix("Z") ? String(text.dropLast()) + "+00:00" : text
+        if text.hasSuffix("Z") { text = String(text.dropLast()) + "+00:00" }
+        // Milliseconds are written by hand: formatting a binary floating-point fraction can round .086 down to .085.
+        if fraction != 0 { text.insert(contentsOf: String(format: ".%03lld", fraction), at: text.index(text.endIndex, offsetBy: -6)) }
+        return text
     }
 
     /// Elapsed milliseconds: from submission to the end, or to now while it has not ended (YARN's elapsedTime).
@@ -99,12 +103,13 @@ enum DataForestMapping {
         return nil
     }
 
-    /// Name prefixes: 2 to 8 characters, letters, digits, `-` or `_`.
+    /// Name prefixes: 2 to 8 characters (the vendor documents only the length; its own example is `****`), no
+    /// white space, slashes or control characters.
     static func namePrefixProblem(_ prefix: String) -> String? {
         let count = prefix.count
         if count < 2 || count > 8 { return "size must be between 2 and 8" }
-        if !prefix.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || $0 == "-" || $0 == "_" }) {
-            return "may contain only letters, digits, '-' and '_'"
+        if prefix.unicodeScalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || CharacterSet.controlCharacters.contains($0) || $0 == "/" }) {
+            return "must not contain white space, '/' or control characters"
         }
         return nil
     }

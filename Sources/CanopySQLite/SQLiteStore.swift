@@ -5,11 +5,14 @@ import GRDB
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, writes batched by group commit.
 public final class SQLiteStore: Store {
     let pool: DatabasePool
+    /// The directory holding the database file.
+    public let directory: String
     let commit: GroupCommit
     private let sequence: Sequence
 
     /// Opens (creating if needed) the database at `path`.
     public init(path: String) throws {
+        directory = (path as NSString).deletingLastPathComponent
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.maximumReaderCount = 4

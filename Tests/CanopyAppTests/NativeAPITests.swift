@@ -242,6 +242,28 @@ struct NativeAPITests {
         }
     }
 
+    @Test("a stop that comes right after the submission, while the tasks are being launched, still stops them")
+    func stopDuringLaunch() async throws {
+        try await withServer { server, client in
+            let t = server.adminToken
+            var ids: [String] = []
+            for _ in 0..<8 {
+                let (_, w) = try await client.json(
+                    "/api/v1/workloads", .post, token: t, body: ["command": ["sleep", "60"], "tasks": 2, "resources": ["cpu": 0.1, "memory": "64Mi"]])
+                let id = try #require(w["id"] as? String)
+                let (status, _) = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: t)
+                #expect(status == .ok)
+                ids.append(id)
+            }
+            for id in ids {
+                let done = try await client.waitForPhase(id, token: t, ["Cancelled", "Failed", "Succeeded"])
+                #expect(done["phase"] as? String == "Cancelled", "\(done)")
+                let tasks = done["tasks"] as? [[String: Any]] ?? []
+                #expect(tasks.allSatisfy { $0["phase"] as? String == "Cancelled" }, "\(tasks)")
+            }
+        }
+    }
+
     @Test("every operation in the OpenAPI document is served by the router")
     func openAPI() async throws {
         try await withServer { server, client in

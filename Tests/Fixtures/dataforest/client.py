@@ -124,7 +124,7 @@ def wait(app_id, timeout=60):
         if d["state"] in ("FINISHED", "FAILED", "KILLED"):
             return d
         time.sleep(0.2)
-    fail(f"app {app_id} did not finish in {timeout}s")
+    fail(f"app {app_id} did not finish in {timeout}s: {d}")
 
 
 # Authentication, as the API gateway answers it.

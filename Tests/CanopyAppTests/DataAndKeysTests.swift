@@ -1,0 +1,103 @@
+import CanopyApp
+import CanopyCore
+import CanopyTesting
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+@Suite("access keys, the data store and data staging through the native API")
+struct DataAndKeysTests {
+    @Test("access keys: the secret is shown once and never stored in plain text; revoked keys disappear")
+    func keys() async throws {
+        try await withServer { server, client in
+            let (status, key) = try await client.json("/api/v1/keys", .post, token: server.adminToken, body: ["description": "ci"])
+            #expect(status == .created)
+            let secret = try #require(key["secretKey"] as? String)
+            let access = try #require(key["accessKey"] as? String)
+            #expect(secret.count == 40 && access.count == 20)
+            let list = try await client.json("/api/v1/keys", token: server.adminToken).1["items"] as? [[String: Any]] ?? []
+            #expect(list.count == 1 && list[0]["secretKey"] == nil && list[0]["accessKey"] as? String == access)
+            // Neither the database nor its write-ahead log holds the secret.
+            let dir = server.store.directory
+            for file in ["canopy.sqlite", "canopy.sqlite-wal"] {
+                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/" + file))) ?? Data()
+                #expect(bytes.range(of: Data(secret.utf8)) == nil, "\(file) holds the secret")
+            }
+            let id = try #require(key["id"] as? String)
+            try await client.execute(uri: "/api/v1/keys/\(id)", method: .delete, headers: authHeaders(server.adminToken)) { #expect($0.status == .noContent) }
+            #expect((try await client.json("/api/v1/keys", token: server.adminToken).1["items"] as? [Any])?.isEmpty == true)
+            #expect(try await client.json("/api/v1/keys/\(id)", .delete, token: server.adminToken).0 == .notFound)
+        }
+    }
+
+    @Test("the data store: put (streamed, larger than the JSON limit), get, list, delete, and paths that climb out are refused")
+    func dataStore() async throws {
+        try await withServer { server, client in
+            let big = ByteBuffer(bytes: (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 * 7) })
+            try await client.execute(uri: "/api/v1/data/content?path=/user/a/big.bin", method: .put, headers: authHeaders(server.adminToken), body: big) {
+                #expect($0.status == .created)
+                #expect(TestJSON.object($0.body)["size"] as? Int == 3 << 20)
+            }
+            try await client.execute(uri: "/api/v1/data/content?path=/user/a/big.bin", method: .get, headers: authHeaders(server.adminToken)) {
+                #expect($0.status == .ok)
+                #expect($0.body == big)
+            }
+            let list = try await client.json("/api/v1/data?path=/user/a", token: server.adminToken).1["items"] as? [[String: Any]] ?? []
+            #expect(list.map { $0["path"] as? String } == ["/user/a/big.bin"])
+            for bad in ["/user/../../etc/passwd", "/../x", "%00"] {
+                let (status, body) = try await client.json("/api/v1/data/content?path=\(bad)", token: server.adminToken)
+                #expect(status == .badRequest || status == .notFound, "\(bad)")
+                #expect((body["error"] as? [String: Any])?["field"] as? String == "path")
+            }
+            #expect(try await client.json("/api/v1/data/content?path=/user/a", token: server.adminToken).0 == .badRequest)
+            #expect(try await client.json("/api/v1/data?path=/user/a/big.bin", .delete, token: server.adminToken).0 == .noContent)
+            #expect(try await client.json("/api/v1/data/content?path=/user/a/big.bin", token: server.adminToken).0 == .notFound)
+        }
+    }
+
+    @Test("data staging: inputs before the command, outputs after it; an existing output is replaced only with overwrite")
+    func staging() async throws {
+        try await withServer { server, client in
+            try await client.execute(
+                uri: "/api/v1/data/content?path=/in/words.txt", method: .put, headers: authHeaders(server.adminToken), body: ByteBuffer(string: "a b c\n")
+            ) { #expect($0.status == .created) }
+            func submit(_ command: String, overwrite: Bool) async throws -> [String: Any] {
+                let (status, w) = try await client.json(
+                    "/api/v1/workloads", .post, token: server.adminToken,
+                    body: [
+                        "command": ["sh", "-c", command], "workdir": "/job",
+                        "data": ["inputs": [["source": "/in", "path": "input"]], "outputs": [["path": "/job/out", "destination": "/results/run", "overwrite": overwrite]]],
+                    ])
+                #expect(status == .created, "\(w)")
+                return try await client.waitForPhase(w["id"] as? String ?? "", token: server.adminToken, ["Succeeded", "Failed"])
+            }
+            let first = try await submit("mkdir out && wc -w < input/words.txt > out/count", overwrite: false)
+            #expect(first["phase"] as? String == "Succeeded", "\(first)")
+            try await client.execute(uri: "/api/v1/data/content?path=/results/run/count", method: .get, headers: authHeaders(server.adminToken)) {
+                #expect(String(buffer: $0.body).trimmingCharacters(in: .whitespacesAndNewlines) == "3")
+            }
+            let second = try await submit("mkdir out && echo again > out/count", overwrite: false)
+            #expect(second["phase"] as? String == "Failed")
+            let reason = second["reason"] as? [String: Any]
+            #expect(reason?["code"] as? String == "OutputStagingFailed")
+            #expect((reason?["message"] as? String ?? "").contains("/results/run already exists and overwrite is false"))
+            let third = try await submit("mkdir out && echo again > out/count", overwrite: true)
+            #expect(third["phase"] as? String == "Succeeded")
+            try await client.execute(uri: "/api/v1/data/content?path=/results/run/count", method: .get, headers: authHeaders(server.adminToken)) {
+                #expect(String(buffer: $0.body) == "again\n")
+            }
+            // A task cannot make the server copy what a link points to.
+            let sneaky = try await submit("ln -s /etc out", overwrite: true)
+            #expect(sneaky["phase"] as? String == "Failed")
+            let listing = try await client.json("/api/v1/data?path=/results/run", token: server.adminToken).1["items"] as? [[String: Any]] ?? []
+            #expect(listing.map { $0["path"] as? String } == ["/results/run/count"])
+
+            let (status, bad) = try await client.json(
+                "/api/v1/workloads", .post, token: server.adminToken, body: ["command": ["true"], "data": ["outputs": [["path": "../x", "destination": "/r"]]]])
+            #expect(status == .badRequest)
+            #expect((bad["error"] as? [String: Any])?["field"] as? String == "data.outputs[0].path")
+        }
+    }
+}

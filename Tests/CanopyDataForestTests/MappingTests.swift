@@ -1,0 +1,210 @@
+import CanopyCore
+import Foundation
+import Testing
+
+@testable import CanopyDataForest
+
+/// The fixtures folder beside the test targets.
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/dataforest")
+
+func fixture(_ name: String) throws -> Data { try Data(contentsOf: fixtures.appendingPathComponent(name)) }
+
+@Suite("Data Forest mappings, table by table")
+struct MappingTests {
+    @Test(
+        "phases map onto YARN state and finalStatus",
+        arguments: [
+            (Phase.pending, "ACCEPTED", "UNDEFINED"), (.starting, "RUNNING", "UNDEFINED"), (.running, "RUNNING", "UNDEFINED"),
+            (.stopping, "RUNNING", "UNDEFINED"), (.succeeded, "FINISHED", "SUCCEEDED"), (.failed, "FAILED", "FAILED"),
+            (.cancelled, "KILLED", "KILLED"), (.stopped, "KILLED", "KILLED"),
+        ])
+    func yarn(phase: Phase, state: String, final: String) {
+        #expect(DataForestMapping.yarn(phase) == (state, final))
+    }
+
+    @Test("container status follows YARN's ContainerState")
+    func containers() {
+        #expect(DataForestMapping.containerStatus(.pending) == "NEW")
+        #expect(DataForestMapping.containerStatus(.running) == "RUNNING")
+        #expect(DataForestMapping.containerStatus(.failed) == "COMPLETE")
+    }
+
+    @Test(
+        "workspace names: 15 characters, lowercase first, single hyphens, no trailing hyphen",
+        arguments: [
+            ("api-test", true), ("a", true), ("abcdefghijklmno", true), ("abcdefghijklmnop", false), ("Api", false), ("1abc", false),
+            ("a--b", false), ("ab-", false), ("a_b", false), ("", false), ("a-b-c9", true), ("한글", false),
+        ])
+    func workspaceNames(name: String, valid: Bool) {
+        #expect((DataForestMapping.workspaceNameProblem(name) == nil) == valid)
+    }
+
+    @Test("name prefixes: 2 to 8 characters, the vendor's **** included")
+    func prefixes() throws {
+        #expect(DataForestMapping.namePrefixProblem("****") == nil)
+        #expect(DataForestMapping.namePrefixProblem("df") == nil)
+        #expect(DataForestMapping.namePrefixProblem("d") != nil)
+        #expect(DataForestMapping.namePrefixProblem("abcdefghi") != nil)
+        #expect(DataForestMapping.namePrefixProblem("a b") != nil)
+        let name = DataForestMapping.appName(prefix: "****")
+        #expect(try Regex("^\\*{4}-[a-z0-9]{4}-[a-z0-9]{4}$").wholeMatch(in: name) != nil)
+    }
+
+    @Test("an image outside the vendor's pattern answers exactly as seed 001's error example")
+    func image() throws {
+        let golden = try JSONDecoder().decode([String: JSONValue].self, from: fixture("create-workspace-bad-image-response.json"))
+        do {
+            try DataForestMapping.checkImage("tensorflow/r2.3.1-py3", field: "configuration.docker.image")
+            Issue.record("accepted a bad image")
+        } catch let e as DataForestError {
+            #expect(e.status == .badRequest)
+            #expect(JSONValue.string(e.message) == golden["message"])
+        }
+        for good in ["tensorflow:r2.3.1-py3", "dataforest/pytorch:1.13.1-cuda11.7", "a:b"] {
+            #expect(throws: Never.self) { try DataForestMapping.checkImage(good, field: "x") }
+        }
+        for bad in ["Tensorflow:1", "tf", "tf:", ":1", "dataforest/:1", "a:\(String(repeating: "1", count: 21))", "other/tf:1"] {
+            #expect(throws: DataForestError.self) { try DataForestMapping.checkImage(bad, field: "x") }
+        }
+    }
+
+    @Test("timestamps carry the vendor's offset; the zero value is the one in seed 000")
+    func timestamps() {
+        let seoul = TimeZone(identifier: "Asia/Seoul")!
+        #expect(DataForestMapping.timestamp(nil, zone: seoul) == "1970-01-01T09:00:00+09:00")
+        let started = Date(timeIntervalSince1970: 1_659_319_713.086)  // 2022-08-01T02:08:33.086Z
+        #expect(DataForestMapping.timestamp(started, zone: seoul) == "2022-08-01T11:08:33.086+09:00")
+        #expect(DataForestMapping.timestamp(nil, zone: .gmt) == "1970-01-01T00:00:00+00:00")
+    }
+
+    @Test("account ids are stable base62 UUIDs of at most 22 characters, one per tenant")
+    func accounts() {
+        let a = DataForestMapping.accountID(tenant: "default")
+        #expect(a == DataForestMapping.accountID(tenant: "default"))
+        #expect(a != DataForestMapping.accountID(tenant: "other"))
+        #expect(Base62.isValid(a))
+    }
+
+    @Test("the request merges over the workspace configuration field by field")
+    func merge() {
+        let config = AiAppTypeSpec(
+            docker: AiAppDocker(args: "--x", command: "ls", env: ["A": "1", "B": "2"], image: "tf:1", workdir: "/root/"), queueName: "batch",
+            resource: AiAppResource(cpuCount: 2, gpuCount: 1, gpuModel: "T4", memoryMb: 2048))
+        let request = SubmitAiAppRequest(docker: AiAppDocker(command: "python3 run.py", env: ["B": "3"]), resource: AiAppResource(memoryMb: 512))
+        let m = DataForestMapping.merge(request, over: config)
+        #expect(m.docker.command == "python3 run.py")
+        #expect(m.docker.env == ["A": "1", "B": "3"])
+        #expect(m.docker.image == "tf:1")
+        #expect(m.resource == AiAppResource(cpuCount: 2, gpuCount: 1, gpuModel: "T4", memoryMb: 512))
+        #expect(m.queue == "batch")
+        #expect(DataForestMapping.commandLine(m.docker) == ["/bin/sh", "-c", "python3 run.py --x"])
+    }
+
+    @Test("resources: defaults, limits, and a GPU model only with GPUs")
+    func resources() throws {
+        let r = try DataForestMapping.resources(AiAppResource(cpuCount: 1, gpuCount: 0, gpuModel: "T4", memoryMb: 1024), field: "resource")
+        #expect(r == Resources(cpuMillis: 1000, memoryMiB: 1024, gpus: 0, gpuModel: nil))
+        #expect(try DataForestMapping.resources(AiAppResource(), field: "resource") == Resources(cpuMillis: 1000, memoryMiB: 1024))
+        #expect(throws: DataForestError.self) { try DataForestMapping.resources(AiAppResource(gpuCount: 9), field: "resource") }
+        #expect(throws: DataForestError.self) { try DataForestMapping.resources(AiAppResource(cpuCount: 0), field: "resource") }
+        #expect(throws: DataForestError.self) { try DataForestMapping.resources(AiAppResource(memoryMb: -1), field: "resource") }
+    }
+}
+
+@Suite("signature v2")
+struct SignatureTests {
+    static let secret = "test-secret-key-for-a-known-vector"
+    static let principal = Principal(user: "u", tenant: "t", role: .user)
+
+    func lookup(_ key: String) -> (principal: Principal, secret: String)? {
+        key == "17F9A6E9F72BD92ED94B" ? (Self.principal, Self.secret) : nil
+    }
+
+    @Test("signatures match an independent HMAC-SHA256 (Python's hmac module) over METHOD URI, timestamp and key")
+    func knownVectors() {
+        #expect(
+            SignatureV2.sign(method: "POST", uri: "/api/v2/aiapps/submit", timestamp: "1658898041497", accessKey: "17F9A6E9F72BD92ED94B", secret: Self.secret)
+                == "0N+1IFuKflOTZizGbOHLtWv1foFoUxv4AUHwz7AgSA8=")
+        #expect(
+            SignatureV2.sign(
+                method: "get", uri: "/api/v2/aiapps/x/containers/0/log?stream=stderr", timestamp: "1658898041497", accessKey: "17F9A6E9F72BD92ED94B",
+                secret: Self.secret) == "O9REJBeKrTGM8kNsRWud1UWIEE6IcxjNtwAvZFwhzaA=")
+    }
+
+    @Test("verification: within 5 minutes, known key, right signature; a replay inside the window passes")
+    func verify() {
+        let ts: Int64 = 1_658_898_041_497
+        let sig = "0N+1IFuKflOTZizGbOHLtWv1foFoUxv4AUHwz7AgSA8="
+        func check(_ now: Int64, key: String = "17F9A6E9F72BD92ED94B", signature: String? = sig, uri: String = "/api/v2/aiapps/submit") -> Bool {
+            if case .success = SignatureV2.verify(
+                method: "POST", uri: uri, timestamp: String(ts), accessKey: key, signature: signature, nowMillis: now, lookup: lookup)
+            {
+                return true
+            }
+            return false
+        }
+        #expect(check(ts))
+        #expect(check(ts + 1000))  // the same request again
+        #expect(check(ts + 300_000))
+        #expect(!check(ts + 300_001))
+        #expect(!check(ts - 300_001))
+        #expect(!check(ts, key: "UNKNOWN"))
+        #expect(!check(ts, signature: nil))
+        #expect(!check(ts, signature: "not base64!"))
+        #expect(!check(ts, uri: "/api/v2/aiapps/kill"))
+        #expect(!check(ts, signature: "1N+1IFuKflOTZizGbOHLtWv1foFoUxv4AUHwz7AgSA8="))
+    }
+}
+
+@Suite("JSON and XML bodies")
+struct XMLBodyTests {
+    @Test("seed 000's XML request decodes to the same request as its JSON")
+    func submit() throws {
+        let fromJSON = try JSONDecoder().decode(SubmitAiAppRequest.self, from: fixture("submit-request.json"))
+        let (root, json) = try XMLBodies.json(fromXML: fixture("submit-request.xml"))
+        #expect(root == "SubmitAiAppRequest")
+        let fromXML = try JSONDecoder().decode(SubmitAiAppRequest.self, from: json)
+        #expect(fromXML.aiWorkspaceId == fromJSON.aiWorkspaceId)
+        #expect(fromXML.namePrefix == fromJSON.namePrefix)
+        #expect(fromXML.queueName == fromJSON.queueName)
+        #expect(fromXML.data == fromJSON.data)
+        #expect(fromXML.docker == fromJSON.docker)
+        #expect(fromXML.resource == fromJSON.resource)
+    }
+
+    @Test("seed 001's XML request decodes to the same request as its JSON")
+    func createWorkspace() throws {
+        let fromJSON = try JSONDecoder().decode(CreateAiWorkspaceRequest.self, from: fixture("create-workspace-request.json"))
+        let (root, json) = try XMLBodies.json(fromXML: fixture("create-workspace-request.xml"))
+        #expect(root == "CreateAiWorkspaceRequest")
+        let fromXML = try JSONDecoder().decode(CreateAiWorkspaceRequest.self, from: json)
+        #expect(fromXML.accountId == fromJSON.accountId)
+        #expect(fromXML.name == fromJSON.name)
+        #expect(fromXML.description == fromJSON.description)
+        #expect(fromXML.configuration == fromJSON.configuration)
+    }
+
+    @Test("responses written as XML read back to the same values, types included")
+    func roundTrip() throws {
+        let golden = try fixture("submit-response.json")
+        let xml = XMLBodies.xml(fromJSON: golden, root: "SubmitAiAppResponse")
+        let text = String(decoding: xml, as: UTF8.self)
+        #expect(text.hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SubmitAiAppResponse>"))
+        #expect(text.contains("<success>true</success>"))
+        #expect(text.contains("<accountName>&lt;アカウント-名&gt;</accountName>"))
+        let (root, back) = try XMLBodies.json(fromXML: xml)
+        #expect(root == "SubmitAiAppResponse")
+        #expect(try JSONDecoder().decode(JSONValue.self, from: back) == JSONDecoder().decode(JSONValue.self, from: golden))
+    }
+
+    @Test("malformed and hostile XML is a 400, not a crash")
+    func hostile() {
+        for bad in ["<a>", "<a></b>", "not xml", "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a><b>&e;</b></a>"] {
+            if let (_, json) = try? XMLBodies.json(fromXML: Data(bad.utf8)) {
+                #expect(!String(decoding: json, as: UTF8.self).contains("root:"))
+            }
+        }
+        let deep = String(repeating: "<a>", count: 200) + String(repeating: "</a>", count: 200)
+        #expect(throws: DataForestError.self) { try XMLBodies.json(fromXML: Data(deep.utf8)) }
+    }
+}
