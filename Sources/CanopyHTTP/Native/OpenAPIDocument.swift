@@ -58,9 +58,34 @@ public enum OpenAPIDocument {
                 "command": ["type": "array", "items": str, "minItems": 1], "name": str, "kind": ["type": "string", "enum": ["batch", "interactive"]],
                 "queue": str, "priority": int, "image": str, "env": strMap, "workdir": str, "resources": ref("Resources"),
                 "tasks": ["type": "integer", "minimum": 1], "maxDuration": ["oneOf": [["type": "integer"], ["type": "string"]]], "hold": ["type": "boolean"],
-                "ports": ["type": "array", "items": int], "labels": strMap,
+                "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
             ],
         ],
+        "DataStaging": [
+            "type": "object", "description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends",
+            "properties": [
+                "inputs": [
+                    "type": "array",
+                    "items": ["type": "object", "required": ["source", "path"], "properties": ["source": str, "path": str]],
+                ],
+                "outputs": [
+                    "type": "array",
+                    "items": [
+                        "type": "object", "required": ["path", "destination"],
+                        "properties": ["path": str, "destination": str, "overwrite": ["type": "boolean", "default": false]],
+                    ],
+                ],
+            ],
+        ],
+        "DataEntry": ["type": "object", "properties": ["path": str, "isDirectory": ["type": "boolean"], "size": int, "modifiedAt": time]],
+        "AccessKey": [
+            "type": "object",
+            "properties": [
+                "id": str, "accessKey": str, "secretKey": ["type": "string", "description": "only in the answer to its creation"], "user": str,
+                "tenant": str, "description": str, "createdAt": time,
+            ],
+        ],
+        "CreateAccessKey": ["type": "object", "properties": ["description": str]],
         "Reason": ["type": "object", "required": ["code", "message"], "properties": ["code": str, "message": str]],
         "Task": [
             "type": "object", "required": ["index", "phase", "gpus"],
@@ -74,7 +99,7 @@ public enum OpenAPIDocument {
             "properties": [
                 "name": str, "kind": str, "queue": str, "priority": int, "image": str, "command": ["type": "array", "items": str], "env": strMap,
                 "workdir": str, "resources": ref("Resources"), "tasks": int, "maxDurationSeconds": int, "hold": ["type": "boolean"],
-                "ports": ["type": "array", "items": int], "labels": strMap,
+                "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
             ],
         ],
         "Workload": [
@@ -145,6 +170,33 @@ public enum OpenAPIDocument {
             "post": op("createToken", "Issue a token for a user in a tenant (admin); the secret is shown once", body: ref("CreateToken"), responses: ["201": ok(ref("Token"), "Created")]),
         ],
         "/tokens/{id}": ["delete": op("revokeToken", "Revoke a token", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/keys": [
+            "get": op("listAccessKeys", "Access keys for signed APIs (never their secrets)", responses: ["200": ok(page("AccessKey"))]),
+            "post": [
+                "operationId": "createAccessKey", "summary": "Create an access key and secret for the caller; the secret is shown once",
+                "requestBody": ["required": false, "content": jsonBody(ref("CreateAccessKey"))],
+                "responses": (["201": ok(ref("AccessKey"), "Created")] as [String: Any]).merging(errors) { a, _ in a },
+            ],
+        ],
+        "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/data": [
+            "get": op(
+                "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", str, "default /")],
+                responses: ["200": ok(page("DataEntry"))]),
+            "delete": op(
+                "deleteData", "Delete a file or a directory tree", params: [query("path", str, "required")], responses: ["204": ["description": "Deleted"]]),
+        ],
+        "/data/content": [
+            "get": op(
+                "getDataContent", "A file's bytes, streamed", params: [query("path", str, "required")],
+                responses: ["200": ["description": "File bytes", "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]]]),
+            "put": [
+                "operationId": "putDataContent", "summary": "Write a file (streamed; parent directories are created; replaces an existing file)",
+                "parameters": [query("path", str, "required")],
+                "requestBody": ["required": true, "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
+                "responses": (["201": ok(ref("DataEntry"), "Written")] as [String: Any]).merging(errors) { a, _ in a },
+            ],
+        ],
         "/whoami": ["get": op("whoami", "The caller's identity", responses: ["200": ok(ref("Principal"))])],
         "/openapi.json": ["get": ["operationId": "openapi", "summary": "This document", "security": [], "responses": ["200": ["description": "OpenAPI document"]]]],
     ]
