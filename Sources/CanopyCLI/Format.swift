@@ -16,7 +16,7 @@ enum Format {
 
     static func json(_ value: some Encodable) throws -> String {
         let e = APIJSON.encoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try e.encode(value), as: UTF8.self)
     }
 
