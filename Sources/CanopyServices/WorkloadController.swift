@@ -67,7 +67,11 @@ public actor WorkloadController {
                 switch await executor.recover(workloadID: w.id, taskIndex: i, backendID: w.tasks[i].backendID) {
                 case .running:
                     recovered += 1
-                case .exited(let exit):
+                case .exited(var exit):
+                    // It ended while Canopy was down: its outputs are still in its working directory.
+                    if i == 0, let outputs = w.spec.data?.outputs, !outputs.isEmpty, w.stopRequestedAt == nil {
+                        exit = await stageOutputs(of: w, exit, outputs: outputs)
+                    }
                     apply(exit, to: &w)
                 case .vanished:
                     lost += 1
@@ -394,6 +398,11 @@ public actor WorkloadController {
     /// Copies task 0's outputs to the data store, then records its exit; a copy that fails turns a success into a failure.
     private func collectOutputs(_ exit: TaskExit, outputs: [DataOutput]) async {
         guard let w = active[exit.workloadID] else { return }
+        await record(await stageOutputs(of: w, exit, outputs: outputs))
+    }
+
+    /// Copies task 0's outputs to the data store; returns the exit, turned into a failure if a copy failed.
+    private func stageOutputs(of w: Workload, _ exit: TaskExit, outputs: [DataOutput]) async -> TaskExit {
         var exit = exit
         do {
             guard let dataStore else { throw StagingError("this server has no data store") }
@@ -412,7 +421,7 @@ public actor WorkloadController {
                 exit.reason = Reason(.outputStagingFailed, "task 0's outputs could not be copied: \(message)")
             }
         }
-        await record(exit)
+        return exit
     }
 
     private func record(_ exit: TaskExit) async {
