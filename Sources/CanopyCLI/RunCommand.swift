@@ -20,6 +20,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Environment variable K=V (repeatable).") var env: [String] = []
     @Option(help: "Working directory, inside the task's own directory.") var workdir: String?
     @Option(help: "Longest run time, e.g. 30m or 2h; the workload is stopped after it.") var maxDuration: String?
+    @Option(help: "Stage a data-store file or directory in before the command starts: SOURCE:PATH, e.g. /user/me/mnist:data (repeatable).")
+    var input: [String] = []
+    @Option(help: "Copy a path of task 0's working directory to the data store after it ends: PATH:DESTINATION, e.g. out:/user/me/run1 (repeatable).")
+    var output: [String] = []
+    @Flag(help: "Let --output replace what is already at its destination.") var overwrite = false
     @Flag(help: "Submit on hold: pending until `canopy release`.") var hold = false
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
@@ -60,6 +65,17 @@ struct RunCommand: AsyncParsableCommand {
                 vars[String(kv[..<eq])] = String(kv[kv.index(after: eq)...])
             }
             body.env = vars
+        }
+        if !input.isEmpty || !output.isEmpty {
+            func split(_ option: String, _ value: String) throws -> (String, String) {
+                guard let colon = value.lastIndex(of: ":"), colon != value.startIndex, value.index(after: colon) != value.endIndex else {
+                    throw ValidationError("--\(option) takes \(option == "input" ? "SOURCE:PATH" : "PATH:DESTINATION"), got \"\(value)\"")
+                }
+                return (String(value[..<colon]), String(value[value.index(after: colon)...]))
+            }
+            body.data = DataStaging(
+                inputs: try input.map { let (source, path) = try split("input", $0); return DataInput(source: source, path: path) },
+                outputs: try output.map { let (path, destination) = try split("output", $0); return DataOutput(path: path, destination: destination, overwrite: overwrite) })
         }
         let request = body
         let detach = self.detach

@@ -300,6 +300,19 @@ struct DataForestLiveTests {
             #expect(
                 try await server.cli(["data", "get", "/user/me/tree/a.txt", dir + "/copy.txt"]).status == 0)
             #expect(try String(contentsOfFile: dir + "/copy.txt", encoding: .utf8) == "one\n")
+            // canopy run stages inputs in and outputs back.
+            let run = try await server.cli([
+                "run", "--cpus", "0.5", "--memory", "64Mi", "--input", "/user/me/tree/a.txt:in.txt", "--output", "out.txt:/user/me/upper.txt", "--",
+                "sh", "-c", "tr a-z A-Z < in.txt > out.txt",
+            ])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(try await server.cli(["data", "get", "/user/me/upper.txt", "-"]).stdout == "ONE\n")
+            let again = try await server.cli(["run", "--output", "out.txt:/user/me/upper.txt", "--", "sh", "-c", "echo x > out.txt"])
+            #expect(again.status != 0 && again.stderr.contains("overwrite"), "\(again.stderr)")
+            #expect(try await server.cli(["run", "--output", "out.txt:/user/me/upper.txt", "--overwrite", "--", "sh", "-c", "echo x > out.txt"]).status == 0)
+            #expect(try await server.cli(["data", "get", "/user/me/upper.txt", "-"]).stdout == "x\n")
+            let bad = try await server.cli(["run", "--input", "nocolon", "--", "true"])
+            #expect(bad.status != 0 && bad.stderr.contains("SOURCE:PATH"))
             let missing = try await server.cli(["data", "get", "/user/me/nope", "-"])
             #expect(missing.status != 0 && missing.stderr.contains("no such file"))
         }
