@@ -473,34 +473,7 @@ public struct DataForestAPI: Sendable {
         guard w.tasks.indices.contains(index) else { throw DataForestError.notFound }
         let path = try await workloads.logPath(w.id, task: index, stream: stream, as: principal)
         let follow = ["true", "1", "yes"].contains(q.get("follow")?.lowercased() ?? "")
-        let service = workloads
-        let body = ResponseBody { writer in
-            var position: UInt64 = 0
-            while true {
-                let ended = follow ? await service.taskEnded(id, task: index) : true
-                while let chunk = LogFile.read(path: path, from: position, max: 65536), !chunk.isEmpty {
-                    position += UInt64(chunk.count)
-                    try await writer.write(ByteBuffer(bytes: chunk))
-                }
-                if ended { break }
-                await service.waitForChange(timeout: .milliseconds(100))
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+        return LogReader.response(path: path, from: 0, follow: follow, workloads: workloads, workloadID: id, task: index)
     }
 }
 
-/// Reads a slice of a log file.
-enum LogFile {
-    static func read(path: String, from offset: UInt64, max: Int) -> [UInt8]? {
-        guard let fh = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? fh.close() }
-        do {
-            try fh.seek(toOffset: offset)
-            return try fh.read(upToCount: max).map { [UInt8]($0) } ?? []
-        } catch {
-            return nil
-        }
-    }
-}

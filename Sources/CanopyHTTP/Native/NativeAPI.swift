@@ -123,23 +123,7 @@ public struct NativeAPI: Sendable {
             offset = v
         }
         let path = try await workloads.logPath(id, task: index, stream: stream, as: principal)
-        let service = workloads
-        let start = offset
-        let body = ResponseBody { writer in
-            var position = start
-            while true {
-                let ended = follow ? await service.taskEnded(id, task: index) : true
-                // Drain what is there; once the task has ended, what is there is all there will be.
-                while let chunk = LogReader.read(path: path, from: position, max: 65536), !chunk.isEmpty {
-                    position += UInt64(chunk.count)
-                    try await writer.write(ByteBuffer(bytes: chunk))
-                }
-                if ended { break }
-                await service.waitForChange(timeout: .milliseconds(100))
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+        return LogReader.response(path: path, from: offset, follow: follow, workloads: workloads, workloadID: id, task: index)
     }
 
     // MARK: nodes and queues
@@ -302,7 +286,27 @@ extension NativeAPI {
 }
 
 /// Reads a slice of a log file.
-enum LogReader {
+public enum LogReader {
+    /// A task's log as a `text/plain` response from `offset`; with `follow`, streamed until the task ends.
+    public static func response(path: String, from offset: UInt64, follow: Bool, workloads: WorkloadService, workloadID: String, task: Int) -> Response {
+        let body = ResponseBody { writer in
+            var position = offset
+            while true {
+                let ended = follow ? await workloads.taskEnded(workloadID, task: task) : true
+                // Drain what is there; once the task has ended, what is there is all there will be.
+                while let chunk = read(path: path, from: position, max: 65536), !chunk.isEmpty {
+                    position += UInt64(chunk.count)
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
+                if ended { break }
+                await workloads.waitForChange(timeout: .milliseconds(100))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+    }
+
+    /// Up to `max` bytes of a file from `offset`; nil when it cannot be read (not there yet).
     static func read(path: String, from offset: UInt64, max: Int) -> [UInt8]? {
         guard let fh = FileHandle(forReadingAtPath: path) else { return nil }
         defer { try? fh.close() }
