@@ -7,7 +7,7 @@ import NIOCore
 
 struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "keys", abstract: "Create, list and revoke access keys for signed APIs (Data Forest signature v2).",
+        commandName: "keys", abstract: "Create, list and revoke access keys for the vendor dialects' signed (HMAC) APIs.",
         subcommands: [List.self, Create.self, Remove.self], defaultSubcommand: List.self)
 
     struct List: AsyncParsableCommand {
@@ -101,7 +101,7 @@ struct DataCommand: AsyncParsableCommand {
             try await client { c in
                 let toStdout = local == "-"
                 let target = toStdout ? nil : local + ".canopy-partial"
-                if let target { FileManager.default.createFile(atPath: target, contents: nil) }
+                if let target { _ = FileManager.default.createFile(atPath: target, contents: nil) }
                 guard let out = toStdout ? FileHandle.standardOutput : FileHandle(forWritingAtPath: target!) else { throw CLIError("cannot write \(local)") }
                 do {
                     try await c.stream("/data/content?path=\(DataCommand.encode(remote))") { chunk in out.write(Data(chunk.readableBytesView)) }

@@ -109,15 +109,19 @@ public struct DataForestAPI: Sendable {
             let buffer = try await request.body.collect(upTo: context.maxUploadSize)
             var raw = Data(buffer.readableBytesView)
             if raw.isEmpty || raw.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { raw = Data("{}".utf8) }
+            let parsed: JSONValue?
             if Negotiation.requestIsXML(request) || raw.first == UInt8(ascii: "<") {
-                raw = try XMLBodies.json(fromXML: raw).json
+                parsed = try XMLBodies.value(fromXML: raw).value
+                // The operations decode their typed requests from JSON.
+                raw = try JSONEncoder().encode(parsed)
+            } else {
+                parsed = try? JSONDecoder().decode(JSONValue.self, from: raw)
             }
-            guard let body = try? JSONDecoder().decode(JSONValue.self, from: raw), case .object = body else {
+            guard let body = parsed, case .object = body else {
                 throw DataForestError.badRequest("request body must be a JSON object or an XML document")
             }
             let (root, value) = try await operation(Call(principal: principal, body: body, raw: raw, request: request))
-            let json = try JSONEncoder().encode(value)
-            return Negotiation.response(json: json, root: root, request: request)
+            return Negotiation.response(value, root: root, request: request)
         }
     }
 
@@ -130,7 +134,7 @@ public struct DataForestAPI: Sendable {
         guard p.role == .admin else { return [p.tenant] }
         var all = Set([p.tenant])
         all.formUnion(try await auth.list(as: p).map(\.principal.tenant))
-        all.formUnion(try await keys.tenants())
+        all.formUnion(keys.tenants())
         return all.sorted()
     }
 
@@ -211,7 +215,8 @@ public struct DataForestAPI: Sendable {
         try DataForestMapping.checkConfiguration(configuration, field: "configuration")
         let existing = try await store.records(kind: Self.workspaceKind, tenant: tenant)
         if existing.contains(where: { $0.name == name }) { throw DataForestError.invalid("name", name, "the name is already in use") }
-        if existing.count >= configuration_max { throw DataForestError.quota("an account holds at most \(configuration_max) AI workspaces") }
+        let limit = self.configuration.maxWorkspacesPerAccount
+        if existing.count >= limit { throw DataForestError.quota("an account holds at most \(limit) AI workspaces") }
         let now = clock.now()
         let doc = WorkspaceDocument(
             id: IDGenerator.random(), accountId: accountId, name: name, description: description,
@@ -219,8 +224,6 @@ public struct DataForestAPI: Sendable {
         try await save(doc, tenant: tenant)
         return ("CreateAiWorkspaceResponse", .object(["success": .bool(true), "message": .string("success"), "id": .string(doc.id)]))
     }
-
-    var configuration_max: Int { configuration.maxWorkspacesPerAccount }
 
     @Sendable func listWorkspaces(_ call: Call) async throws -> (root: String, value: JSONValue) {
         let req = try call.decode(SearchRequest.self)
@@ -315,7 +318,7 @@ public struct DataForestAPI: Sendable {
             let d = try JSONDecoder().decode(WorkspaceDocument.self, from: r.body)
             for e in d.configurations { add(e.configuration.docker?.image) }
         }
-        for w in try await workloads.list(WorkloadQuery(limit: 1000), as: Principal(user: call.principal.user, tenant: call.principal.tenant, role: .user)) {
+        for w in try await workloads.list(WorkloadQuery(tenant: call.principal.tenant, limit: 1000), as: call.principal) {
             add(w.spec.image)
         }
         let value = JSONValue.object(images.mapValues { .array($0.sorted().map(JSONValue.string)) })
@@ -357,12 +360,8 @@ public struct DataForestAPI: Sendable {
         let staging = try DataForestMapping.staging(merged.data, field: "data")
         let vendorQueue = merged.queue ?? "gpu"
         let queue = configuration.queues[vendorQueue] ?? vendorQueue
-        guard Queue.isValidName(queue) else {
-            throw DataForestError.invalid("queueName", vendorQueue, "queue names are 1 to 63 lowercase letters, digits, '-' or '_'")
-        }
-        for (i, p) in (merged.docker.exposeTcpPorts ?? []).enumerated() where !(0...65535).contains(p) {
-            throw DataForestError.invalid("docker.exposeTcpPorts[\(i)]", String(p), "must be between 1 and 65535")
-        }
+        guard Queue.isValidName(queue) else { throw DataForestError.invalid("queueName", vendorQueue, Queue.nameRule) }
+        try DataForestMapping.checkPorts(merged.docker.exposeTcpPorts, field: "docker.exposeTcpPorts")
         try await workloads.ensureQueue(queue, description: "created on first use by a Data Forest AI app")
         var docker = merged.docker
         docker.command = command

@@ -34,6 +34,14 @@ struct DataForestError: Error, Sendable {
         DataForestError(status: .badRequest, message: "exceeded limit on resource quota. \(detail)")
     }
 
+    /// 413 from the API gateway.
+    static func tooLarge(_ details: String) -> DataForestError {
+        DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: details)
+    }
+
+    /// 500, for what is not the caller's fault.
+    static let unexpected = DataForestError(status: .internalServerError, message: "unexpected error")
+
     /// 401 from the API gateway.
     static func authentication(_ details: String) -> DataForestError {
         DataForestError(status: .unauthorized, message: "Authentication Failed", gatewayCode: "200", details: details)
@@ -53,9 +61,9 @@ struct DataForestError: Error, Sendable {
         case .quotaExceeded: return .quota(error.message)
         case .unauthenticated: return .authentication(error.message)
         case .payloadTooLarge:
-            return DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: error.message)
+            return .tooLarge(error.message)
         case .unavailable, .internal:
-            return DataForestError(status: .internalServerError, message: "unexpected error")
+            return .unexpected
         }
     }
 }
@@ -98,14 +106,14 @@ struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let e as any HTTPResponseError {
             if e.status == .notFound { return Self.render(.notFound, for: request) }
             if e.status == .contentTooLarge {
-                return Self.render(DataForestError(status: .contentTooLarge, message: "Request Entity Too Large", gatewayCode: "430", details: "body over 1 MiB"), for: request)
+                return Self.render(.tooLarge("body over 1 MiB"), for: request)
             }
             if e.status.code < 500 { return Self.render(.badRequest(e.status.reasonPhrase), for: request) }
             logger.error("unexpected error", metadata: ["error": "\(e)"])
-            return Self.render(DataForestError(status: .internalServerError, message: "unexpected error"), for: request)
+            return Self.render(.unexpected, for: request)
         } catch {
             logger.error("unexpected error", metadata: ["error": "\(error)"])
-            return Self.render(DataForestError(status: .internalServerError, message: "unexpected error"), for: request)
+            return Self.render(.unexpected, for: request)
         }
     }
 
@@ -119,8 +127,7 @@ struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         var object: [String: JSONValue] = ["success": .bool(false), "message": .string(e.message)]
         if let id = e.id { object["id"] = .string(id) }
-        let json = (try? JSONEncoder().encode(JSONValue.object(object))) ?? Data()
-        return Negotiation.response(json: json, root: "ErrorResponse", status: e.status, request: request)
+        return Negotiation.response(.object(object), root: "ErrorResponse", status: e.status, request: request)
     }
 }
 
@@ -140,12 +147,13 @@ enum Negotiation {
         return requestIsXML(request)
     }
 
-    static func response(json: Data, root: String, status: HTTPResponse.Status = .ok, request: Request) -> Response {
+    /// The answer in the caller's format, encoded once.
+    static func response(_ value: JSONValue, root: String, status: HTTPResponse.Status = .ok, request: Request) -> Response {
         if wantsXML(request) {
-            return Response(
-                status: status, headers: [.contentType: "application/xml;charset=UTF-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: XMLBodies.xml(fromJSON: json, root: root))))
+            let xml = XMLBodies.xml(value, root: root)
+            return Response(status: status, headers: [.contentType: "application/xml;charset=UTF-8"], body: .init(byteBuffer: ByteBuffer(bytes: xml)))
         }
+        let json = (try? JSONEncoder().encode(value)) ?? Data()
         return Response(status: status, headers: [.contentType: "application/json;charset=UTF-8"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
     }
 }

@@ -78,7 +78,8 @@ enum DataForestMapping {
     // MARK: validation
 
     static let imagePattern = "^(dataforest/)?([a-z0-9._-]{1,30}):([a-z0-9._-]{1,20})$"
-    static var imageRegex: Regex<AnyRegexOutput> { try! Regex(imagePattern) }
+    /// Compiled once; matching does not mutate it.
+    nonisolated(unsafe) static let imageRegex = try! Regex(imagePattern)
 
     /// The vendor's image rule; the message is the one the vendor answers (seed 001).
     static func checkImage(_ image: String, field: String) throws {
@@ -181,17 +182,24 @@ enum DataForestMapping {
         return staging
     }
 
+    static func checkQueueName(_ name: String, field: String) throws {
+        guard Queue.isValidName(name) else { throw DataForestError.invalid(field, name, Queue.nameRule) }
+    }
+
+    /// Ports to expose; 0 is accepted as the placeholder the vendor's samples send.
+    static func checkPorts(_ ports: [Int]?, field: String) throws {
+        for (i, p) in (ports ?? []).enumerated() where !(0...65535).contains(p) {
+            throw DataForestError.invalid("\(field)[\(i)]", String(p), "must be between 1 and 65535")
+        }
+    }
+
     /// Checks a configuration as create and setConfiguration receive it (fields are optional there: apps fill the gaps).
     static func checkConfiguration(_ c: AiAppTypeSpec, field prefix: String) throws {
         if let image = nonEmpty(c.docker?.image) { try checkImage(image, field: "\(prefix).docker.image") }
         if let r = c.resource { _ = try resources(r, field: "\(prefix).resource") }
         if let d = c.data { _ = try staging(d, field: "\(prefix).data") }
-        if let q = nonEmpty(c.queueName), !Queue.isValidName(q) {
-            throw DataForestError.invalid("\(prefix).queueName", q, "queue names are 1 to 63 lowercase letters, digits, '-' or '_'")
-        }
-        for (i, p) in (c.docker?.exposeTcpPorts ?? []).enumerated() where !(0...65535).contains(p) {
-            throw DataForestError.invalid("\(prefix).docker.exposeTcpPorts[\(i)]", String(p), "must be between 1 and 65535")
-        }
+        if let q = nonEmpty(c.queueName) { try checkQueueName(q, field: "\(prefix).queueName") }
+        try checkPorts(c.docker?.exposeTcpPorts, field: "\(prefix).docker.exposeTcpPorts")
         if let n = c.name, n.count > 255 { throw DataForestError.invalid("\(prefix).name", n, "must be at most 255 characters") }
     }
 }

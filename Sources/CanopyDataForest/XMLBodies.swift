@@ -55,8 +55,14 @@ enum XMLBodies {
         }
     }
 
-    /// Parses an XML body into the JSON object it stands for; returns the root element's name too.
+    /// Parses an XML body into the JSON object it stands for, encoded; returns the root element's name too.
     static func json(fromXML data: Data) throws -> (root: String, json: Data) {
+        let (root, value) = try value(fromXML: data)
+        return (root, try JSONEncoder().encode(value))
+    }
+
+    /// Parses an XML body into the JSON value it stands for; returns the root element's name too.
+    static func value(fromXML data: Data) throws -> (root: String, value: JSONValue) {
         let parser = XMLParser(data: data)
         parser.shouldResolveExternalEntities = false
         let builder = TreeBuilder()
@@ -65,7 +71,7 @@ enum XMLBodies {
         guard ok, builder.failure == nil, let root = builder.root else {
             throw DataForestError.badRequest(builder.failure ?? "request body is not well-formed XML")
         }
-        return (root.name, try JSONEncoder().encode(value(of: root, as: nil)))
+        return (root.name, value(of: root, as: nil))
     }
 
     static func scalar(_ text: String, name: String) -> JSONValue {
@@ -108,7 +114,11 @@ enum XMLBodies {
 
     /// Writes a JSON body as XML under `root`.
     static func xml(fromJSON data: Data, root: String) -> Data {
-        let value = (try? JSONDecoder().decode(JSONValue.self, from: data)) ?? .object([:])
+        xml((try? JSONDecoder().decode(JSONValue.self, from: data)) ?? .object([:]), root: root)
+    }
+
+    /// Writes a value as XML under `root`.
+    static func xml(_ value: JSONValue, root: String) -> Data {
         var out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         write(value, name: root, into: &out)
         return Data(out.utf8)

@@ -83,9 +83,19 @@ public enum NativeErrors {
 public enum RequestDecoding {
     /// Decodes a JSON body into `T`, refusing fields not in `known` (top level) so typos do not pass silently.
     public static func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext, known: Set<String>? = nil) async throws -> T {
+        guard let value = try await decodeIfPresent(type, from: request, context: context, known: known) else {
+            throw CanopyError(.invalidArgument, "request body is empty; expected a JSON object")
+        }
+        return value
+    }
+
+    /// Like `decode`, for operations whose body is optional: nil when there is none.
+    public static func decodeIfPresent<T: Decodable>(
+        _ type: T.Type, from request: Request, context: some RequestContext, known: Set<String>? = nil
+    ) async throws -> T? {
         let buffer = try await request.body.collect(upTo: context.maxUploadSize)
         let data = Data(buffer.readableBytesView)
-        if data.isEmpty { throw CanopyError(.invalidArgument, "request body is empty; expected a JSON object") }
+        if data.isEmpty { return nil }
         if let known {
             guard let object = try? JSONSerialization.jsonObject(with: data) else {
                 throw CanopyError(.invalidArgument, "request body is not valid JSON")

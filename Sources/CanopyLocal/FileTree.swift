@@ -49,17 +49,25 @@ enum FileTree {
                 throw StagingError("cannot read \(source): \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
-            var written = 0
-            while written < n {
-                let w = buffer.withUnsafeBytes { write(output, $0.baseAddress! + written, n - written) }
-                if w < 0 {
-                    if errno == EINTR { continue }
-                    throw StagingError("cannot write \(destination): \(String(cString: strerror(errno)))")
-                }
-                written += w
+            guard buffer.withUnsafeBytes({ writeAll(output, UnsafeRawBufferPointer(rebasing: $0[..<n])) }) else {
+                throw StagingError("cannot write \(destination): \(String(cString: strerror(errno)))")
             }
         }
         if let owner { fchown(output, owner.uid, owner.gid) }
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and interruptions; false on an error (see errno).
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            done += n
+        }
+        return true
     }
 
     /// Copies `source` to `destination` atomically: into a sibling scratch path, then renamed over it. An existing

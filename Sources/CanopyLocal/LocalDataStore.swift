@@ -56,20 +56,12 @@ public struct LocalDataStore: DataStore {
         }
     }
 
-    public func put(tenant: String, path: String, movingFile file: String) throws {
+    public func upload(tenant: String, path: String) throws -> any DataUpload {
         guard let clean = DataPath.normalize(path), clean != "/" else { throw CanopyError.invalid("path", "a file needs a path below /") }
-        let local = localPath(tenant: tenant, path: clean)
-        let parent = (local as NSString).deletingLastPathComponent
-        do {
-            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        } catch {
-            throw CanopyError(.conflict, "cannot create the directory for \(clean): a file is in the way", field: "path")
-        }
-        var st = stat()
-        if lstat(local, &st) == 0, st.st_mode & S_IFMT == S_IFDIR {
-            throw CanopyError(.conflict, "\(clean) is a directory", field: "path")
-        }
-        guard rename(file, local) == 0 else { throw CanopyError(.internal, "cannot store \(clean): \(String(cString: strerror(errno)))") }
+        let scratch = root + "/.scratch/" + UUID().uuidString
+        let fd = open(scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CanopyError(.internal, "cannot create an upload file") }
+        return LocalUpload(fd: fd, scratch: scratch, destination: localPath(tenant: tenant, path: clean), display: clean)
     }
 
     public func delete(tenant: String, path: String) throws {
@@ -79,5 +71,51 @@ public struct LocalDataStore: DataStore {
         try FileManager.default.removeItem(atPath: local)
     }
 
-    public func scratchFile() -> String { root + "/.scratch/" + UUID().uuidString }
+}
+
+/// An upload into the local store: a scratch file on the same file system, renamed into place on commit.
+final class LocalUpload: DataUpload {
+    private var fd: Int32
+    private let scratch: String
+    private let destination: String
+    private let display: String
+
+    init(fd: Int32, scratch: String, destination: String, display: String) {
+        self.fd = fd
+        self.scratch = scratch
+        self.destination = destination
+        self.display = display
+    }
+
+    deinit { abort() }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard FileTree.writeAll(fd, bytes) else { throw CanopyError(.internal, "cannot write the upload: \(String(cString: strerror(errno)))") }
+    }
+
+    func commit() throws {
+        guard fsync(fd) == 0 else { throw CanopyError(.internal, "cannot flush the upload") }
+        close(fd)
+        fd = -1
+        let parent = (destination as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        } catch {
+            throw CanopyError(.conflict, "cannot create the directory for \(display): a file is in the way", field: "path")
+        }
+        var st = stat()
+        if lstat(destination, &st) == 0, st.st_mode & S_IFMT == S_IFDIR {
+            throw CanopyError(.conflict, "\(display) is a directory", field: "path")
+        }
+        guard rename(scratch, destination) == 0 else { throw CanopyError(.internal, "cannot store \(display): \(String(cString: strerror(errno)))") }
+    }
+
+    /// Closes and removes the scratch file, unless it was committed (then the unlink finds nothing).
+    func abort() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        unlink(scratch)
+    }
 }

@@ -122,14 +122,8 @@ public final class LocalExecutor: Executor {
         let fm = FileManager.default
         try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
         try? fm.removeItem(atPath: layout.exitFile)
-        if let runAs {
-            // The task's own directory tree belongs to the task user; logs and the exit file stay the server's.
-            var path = workdir
-            while path.count >= layout.work.count {
-                chown(path, runAs.uid, runAs.gid)
-                path = (path as NSString).deletingLastPathComponent
-            }
-        }
+        // The task's own directory tree belongs to the task user; logs and the exit file stay the server's.
+        giveToTaskUser(workdir, upTo: layout)
         for input in task.inputs {
             guard let target = layout.resolve(path: input.path, workdir: task.spec.workdir) else {
                 throw StagingError("input path \"\(input.path)\" leaves the task's directory")
@@ -137,13 +131,7 @@ public final class LocalExecutor: Executor {
             try? fm.removeItem(atPath: target)
             try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try FileTree.copy(from: input.localSource, to: target, owner: runAs)
-            if let runAs {
-                var path = (target as NSString).deletingLastPathComponent
-                while path.count >= layout.work.count {
-                    chown(path, runAs.uid, runAs.gid)
-                    path = (path as NSString).deletingLastPathComponent
-                }
-            }
+            giveToTaskUser((target as NSString).deletingLastPathComponent, upTo: layout)
         }
         let key = Self.key(task.workloadID, task.taskIndex)
         let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
@@ -162,6 +150,16 @@ public final class LocalExecutor: Executor {
             finished(workloadID: task.workloadID, index: task.taskIndex, status: exit.status)
         }
         return String(pid)
+    }
+
+    /// When tasks run as the task user: `path` and each directory above it, up to the task's `work`, become theirs.
+    private func giveToTaskUser(_ path: String, upTo layout: TaskLayout) {
+        guard let runAs else { return }
+        var path = path
+        while path.count >= layout.work.count {
+            chown(path, runAs.uid, runAs.gid)
+            path = (path as NSString).deletingLastPathComponent
+        }
     }
 
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {

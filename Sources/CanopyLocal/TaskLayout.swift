@@ -1,3 +1,4 @@
+import CanopyCore
 import Foundation
 
 /// Where one task's files live under the data directory:
@@ -25,16 +26,7 @@ public struct TaskLayout: Sendable {
     /// Resolves a requested working directory inside `work`, absolute or relative; nil if it would escape.
     public func resolve(workdir: String?) -> String? {
         guard let workdir, !workdir.isEmpty else { return work }
-        var parts: [Substring] = []
-        for part in workdir.split(separator: "/") {
-            switch part {
-            case ".": continue
-            case "..":
-                guard !parts.isEmpty else { return nil }
-                parts.removeLast()
-            default: parts.append(part)
-            }
-        }
+        guard let parts = TaskPath.segments(workdir) else { return nil }
         return parts.isEmpty ? work : work + "/" + parts.joined(separator: "/")
     }
 

@@ -4,10 +4,10 @@ import GRDB
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, writes batched by group commit.
 public final class SQLiteStore: Store {
-    let pool: DatabasePool
+    private let pool: DatabasePool
     /// The directory holding the database file.
     public let directory: String
-    let commit: GroupCommit
+    private let commit: GroupCommit
     private let sequence: Sequence
 
     /// Opens (creating if needed) the database at `path`.

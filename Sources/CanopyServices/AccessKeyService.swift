@@ -82,68 +82,26 @@ public final class AccessKeyService: Sendable {
         byAccessKey.withLock { $0[accessKey].map { ($0.record.principal, $0.secret) } }
     }
 
+    /// The live (unrevoked) keys, from memory: `load` and every change keep it the same as the store.
+    private var live: [AccessKeyRecord] { byAccessKey.withLock { $0.values.map(\.record) } }
+
     /// Keys visible to a principal: admins see every tenant's; users their own.
-    public func list(as principal: Principal) async throws -> [AccessKeyRecord] {
-        try await store.accessKeys().filter { !$0.revoked && (principal.role == .admin || $0.principal == principal) }
-            .sorted { $0.createdAt < $1.createdAt }
+    public func list(as principal: Principal) -> [AccessKeyRecord] {
+        live.filter { principal.role == .admin || $0.principal == principal }.sorted { $0.createdAt < $1.createdAt }
     }
 
     /// Revokes a key by its id; requests signed with it fail from now on.
     public func revoke(id: String, as principal: Principal) async throws {
-        guard var record = try await store.accessKeys().first(where: { $0.id == id && !$0.revoked }),
-            principal.role == .admin || record.principal == principal
-        else { throw CanopyError.notFound("access key", id) }
+        guard var record = live.first(where: { $0.id == id }), principal.role == .admin || record.principal == principal else {
+            throw CanopyError.notFound("access key", id)
+        }
         record.revoked = true
         try await store.save(accessKey: record)
         byAccessKey.withLock { _ = $0.removeValue(forKey: record.accessKey) }
     }
 
-    /// Every tenant that has an access key.
-    public func tenants() async throws -> Set<String> {
-        Set(try await store.accessKeys().filter { !$0.revoked }.map(\.principal.tenant))
-    }
-}
-
-/// The data store as users see it: their own tenant's namespace.
-public struct DataService: Sendable {
-    /// The store behind it.
-    public let store: any DataStore
-
-    /// Creates the service.
-    public init(store: any DataStore) { self.store = store }
-
-    /// A normalized path, or an invalid-argument error naming `field`.
-    public static func path(_ raw: String, field: String = "path") throws -> String {
-        guard let p = DataPath.normalize(raw) else { throw CanopyError.invalid(field, "\"\(raw)\" is not a valid data path (no \"..\", no NUL, at most 4096 bytes)") }
-        return p
-    }
-
-    /// Lists a directory (or shows a file).
-    public func list(_ path: String, as principal: Principal) throws -> [DataEntry] {
-        try store.list(tenant: principal.tenant, path: try Self.path(path))
-    }
-
-    /// The local file holding a stored file, for streaming it out; not-found for directories and missing files.
-    public func file(_ path: String, as principal: Principal) throws -> (local: String, entry: DataEntry) {
-        let p = try Self.path(path)
-        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.notFound, "no such file: \(p)", field: "path") }
-        guard !entry.isDirectory else { throw CanopyError.invalid("path", "\(p) is a directory; list it instead") }
-        return (store.localPath(tenant: principal.tenant, path: p), entry)
-    }
-
-    /// Where an upload is written before `commit` moves it into place.
-    public func scratchFile() -> String { store.scratchFile() }
-
-    /// Moves an uploaded scratch file to `path`.
-    public func commit(_ scratch: String, to path: String, as principal: Principal) throws -> DataEntry {
-        let p = try Self.path(path)
-        try store.put(tenant: principal.tenant, path: p, movingFile: scratch)
-        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.internal, "stored file vanished") }
-        return entry
-    }
-
-    /// Deletes a file or directory.
-    public func delete(_ path: String, as principal: Principal) throws {
-        try store.delete(tenant: principal.tenant, path: try Self.path(path))
+    /// Every tenant that has a live access key.
+    public func tenants() -> Set<String> {
+        Set(live.map(\.principal.tenant))
     }
 }

@@ -69,7 +69,7 @@ public actor WorkloadController {
                     recovered += 1
                 case .exited(var exit):
                     // It ended while Canopy was down: its outputs are still in its working directory.
-                    if i == 0, let outputs = w.spec.data?.outputs, !outputs.isEmpty, w.stopRequestedAt == nil {
+                    if let outputs = Self.outputsToCollect(w, taskIndex: i) {
                         exit = await stageOutputs(of: w, exit, outputs: outputs)
                     }
                     apply(exit, to: &w)
@@ -96,7 +96,7 @@ public actor WorkloadController {
 
     /// Runs until cancelled: launches passes and stops, follows task exits, enforces max durations.
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown { await self.loops() }
+        await cancelWhenGracefulShutdown { await self.loops() }
         await persist()
     }
 
@@ -376,7 +376,7 @@ public actor WorkloadController {
         guard let inputs = w.spec.data?.inputs, !inputs.isEmpty else { return [] }
         guard let dataStore else { throw StagingError("this server has no data store") }
         return try inputs.map { input in
-            guard let source = DataPath.normalize(input.source), (try? dataStore.entry(tenant: w.tenant, path: source)) ?? nil != nil else {
+            guard let source = DataPath.normalize(input.source), (try? dataStore.entry(tenant: w.tenant, path: source)) != nil else {
                 throw StagingError("input \(input.source) does not exist in the data store")
             }
             return StagedInput(localSource: dataStore.localPath(tenant: w.tenant, path: source), path: input.path)
@@ -387,12 +387,18 @@ public actor WorkloadController {
 
     func taskExited(_ exit: TaskExit) async {
         guard let w = active[exit.workloadID], exit.taskIndex < w.tasks.count else { return }
-        if exit.taskIndex == 0, let outputs = w.spec.data?.outputs, !outputs.isEmpty, w.stopRequestedAt == nil, !w.tasks[0].phase.isTerminal {
+        if let outputs = Self.outputsToCollect(w, taskIndex: exit.taskIndex), !w.tasks[0].phase.isTerminal {
             // Copying may take a while: do it beside the controller's other work, then record the exit.
             enqueue { await self.collectOutputs(exit, outputs: outputs) }
             return
         }
         await record(exit)
+    }
+
+    /// The outputs to copy out when this task ends: task 0's, unless the workload was stopped.
+    static func outputsToCollect(_ w: Workload, taskIndex: Int) -> [DataOutput]? {
+        guard taskIndex == 0, w.stopRequestedAt == nil, let outputs = w.spec.data?.outputs, !outputs.isEmpty else { return nil }
+        return outputs
     }
 
     /// Copies task 0's outputs to the data store, then records its exit; a copy that fails turns a success into a failure.

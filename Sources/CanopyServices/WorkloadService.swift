@@ -85,13 +85,8 @@ public struct WorkloadService: Sendable {
 
     /// A path inside a task's directory: not empty, not the directory itself, never above it.
     static func checkTaskPath(_ path: String, field: String) throws {
-        var depth = 0
-        for part in path.split(separator: "/") {
-            if part == "." { continue }
-            depth += part == ".." ? -1 : 1
-            if depth < 0 { throw CanopyError.invalid(field, "\"\(path)\" leaves the task's directory") }
-        }
-        if depth == 0 || path.utf8.contains(0) || path.utf8.count > 4096 {
+        guard let segments = TaskPath.segments(path) else { throw CanopyError.invalid(field, "\"\(path)\" leaves the task's directory") }
+        if segments.isEmpty || path.utf8.contains(0) || path.utf8.count > 4096 {
             throw CanopyError.invalid(field, "\"\(path)\" must name a file or directory inside the task's directory")
         }
     }
@@ -135,7 +130,7 @@ public struct WorkloadService: Sendable {
     /// Creates a queue with default settings if none has that name (dialects whose clients name queues freely).
     public func ensureQueue(_ name: String, description: String) async throws {
         guard await controller.queue(named: name) == nil else { return }
-        guard Queue.isValidName(name) else { throw CanopyError.invalid("queue", "queue names are 1 to 63 lowercase letters, digits, '-' or '_'") }
+        guard Queue.isValidName(name) else { throw CanopyError.invalid("queue", Queue.nameRule) }
         try await controller.save(queue: Queue(name: name, description: description))
     }
 

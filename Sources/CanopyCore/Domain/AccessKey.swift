@@ -32,7 +32,7 @@ public struct AccessKeyRecord: Sendable, Hashable, Codable {
 
 /// A document a dialect keeps for objects of its own kind (a workspace, say): the store holds it without reading it.
 public struct StoredRecord: Sendable, Hashable, Codable {
-    /// The dialect's name for the kind (`dataforest.workspace`).
+    /// The dialect's name for the kind (`<dialect>.workspace`, say).
     public var kind: String
     /// Identifier, unique within the kind.
     public var id: String

@@ -63,6 +63,25 @@ public struct DataStaging: Sendable, Hashable, Codable {
     public var isEmpty: Bool { inputs.isEmpty && outputs.isEmpty }
 }
 
+/// Paths inside a task's own directory tree, as specs name them (`data/in`, `/abs/in`, `a/../b`).
+public enum TaskPath {
+    /// The path's segments with `.` dropped and `..` applied, or nil when it climbs above where it starts.
+    /// Absolute and relative paths are read the same way: from the task's directory, never the host's root.
+    public static func segments(_ path: String) -> [Substring]? {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..":
+                guard !parts.isEmpty else { return nil }
+                parts.removeLast()
+            default: parts.append(part)
+            }
+        }
+        return parts
+    }
+}
+
 /// Normalizes paths in Canopy's data store: absolute, `/`-separated, no `.` or `..` segments, no empty names.
 public enum DataPath {
     /// The normalized form of `path` (`a//b/./c` is `/a/b/c`), or nil when it climbs above the root or is not a valid path.

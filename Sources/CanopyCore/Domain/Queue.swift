@@ -20,6 +20,9 @@ public struct Queue: Sendable, Hashable, Codable {
         self.pool = pool
     }
 
+    /// The naming rule, as errors state it.
+    public static let nameRule = "queue names are 1 to 63 lowercase letters, digits, '-' or '_'"
+
     /// Whether a name is acceptable.
     public static func isValidName(_ name: String) -> Bool {
         (1...63).contains(name.utf8.count)

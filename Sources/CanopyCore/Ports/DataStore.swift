@@ -29,10 +29,19 @@ public protocol DataStore: Sendable {
     func entry(tenant: String, path: String) throws -> DataEntry?
     /// The entries under a directory (one level), or the entry itself for a file; throws not-found if absent.
     func list(tenant: String, path: String) throws -> [DataEntry]
-    /// Atomically puts the local file `file` at `path`, replacing a file there; creates parent directories.
-    func put(tenant: String, path: String, movingFile file: String) throws
+    /// Starts writing a file at `path`: nothing is visible there until the upload is committed, and then the
+    /// whole file at once (replacing a file there; parent directories are created).
+    func upload(tenant: String, path: String) throws -> any DataUpload
     /// Deletes a file or directory tree.
     func delete(tenant: String, path: String) throws
-    /// A scratch file path on the same file system, for uploads to be moved in with `put`.
-    func scratchFile() -> String
+}
+
+/// A file being written into a data store. Write its bytes in order, then `commit`, or `abort` to drop it.
+public protocol DataUpload: AnyObject {
+    /// Appends bytes.
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// Makes the file durable and puts it in place.
+    func commit() throws
+    /// Drops what was written.
+    func abort()
 }

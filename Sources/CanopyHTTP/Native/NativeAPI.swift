@@ -3,10 +3,6 @@ import CanopyServices
 import Foundation
 import Hummingbird
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Canopy's own REST API under `/api/v1`.
 public struct NativeAPI: Sendable {
     let workloads: WorkloadService
@@ -146,7 +142,7 @@ public struct NativeAPI: Sendable {
         _ = try context.requireAdmin()
         let body = try await RequestDecoding.decode(CreateQueueRequest.self, from: request, context: context, known: CreateQueueRequest.fields)
         guard Queue.isValidName(body.name) else {
-            throw CanopyError.invalid("name", "queue names are 1 to 63 lowercase letters, digits, '-' or '_'")
+            throw CanopyError.invalid("name", Queue.nameRule)
         }
         if let p = body.priority, abs(p) > WorkloadService.Limits.maxPriority { throw CanopyError.invalid("priority", "priority out of range") }
         let queue = Queue(name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool)
@@ -193,21 +189,13 @@ extension NativeAPI {
 
     @Sendable func listKeys(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        return try APIJSON.response(Page(items: try await keys.list(as: principal).map { AccessKeyView($0) }, nextCursor: nil))
+        return try APIJSON.response(Page(items: keys.list(as: principal).map { AccessKeyView($0) }, nextCursor: nil))
     }
 
     @Sendable func createKey(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        var description = ""
-        if request.headers[.contentLength].map({ $0 != "0" }) ?? true {
-            let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-            if buffer.readableBytes > 0 {
-                let body = try await RequestDecoding.decode(
-                    CreateKeyRequest.self, from: Request(head: request.head, body: .init(buffer: buffer)), context: context, known: CreateKeyRequest.fields)
-                description = body.description ?? ""
-            }
-        }
-        let (record, secret) = try await keys.create(for: principal, description: description)
+        let body = try await RequestDecoding.decodeIfPresent(CreateKeyRequest.self, from: request, context: context, known: CreateKeyRequest.fields)
+        let (record, secret) = try await keys.create(for: principal, description: body?.description ?? "")
         return try APIJSON.response(AccessKeyView(record, secret: secret), status: .created)
     }
 
@@ -238,10 +226,12 @@ extension NativeAPI {
 
     @Sendable func getData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let (local, entry) = try data.file(try Self.pathParameter(request), as: try context.requirePrincipal())
+        guard let file = FileHandle(forReadingAtPath: local) else { throw CanopyError(.notFound, "no such file: \(entry.path)", field: "path") }
         let body = ResponseBody(contentLength: Int(entry.size)) { writer in
-            var position: UInt64 = 0
-            while position < UInt64(entry.size), let chunk = LogReader.read(path: local, from: position, max: 1 << 20), !chunk.isEmpty {
-                position += UInt64(chunk.count)
+            defer { try? file.close() }
+            var remaining = Int(entry.size)
+            while remaining > 0, let chunk = try file.read(upToCount: min(1 << 20, remaining)), !chunk.isEmpty {
+                remaining -= chunk.count
                 try await writer.write(ByteBuffer(bytes: chunk))
             }
             try await writer.finish(nil)
@@ -249,38 +239,13 @@ extension NativeAPI {
         return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: body)
     }
 
-    /// Streams the body to a scratch file, then moves it into place: a file is replaced whole or not at all.
+    /// Streams the body into the data store; the file is replaced whole or not at all.
     @Sendable func putData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        let principal = try context.requirePrincipal()
-        let path = try DataService.path(try Self.pathParameter(request))
-        let scratch = data.scratchFile()
-        let fd = open(scratch, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CanopyError(.internal, "cannot create an upload file") }
-        var committed = false
-        defer {
-            if !committed { unlink(scratch) }
-        }
-        do {
-            defer { close(fd) }
+        let entry = try await data.write(try Self.pathParameter(request), as: try context.requirePrincipal()) { upload in
             for try await chunk in request.body {
-                let ok = chunk.withUnsafeReadableBytes { bytes -> Bool in
-                    var done = 0
-                    while done < bytes.count {
-                        let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            return false
-                        }
-                        done += n
-                    }
-                    return true
-                }
-                guard ok else { throw CanopyError(.internal, "cannot write the upload: \(String(cString: strerror(errno)))") }
+                try chunk.withUnsafeReadableBytes { try upload.write($0) }
             }
-            guard fsync(fd) == 0 else { throw CanopyError(.internal, "cannot flush the upload") }
         }
-        let entry = try data.commit(scratch, to: path, as: principal)
-        committed = true
         return try APIJSON.response(entry, status: .created)
     }
 }

@@ -1,0 +1,51 @@
+import CanopyCore
+import Foundation
+
+/// The data store as users see it: their own tenant's namespace.
+public struct DataService: Sendable {
+    /// The store behind it.
+    public let store: any DataStore
+
+    /// Creates the service.
+    public init(store: any DataStore) { self.store = store }
+
+    /// A normalized path, or an invalid-argument error naming `field`.
+    public static func path(_ raw: String, field: String = "path") throws -> String {
+        guard let p = DataPath.normalize(raw) else { throw CanopyError.invalid(field, "\"\(raw)\" is not a valid data path (no \"..\", no NUL, at most 4096 bytes)") }
+        return p
+    }
+
+    /// Lists a directory (or shows a file).
+    public func list(_ path: String, as principal: Principal) throws -> [DataEntry] {
+        try store.list(tenant: principal.tenant, path: try Self.path(path))
+    }
+
+    /// The local file holding a stored file, for streaming it out; not-found for directories and missing files.
+    public func file(_ path: String, as principal: Principal) throws -> (local: String, entry: DataEntry) {
+        let p = try Self.path(path)
+        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.notFound, "no such file: \(p)", field: "path") }
+        guard !entry.isDirectory else { throw CanopyError.invalid("path", "\(p) is a directory; list it instead") }
+        return (store.localPath(tenant: principal.tenant, path: p), entry)
+    }
+
+    /// Writes a file: `fill` writes its bytes into the upload, which is then put in place whole, or dropped if
+    /// anything failed (nothing partial is ever visible at `path`).
+    public func write(_ path: String, as principal: Principal, _ fill: (any DataUpload) async throws -> Void) async throws -> DataEntry {
+        let p = try Self.path(path)
+        let upload = try store.upload(tenant: principal.tenant, path: p)
+        do {
+            try await fill(upload)
+            try upload.commit()
+        } catch {
+            upload.abort()
+            throw error
+        }
+        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.internal, "stored file vanished") }
+        return entry
+    }
+
+    /// Deletes a file or directory.
+    public func delete(_ path: String, as principal: Principal) throws {
+        try store.delete(tenant: principal.tenant, path: try Self.path(path))
+    }
+}
