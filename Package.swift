@@ -40,6 +40,12 @@ let package = Package(
             dependencies: ["CanopyCore", "CCanopySys", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // Slurm: workloads as jobs of an existing cluster, through its commands.
+        .target(
+            name: "CanopySlurm",
+            dependencies: ["CanopyCore", "CanopyLocal", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
         // Services: submission, scheduling, reconciliation.
         .target(
             name: "CanopyServices",
@@ -76,7 +82,7 @@ let package = Package(
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
@@ -95,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "canopy-bench",
             // Drives the real `canopy` binary (built alongside) and seeds histories through the SQLite adapter.
-            dependencies: ["CanopyCore", "CanopySQLite", "canopy", "canopy-shim"],
+            dependencies: ["CanopyCore", "CanopySQLite", "CanopySlurm", "canopy", "canopy-shim"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -111,6 +117,7 @@ let package = Package(
         .testTarget(name: "CanopyCoreTests", dependencies: ["CanopyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopyDataForestTests",

@@ -41,7 +41,7 @@ public func buildApplication(
     try DataDirLock.acquire(dataDir)
 
     let store = try SQLiteStore(path: dataDir + "/canopy.sqlite")
-    let executor = try LocalExecutor(configuration: try config.executorConfiguration(), logger: logger)
+    let executor = try config.makeExecutor(logger: logger)
     for note in executor.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
     let controller = WorkloadController(store: store, executor: executor, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)

@@ -1,7 +1,9 @@
 import CanopyCore
 import CanopyDataForest
 import CanopyLocal
+import CanopySlurm
 import Foundation
+import Logging
 
 /// Everything `canopy serve` can be told. Each key is read from the command line first, then from the
 /// environment (`CANOPY_*`), then takes its default; the README lists them all.
@@ -29,6 +31,15 @@ public struct ServerConfiguration: Sendable {
     /// `CANOPY_CGROUP_ROOT`: where cgroups are mounted. Default /sys/fs/cgroup.
     public var cgroupRoot: String = "/sys/fs/cgroup"
 
+    /// `--executor`, `CANOPY_EXECUTOR`: `local` (processes on this machine, the default) or `slurm` (jobs of the
+    /// cluster this machine's Slurm commands reach; `SLURM_CONF` in the environment chooses another cluster).
+    public var executor: String = "local"
+    /// `--slurm-poll-interval`, `CANOPY_SLURM_POLL_INTERVAL`: seconds between two looks at Slurm's jobs. Default 2.
+    public var slurmPollInterval: Double = 2
+    /// `--slurm-conf`, `CANOPY_SLURM_CONF`: the slurm.conf of the cluster to use (default: what the Slurm commands
+    /// find themselves: `SLURM_CONF`, then /etc/slurm/slurm.conf or the controller's configless answer).
+    public var slurmConf: String?
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -48,7 +59,33 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_ADMIN_TOKEN"], !v.isEmpty { adminToken = v }
         if let v = environment["CANOPY_SHIM"], !v.isEmpty { shimPath = v }
         if let v = environment["CANOPY_CGROUP_ROOT"], !v.isEmpty { cgroupRoot = v }
+        if let v = environment["CANOPY_EXECUTOR"], !v.isEmpty { executor = v }
+        if let v = environment["CANOPY_SLURM_POLL_INTERVAL"], let d = Double(v) { slurmPollInterval = d }
+        if let v = environment["CANOPY_SLURM_CONF"], !v.isEmpty { slurmConf = v }
         dataForest = DataForestConfiguration(environment: environment)
+    }
+
+    /// The executor this configuration asks for.
+    func makeExecutor(logger: Logger) throws -> any Executor {
+        switch executor {
+        case "local":
+            return try LocalExecutor(configuration: try executorConfiguration(), logger: logger)
+        case "slurm":
+            guard slurmPollInterval >= 0.05, slurmPollInterval <= 3600 else {
+                throw CanopyError.invalid("slurm-poll-interval", "the poll interval must be between 0.05 and 3600 seconds")
+            }
+            var environment = ProcessInfo.processInfo.environment
+            if let slurmConf {
+                guard FileManager.default.fileExists(atPath: slurmConf) else { throw CanopyError.invalid("slurm-conf", "\(slurmConf) does not exist") }
+                environment["SLURM_CONF"] = slurmConf
+            }
+            return try SlurmExecutor(
+                configuration: SlurmExecutor.Configuration(
+                    workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
+                logger: logger)
+        default:
+            throw CanopyError.invalid("executor", "unknown executor \"\(executor)\"; use local or slurm")
+        }
     }
 
     /// The data directory as an absolute path.

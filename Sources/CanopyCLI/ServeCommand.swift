@@ -17,6 +17,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Allocatable memory of this node, e.g. 16Gi (default: all of it).") var memory: String?
     @Option(help: "User tasks run as when the server runs as root (default nobody).") var taskUser: String?
     @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default 10).") var stopGrace: Double?
+    @Option(help: "Where workloads run: local (processes on this machine) or slurm (jobs of this machine's Slurm cluster).") var executor: String?
+    @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default 2).") var slurmPollInterval: Double?
+    @Option(help: "With --executor slurm: the cluster's slurm.conf (default: what the Slurm commands find, SLURM_CONF or /etc/slurm).") var slurmConf: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() async throws {
@@ -29,6 +32,9 @@ struct ServeCommand: AsyncParsableCommand {
         if let memory { config.memory = memory }
         if let taskUser { config.taskUser = taskUser }
         if let stopGrace { config.stopGrace = stopGrace }
+        if let executor { config.executor = executor }
+        if let slurmPollInterval { config.slurmPollInterval = slurmPollInterval }
+        if let slurmConf { config.slurmConf = slurmConf }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

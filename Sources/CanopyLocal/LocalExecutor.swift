@@ -60,9 +60,9 @@ public final class LocalExecutor: Executor {
     private let reaper = Reaper()
     private let running = Mutex<[String: Running]>([:])
     private let runAs: (uid: uid_t, gid: gid_t)?
-    private let exitContinuation: AsyncStream<TaskExit>.Continuation
+    private let exitContinuation: AsyncStream<BackendEvent>.Continuation
     private let logger: Logger
-    public let exits: AsyncStream<TaskExit>
+    public let events: AsyncStream<BackendEvent>
     public let limitations: [String]
 
     /// Probes the machine (CPUs, memory, GPUs, cgroups, the task user) and creates the executor.
@@ -103,7 +103,7 @@ public final class LocalExecutor: Executor {
             runAs = nil
         }
         limitations = notes
-        (exits, exitContinuation) = AsyncStream<TaskExit>.makeStream()
+        (events, exitContinuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
     public func nodes() async throws -> [Node] { [node] }
@@ -119,20 +119,11 @@ public final class LocalExecutor: Executor {
         guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
             throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
         }
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        try? fm.removeItem(atPath: layout.exitFile)
+        try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: layout.exitFile)
         // The task's own directory tree belongs to the task user; logs and the exit file stay the server's.
-        giveToTaskUser(workdir, upTo: layout)
-        for input in task.inputs {
-            guard let target = layout.resolve(path: input.path, workdir: task.spec.workdir) else {
-                throw StagingError("input path \"\(input.path)\" leaves the task's directory")
-            }
-            try? fm.removeItem(atPath: target)
-            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try FileTree.copy(from: input.localSource, to: target, owner: runAs)
-            giveToTaskUser((target as NSString).deletingLastPathComponent, upTo: layout)
-        }
+        layout.give(workdir, to: runAs)
+        try layout.stage(task.inputs, workdir: task.spec.workdir, owner: runAs)
         let key = Self.key(task.workloadID, task.taskIndex)
         let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
 
@@ -152,27 +143,8 @@ public final class LocalExecutor: Executor {
         return String(pid)
     }
 
-    /// When tasks run as the task user: `path` and each directory above it, up to the task's `work`, become theirs.
-    private func giveToTaskUser(_ path: String, upTo layout: TaskLayout) {
-        guard let runAs else { return }
-        var path = path
-        while path.count >= layout.work.count {
-            chown(path, runAs.uid, runAs.gid)
-            path = (path as NSString).deletingLastPathComponent
-        }
-    }
-
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
-        let layout = layout(workloadID, taskIndex)
-        for output in outputs {
-            guard let source = layout.resolve(path: output.path, workdir: spec.workdir) else {
-                throw StagingError("output \"\(output.path)\" leaves the task's directory")
-            }
-            guard LocalDataStore.entry(at: source, path: output.path) != nil else {
-                throw StagingError("output \"\(output.path)\" was not written by the task (nothing at that path in its working directory)")
-            }
-            try FileTree.replace(output.localDestination, with: source, overwrite: output.overwrite, display: output.destination)
-        }
+        try layout(workloadID, taskIndex).collect(outputs, workdir: spec.workdir)
     }
 
     private func environment(for task: TaskLaunch, workdir: String) -> [String] {
@@ -212,7 +184,7 @@ public final class LocalExecutor: Executor {
             reason = Reason(.taskVanished, "task \(index) ended without recording an exit status")
         }
         cgroups.remove(key: key)
-        exitContinuation.yield(TaskExit(workloadID: workloadID, taskIndex: index, exitCode: code, reason: reason, at: Date()))
+        exitContinuation.yield(.exited(TaskExit(workloadID: workloadID, taskIndex: index, exitCode: code, reason: reason, at: Date())))
     }
 
     public func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CanopyCore
 import Foundation
 
@@ -38,6 +41,44 @@ public struct TaskLayout: Sendable {
         let relative = String(base.dropFirst(work.count)) + "/" + path
         guard let resolved = resolve(workdir: path.hasPrefix("/") ? path : relative), resolved != work else { return nil }
         return resolved
+    }
+
+    /// Copies inputs into the task's directory, replacing what is there; with `owner`, they and the directories
+    /// above them up to `work` become that user's.
+    public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
+        let fm = FileManager.default
+        for input in inputs {
+            guard let target = resolve(path: input.path, workdir: workdir) else {
+                throw StagingError("input path \"\(input.path)\" leaves the task's directory")
+            }
+            try? fm.removeItem(atPath: target)
+            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileTree.copy(from: input.localSource, to: target, owner: owner)
+            give((target as NSString).deletingLastPathComponent, to: owner)
+        }
+    }
+
+    /// Copies a finished task's outputs out of its directory; throws naming the output that could not be copied.
+    public func collect(_ outputs: [StagedOutput], workdir: String?) throws {
+        for output in outputs {
+            guard let source = resolve(path: output.path, workdir: workdir) else {
+                throw StagingError("output \"\(output.path)\" leaves the task's directory")
+            }
+            guard LocalDataStore.entry(at: source, path: output.path) != nil else {
+                throw StagingError("output \"\(output.path)\" was not written by the task (nothing at that path in its working directory)")
+            }
+            try FileTree.replace(output.localDestination, with: source, overwrite: output.overwrite, display: output.destination)
+        }
+    }
+
+    /// When tasks run as another user: `path` and each directory above it, up to the task's `work`, become theirs.
+    public func give(_ path: String, to owner: (uid: uid_t, gid: gid_t)?) {
+        guard let owner else { return }
+        var path = path
+        while path.count >= work.count {
+            chown(path, owner.uid, owner.gid)
+            path = (path as NSString).deletingLastPathComponent
+        }
     }
 
     /// Reads the exit file: the exit code (128+N for signal N), or nil if there is none.

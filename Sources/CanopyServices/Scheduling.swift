@@ -179,9 +179,9 @@ public struct SchedulingPass: Sendable {
             outcome.positions[c.workload.id] = perQueue[q]
         }
         var free = freeByNode()
-        let capacity = Dictionary(uniqueKeysWithValues: nodes.filter { $0.state == .ready }.map {
-            ($0.name, Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus))
-        })
+        let capacity = Dictionary(
+            nodes.filter { $0.state == .ready }.map { ($0.name, Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus)) },
+            uniquingKeysWith: { first, _ in first })
         var allocations = self.allocations
         var hold: [String: Resources] = [:]
         var reservation: (id: String, shadow: Date?)?
@@ -245,7 +245,7 @@ public struct SchedulingPass: Sendable {
     /// When the reserved demand will fit, if every allocation on its nodes ends by its max duration; nil if never known.
     func shadowTime(demand: [String: Resources], free: [String: Free], allocations: [Allocation]) -> Date? {
         var f = free
-        let gpusByNode = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, $0.gpus) })
+        let gpusByNode = Dictionary(nodes.map { ($0.name, $0.gpus) }, uniquingKeysWith: { first, _ in first })
         func fits() -> Bool { demand.allSatisfy { f[$0.key]?.fits($0.value) ?? false } }
         let relevant = allocations.filter { demand[$0.node] != nil }.sorted { ($0.endsBy ?? .distantFuture) < ($1.endsBy ?? .distantFuture) }
         for a in relevant {

@@ -25,6 +25,14 @@ public actor WorkloadController {
     private var dirty: Set<String> = []
     private var passQueued = false
     private var stopReasons: [String: Reason] = [:]
+    /// Whether the backend queues and places workloads itself (Slurm): then passes submit instead of placing.
+    private let delegating: Bool
+    /// The backend's own view of its nodes and their allocation, when it schedules for itself.
+    private var backendViews: [NodeView] = []
+    /// Why the backend cannot be reached, while it cannot.
+    private var backendProblem: String?
+    /// How many submissions to a backend run at once.
+    private let submitConcurrency = 8
 
     private let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobContinuation: AsyncStream<@Sendable () async -> Void>.Continuation
@@ -42,6 +50,7 @@ public actor WorkloadController {
         self.clock = clock
         self.stopGrace = stopGrace
         self.logger = logger
+        self.delegating = executor.schedulesItself
         (jobs, jobContinuation) = AsyncStream.makeStream()
         (_, changes) = AsyncStream<Void>.makeStream()
     }
@@ -60,7 +69,31 @@ public actor WorkloadController {
         var recovered = 0, lost = 0
         for var w in try await store.activeWorkloads() {
             if w.phase == .pending {
-                track(w)
+                if delegating, let backendID = w.tasks.first?.backendID {
+                    // Submitted before the restart: the backend still has it, ran it while we were away, or lost it.
+                    switch await executor.recover(workloadID: w.id, taskIndex: 0, backendID: backendID) {
+                    case .running:
+                        active[w.id] = w
+                    case .exited(let exit):
+                        active[w.id] = w
+                        await record(exit, persisting: false)
+                        for i in 1..<w.tasks.count {
+                            if case .exited(let e) = await executor.recover(workloadID: w.id, taskIndex: i, backendID: backendID) {
+                                await record(e, persisting: false)
+                            }
+                        }
+                    case .vanished:
+                        lost += 1
+                        for i in w.tasks.indices {
+                            w.tasks[i].phase = .failed
+                            w.tasks[i].reason = Reason(.taskVanished, "the backend no longer knows job \(backendID) and it left no exit status")
+                        }
+                        active[w.id] = w
+                        settle(w.id)
+                    }
+                } else {
+                    track(w)
+                }
                 continue
             }
             for i in w.tasks.indices where w.tasks[i].phase == .starting || w.tasks[i].phase == .running {
@@ -103,8 +136,9 @@ public actor WorkloadController {
     private func loops() async {
         await withDiscardingTaskGroup { group in
             group.addTask { [executor] in
-                for await exit in executor.exits { await self.taskExited(exit) }
+                for await event in executor.events { await self.handle(event) }
             }
+            group.addTask { [executor] in await executor.run() }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(250))
@@ -126,6 +160,7 @@ public actor WorkloadController {
     public func live(_ id: String) -> Workload? {
         guard var w = active[id] else { return nil }
         if w.phase == .pending { w.queuePosition = queueOrders[w.spec.queue]?.position(of: key(w)) }
+        if let backendProblem { w.conditions = [Reason(.backendUnavailable, backendProblem)] }
         return w
     }
 
@@ -153,6 +188,7 @@ public actor WorkloadController {
 
     /// The nodes with what is allocated on each.
     public func nodeViews() -> [NodeView] {
+        if delegating { return backendViews }
         let all = allocations.values.flatMap { $0 }
         return nodes.map { n in
             let mine = all.filter { $0.node == n.name }
@@ -161,6 +197,9 @@ public actor WorkloadController {
                 allocatedGPUs: mine.flatMap(\.gpus).sorted(), tasks: mine.count)
         }
     }
+
+    /// Whether the backend is known to be unreachable now.
+    public func backendIsUnreachable() -> Bool { backendProblem != nil }
 
     /// The nodes as the executor reported them.
     public func currentNodes() -> [Node] { nodes }
@@ -233,6 +272,11 @@ public actor WorkloadController {
             active[id] = w
             markDirty(id)
             finish(id)
+            // Already handed to a backend that queues for itself: take it out of that queue too.
+            if let backendID = w.tasks.first?.backendID {
+                let grace = stopGrace
+                enqueue { [executor] in await executor.stop(workloadID: id, taskIndex: 0, backendID: backendID, grace: grace) }
+            }
         case .starting, .running:
             w.stopRequestedAt = now
             stopReasons[id] = why
@@ -251,8 +295,10 @@ public actor WorkloadController {
     }
 
     private func stopTasks(of w: Workload, except: Int? = nil) {
+        var signalled: Set<String> = []
         for t in w.tasks where (t.phase == .running || t.phase == .starting) && t.index != except {
-            guard let backendID = t.backendID else { continue }
+            // Tasks that share a backend handle (one Slurm job) are stopped once.
+            guard let backendID = t.backendID, signalled.insert(backendID).inserted else { continue }
             let (wid, index, grace) = (w.id, t.index, stopGrace)
             enqueue { [executor] in await executor.stop(workloadID: wid, taskIndex: index, backendID: backendID, grace: grace) }
         }
@@ -270,6 +316,10 @@ public actor WorkloadController {
     func schedulePass() async {
         passQueued = false
         guard !runnable.isEmpty else { return }
+        if delegating {
+            await submitPass()
+            return
+        }
         let candidates = runnable.compactMap { id -> SchedulingPass.Candidate? in
             guard let w = active[id] else { return nil }
             return SchedulingPass.Candidate(workload: w, queuePriority: queues[w.spec.queue]?.priority ?? 0)
@@ -430,13 +480,18 @@ public actor WorkloadController {
         return exit
     }
 
-    private func record(_ exit: TaskExit) async {
+    private func record(_ exit: TaskExit, persisting: Bool = true) async {
         guard var w = active[exit.workloadID], exit.taskIndex < w.tasks.count else { return }
+        if w.phase == .pending && exit.exitCode != nil {
+            // A backend that queues for itself ran it between two looks: it did start.
+            markStarted(&w, placements: [], at: exit.at)
+        }
         apply(exit, to: &w)
         active[w.id] = w
         releaseAllocation(w.id, task: exit.taskIndex)
         settle(w.id)
         markDirty(w.id)
+        guard persisting else { return }
         await persist()
         notify()
     }
@@ -448,6 +503,9 @@ public actor WorkloadController {
         w.tasks[i].finishedAt = exit.at
         if exit.exitCode == 0 && exit.reason == nil {
             w.tasks[i].phase = .succeeded
+        } else if exit.reason?.code == .cancelledInBackend {
+            w.tasks[i].phase = .cancelled
+            w.tasks[i].reason = exit.reason
         } else {
             w.tasks[i].phase = w.stopRequestedAt != nil ? .cancelled : .failed
             w.tasks[i].reason = exit.reason ?? Self.exitReason(task: i, code: exit.exitCode)
@@ -496,6 +554,9 @@ public actor WorkloadController {
             }
         } else if let failedTask {
             w.move(to: .failed, reason: failedTask.reason, at: now)
+        } else if let cancelled = w.tasks.first(where: { $0.phase == .cancelled && $0.reason != nil }) {
+            // Cancelled behind Canopy's back (scancel by an operator, for instance).
+            w.move(to: .cancelled, reason: cancelled.reason, at: now)
         } else {
             w.move(to: .succeeded, reason: nil, at: now)
         }
@@ -509,6 +570,133 @@ public actor WorkloadController {
         releaseAllocation(id, task: nil)
         markDirty(id)
         requestPass()
+    }
+
+    // MARK: backends that schedule for themselves
+
+    private func handle(_ event: BackendEvent) async {
+        switch event {
+        case .exited(let exit):
+            await taskExited(exit)
+        case .waiting(let id, let reason):
+            guard var w = active[id], w.phase == .pending, w.reason != reason else { return }
+            // Derived like a pass's reasons: kept in memory, written with the workload's next real change.
+            w.reason = reason
+            active[id] = w
+            notify()
+        case .started(let id, let placements, let at):
+            guard var w = active[id], w.phase == .pending else { return }
+            markStarted(&w, placements: placements, at: at)
+            active[id] = w
+            markDirty(id)
+            await persist()
+            notify()
+        case .reachability(let problem):
+            guard backendProblem != problem else { return }
+            if let problem {
+                logger.warning("backend unreachable; workloads keep their last known phase", metadata: ["problem": "\(problem)"])
+            } else if backendProblem != nil {
+                logger.notice("backend reachable again")
+            }
+            backendProblem = problem
+            if problem == nil { requestPass() }
+            notify()
+        case .inventory(let views):
+            backendViews = views
+            nodes = views.map(\.node)
+        }
+    }
+
+    /// Pending to running, for a workload its backend started.
+    private func markStarted(_ w: inout Workload, placements: [BackendPlacement], at: Date) {
+        untrackPending(w)
+        w.move(to: .starting, reason: nil, at: at)
+        for i in w.tasks.indices where w.tasks[i].phase == .pending {
+            w.tasks[i].phase = .running
+            w.tasks[i].startedAt = at
+        }
+        for p in placements where p.taskIndex < w.tasks.count {
+            w.tasks[p.taskIndex].node = p.node
+            w.tasks[p.taskIndex].gpus = p.gpus
+        }
+        w.move(to: .running, reason: nil, at: at)
+        w.version += 1
+    }
+
+    /// Hands every runnable workload to the backend, in queue order, a few at a time.
+    private func submitPass() async {
+        if let problem = backendProblem {
+            for id in runnable {
+                guard var w = active[id] else { continue }
+                w.reason = Reason(.backendUnavailable, "waiting for the backend to answer again: \(problem)")
+                active[id] = w
+            }
+            notify()
+            return
+        }
+        let order = runnable.compactMap { active[$0] }.sorted {
+            let (q0, q1) = (queues[$0.spec.queue]?.priority ?? 0, queues[$1.spec.queue]?.priority ?? 0)
+            if q0 != q1 { return q0 > q1 }
+            if $0.spec.priority != $1.spec.priority { return $0.spec.priority > $1.spec.priority }
+            return $0.seq < $1.seq
+        }
+        for w in order { untrackPending(w) }
+        await withTaskGroup(of: Void.self) { group in
+            var next = order.makeIterator()
+            for _ in 0..<submitConcurrency {
+                guard let w = next.next() else { break }
+                group.addTask { await self.submitOne(w.id) }
+            }
+            for await _ in group {
+                guard let w = next.next() else { continue }
+                group.addTask { await self.submitOne(w.id) }
+            }
+        }
+        await persist()
+        notify()
+    }
+
+    private func submitOne(_ id: String) async {
+        guard let w = active[id], w.phase == .pending else { return }
+        do {
+            let submission = WorkloadSubmission(workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try stagedInputs(w))
+            let backendID = try await executor.submit(submission)
+            guard var cur = active[id], cur.phase == .pending else {
+                // Stopped while it was being submitted.
+                let grace = stopGrace
+                enqueue { [executor] in await executor.stop(workloadID: id, taskIndex: 0, backendID: backendID, grace: grace) }
+                return
+            }
+            for i in cur.tasks.indices { cur.tasks[i].backendID = backendID }
+            if cur.reason == nil || cur.reason?.code == .queued || cur.reason?.code == .backendUnavailable {
+                cur.reason = Reason(.queued, "submitted as job \(backendID); waiting in the backend's queue")
+            }
+            cur.version += 1
+            active[id] = cur
+            markDirty(id)
+        } catch let e as BackendUnavailable {
+            guard var cur = active[id], cur.phase == .pending else { return }
+            // Stays queued here; the next pass after the backend answers again submits it.
+            cur.reason = Reason(.backendUnavailable, "waiting for the backend to answer again: \(e.message)")
+            active[id] = cur
+            track(cur)
+        } catch {
+            guard var cur = active[id], cur.phase == .pending else { return }
+            let message = (error as? CanopyError)?.message ?? (error as? StagingError)?.message ?? "\(error)"
+            let reason =
+                error is StagingError
+                ? Reason(.inputStagingFailed, "inputs could not be staged: \(message)") : Reason(.launchFailed, "the backend refused it: \(message)")
+            for i in cur.tasks.indices {
+                cur.tasks[i].phase = .failed
+                cur.tasks[i].reason = reason
+                cur.tasks[i].finishedAt = clock.now()
+            }
+            cur.version += 1
+            active[id] = cur
+            logger.error("submission failed", metadata: ["workload.id": "\(id)", "error": "\(message)"])
+            settle(id)
+            markDirty(id)
+        }
     }
 
     // MARK: deadlines
@@ -541,7 +729,8 @@ public actor WorkloadController {
     }
 
     private func allocate(_ w: Workload, task t: TaskStatus) {
-        guard let node = t.node else { return }
+        // A backend that schedules for itself accounts for its own allocations (see `backendViews`).
+        guard !delegating, let node = t.node else { return }
         let endsBy = w.spec.maxDurationSeconds.map { (w.startedAt ?? clock.now()).addingTimeInterval(Double($0)) }
         var list = allocations[w.id] ?? []
         list.append(Allocation(workloadID: w.id, node: node, cpuMillis: w.spec.resources.cpuMillis, memoryMiB: w.spec.resources.memoryMiB, gpus: t.gpus, endsBy: endsBy))

@@ -93,7 +93,10 @@ public struct WorkloadService: Sendable {
 
     /// Rejects a request no node could ever satisfy, rather than leaving it pending forever.
     func checkFeasible(_ spec: WorkloadSpec, queue: Queue) async throws {
-        let nodes = await controller.currentNodes().filter { $0.state != .down && (queue.pool == nil || $0.pool == queue.pool) }
+        let all = await controller.currentNodes()
+        // A backend that cannot be reached and has not yet said what it has: accept and queue, judge nothing.
+        if all.isEmpty, await controller.backendIsUnreachable() { return }
+        let nodes = all.filter { $0.state != .down && (queue.pool == nil || $0.pool == queue.pool) }
         let r = spec.resources
         if !nodes.contains(where: { $0.couldEverFit(r) }) {
             let model = r.gpuModel.map { " \($0)" } ?? ""
@@ -108,9 +111,10 @@ public struct WorkloadService: Sendable {
             let most = nodes.map(\.memoryMiB).max() ?? 0
             throw CanopyError(.unschedulable, "no node has \(Quantity.formatMemory(r.memoryMiB)) of memory (the most on one node is \(Quantity.formatMemory(most)))", field: "resources.memory")
         }
-        let capacity = Dictionary(uniqueKeysWithValues: nodes.filter { $0.state == .ready }.map {
-            ($0.name, SchedulingPass.Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus))
-        })
+        // A node in several pools (Slurm partitions) is listed once per pool; its capacity counts once.
+        let capacity = Dictionary(
+            nodes.filter { $0.state == .ready }.map { ($0.name, SchedulingPass.Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus)) },
+            uniquingKeysWith: { first, _ in first })
         if SchedulingPass.place(spec, in: capacity) == nil {
             throw CanopyError(.unschedulable, "the \(spec.tasks) tasks together need more than all nodes have, even when idle", field: "tasks")
         }

@@ -19,7 +19,7 @@ struct LocalExecutorTests {
     func nextExit(_ e: LocalExecutor, timeout: Duration = .seconds(30)) async -> TaskExit? {
         await withTaskGroup(of: TaskExit?.self) { group in
             group.addTask {
-                for await exit in e.exits { return exit }
+                for await case .exited(let exit) in e.events { return exit }
                 return nil
             }
             group.addTask {

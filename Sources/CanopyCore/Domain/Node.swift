@@ -26,8 +26,13 @@ public struct GPU: Sendable, Hashable, Codable {
 
 /// Whether a node takes new work.
 public enum NodeState: String, Sendable, Codable {
+    /// Takes work (a backend's idle, mixed and allocated nodes; how much is taken is in the allocation).
     case ready = "Ready"
+    /// Finishes what runs, takes nothing new.
     case draining = "Draining"
+    /// Drained: takes nothing and runs nothing.
+    case drained = "Drained"
+    /// Unreachable or failed.
     case down = "Down"
 }
 
@@ -45,8 +50,10 @@ public struct Node: Sendable, Hashable, Codable {
     public var memoryMiB: Int
     /// Its GPUs.
     public var gpus: [GPU]
-    /// Where the GPU list came from: "nvidia-smi", "declared" or "none".
+    /// Where the GPU list came from: "nvidia-smi", "declared", "none", or the backend's inventory ("slurm").
     public var gpuSource: String
+    /// The state in the backend's own words (Slurm's `mixed+drain`), when there is a backend.
+    public var backendState: String?
 
     /// Creates a node.
     public init(name: String, pool: String = "local", state: NodeState = .ready, cpuMillis: Int, memoryMiB: Int, gpus: [GPU] = [], gpuSource: String = "none") {

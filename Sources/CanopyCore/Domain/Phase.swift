@@ -54,6 +54,9 @@ public struct Reason: Sendable, Hashable, Codable {
         case insufficientResources = "InsufficientResources"
         case reservedForOther = "ResourcesReserved"
         case backendUnavailable = "BackendUnavailable"
+        case nodesUnavailable = "NodesUnavailable"
+        case quotaExceeded = "QuotaExceeded"
+        case waitingForDependency = "WaitingForDependency"
         // Ended
         case completed = "Completed"
         case nonZeroExit = "NonZeroExit"
@@ -66,6 +69,9 @@ public struct Reason: Sendable, Hashable, Codable {
         case peerTaskFailed = "PeerTaskFailed"
         case inputStagingFailed = "InputStagingFailed"
         case outputStagingFailed = "OutputStagingFailed"
+        case nodeFailure = "NodeFailure"
+        case preempted = "Preempted"
+        case cancelledInBackend = "CancelledInBackend"
     }
 
     /// The code.

@@ -113,6 +113,8 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
     public var reason: Reason?
     /// 1-based position in its queue while pending.
     public var queuePosition: Int?
+    /// Conditions that hold now besides the phase, such as an unreachable backend (derived, never stored).
+    public var conditions: [Reason]?
     /// The workload's exit code: the first non-zero task exit code, or 0.
     public var exitCode: Int?
     /// When it was submitted.

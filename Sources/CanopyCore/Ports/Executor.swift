@@ -96,7 +96,75 @@ public enum TaskRecovery: Sendable, Hashable {
     case vanished
 }
 
+/// A whole workload handed to a backend that schedules for itself (`Executor.schedulesItself`).
+public struct WorkloadSubmission: Sendable, Hashable {
+    /// The workload.
+    public var workloadID: String
+    /// Its tenant.
+    public var tenant: String
+    /// What it runs: all `spec.tasks` tasks start together (the backend allocates them as one).
+    public var spec: WorkloadSpec
+    /// The pool its queue maps to; nil for the backend's default.
+    public var pool: String?
+    /// Files to copy into every task's directory before it starts.
+    public var inputs: [StagedInput]
+
+    /// Creates a submission.
+    public init(workloadID: String, tenant: String, spec: WorkloadSpec, pool: String?, inputs: [StagedInput] = []) {
+        self.workloadID = workloadID
+        self.tenant = tenant
+        self.spec = spec
+        self.pool = pool
+        self.inputs = inputs
+    }
+}
+
+/// Where a backend that schedules for itself started one task.
+public struct BackendPlacement: Sendable, Hashable {
+    /// Which task.
+    public var taskIndex: Int
+    /// The node (or, where the backend does not say which task went where, the nodes of the allocation).
+    public var node: String
+    /// GPU indices, when the backend says.
+    public var gpus: [Int]
+
+    /// Creates a placement.
+    public init(taskIndex: Int, node: String, gpus: [Int] = []) {
+        self.taskIndex = taskIndex
+        self.node = node
+        self.gpus = gpus
+    }
+}
+
+/// What a backend reports.
+public enum BackendEvent: Sendable {
+    /// A task ended.
+    case exited(TaskExit)
+    /// A submitted workload waits in the backend's own queue, for this reason (only when the reason changes).
+    case waiting(workloadID: String, reason: Reason)
+    /// A submitted workload's tasks started.
+    case started(workloadID: String, placements: [BackendPlacement], at: Date)
+    /// The backend stopped answering (a sentence why), or answers again (nil).
+    case reachability(problem: String?)
+    /// The nodes, with what the backend has allocated on each (backends that schedule for themselves).
+    case inventory([NodeView])
+}
+
+/// A backend that cannot be reached now; what was asked may succeed later, so the work stays queued.
+public struct BackendUnavailable: Error, Sendable {
+    /// Why, for people.
+    public var message: String
+
+    /// Creates the error.
+    public init(_ message: String) { self.message = message }
+}
+
 /// Runs tasks: the seam between the services and a backend (local processes, Slurm, ...).
+///
+/// Two kinds of backend sit behind it. One runs what it is told where it is told (`schedulesItself == false`):
+/// Canopy's scheduling pass places each task on a node and calls `launch`. The other has its own scheduler (Slurm):
+/// Canopy hands it whole workloads in queue order with `submit`, and the backend reports through `events` why they
+/// wait, when they start and how they end.
 public protocol Executor: Sendable {
     /// The nodes it can run tasks on, with their capacity.
     func nodes() async throws -> [Node]
@@ -111,10 +179,33 @@ public protocol Executor: Sendable {
     /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
     /// throws a message-bearing error naming the output that could not be copied.
     func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws
-    /// Reports of tasks that ended.
-    var exits: AsyncStream<TaskExit> { get }
+    /// What the backend reports: task exits, and for backends that schedule for themselves, waits, starts,
+    /// reachability and inventory.
+    var events: AsyncStream<BackendEvent> { get }
+    /// Whether the backend queues and places workloads itself.
+    var schedulesItself: Bool { get }
+    /// Hands a whole workload to a backend that schedules for itself; returns its handle (a job id), shared by all
+    /// its tasks. Idempotent: a workload the backend already has (say, submitted just before a crash) is not
+    /// submitted again; its existing handle is returned. Throws `BackendUnavailable` when the backend cannot be
+    /// reached, any other error when it refuses the workload.
+    func submit(_ submission: WorkloadSubmission) async throws -> String
+    /// Work the backend does for as long as the server runs (polling, for instance); returns when cancelled.
+    func run() async
     /// A notice about what the backend cannot do here (e.g. no cgroups), for the log; nil when all is well.
     var limitations: [String] { get }
+}
+
+extension Executor {
+    /// By default Canopy schedules.
+    public var schedulesItself: Bool { false }
+
+    /// Backends that Canopy schedules for do not take whole workloads.
+    public func submit(_ submission: WorkloadSubmission) async throws -> String {
+        throw CanopyError(.internal, "this executor is given placed tasks, not whole workloads")
+    }
+
+    /// Nothing to run by default.
+    public func run() async {}
 }
 
 /// The time source; tests pass a manual one.

@@ -1,0 +1,364 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CanopyCore
+import CanopyLocal
+import Foundation
+import Logging
+
+/// Runs workloads as jobs of an existing Slurm cluster, through its commands (`sbatch`, `squeue`, `sinfo`, `scancel`).
+///
+/// Slurm schedules (`schedulesItself`): Canopy submits each workload as one job as soon as it may run, in its queue
+/// order, and follows the jobs by polling `squeue` (one call for all jobs, a fixed text format; see `SlurmText`).
+/// Each Canopy task is one Slurm task of that job (`--ntasks`), so all of them are allocated together or not at all,
+/// one `scancel` stops them all, and `srun --kill-on-bad-exit` ends the gang when one fails.
+///
+/// Files: the workload's directory under `workloadsRoot` (which must be on a file system the compute nodes share, as
+/// Slurm's own `--output` files are) holds the batch script, `job.id` (written by the job when it starts),
+/// `batch.log`, and per task `task-N/{stdout.log, stderr.log, exit, work/}` as the local executor lays them out. The
+/// exit files let Canopy learn how a job ended after Slurm has forgotten it (`MinJobAge`).
+///
+/// Jobs carry `--comment=canopy:<workload id>`: a restarted Canopy finds the jobs it submitted and never submits a
+/// workload twice.
+public actor SlurmExecutor: Executor {
+    /// How it is set up.
+    public struct Configuration: Sendable {
+        /// Where workload directories go; shared with the compute nodes.
+        public var workloadsRoot: String
+        /// How often `squeue` and `sinfo` are asked, in seconds.
+        public var pollInterval: Double
+        /// The user jobs are submitted as when the server runs as root (never root itself).
+        public var taskUser: String
+        /// The server's environment, for PATH and SLURM_CONF.
+        public var environment: [String: String]
+
+        /// Creates a configuration.
+        public init(workloadsRoot: String, pollInterval: Double = 2, taskUser: String = "nobody", environment: [String: String] = ProcessInfo.processInfo.environment) {
+            self.workloadsRoot = workloadsRoot
+            self.pollInterval = pollInterval
+            self.taskUser = taskUser
+            self.environment = environment
+        }
+    }
+
+    /// A job Canopy follows.
+    private struct Track {
+        var workloadID: String
+        var tasks: Int
+        /// When Canopy learned of it; a poll that began earlier may not list it yet.
+        var since: Date
+        var started = false
+        var reason: String?
+        var stopRequested = false
+    }
+
+    private let config: Configuration
+    private let command: Command
+    private let logger: Logger
+    private let runAs: (uid: uid_t, gid: gid_t, name: String)?
+    private let continuation: AsyncStream<BackendEvent>.Continuation
+    public nonisolated let events: AsyncStream<BackendEvent>
+    public nonisolated let limitations: [String] = []
+    public nonisolated var schedulesItself: Bool { true }
+
+    private var tracks: [String: Track] = [:]
+    private var byWorkload: [String: String] = [:]
+    /// Canopy's jobs in the last `squeue` answer, by workload: for idempotent submission and recovery.
+    private var tagged: [String: SlurmText.Job] = [:]
+    private var primed = false
+    private var problem: String?
+    private var views: [NodeView] = []
+
+    /// Checks that the Slurm commands are there and creates the executor.
+    public init(configuration: Configuration, logger: Logger = Logger(label: "canopy.slurm")) throws {
+        config = configuration
+        self.logger = logger
+        command = Command(serverEnvironment: configuration.environment)
+        let path = command.environment["PATH"] ?? ""
+        for tool in ["sbatch", "squeue", "sinfo", "scancel", "srun"] where !Command.which(tool, path: path).hasPrefix("/") {
+            throw CanopyError.invalid("executor", "--executor slurm needs the Slurm commands; \(tool) is not on PATH (\(path))")
+        }
+        try FileManager.default.createDirectory(atPath: configuration.workloadsRoot, withIntermediateDirectories: true)
+        if geteuid() == 0 {
+            guard let pw = getpwnam(configuration.taskUser) else {
+                throw CanopyError.invalid("task-user", "the server runs as root and jobs never do, but user \"\(configuration.taskUser)\" does not exist")
+            }
+            guard pw.pointee.pw_uid != 0 else { throw CanopyError.invalid("task-user", "jobs never run as root; \"\(configuration.taskUser)\" has uid 0") }
+            runAs = (pw.pointee.pw_uid, pw.pointee.pw_gid, configuration.taskUser)
+        } else {
+            runAs = nil
+        }
+        (events, continuation) = AsyncStream<BackendEvent>.makeStream()
+    }
+
+    // MARK: Executor
+
+    public func nodes() async throws -> [Node] {
+        await refreshInventory()
+        return views.map(\.node)
+    }
+
+    public func launch(_ task: TaskLaunch) async throws -> String {
+        throw CanopyError(.internal, "the Slurm executor takes whole workloads (submit), not placed tasks")
+    }
+
+    public func submit(_ s: WorkloadSubmission) async throws -> String {
+        if let id = byWorkload[s.workloadID] { return id }
+        if !primed { await poll() }
+        guard primed else { throw BackendUnavailable(problem ?? "Slurm has not answered yet") }
+        // Submitted before a crash, before Canopy could record the job id: adopt it rather than submit it again.
+        if let job = tagged[s.workloadID] {
+            adopt(job.id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
+            return job.id
+        }
+        let directory = config.workloadsRoot + "/" + s.workloadID
+        if let id = try? String(contentsOfFile: directory + "/job.id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !id.isEmpty {
+            // ... and already ran, long enough ago for Slurm to have forgotten it: its exit files tell how it ended.
+            adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
+            return id
+        }
+        let workdir = try prepare(s, directory: directory)
+        let script = directory + "/job.sh"
+        let text = SlurmText.batchScript(workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:])
+        try text.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil
+        var argv = ["sbatch"] + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory) + [script]
+        if let runAs { argv = ["setpriv", "--reuid=\(runAs.uid)", "--regid=\(runAs.gid)", "--init-groups"] + argv }
+        let r = try await command.run(argv)
+        guard r.ok, let id = String(decoding: r.stdout, as: UTF8.self).split(whereSeparator: { $0 == ";" || $0 == "\n" }).first.map(String.init), !id.isEmpty else {
+            let complaint = SlurmText.complaint(r.stderr)
+            if SlurmText.isUnreachable(r.stderr) {
+                setProblem("sbatch: \(complaint)")
+                throw BackendUnavailable(complaint)
+            }
+            throw CanopyError(.invalidArgument, "Slurm refused the job: \(complaint)")
+        }
+        adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: Date())
+        return id
+    }
+
+    /// Creates the task directories (the job's user owns their `work`), stages inputs; returns the working directory
+    /// relative to each task's `work`.
+    private func prepare(_ s: WorkloadSubmission, directory: String) throws -> String {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var relative = ""
+        for i in 0..<s.spec.tasks {
+            let layout = TaskLayout(root: config.workloadsRoot, workloadID: s.workloadID, index: i)
+            guard let workdir = layout.resolve(workdir: s.spec.workdir) else {
+                throw CanopyError.invalid("workdir", "workdir \"\(s.spec.workdir ?? "")\" leaves the task's directory")
+            }
+            relative = workdir.count > layout.work.count ? String(workdir.dropFirst(layout.work.count + 1)) : ""
+            try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+            try? fm.removeItem(atPath: layout.exitFile)
+            let owner = runAs.map { (uid: $0.uid, gid: $0.gid) }
+            layout.give(workdir, to: owner)
+            // Slurm opens the log files as the job's user, and the task's shell writes its exit file.
+            if let owner { chown(layout.directory, owner.uid, owner.gid) }
+            try layout.stage(s.inputs, workdir: s.spec.workdir, owner: owner)
+        }
+        if let runAs { chown(directory, runAs.uid, runAs.gid) }
+        return relative
+    }
+
+    public func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async {
+        tracks[backendID]?.stopRequested = true
+        guard let t = tracks[backendID], t.started, grace > 0 else {
+            _ = try? await command.run(["scancel", backendID])
+            return
+        }
+        // SIGTERM to its tasks, then Slurm's own cancel (SIGTERM, SIGKILL after KillWait) once the grace is over.
+        _ = try? await command.run(["scancel", "--signal=TERM", backendID])
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline, tracks[backendID] != nil {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        if tracks[backendID] != nil { _ = try? await command.run(["scancel", backendID]) }
+    }
+
+    public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
+        guard let backendID else { return .vanished }
+        if !primed { await poll() }
+        let tasks = taskCount(workloadID)
+        if tracks[backendID] != nil { return .running }
+        if !primed || tagged[workloadID]?.id == backendID {
+            // Slurm still knows it (or cannot be asked now): follow it; the polls report what becomes of it.
+            adopt(backendID, workloadID: workloadID, tasks: tasks, since: .distantPast)
+            return .running
+        }
+        let ended = exits(workloadID: workloadID, jobID: backendID, tasks: tasks, state: nil, nodes: "", at: nil)
+        guard let exit = ended.first(where: { $0.taskIndex == taskIndex }), ended.contains(where: { $0.exitCode != nil }) else { return .vanished }
+        return .exited(exit)
+    }
+
+    public nonisolated func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
+        let l = TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex)
+        return stream == "stderr" ? l.stderr : l.stdout
+    }
+
+    public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
+        try TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).collect(outputs, workdir: spec.workdir)
+    }
+
+    public func run() async {
+        while !Task.isCancelled {
+            await poll()
+            try? await Task.sleep(for: .seconds(config.pollInterval))
+        }
+    }
+
+    // MARK: polling
+
+    /// One look at every job (`squeue`) and every node (`sinfo`); reports what changed.
+    func poll() async {
+        let began = Date()
+        let r: Command.Result
+        do {
+            r = try await command.run(["squeue", "-h", "-a", "-t", "all", "-o", SlurmText.squeueFormat])
+        } catch {
+            setProblem("squeue could not be run: \(error)")
+            return
+        }
+        guard r.ok else {
+            setProblem("squeue: \(SlurmText.complaint(r.stderr))")
+            return
+        }
+        let counts = refresh(SlurmText.jobs(r.stdout), began: began)
+        primed = true
+        setProblem(nil)
+        await refreshInventory(jobsPerNode: counts)
+    }
+
+    /// Applies one `squeue` answer; returns how many jobs run on each node. Internal for the benchmark.
+    func refresh(_ jobs: [SlurmText.Job], began: Date) -> [String: Int] {
+        var seen = Set<String>()
+        var newTagged: [String: SlurmText.Job] = [:]
+        var perNode: [String: Int] = [:]
+        for job in jobs {
+            if SlurmText.hasStarted(job.state), !job.nodes.isEmpty {
+                for host in SlurmText.hostnames(job.nodes) { perNode[host, default: 0] += 1 }
+            }
+            if let wid = job.workloadID { newTagged[wid] = job }
+            guard var t = tracks[job.id] else { continue }
+            seen.insert(job.id)
+            if job.state == "PENDING" || job.state == "CONFIGURING" || job.state == "REQUEUED" || job.state == "REQUEUE_HOLD" {
+                if t.reason != job.reason {
+                    t.reason = job.reason
+                    continuation.yield(.waiting(workloadID: t.workloadID, reason: SlurmText.pendingReason(job.reason, jobID: job.id)))
+                }
+                tracks[job.id] = t
+            } else if SlurmText.hasStarted(job.state) {
+                if !t.started {
+                    t.started = true
+                    continuation.yield(.started(workloadID: t.workloadID, placements: placements(job.nodes, tasks: t.tasks), at: SlurmText.date(job.start) ?? Date()))
+                }
+                tracks[job.id] = t
+            } else if SlurmText.isTerminal(job.state) {
+                finish(job.id, t, state: job.state, nodes: job.nodes, at: SlurmText.date(job.end))
+            }
+        }
+        tagged = newTagged
+        for (id, t) in tracks where !seen.contains(id) && t.since < began {
+            // Slurm no longer lists it: it ended more than MinJobAge ago, or was purged. Its files say how it ended.
+            finish(id, t, state: nil, nodes: "", at: nil)
+        }
+        return perNode
+    }
+
+    private func finish(_ id: String, _ t: Track, state: String?, nodes: String, at: Date?) {
+        if !t.started, !nodes.isEmpty {
+            continuation.yield(.started(workloadID: t.workloadID, placements: placements(nodes, tasks: t.tasks), at: at ?? Date()))
+        }
+        var ended = exits(workloadID: t.workloadID, jobID: id, tasks: t.tasks, state: state, nodes: nodes, at: at)
+        if t.stopRequested {
+            // Canopy asked for the stop: the controller says why; a task without a status was terminated.
+            for i in ended.indices {
+                ended[i].reason = nil
+                if ended[i].exitCode == nil { ended[i].exitCode = 128 + Int(SIGTERM) }
+            }
+        }
+        for e in ended { continuation.yield(.exited(e)) }
+        tracks.removeValue(forKey: id)
+        byWorkload.removeValue(forKey: t.workloadID)
+    }
+
+    /// How each task of a job ended, from its exit file and the job's final state (nil: Slurm no longer knows it).
+    private func exits(workloadID: String, jobID: String, tasks: Int, state: String?, nodes: String, at: Date?) -> [TaskExit] {
+        let layouts = (0..<tasks).map { TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: $0) }
+        let codes = layouts.map { $0.readExit() }
+        let directory = config.workloadsRoot + "/" + workloadID
+        let batchText = try? String(contentsOfFile: directory + "/batch.exit", encoding: .utf8)
+        let batchCode = batchText.flatMap { Int($0.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") }
+        let when =
+            at ?? layouts.compactMap { try? FileManager.default.attributesOfItem(atPath: $0.exitFile)[.modificationDate] as? Date }.max() ?? Date()
+        let stateReason = state.flatMap { SlurmText.endReason(state: $0, jobID: jobID, nodes: nodes) }
+        let firstFailure = codes.enumerated().first { ($0.element ?? 0) != 0 }
+        return codes.enumerated().map { i, code in
+            var exit = TaskExit(workloadID: workloadID, taskIndex: i, exitCode: code, at: when)
+            if let stateReason {
+                exit.reason = stateReason
+            } else if code == nil {
+                if state == "COMPLETED" {
+                    exit.exitCode = 0
+                } else if let (k, c) = firstFailure {
+                    exit.reason = Reason(.peerTaskFailed, "task \(i) was stopped because task \(k) failed with exit code \(c ?? -1)")
+                } else if state == nil && batchCode == nil {
+                    exit.reason = Reason(
+                        .taskVanished, "Slurm no longer knows job \(jobID) (it ended too long ago, or was purged) and task \(i) left no exit status")
+                } else {
+                    let log = (try? String(contentsOfFile: directory + "/batch.log", encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+                    exit.exitCode = batchCode
+                    exit.reason = Reason(.launchFailed, "Slurm job \(jobID) ended (\(state ?? "gone")) before task \(i) ran\(log.isEmpty ? "" : ": \(log)")")
+                }
+            }
+            return exit
+        }
+    }
+
+    private func placements(_ nodes: String, tasks: Int) -> [BackendPlacement] {
+        let hosts = SlurmText.hostnames(nodes)
+        return (0..<tasks).map { i in
+            // Block distribution: with one node per task, task i runs on the i-th; otherwise Slurm packs them and
+            // does not say which went where, so each task shows the allocation's node list.
+            let node = hosts.count == tasks ? hosts[i] : hosts.count == 1 ? hosts[0] : nodes
+            return BackendPlacement(taskIndex: i, node: node)
+        }
+    }
+
+    private func refreshInventory(jobsPerNode: [String: Int] = [:]) async {
+        let fields = SlurmText.sinfoFields.map { "\($0):|" }.joined(separator: ",")
+        guard let r = try? await command.run(["sinfo", "-h", "-N", "-O", fields]), r.ok else { return }
+        var fresh = SlurmText.nodes(String(decoding: r.stdout, as: UTF8.self))
+        for i in fresh.indices { fresh[i].tasks = jobsPerNode[fresh[i].node.name] ?? 0 }
+        views = fresh
+        continuation.yield(.inventory(fresh))
+    }
+
+    // MARK: bookkeeping
+
+    private func adopt(_ id: String, workloadID: String, tasks: Int, since: Date) {
+        if tracks[id] == nil { tracks[id] = Track(workloadID: workloadID, tasks: tasks, since: since) }
+        byWorkload[workloadID] = id
+    }
+
+    private func setProblem(_ p: String?) {
+        guard problem != p else { return }
+        if p != nil, problem != nil { return }
+        problem = p
+        continuation.yield(.reachability(problem: p))
+    }
+
+    /// The GRES type to ask for: the first GPU type in the inventory matching the requested model (nil: any type).
+    private func gpuType(for model: String?) -> String? {
+        guard let model, !model.isEmpty else { return nil }
+        let types = views.flatMap(\.node.gpus).map(\.model)
+        return types.first { GPU(index: 0, model: $0).matches(model: model) } ?? model
+    }
+
+    /// How many tasks a workload has: its task directories.
+    private func taskCount(_ workloadID: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: config.workloadsRoot + "/" + workloadID)) ?? []
+        return max(1, names.filter { $0.hasPrefix("task-") }.count)
+    }
+}

@@ -1,0 +1,318 @@
+import CanopyCore
+import Foundation
+
+/// What Canopy reads from and writes for the Slurm commands, as pure functions (tested without a cluster).
+///
+/// Canopy talks to Slurm through its command-line tools with fixed `-o`/`-O` output formats rather than `--json` or
+/// slurmrestd: those formats have been stable from Slurm 17 through 25.x, while the JSON and REST schemas change with
+/// every release (22.05 prints `"state": "idle"`, 23.02+ prints `"state": ["IDLE"]`, REST versions v0.0.38 to v0.0.42
+/// come and go), and `squeue --json` costs ~3 KB per job against ~60 bytes here.
+public enum SlurmText {
+    /// The `squeue` format: id, state, reason, nodes, start, end, comment (the comment last: it is ours).
+    public static let squeueFormat = "%i|%T|%r|%N|%S|%e|%k"
+    /// The `sinfo -N -O` fields, each ending in `|`.
+    public static let sinfoFields = ["NodeList", "Partition", "CPUs", "CPUsState", "Memory", "AllocMem", "Gres", "GresUsed", "StateComplete"]
+    /// Canopy's tag in a job's comment: `canopy:<workload id>`.
+    public static let commentPrefix = "canopy:"
+
+    // MARK: squeue
+
+    /// One line of `squeue -o squeueFormat`.
+    public struct Job: Sendable, Hashable {
+        public var id: String
+        public var state: String
+        public var reason: String
+        public var nodes: String
+        public var start: String
+        public var end: String
+        public var comment: String
+
+        /// The workload it runs, when Canopy submitted it.
+        public var workloadID: String? {
+            comment.hasPrefix(SlurmText.commentPrefix) ? String(comment.dropFirst(SlurmText.commentPrefix.count)) : nil
+        }
+    }
+
+    /// Parses squeue's output; lines that do not have the seven fields are skipped.
+    public static func jobs(_ output: Data) -> [Job] {
+        var out: [Job] = []
+        out.reserveCapacity(output.count / 60)
+        output.withUnsafeBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var lineStart = 0
+            let n = bytes.count
+            var i = 0
+            while i <= n {
+                if i == n || bytes[i] == 0x0A {
+                    if i > lineStart, let job = parseJob(UnsafeBufferPointer(rebasing: bytes[lineStart..<i])) { out.append(job) }
+                    lineStart = i + 1
+                }
+                i += 1
+            }
+        }
+        return out
+    }
+
+    private static func parseJob(_ line: UnsafeBufferPointer<UInt8>) -> Job? {
+        var parts: [String] = []
+        parts.reserveCapacity(7)
+        var start = 0
+        for i in 0..<line.count where line[i] == 0x7C && parts.count < 6 {
+            parts.append(String(decoding: UnsafeBufferPointer(rebasing: line[start..<i]), as: UTF8.self))
+            start = i + 1
+        }
+        guard parts.count == 6 else { return nil }
+        parts.append(String(decoding: UnsafeBufferPointer(rebasing: line[start..<line.count]), as: UTF8.self))
+        return Job(id: parts[0], state: parts[1], reason: parts[2], nodes: parts[3], start: parts[4], end: parts[5], comment: parts[6])
+    }
+
+    /// Job states after which nothing more happens.
+    public static func isTerminal(_ state: String) -> Bool {
+        switch state {
+        case "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED":
+            true
+        default: false
+        }
+    }
+
+    /// Job states in which its tasks run (or ran and are being cleaned up).
+    public static func hasStarted(_ state: String) -> Bool {
+        switch state {
+        case "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING": true
+        default: false
+        }
+    }
+
+    /// Why a pending job waits, as a Canopy reason (Slurm's own word stays in the message).
+    public static func pendingReason(_ raw: String, jobID: String) -> Reason {
+        let code: Reason.Code
+        let why: String
+        switch raw {
+        case "Resources", "Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_partitions":
+            (code, why) = (.insufficientResources, "waiting for CPUs, memory or GPUs to become free")
+        case "Priority":
+            (code, why) = (.queued, "waiting behind jobs of higher priority")
+        case "None", "":
+            (code, why) = (.queued, "waiting for Slurm's next scheduling pass")
+        case "BeginTime":
+            (code, why) = (.queued, "waiting for its begin time")
+        case "JobHeldUser", "JobHeldAdmin":
+            (code, why) = (.held, "held in Slurm; release it there (scontrol release \(jobID))")
+        case "Dependency", "DependencyNeverSatisfied":
+            (code, why) = (.waitingForDependency, "waiting for the jobs it depends on")
+        case _ where raw.hasPrefix("ReqNodeNotAvail") || raw.hasPrefix("Partition") || raw == "NodeDown" || raw.hasPrefix("Reservation"):
+            (code, why) = (.nodesUnavailable, "the nodes it may run on are down, drained, reserved or outside its partition's limits")
+        case _ where raw.hasPrefix("QOS") || raw.hasPrefix("Assoc") || raw.hasPrefix("AccountNotAllowed") || raw.hasSuffix("Limit"):
+            (code, why) = (.quotaExceeded, "held back by a Slurm limit (QOS or association)")
+        default:
+            (code, why) = (.queued, "waiting")
+        }
+        return Reason(code, "Slurm job \(jobID) is pending (\(raw.isEmpty ? "None" : raw)): \(why)")
+    }
+
+    /// Why a job that ended did so, when its state says more than the exit codes (nil for COMPLETED and FAILED).
+    public static func endReason(state: String, jobID: String, nodes: String) -> Reason? {
+        switch state {
+        case "OUT_OF_MEMORY": Reason(.outOfMemory, "Slurm job \(jobID) was killed for using more memory than it asked for")
+        case "TIMEOUT", "DEADLINE": Reason(.maxDurationExceeded, "Slurm job \(jobID) reached its time limit")
+        case "NODE_FAIL", "BOOT_FAIL":
+            Reason(.nodeFailure, "Slurm job \(jobID) ended because \(nodes.isEmpty ? "its node" : "node \(nodes)") failed (\(state))")
+        case "PREEMPTED": Reason(.preempted, "Slurm job \(jobID) was preempted by a job of higher priority")
+        case "CANCELLED", "REVOKED": Reason(.cancelledInBackend, "Slurm job \(jobID) was cancelled in Slurm (scancel), not through Canopy")
+        default: nil
+        }
+    }
+
+    /// Parses Slurm's local time stamps (`2026-11-22T10:00:00`); nil for `N/A`, `Unknown` and the like.
+    public static func date(_ text: String) -> Date? {
+        let f = text.split(whereSeparator: { $0 == "-" || $0 == "T" || $0 == ":" }).compactMap { Int($0) }
+        guard f.count == 6 else { return nil }
+        var c = DateComponents()
+        (c.year, c.month, c.day, c.hour, c.minute, c.second) = (f[0], f[1], f[2], f[3], f[4], f[5])
+        return Calendar.current.date(from: c)
+    }
+
+    // MARK: sinfo
+
+    /// Parses `sinfo -h -N -O <sinfoFields with "|">`: one view per node and partition, as sinfo lists them.
+    public static func nodes(_ output: String) -> [NodeView] {
+        output.split(separator: "\n").compactMap { line -> NodeView? in
+            let f = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard f.count >= 9, let cpus = Int(f[2]), let memory = Int(f[4]) else { return nil }
+            let allocCPUs = f[3].split(separator: "/").first.flatMap { Int($0) } ?? 0
+            let gpus = gpus(f[6])
+            let node = Node(
+                name: f[0], pool: f[1].hasSuffix("*") ? String(f[1].dropLast()) : f[1], state: nodeState(f[8]), cpuMillis: cpus * 1000,
+                memoryMiB: memory, gpus: gpus, gpuSource: "slurm")
+            var n = node
+            n.backendState = f[8]
+            return NodeView(node: n, allocatedCPUMillis: allocCPUs * 1000, allocatedMemoryMiB: Int(f[5]) ?? 0, allocatedGPUs: usedGPUs(f[7]), tasks: 0)
+        }
+    }
+
+    /// Slurm's node state (`idle`, `mixed`, `allocated+drain`, `down*`, ...) as Canopy's.
+    public static func nodeState(_ raw: String) -> NodeState {
+        let s = raw.lowercased()
+        let flags = Set(s.split(whereSeparator: { $0 == "+" }).map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "*~#!%$@^-")) })
+        if s.contains("*") || flags.contains("down") || flags.contains("not_responding") || flags.contains("fail") || flags.contains("unknown")
+            || flags.contains("future") || flags.contains("inval")
+        {
+            return .down
+        }
+        if flags.contains("drained") { return .drained }
+        if flags.contains("draining") { return .draining }
+        if flags.contains("drain") { return flags.contains("idle") ? .drained : .draining }
+        return .ready
+    }
+
+    /// GPUs from a GRES string: `gpu:a100:4(S:0-1),gpu:t4:1` gives indices 0-3 of model `a100` and 4 of `t4`.
+    public static func gpus(_ gres: String) -> [GPU] {
+        var out: [GPU] = []
+        for entry in splitTop(gres) where entry.hasPrefix("gpu") {
+            let plain = entry.split(separator: "(").first.map(String.init) ?? entry
+            let parts = plain.split(separator: ":").map(String.init)
+            guard parts.first == "gpu", let count = parts.last.flatMap({ Int($0) }) else { continue }
+            let model = parts.count >= 3 ? parts[1] : "gpu"
+            for _ in 0..<count { out.append(GPU(index: out.count, model: model)) }
+        }
+        return out
+    }
+
+    /// GPU indices in use from `GresUsed`: `gpu:fake:2(IDX:0-1),gpu:t4:0(IDX:N/A)` gives 0 and 1.
+    public static func usedGPUs(_ used: String) -> [Int] {
+        var out: [Int] = []
+        var rest = Substring(used)
+        while let r = rest.range(of: "IDX:") {
+            rest = rest[r.upperBound...]
+            let list = rest.prefix { $0 != ")" }
+            for part in list.split(separator: ",") {
+                let bounds = part.split(separator: "-").compactMap { Int($0) }
+                if bounds.count == 2, bounds[0] <= bounds[1] { out += Array(bounds[0]...bounds[1]) } else if bounds.count == 1 { out.append(bounds[0]) }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Splits at commas outside parentheses and brackets.
+    static func splitTop(_ s: String) -> [String] {
+        var out: [String] = []
+        var depth = 0
+        var cur = ""
+        for ch in s {
+            if ch == "(" || ch == "[" { depth += 1 }
+            if ch == ")" || ch == "]" { depth -= 1 }
+            if ch == "," && depth == 0 {
+                out.append(cur)
+                cur = ""
+            } else {
+                cur.append(ch)
+            }
+        }
+        if !cur.isEmpty { out.append(cur) }
+        return out
+    }
+
+    /// Expands a Slurm host list: `n[1-3,7],gpu01` gives n1, n2, n3, n7, gpu01 (zero padding kept).
+    public static func hostnames(_ list: String) -> [String] {
+        var out: [String] = []
+        for entry in splitTop(list) where !entry.isEmpty {
+            guard let open = entry.firstIndex(of: "["), let close = entry.lastIndex(of: "]"), open < close else {
+                out.append(entry)
+                continue
+            }
+            let prefix = entry[..<open]
+            let suffix = entry[entry.index(after: close)...]
+            for part in entry[entry.index(after: open)..<close].split(separator: ",") {
+                let b = part.split(separator: "-")
+                if b.count == 2, let lo = Int(b[0]), let hi = Int(b[1]), lo <= hi, hi - lo < 100_000 {
+                    let width = b[0].count
+                    for v in lo...hi {
+                        let digits = String(v)
+                        out.append(String(prefix) + String(repeating: "0", count: max(0, width - digits.count)) + digits + String(suffix))
+                    }
+                } else {
+                    out.append(String(prefix + part + suffix))
+                }
+            }
+        }
+        return out
+    }
+
+    // MARK: sbatch
+
+    /// Quotes a word for `/bin/sh`.
+    public static func shellQuote(_ s: String) -> String {
+        "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// The batch script: records the job id, then runs every task with one `srun`, each in its own directory, with
+    /// its output in its own log files and its exit status in its own exit file (see `TaskLayout`).
+    ///
+    /// `directory` is the workload's directory (holding `task-N/`); `workdir` the working directory inside each task's
+    /// `work`, relative ("" for `work` itself).
+    public static func batchScript(workloadID: String, directory: String, workdir: String, spec: WorkloadSpec, extraEnv: [String: String]) -> String {
+        let q = shellQuote
+        var env = spec.env
+        for (k, v) in extraEnv { env[k] = v }
+        env["CANOPY_WORKLOAD_ID"] = workloadID
+        env["CANOPY_TASK_COUNT"] = String(spec.tasks)
+        if !spec.ports.isEmpty { env["CANOPY_PORTS"] = spec.ports.map(String.init).joined(separator: ",") }
+        var lines = [
+            "#!/bin/sh",
+            "# Canopy workload \(workloadID), submitted by canopy serve.",
+            "echo \"$SLURM_JOB_ID\" > \(q(directory + "/job.id"))",
+        ]
+        for (k, v) in env.sorted(by: { $0.key < $1.key }) { lines.append("export \(k)=\(q(v))") }
+        // Each task: its index, its own directory, its working directory; the exit status is written by the task's
+        // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
+        let task = """
+            d="$1/task-$SLURM_PROCID"; w="$d/work$2"; shift 2
+            export CANOPY_TASK_INDEX="$SLURM_PROCID" CANOPY_NODE="$SLURMD_NODENAME" HOME="$w"
+            cd "$w" || { echo "exit 126" > "$d/exit"; exit 126; }
+            "$@"; c=$?
+            echo "exit $c" > "$d/exit"
+            exit $c
+            """
+        let argv = spec.command.map(q).joined(separator: " ")
+        lines.append(
+            "srun --kill-on-bad-exit=1 --output=\(q(directory + "/task-%t/stdout.log")) --error=\(q(directory + "/task-%t/stderr.log")) "
+                + "/bin/sh -c \(q(task)) canopy-task \(q(directory)) \(q(workdir.isEmpty ? "" : "/" + workdir)) \(argv)")
+        lines.append("c=$?")
+        lines.append("echo \"exit $c\" > \(q(directory + "/batch.exit"))")
+        lines.append("exit $c")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// sbatch's options for a workload: one job, one Slurm task per Canopy task, all allocated at once (a gang).
+    public static func sbatchOptions(workloadID: String, spec: WorkloadSpec, partition: String?, gpuType: String?, directory: String) -> [String] {
+        let r = spec.resources
+        let cpus = max(1, (r.cpuMillis + 999) / 1000)
+        let memPerCPU = max(1, (r.memoryMiB + cpus - 1) / cpus)
+        var o = [
+            "--parsable", "--job-name=canopy-\(workloadID)", "--comment=\(commentPrefix)\(workloadID)", "--ntasks=\(spec.tasks)",
+            "--cpus-per-task=\(cpus)", "--mem-per-cpu=\(memPerCPU)M", "--no-requeue", "--chdir=\(directory)", "--output=\(directory)/batch.log",
+        ]
+        if r.gpus > 0 { o.append("--gpus-per-task=\(gpuType.map { "\($0):" } ?? "")\(r.gpus)") }
+        if let d = spec.maxDurationSeconds { o.append("--time=\((d + 59) / 60)") }
+        if let partition { o.append("--partition=\(partition)") }
+        return o
+    }
+
+    /// Whether sbatch's (or any command's) complaint means Slurm could not be reached, rather than a refusal.
+    public static func isUnreachable(_ stderr: String) -> Bool {
+        let s = stderr.lowercased()
+        return ["unable to contact slurm controller", "temporarily unable", "socket timed out", "connection refused", "zero bytes were transmitted",
+                "communication connection failure", "slurm_persist_conn", "munge"]
+            .contains { s.contains($0) }
+    }
+
+    /// The first line of sbatch's complaint without its `sbatch: error:` prefixes.
+    public static func complaint(_ stderr: String) -> String {
+        let line = stderr.split(separator: "\n").last { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.map(String.init) ?? stderr
+        var s = line
+        for prefix in ["sbatch: error: ", "squeue: error: ", "sinfo: error: ", "scancel: error: ", "Batch job submission failed: "] {
+            if let r = s.range(of: prefix) { s = String(s[r.upperBound...]) }
+        }
+        return s.trimmingCharacters(in: .whitespaces)
+    }
+}

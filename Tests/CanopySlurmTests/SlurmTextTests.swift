@@ -1,0 +1,114 @@
+import CanopyCore
+import Foundation
+import Testing
+
+@testable import CanopySlurm
+
+/// What Canopy reads from Slurm's commands; the texts are what Slurm 22.05 printed on the test cluster.
+@Suite("Slurm command texts")
+struct SlurmTextTests {
+    @Test("squeue lines: seven fields, the comment last and kept whole, short lines skipped")
+    func squeueLines() {
+        let text = """
+            12|PENDING|Resources||2026-11-22T10:00:05|N/A|canopy:abc
+            13|RUNNING|None|n[1-3]|2026-11-22T10:00:01|2026-11-22T11:00:01|canopy:def
+            14|COMPLETED|None|n2|2026-11-22T10:00:01|2026-11-22T10:00:02|(null)
+            garbage
+            """
+        let jobs = SlurmText.jobs(Data(text.utf8))
+        #expect(jobs.count == 3)
+        #expect(jobs[0].workloadID == "abc" && jobs[0].reason == "Resources" && jobs[0].nodes.isEmpty)
+        #expect(jobs[1].state == "RUNNING" && SlurmText.hostnames(jobs[1].nodes) == ["n1", "n2", "n3"])
+        #expect(jobs[2].workloadID == nil)
+        #expect(SlurmText.date(jobs[1].start) != nil && SlurmText.date("N/A") == nil)
+    }
+
+    @Test("pending reasons become typed Canopy reasons, Slurm's word kept in the message")
+    func pendingReasons() {
+        let cases: [(String, Reason.Code)] = [
+            ("Resources", .insufficientResources), ("Priority", .queued), ("ReqNodeNotAvail, UnavailableNodes:n1", .nodesUnavailable),
+            ("PartitionDown", .nodesUnavailable), ("QOSMaxJobsPerUserLimit", .quotaExceeded), ("AssocGrpGRES", .quotaExceeded),
+            ("JobHeldUser", .held), ("Dependency", .waitingForDependency), ("None", .queued), ("SomethingNew", .queued),
+        ]
+        for (raw, code) in cases {
+            let r = SlurmText.pendingReason(raw, jobID: "7")
+            #expect(r.code == code, "\(raw)")
+            #expect(r.message.contains(raw) && r.message.contains("7"))
+        }
+    }
+
+    @Test("end states become typed failure reasons; COMPLETED and FAILED leave it to the exit codes")
+    func endReasons() {
+        #expect(SlurmText.endReason(state: "OUT_OF_MEMORY", jobID: "1", nodes: "n1")?.code == .outOfMemory)
+        #expect(SlurmText.endReason(state: "TIMEOUT", jobID: "1", nodes: "n1")?.code == .maxDurationExceeded)
+        #expect(SlurmText.endReason(state: "NODE_FAIL", jobID: "1", nodes: "n1")?.code == .nodeFailure)
+        #expect(SlurmText.endReason(state: "PREEMPTED", jobID: "1", nodes: "n1")?.code == .preempted)
+        #expect(SlurmText.endReason(state: "CANCELLED", jobID: "1", nodes: "n1")?.code == .cancelledInBackend)
+        #expect(SlurmText.endReason(state: "COMPLETED", jobID: "1", nodes: "n1") == nil)
+        #expect(SlurmText.endReason(state: "FAILED", jobID: "1", nodes: "n1") == nil)
+        #expect(SlurmText.isTerminal("OUT_OF_MEMORY") && !SlurmText.isTerminal("RUNNING") && SlurmText.hasStarted("COMPLETING"))
+    }
+
+    @Test("sinfo: nodes per partition with CPUs, memory, GPUs from GRES and what is allocated")
+    func sinfoNodes() {
+        let text = """
+            n1|debug*|2|1/1/0/2|4096|1024|gpu:fake:2|gpu:fake:1(IDX:1)|mixed|
+            n1|one|2|1/1/0/2|4096|1024|gpu:fake:2|gpu:fake:1(IDX:1)|mixed|
+            n2|debug*|8|0/0/8/8|64000|0|gpu:a100:4(S:0-1),gpu:t4:1|gpu:a100:0(IDX:N/A),gpu:t4:0(IDX:N/A)|idle+drain|
+            n3|debug*|2|0/0/2/2|4096|0|(null)|gpu:0|down*|
+            """
+        let views = SlurmText.nodes(text)
+        #expect(views.count == 4)
+        #expect(views[0].node.pool == "debug" && views[1].node.pool == "one")
+        #expect(views[0].node.cpuMillis == 2000 && views[0].allocatedCPUMillis == 1000 && views[0].allocatedMemoryMiB == 1024)
+        #expect(views[0].node.gpus.map(\.model) == ["fake", "fake"] && views[0].allocatedGPUs == [1])
+        #expect(views[2].node.gpus.count == 5 && views[2].node.gpuCount(model: "A100") == 4 && views[2].node.state == .drained)
+        #expect(views[3].node.state == .down && views[3].node.gpus.isEmpty)
+        #expect(SlurmText.nodeState("allocated+drain") == .draining && SlurmText.nodeState("idle") == .ready)
+        #expect(SlurmText.nodeState("mixed") == .ready && SlurmText.nodeState("idle*") == .down)
+    }
+
+    @Test("host lists expand with ranges, lists and zero padding")
+    func hostlists() {
+        #expect(SlurmText.hostnames("gpu[01-03,7],login") == ["gpu01", "gpu02", "gpu03", "gpu7", "login"])
+        #expect(SlurmText.hostnames("") == [])
+    }
+
+    @Test("sbatch options: one job, a task per Canopy task, per-task CPUs, memory and typed GPUs, minutes, partition")
+    func sbatchOptions() {
+        let spec = WorkloadSpec(
+            command: ["x"], resources: Resources(cpuMillis: 1500, memoryMiB: 3000, gpus: 2, gpuModel: "A100"), tasks: 4, maxDurationSeconds: 61)
+        let o = SlurmText.sbatchOptions(workloadID: "w1", spec: spec, partition: "gpu", gpuType: "a100", directory: "/d/w1")
+        for expected in [
+            "--ntasks=4", "--cpus-per-task=2", "--mem-per-cpu=1500M", "--gpus-per-task=a100:2", "--time=2", "--partition=gpu", "--comment=canopy:w1",
+            "--job-name=canopy-w1", "--no-requeue",
+        ] {
+            #expect(o.contains(expected), "\(expected)")
+        }
+    }
+
+    @Test("the batch script quotes every argument and variable for /bin/sh, and the shell runs them unchanged")
+    func batchScriptQuoting() throws {
+        let spec = WorkloadSpec(command: ["printf", "%s|", "it's", "$HOME", "a b"], env: ["X": "'; rm -rf / #"])
+        let script = SlurmText.batchScript(workloadID: "w", directory: "/tmp/d", workdir: "", spec: spec, extraEnv: [:])
+        #expect(script.contains("export X=''\\''; rm -rf / #'"))
+        #expect(script.contains("'printf' '%s|' 'it'\\''s' '$HOME' 'a b'"))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "printf '%s\\n' " + spec.command.dropFirst().map(SlurmText.shellQuote).joined(separator: " ")]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "%s|\nit's\n$HOME\na b\n")
+    }
+
+    @Test("unreachable controller versus refusal")
+    func complaints() {
+        let down = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n"
+        #expect(SlurmText.isUnreachable(down))
+        let refused = "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"
+        #expect(!SlurmText.isUnreachable(refused))
+        #expect(SlurmText.complaint(refused) == "Requested node configuration is not available")
+    }
+}
