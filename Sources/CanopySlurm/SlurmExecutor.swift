@@ -168,8 +168,9 @@ public actor SlurmExecutor: Executor {
             _ = try? await command.run(["scancel", backendID])
             return
         }
-        // SIGTERM to its tasks, then Slurm's own cancel (SIGTERM, SIGKILL after KillWait) once the grace is over.
-        _ = try? await command.run(["scancel", "--signal=TERM", backendID])
+        // SIGTERM to its processes (the batch step's too: a single task runs there), then Slurm's own cancel
+        // (SIGTERM, SIGKILL after KillWait) once the grace is over.
+        _ = try? await command.run(["scancel", "--signal=TERM", "--full", backendID])
         let deadline = Date().addingTimeInterval(grace)
         while Date() < deadline, tracks[backendID] != nil {
             try? await Task.sleep(for: .milliseconds(100))
@@ -292,7 +293,13 @@ public actor SlurmExecutor: Executor {
         let batchCode = batchText.flatMap { Int($0.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") }
         let when =
             at ?? layouts.compactMap { try? FileManager.default.attributesOfItem(atPath: $0.exitFile)[.modificationDate] as? Date }.max() ?? Date()
-        let stateReason = state.flatMap { SlurmText.endReason(state: $0, jobID: jobID, nodes: nodes) }
+        var stateReason = state.flatMap { SlurmText.endReason(state: $0, jobID: jobID, nodes: nodes) }
+        if stateReason == nil, codes.contains(where: { ($0 ?? 0) != 0 }) || state == "FAILED" {
+            let logs = ([directory + "/batch.log"] + layouts.map(\.stderr)).map { Self.tail($0) }.joined(separator: "\n")
+            if SlurmText.mentionsOOM(logs) {
+                stateReason = Reason(.outOfMemory, "a task of Slurm job \(jobID) was killed for using more memory than it asked for")
+            }
+        }
         let firstFailure = codes.enumerated().first { ($0.element ?? 0) != 0 }
         return codes.enumerated().map { i, code in
             var exit = TaskExit(workloadID: workloadID, taskIndex: i, exitCode: code, at: when)
@@ -314,6 +321,15 @@ public actor SlurmExecutor: Executor {
             }
             return exit
         }
+    }
+
+    /// The last 8 KiB of a file.
+    private static func tail(_ path: String) -> String {
+        guard let h = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? h.close() }
+        let size = (try? h.seekToEnd()) ?? 0
+        try? h.seek(toOffset: size > 8192 ? size - 8192 : 0)
+        return String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
     }
 
     private func placements(_ nodes: String, tasks: Int) -> [BackendPlacement] {

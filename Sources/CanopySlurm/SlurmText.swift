@@ -274,9 +274,17 @@ public enum SlurmText {
             exit $c
             """
         let argv = spec.command.map(q).joined(separator: " ")
-        lines.append(
-            "srun --kill-on-bad-exit=1 --output=\(q(directory + "/task-%t/stdout.log")) --error=\(q(directory + "/task-%t/stderr.log")) "
-                + "/bin/sh -c \(q(task)) canopy-task \(q(directory)) \(q(workdir.isEmpty ? "" : "/" + workdir)) \(argv)")
+        let args = "canopy-task \(q(directory)) \(q(workdir.isEmpty ? "" : "/" + workdir)) \(argv)"
+        if spec.tasks == 1 {
+            // One task runs in the batch step itself: no job step to create, so it starts even while slurmctld is
+            // briefly unreachable, and the job's state (OUT_OF_MEMORY, ...) is the task's.
+            lines.append(
+                "SLURM_PROCID=0 /bin/sh -c \(q(task)) \(args) >\(q(directory + "/task-0/stdout.log")) 2>\(q(directory + "/task-0/stderr.log"))")
+        } else {
+            lines.append(
+                "srun --kill-on-bad-exit=1 --output=\(q(directory + "/task-%t/stdout.log")) --error=\(q(directory + "/task-%t/stderr.log")) "
+                    + "/bin/sh -c \(q(task)) \(args)")
+        }
         lines.append("c=$?")
         lines.append("echo \"exit $c\" > \(q(directory + "/batch.exit"))")
         lines.append("exit $c")
@@ -296,6 +304,12 @@ public enum SlurmText {
         if let d = spec.maxDurationSeconds { o.append("--time=\((d + 59) / 60)") }
         if let partition { o.append("--partition=\(partition)") }
         return o
+    }
+
+    /// Whether Slurm's messages in a job's logs say a task was killed for its memory (a step's tasks OOM-killed
+    /// leave the job FAILED, not OUT_OF_MEMORY; srun and slurmstepd say so in the logs).
+    public static func mentionsOOM(_ log: String) -> Bool {
+        log.contains("oom_kill event") || log.contains("Out Of Memory") || log.contains("oom-kill")
     }
 
     /// Whether sbatch's (or any command's) complaint means Slurm could not be reached, rather than a refusal.
