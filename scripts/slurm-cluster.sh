@@ -94,9 +94,11 @@ CgroupAutomount=yes
 ConstrainCores=yes
 ConstrainRAMSpace=yes
 CONF
-    setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --pid-file="$D/munged.pid" 2>/dev/null ||
+    # munged is the host's: started (and later stopped) here only when none runs.
+    if ! pgrep -x munged >/dev/null; then
         setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged
-    [ -s "$D/munged.pid" ] || pgrep -u munge -n munged >"$D/munged.pid"
+        pgrep -x -n munged >"$D/munged.pid"
+    fi
     slurmctld
     for n in $(seq $nodes); do slurmd -N "n$n"; done
     for _ in $(seq 150); do

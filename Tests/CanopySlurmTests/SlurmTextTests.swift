@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyTesting
 import Foundation
 import Testing
 
@@ -88,19 +89,13 @@ struct SlurmTextTests {
     }
 
     @Test("the batch script quotes every argument and variable for /bin/sh, and the shell runs them unchanged")
-    func batchScriptQuoting() throws {
+    func batchScriptQuoting() async throws {
         let spec = WorkloadSpec(command: ["printf", "%s|", "it's", "$HOME", "a b"], env: ["X": "'; rm -rf / #"])
         let script = SlurmText.batchScript(workloadID: "w", directory: "/tmp/d", workdir: "", spec: spec, extraEnv: [:])
         #expect(script.contains("export X=''\\''; rm -rf / #'"))
         #expect(script.contains("'printf' '%s|' 'it'\\''s' '$HOME' 'a b'"))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "printf '%s\\n' " + spec.command.dropFirst().map(SlurmText.shellQuote).joined(separator: " ")]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        p.waitUntilExit()
-        #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "%s|\nit's\n$HOME\na b\n")
+        let out = try await runProcess("/bin/sh", ["-c", "printf '%s\\n' " + spec.command.dropFirst().map(SlurmText.shellQuote).joined(separator: " ")])
+        #expect(out.stdout == "%s|\nit's\n$HOME\na b\n")
     }
 
     @Test("unreachable controller versus refusal")
