@@ -10,13 +10,22 @@
 #
 # Three nodes, n1-n3 (multiple slurmd on one host, each on its own port), each with every CPU of the host, 4 GiB and two
 # fake GPUs of type `fake`: character devices made with mknod, so GRES scheduling is real and `--gpus` sets
-# CUDA_VISIBLE_DEVICES. Partitions: `debug` (all nodes, the default) and `one` (n1 only).
+# CUDA_VISIBLE_DEVICES. Partitions: `debug` (all nodes, the default), `one` (n1 only) and `parked` (all nodes, DOWN: jobs
+# queue there and never start; the benchmark uses it).
 set -euo pipefail
 cmd=${1:-}
 D=$(realpath -m "${2:-${D:-$PWD/.slurm}}")
 export SLURM_CONF=$D/slurm.conf
 
 down() {
+    # Jobs first, so no slurmstepd outlives the cluster (one waiting to report a job's end would retry forever).
+    if [ -s "$D/slurmctld.pid" ] && kill -0 "$(cat "$D/slurmctld.pid")" 2>/dev/null; then
+        squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+        for _ in $(seq 30); do
+            [ -z "$(squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] && break
+            sleep 0.2
+        done
+    fi
     for f in "$D"/slurmd.*.pid "$D"/slurmctld.pid "$D"/munged.pid; do
         [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
@@ -30,6 +39,8 @@ down() {
         sleep 0.1
     done
     rm -f "$D"/slurmd.*.pid "$D"/slurmctld.pid "$D"/munged.pid
+    # A step daemon left from a job that ended while slurmctld was away: this cluster's nodes all run here.
+    pkill -x slurmstepd 2>/dev/null || true
 }
 
 up() {
@@ -87,6 +98,7 @@ MpiDefault=none
 NodeName=n[1-$nodes] NodeHostname=$host NodeAddr=127.0.0.1 Port=[17001-$((17000 + nodes))] CPUs=$cpus RealMemory=4096 Gres=gpu:fake:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=one Nodes=n1 MaxTime=INFINITE State=UP
+PartitionName=parked Nodes=ALL MaxTime=INFINITE State=DOWN
 CONF
     cat >"$D/cgroup.conf" <<CONF
 CgroupPlugin=autodetect

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CanopyCore
 import CanopyLocal
 import Foundation
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs workloads as jobs of an existing Slurm cluster, through its commands (`sbatch`, `squeue`, `sinfo`, `scancel`).
 ///
@@ -33,7 +34,9 @@ public actor SlurmExecutor: Executor {
         public var environment: [String: String]
 
         /// Creates a configuration.
-        public init(workloadsRoot: String, pollInterval: Double = 2, taskUser: String = "nobody", environment: [String: String] = ProcessInfo.processInfo.environment) {
+        public init(
+            workloadsRoot: String, pollInterval: Double = 2, taskUser: String = "nobody", environment: [String: String] = ProcessInfo.processInfo.environment
+        ) {
             self.workloadsRoot = workloadsRoot
             self.pollInterval = pollInterval
             self.taskUser = taskUser
@@ -123,10 +126,12 @@ public actor SlurmExecutor: Executor {
         try text.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
         let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil
-        var argv = ["sbatch"] + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory) + [script]
+        var argv =
+            ["sbatch"] + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory) + [script]
         if let runAs { argv = ["setpriv", "--reuid=\(runAs.uid)", "--regid=\(runAs.gid)", "--init-groups"] + argv }
         let r = try await command.run(argv)
-        guard r.ok, let id = String(decoding: r.stdout, as: UTF8.self).split(whereSeparator: { $0 == ";" || $0 == "\n" }).first.map(String.init), !id.isEmpty else {
+        guard r.ok, let id = String(decoding: r.stdout, as: UTF8.self).split(whereSeparator: { $0 == ";" || $0 == "\n" }).first.map(String.init), !id.isEmpty
+        else {
             let complaint = SlurmText.complaint(r.stderr)
             if SlurmText.isUnreachable(r.stderr) {
                 setProblem("sbatch: \(complaint)")
@@ -252,7 +257,8 @@ public actor SlurmExecutor: Executor {
             } else if SlurmText.hasStarted(job.state) {
                 if !t.started {
                     t.started = true
-                    continuation.yield(.started(workloadID: t.workloadID, placements: placements(job.nodes, tasks: t.tasks), at: SlurmText.date(job.start) ?? Date()))
+                    continuation.yield(
+                        .started(workloadID: t.workloadID, placements: placements(job.nodes, tasks: t.tasks), at: SlurmText.date(job.start) ?? Date()))
                 }
                 tracks[job.id] = t
             } else if SlurmText.isTerminal(job.state) {

@@ -315,9 +315,11 @@ public enum SlurmText {
     /// Whether sbatch's (or any command's) complaint means Slurm could not be reached, rather than a refusal.
     public static func isUnreachable(_ stderr: String) -> Bool {
         let s = stderr.lowercased()
-        return ["unable to contact slurm controller", "temporarily unable", "socket timed out", "connection refused", "zero bytes were transmitted",
-                "communication connection failure", "slurm_persist_conn", "munge"]
-            .contains { s.contains($0) }
+        return [
+            "unable to contact slurm controller", "temporarily unable", "socket timed out", "connection refused", "zero bytes were transmitted",
+            "communication connection failure", "slurm_persist_conn", "munge",
+        ]
+        .contains { s.contains($0) }
     }
 
     /// The first line of sbatch's complaint without its `sbatch: error:` prefixes.

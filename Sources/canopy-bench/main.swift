@@ -2,7 +2,10 @@
 // measured in the same run (the machines are shared; absolute numbers move 3-4x, ratios much less).
 //
 //   swift run -c release canopy-bench            # everything
-//   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history
+//   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history | slurm
+//
+// `slurm` needs a Slurm cluster (scripts/slurm-cluster.sh up DIR; export SLURM_CONF=DIR/slurm.conf); it is not
+// part of the default run.
 //
 // The server under test is the real `canopy serve` binary built next to this one, on loopback, with a fresh
 // data directory under /tmp that is removed afterwards.
@@ -18,16 +21,20 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("-h") || arguments.contains("--help") {
     say(
         """
-        usage: canopy-bench [PART...] [--seconds N] [--history N]
-          parts: fsync spawn submit start history (default: all)
+        usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N]
+          parts: fsync spawn submit start history slurm (default: all but slurm)
           --seconds N   length of the submission-rate run (default 5)
           --history N   finished workloads seeded for the history run (default 100000)
+          --slurm-jobs N    submissions timed through Canopy and raw sbatch (default 300)
+          --slurm-known N   jobs Canopy follows when its status refresh is measured (default 10000)
         """)
     exit(0)
 }
 var parts: [String] = []
 var seconds = 5.0
 var historySize = 100_000
+var slurmJobs = 300
+var slurmKnown = 10_000
 var i = 0
 while i < arguments.count {
     switch arguments[i] {
@@ -37,12 +44,18 @@ while i < arguments.count {
     case "--history":
         i += 1
         historySize = Int(arguments[safe: i] ?? "") ?? historySize
+    case "--slurm-jobs":
+        i += 1
+        slurmJobs = Int(arguments[safe: i] ?? "") ?? slurmJobs
+    case "--slurm-known":
+        i += 1
+        slurmKnown = Int(arguments[safe: i] ?? "") ?? slurmKnown
     default: parts.append(arguments[i])
     }
     i += 1
 }
-let all = ["fsync", "spawn", "submit", "start", "history"]
-if parts.isEmpty { parts = all }
+let all = ["fsync", "spawn", "submit", "start", "history", "slurm"]
+if parts.isEmpty { parts = all.filter { $0 != "slurm" } }
 for p in parts where !all.contains(p) {
     FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
     exit(2)
@@ -76,6 +89,9 @@ do {
     }
     if parts.contains("history") {
         try await Benchmarks.history(count: historySize)
+    }
+    if parts.contains("slurm") {
+        try SlurmBench.run(submissions: slurmJobs, known: slurmKnown)
     }
 } catch {
     FileHandle.standardError.write(Data("canopy-bench: \(error)\n".utf8))
