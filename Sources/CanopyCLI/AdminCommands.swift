@@ -28,12 +28,13 @@ struct QueuesCommand: AsyncParsableCommand {
         @Argument(help: "Queue name.") var name: String
         @Option(help: "Queues with higher priority are served first.") var priority: Int = 0
         @Option(help: "A description.") var description: String?
+        @Option(help: "The pool its workloads run in (with --executor slurm: a partition); default any.") var pool: String?
         @OptionGroup var format: OutputOption
 
         func run() async throws {
             try await client { c in
                 let q = try await c.call(
-                    .POST, "/queues", body: CreateQueueRequest(name: name, priority: priority, description: description, pool: nil), as: QueueView.self)
+                    .POST, "/queues", body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool), as: QueueView.self)
                 printOut(format.json ? try Format.json(q) : q.name)
             }
         }

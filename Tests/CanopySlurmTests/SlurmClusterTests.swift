@@ -87,6 +87,8 @@ struct SlurmClusterTests {
             #expect((n2["gpus"] as? [[String: Any]])?.count == 2)
             #expect((n2["gpus"] as? [[String: Any]])?.first?["model"] as? String == "fake")
 
+            let (bad, error) = try await client.call("/api/v1/queues", .post, token: server.adminToken, body: ["name": "nowhere", "pool": "nope"])
+            #expect(bad == .badRequest && (error["error"] as? [String: Any])?["field"] as? String == "pool", "\(error)")
             // A queue on the `one` partition runs only on n1; its GPUs show as allocated there while it runs.
             let (qs, _) = try await client.call("/api/v1/queues", .post, token: server.adminToken, body: ["name": "onlyone", "pool": "one"])
             #expect(qs == .created || qs == .ok)

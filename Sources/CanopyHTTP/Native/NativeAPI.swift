@@ -145,6 +145,13 @@ public struct NativeAPI: Sendable {
             throw CanopyError.invalid("name", Queue.nameRule)
         }
         if let p = body.priority, abs(p) > WorkloadService.Limits.maxPriority { throw CanopyError.invalid("priority", "priority out of range") }
+        if let pool = body.pool {
+            let pools = Set(await controller.currentNodes().map(\.pool))
+            // An unreachable backend that has not said what it has yet cannot judge; otherwise the pool must exist.
+            if !pools.isEmpty, !pools.contains(pool) {
+                throw CanopyError.invalid("pool", "no pool named \"\(pool)\"; pools: \(pools.sorted().joined(separator: ", "))")
+            }
+        }
         let queue = Queue(name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool)
         try await controller.save(queue: queue)
         return try APIJSON.response(QueueView(name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, pending: 0, running: 0), status: .created)
