@@ -661,19 +661,24 @@ public actor WorkloadController {
         do {
             let submission = WorkloadSubmission(workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try stagedInputs(w))
             let backendID = try await executor.submit(submission)
-            guard var cur = active[id], cur.phase == .pending else {
-                // Stopped while it was being submitted.
-                let grace = stopGrace
+            let grace = stopGrace
+            guard var cur = active[id], !cur.phase.isTerminal else {
+                // Cancelled while it was being submitted.
                 enqueue { [executor] in await executor.stop(workloadID: id, taskIndex: 0, backendID: backendID, grace: grace) }
                 return
             }
+            // The backend's first report (even "started") may have been handled before this line runs.
             for i in cur.tasks.indices { cur.tasks[i].backendID = backendID }
-            if cur.reason == nil || cur.reason?.code == .queued || cur.reason?.code == .backendUnavailable {
+            if cur.phase == .pending, cur.reason == nil || cur.reason?.code == .queued || cur.reason?.code == .backendUnavailable {
                 cur.reason = Reason(.queued, "submitted as job \(backendID); waiting in the backend's queue")
             }
             cur.version += 1
             active[id] = cur
             markDirty(id)
+            if cur.stopRequestedAt != nil {
+                // Started, and a stop came, before the job id was known here.
+                enqueue { [executor] in await executor.stop(workloadID: id, taskIndex: 0, backendID: backendID, grace: grace) }
+            }
         } catch let e as BackendUnavailable {
             guard var cur = active[id], cur.phase == .pending else { return }
             // Stays queued here; the next pass after the backend answers again submits it.
