@@ -53,6 +53,8 @@ up() {
     local host cpus nodes=3
     host=$(hostname -s)
     cpus=$(nproc)
+    # A cold start: jobs of an earlier run are not recovered (tests and benchmarks expect an empty cluster).
+    rm -rf "$D/state" "$D/spool"
     mkdir -p "$D"/state "$D"/log "$D"/dev /run/munge
     chown munge:munge /run/munge
     [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
