@@ -108,6 +108,7 @@ public enum OpenAPIDocument {
                 "id": str, "phase": ["type": "string", "enum": phases], "reason": ref("Reason"), "queuePosition": int, "exitCode": int,
                 "tenant": str, "owner": str, "seq": int, "spec": ref("WorkloadSpec"), "createdAt": time, "startedAt": time, "finishedAt": time,
                 "stopRequestedAt": time, "tasks": ["type": "array", "items": ref("Task")], "version": int,
+                "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
             ],
         ],
         "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str]],
@@ -117,8 +118,8 @@ public enum OpenAPIDocument {
                 "node": [
                     "type": "object",
                     "properties": [
-                        "name": str, "pool": str, "state": ["type": "string", "enum": ["Ready", "Draining", "Down"]], "cpuMillis": int, "memoryMiB": int,
-                        "gpus": ["type": "array", "items": ref("GPU")], "gpuSource": str,
+                        "name": str, "pool": str, "state": ["type": "string", "enum": ["Ready", "Draining", "Drained", "Down"]], "cpuMillis": int,
+                        "memoryMiB": int, "gpus": ["type": "array", "items": ref("GPU")], "gpuSource": str, "backendState": str,
                     ],
                 ],
                 "allocatedCPUMillis": int, "allocatedMemoryMiB": int, "allocatedGPUs": ["type": "array", "items": int], "tasks": int,
