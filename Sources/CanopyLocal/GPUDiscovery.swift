@@ -27,8 +27,7 @@ public enum GPUDiscovery {
 
     /// Runs nvidia-smi if it is on the PATH; nil where it is not, or fails.
     public static func discover() -> [GPU]? {
-        let candidates = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map { "\($0)/nvidia-smi" }
-        guard let smi = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return nil }
+        guard let smi = TaskUser.findProgram("nvidia-smi", path: ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin") else { return nil }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: smi)
         p.arguments = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]

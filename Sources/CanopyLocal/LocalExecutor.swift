@@ -91,17 +91,7 @@ public final class LocalExecutor: Executor {
             memoryMiB: configuration.memoryMiB ?? Self.totalMemoryMiB(), gpus: gpus, gpuSource: gpuSource)
         cgroups = Cgroups.detect(root: configuration.cgroupRoot)
         if let note = cgroups.limitation { notes.append(note) }
-        if geteuid() == 0 {
-            guard let pw = getpwnam(configuration.taskUser) else {
-                throw CanopyError.invalid("task-user", "the server runs as root and tasks never do, but user \"\(configuration.taskUser)\" does not exist")
-            }
-            guard pw.pointee.pw_uid != 0 else {
-                throw CanopyError.invalid("task-user", "tasks never run as root; \"\(configuration.taskUser)\" has uid 0")
-            }
-            runAs = (pw.pointee.pw_uid, pw.pointee.pw_gid)
-        } else {
-            runAs = nil
-        }
+        runAs = try TaskUser.resolve(configuration.taskUser)
         limitations = notes
         (events, exitContinuation) = AsyncStream<BackendEvent>.makeStream()
     }

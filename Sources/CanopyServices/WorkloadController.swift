@@ -25,7 +25,7 @@ public actor WorkloadController {
     private var dirty: Set<String> = []
     private var passQueued = false
     private var stopReasons: [String: Reason] = [:]
-    /// Whether the backend queues and places workloads itself (Slurm): then passes submit instead of placing.
+    /// Whether the backend queues and places workloads itself: then passes submit instead of placing.
     private let delegating: Bool
     /// The backend's own view of its nodes and their allocation, when it schedules for itself.
     private var backendViews: [NodeView] = []
@@ -68,35 +68,14 @@ public actor WorkloadController {
         nodes = try await executor.nodes()
         var recovered = 0, lost = 0
         for var w in try await store.activeWorkloads() {
-            if w.phase == .pending {
-                if delegating, let backendID = w.tasks.first?.backendID {
-                    // Submitted before the restart: the backend still has it, ran it while we were away, or lost it.
-                    switch await executor.recover(workloadID: w.id, taskIndex: 0, backendID: backendID) {
-                    case .running:
-                        active[w.id] = w
-                    case .exited(let exit):
-                        active[w.id] = w
-                        await record(exit, persisting: false)
-                        for i in 1..<w.tasks.count {
-                            if case .exited(let e) = await executor.recover(workloadID: w.id, taskIndex: i, backendID: backendID) {
-                                await record(e, persisting: false)
-                            }
-                        }
-                    case .vanished:
-                        lost += 1
-                        for i in w.tasks.indices {
-                            w.tasks[i].phase = .failed
-                            w.tasks[i].reason = Reason(.taskVanished, "the backend no longer knows job \(backendID) and it left no exit status")
-                        }
-                        active[w.id] = w
-                        settle(w.id)
-                    }
-                } else {
-                    track(w)
-                }
+            // Handed to a backend that queues for itself before the restart: it still waits there, ran while
+            // Canopy was away, or is lost; the backend says which, as for running tasks.
+            let submitted = w.phase == .pending && w.tasks.first?.backendID != nil
+            if w.phase == .pending && !submitted {
+                track(w)
                 continue
             }
-            for i in w.tasks.indices where w.tasks[i].phase == .starting || w.tasks[i].phase == .running {
+            for i in w.tasks.indices where w.tasks[i].phase == .starting || w.tasks[i].phase == .running || submitted {
                 switch await executor.recover(workloadID: w.id, taskIndex: i, backendID: w.tasks[i].backendID) {
                 case .running:
                     recovered += 1
@@ -110,10 +89,14 @@ public actor WorkloadController {
                     lost += 1
                     w.tasks[i].phase = .failed
                     w.tasks[i].finishedAt = clock.now()
-                    w.tasks[i].reason = Reason(.taskVanished, "task \(i)'s process was not running when Canopy restarted, and left no exit status")
+                    w.tasks[i].reason = Reason(
+                        .taskVanished,
+                        submitted
+                            ? "task \(i) was neither queued nor running in the backend when Canopy restarted, and left no exit status"
+                            : "task \(i)'s process was not running when Canopy restarted, and left no exit status")
                 }
             }
-            for i in w.tasks.indices where w.tasks[i].phase == .pending {
+            for i in w.tasks.indices where w.tasks[i].phase == .pending && !submitted {
                 w.tasks[i].phase = .failed
                 w.tasks[i].reason = Reason(.launchFailed, "task \(i) had not been started when Canopy stopped")
             }
@@ -297,7 +280,7 @@ public actor WorkloadController {
     private func stopTasks(of w: Workload, except: Int? = nil) {
         var signalled: Set<String> = []
         for t in w.tasks where (t.phase == .running || t.phase == .starting) && t.index != except {
-            // Tasks that share a backend handle (one Slurm job) are stopped once.
+            // Tasks that share a backend handle (one job for the whole gang) are stopped once.
             guard let backendID = t.backendID, signalled.insert(backendID).inserted else { continue }
             let (wid, index, grace) = (w.id, t.index, stopGrace)
             enqueue { [executor] in await executor.stop(workloadID: wid, taskIndex: index, backendID: backendID, grace: grace) }
@@ -320,12 +303,8 @@ public actor WorkloadController {
             await submitPass()
             return
         }
-        let candidates = runnable.compactMap { id -> SchedulingPass.Candidate? in
-            guard let w = active[id] else { return nil }
-            return SchedulingPass.Candidate(workload: w, queuePriority: queues[w.spec.queue]?.priority ?? 0)
-        }
         let now = clock.now()
-        let pass = SchedulingPass(nodes: nodes, allocations: allocations.values.flatMap { $0 }, candidates: candidates, now: now)
+        let pass = SchedulingPass(nodes: nodes, allocations: allocations.values.flatMap { $0 }, candidates: runnableCandidates(), now: now)
         let outcome = pass.run()
         // Why a workload waits is derived state: every pass recomputes it (so does the first pass after a
         // restart) and reads of live workloads see it at once. It is not written to the store on its own, or a
@@ -480,18 +459,13 @@ public actor WorkloadController {
         return exit
     }
 
-    private func record(_ exit: TaskExit, persisting: Bool = true) async {
+    private func record(_ exit: TaskExit) async {
         guard var w = active[exit.workloadID], exit.taskIndex < w.tasks.count else { return }
-        if w.phase == .pending && exit.exitCode != nil {
-            // A backend that queues for itself ran it between two looks: it did start.
-            markStarted(&w, placements: [], at: exit.at)
-        }
         apply(exit, to: &w)
         active[w.id] = w
         releaseAllocation(w.id, task: exit.taskIndex)
         settle(w.id)
         markDirty(w.id)
-        guard persisting else { return }
         await persist()
         notify()
     }
@@ -499,6 +473,10 @@ public actor WorkloadController {
     private func apply(_ exit: TaskExit, to w: inout Workload) {
         let i = exit.taskIndex
         guard !w.tasks[i].phase.isTerminal else { return }
+        if w.phase == .pending && exit.exitCode != nil {
+            // A backend that queues for itself ran it between two looks (or while Canopy was away): it did start.
+            markStarted(&w, placements: [], at: exit.at)
+        }
         w.tasks[i].exitCode = exit.exitCode
         w.tasks[i].finishedAt = exit.at
         if exit.exitCode == 0 && exit.reason == nil {
@@ -555,7 +533,7 @@ public actor WorkloadController {
         } else if let failedTask {
             w.move(to: .failed, reason: failedTask.reason, at: now)
         } else if let cancelled = w.tasks.first(where: { $0.phase == .cancelled && $0.reason != nil }) {
-            // Cancelled behind Canopy's back (scancel by an operator, for instance).
+            // Cancelled in the backend, behind Canopy's back (by an operator, for instance).
             w.move(to: .cancelled, reason: cancelled.reason, at: now)
         } else {
             w.move(to: .succeeded, reason: nil, at: now)
@@ -623,6 +601,12 @@ public actor WorkloadController {
         w.version += 1
     }
 
+    private func runnableCandidates() -> [SchedulingPass.Candidate] {
+        runnable.compactMap { id in
+            active[id].map { SchedulingPass.Candidate(workload: $0, queuePriority: queues[$0.spec.queue]?.priority ?? 0) }
+        }
+    }
+
     /// Hands every runnable workload to the backend, in queue order, a few at a time.
     private func submitPass() async {
         if let problem = backendProblem {
@@ -634,12 +618,7 @@ public actor WorkloadController {
             notify()
             return
         }
-        let order = runnable.compactMap { active[$0] }.sorted {
-            let (q0, q1) = (queues[$0.spec.queue]?.priority ?? 0, queues[$1.spec.queue]?.priority ?? 0)
-            if q0 != q1 { return q0 > q1 }
-            if $0.spec.priority != $1.spec.priority { return $0.spec.priority > $1.spec.priority }
-            return $0.seq < $1.seq
-        }
+        let order = SchedulingPass.ordered(runnableCandidates()).map(\.workload)
         for w in order { untrackPending(w) }
         await withTaskGroup(of: Void.self) { group in
             var next = order.makeIterator()
@@ -722,7 +701,8 @@ public actor WorkloadController {
 
     private func track(_ w: Workload) {
         active[w.id] = w
-        if w.phase == .pending {
+        // Pending and not yet handed to a backend that queues for itself: in Canopy's queue.
+        if w.phase == .pending && w.tasks.first?.backendID == nil {
             queueOrders[w.spec.queue, default: QueueOrder()].insert(key(w))
             if !w.spec.hold { runnable.insert(w.id) }
         }

@@ -111,7 +111,7 @@ public struct WorkloadService: Sendable {
             let most = nodes.map(\.memoryMiB).max() ?? 0
             throw CanopyError(.unschedulable, "no node has \(Quantity.formatMemory(r.memoryMiB)) of memory (the most on one node is \(Quantity.formatMemory(most)))", field: "resources.memory")
         }
-        // A node in several pools (Slurm partitions) is listed once per pool; its capacity counts once.
+        // A node in several pools is listed once per pool; its capacity counts once.
         let capacity = Dictionary(
             nodes.filter { $0.state == .ready }.map { ($0.name, SchedulingPass.Free(cpuMillis: $0.cpuMillis, memoryMiB: $0.memoryMiB, gpus: $0.gpus)) },
             uniquingKeysWith: { first, _ in first })

@@ -1,3 +1,4 @@
+import CanopyLocal
 import Foundation
 
 /// Runs a Slurm command to its end and captures what it printed.
@@ -27,7 +28,8 @@ struct Command: Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : Self.which(argv[0], path: environment["PATH"] ?? ""))
+                let program = argv[0].hasPrefix("/") ? argv[0] : TaskUser.findProgram(argv[0], path: environment["PATH"] ?? "") ?? argv[0]
+                p.executableURL = URL(fileURLWithPath: program)
                 p.arguments = Array(argv.dropFirst())
                 p.environment = environment
                 let out = Pipe()
@@ -60,13 +62,4 @@ struct Command: Sendable {
 
     /// Standard error's bytes, handed from the reading thread back after `group.wait()`.
     private final class ErrBox: @unchecked Sendable { var data = Data() }
-
-    /// The full path of a program on PATH, or the name itself.
-    static func which(_ name: String, path: String) -> String {
-        for dir in path.split(separator: ":") {
-            let candidate = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return name
-    }
 }

@@ -58,7 +58,7 @@ public actor SlurmExecutor: Executor {
     private let config: Configuration
     private let command: Command
     private let logger: Logger
-    private let runAs: (uid: uid_t, gid: gid_t, name: String)?
+    private let runAs: (uid: uid_t, gid: gid_t)?
     private let continuation: AsyncStream<BackendEvent>.Continuation
     public nonisolated let events: AsyncStream<BackendEvent>
     public nonisolated let limitations: [String] = []
@@ -66,7 +66,8 @@ public actor SlurmExecutor: Executor {
 
     private var tracks: [String: Track] = [:]
     private var byWorkload: [String: String] = [:]
-    /// Canopy's jobs in the last `squeue` answer, by workload: for idempotent submission and recovery.
+    /// Canopy's jobs in the first `squeue` answer, by workload: those a previous server submitted, for idempotent
+    /// submission and recovery. Jobs this server submits are in `byWorkload`.
     private var tagged: [String: SlurmText.Job] = [:]
     private var primed = false
     private var problem: String?
@@ -78,19 +79,12 @@ public actor SlurmExecutor: Executor {
         self.logger = logger
         command = Command(serverEnvironment: configuration.environment)
         let path = command.environment["PATH"] ?? ""
-        for tool in ["sbatch", "squeue", "sinfo", "scancel", "srun"] where !Command.which(tool, path: path).hasPrefix("/") {
+        for tool in ["sbatch", "squeue", "sinfo", "scancel", "srun"] where TaskUser.findProgram(tool, path: path) == nil {
             throw CanopyError.invalid("executor", "--executor slurm needs the Slurm commands; \(tool) is not on PATH (\(path))")
         }
         try FileManager.default.createDirectory(atPath: configuration.workloadsRoot, withIntermediateDirectories: true)
-        if geteuid() == 0 {
-            guard let pw = getpwnam(configuration.taskUser) else {
-                throw CanopyError.invalid("task-user", "the server runs as root and jobs never do, but user \"\(configuration.taskUser)\" does not exist")
-            }
-            guard pw.pointee.pw_uid != 0 else { throw CanopyError.invalid("task-user", "jobs never run as root; \"\(configuration.taskUser)\" has uid 0") }
-            runAs = (pw.pointee.pw_uid, pw.pointee.pw_gid, configuration.taskUser)
-        } else {
-            runAs = nil
-        }
+        // Jobs are submitted as the task user when the server is root, so they never run as root.
+        runAs = try TaskUser.resolve(configuration.taskUser)
         (events, continuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
@@ -157,11 +151,10 @@ public actor SlurmExecutor: Executor {
             relative = workdir.count > layout.work.count ? String(workdir.dropFirst(layout.work.count + 1)) : ""
             try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
             try? fm.removeItem(atPath: layout.exitFile)
-            let owner = runAs.map { (uid: $0.uid, gid: $0.gid) }
-            layout.give(workdir, to: owner)
+            layout.give(workdir, to: runAs)
             // Slurm opens the log files as the job's user, and the task's shell writes its exit file.
-            if let owner { chown(layout.directory, owner.uid, owner.gid) }
-            try layout.stage(s.inputs, workdir: s.spec.workdir, owner: owner)
+            if let runAs { chown(layout.directory, runAs.uid, runAs.gid) }
+            try layout.stage(s.inputs, workdir: s.spec.workdir, owner: runAs)
         }
         if let runAs { chown(directory, runAs.uid, runAs.gid) }
         return relative
@@ -185,17 +178,14 @@ public actor SlurmExecutor: Executor {
 
     public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
         guard let backendID else { return .vanished }
-        if !primed { await poll() }
-        let tasks = taskCount(workloadID)
         if tracks[backendID] != nil { return .running }
-        if !primed || tagged[workloadID]?.id == backendID {
-            // Slurm still knows it (or cannot be asked now): follow it; the polls report what becomes of it.
-            adopt(backendID, workloadID: workloadID, tasks: tasks, since: .distantPast)
-            return .running
-        }
-        let ended = exits(workloadID: workloadID, jobID: backendID, tasks: tasks, state: nil, nodes: "", at: nil)
-        guard let exit = ended.first(where: { $0.taskIndex == taskIndex }), ended.contains(where: { $0.exitCode != nil }) else { return .vanished }
-        return .exited(exit)
+        if !primed { await poll() }
+        let ranOnce = FileManager.default.fileExists(atPath: config.workloadsRoot + "/" + workloadID + "/job.id")
+        guard !primed || tagged[workloadID]?.id == backendID || ranOnce else { return .vanished }
+        // Slurm still knows it, cannot be asked now, or it ran and left its files: follow it. The next poll reports
+        // what became of it, every task at once (a job Slurm has forgotten ends from its exit files).
+        adopt(backendID, workloadID: workloadID, tasks: taskCount(workloadID), since: .distantPast)
+        return .running
     }
 
     public nonisolated func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
@@ -239,13 +229,12 @@ public actor SlurmExecutor: Executor {
     /// Applies one `squeue` answer; returns how many jobs run on each node. Internal for the benchmark.
     func refresh(_ jobs: [SlurmText.Job], began: Date) -> [String: Int] {
         var seen = Set<String>()
-        var newTagged: [String: SlurmText.Job] = [:]
         var perNode: [String: Int] = [:]
         for job in jobs {
             if SlurmText.hasStarted(job.state), !job.nodes.isEmpty {
                 for host in SlurmText.hostnames(job.nodes) { perNode[host, default: 0] += 1 }
             }
-            if let wid = job.workloadID { newTagged[wid] = job }
+            if !primed, let wid = job.workloadID { tagged[wid] = job }
             guard var t = tracks[job.id] else { continue }
             seen.insert(job.id)
             if job.state == "PENDING" || job.state == "CONFIGURING" || job.state == "REQUEUED" || job.state == "REQUEUE_HOLD" {
@@ -265,7 +254,6 @@ public actor SlurmExecutor: Executor {
                 finish(job.id, t, state: job.state, nodes: job.nodes, at: SlurmText.date(job.end))
             }
         }
-        tagged = newTagged
         for (id, t) in tracks where !seen.contains(id) && t.since < began {
             // Slurm no longer lists it: it ended more than MinJobAge ago, or was purged. Its files say how it ended.
             finish(id, t, state: nil, nodes: "", at: nil)
@@ -362,6 +350,7 @@ public actor SlurmExecutor: Executor {
     private func adopt(_ id: String, workloadID: String, tasks: Int, since: Date) {
         if tracks[id] == nil { tracks[id] = Track(workloadID: workloadID, tasks: tasks, since: since) }
         byWorkload[workloadID] = id
+        tagged.removeValue(forKey: workloadID)
     }
 
     private func setProblem(_ p: String?) {

@@ -7,27 +7,6 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 
-/// Builds a server on a fresh data dir and runs `test` against its router, with its services running.
-func withServer(_ config: ServerConfiguration? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void) async throws {
-    let server = try await buildApplication(try config ?? testConfiguration())
-    try await server.application.test(.router) { client in try await test(server, client) }
-}
-
-extension TestClientProtocol {
-    func json(_ uri: String, _ method: HTTPRequest.Method = .get, token: String, body: Any? = nil) async throws -> (HTTPResponse.Status, [String: Any]) {
-        try await execute(uri: uri, method: method, headers: authHeaders(token), body: body.map(TestJSON.body)) { r in (r.status, TestJSON.object(r.body)) }
-    }
-
-    func waitForPhase(_ id: String, token: String, _ phases: Set<String>) async throws -> [String: Any] {
-        var last: [String: Any] = [:]
-        _ = try await eventually {
-            last = try await json("/api/v1/workloads/\(id)", token: token).1
-            return phases.contains(last["phase"] as? String ?? "")
-        }
-        return last
-    }
-}
-
 @Suite("native API through the application")
 struct NativeAPITests {
     @Test("the smallest body runs a workload to Succeeded; healthz needs no token")

@@ -1,5 +1,6 @@
 import CanopyApp
 import CanopyCore
+import CanopyLocal
 import CanopyTesting
 import Foundation
 import Hummingbird
@@ -15,10 +16,12 @@ enum Cluster {
     static let dir = ProcessInfo.processInfo.environment["CANOPY_TEST_SLURM_DIR"]
     static var conf: String { (dir ?? "") + "/slurm.conf" }
     static var available: Bool { dir != nil }
+    /// How long the tests wait for a workload: Slurm starts and ends jobs within seconds, polled every 0.3 s.
+    static let timeout: Duration = .seconds(60)
 
     /// Runs a Slurm command against the test cluster.
     static func run(_ args: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        try await runProcess(Command.which(args[0], path: "/usr/bin:/bin:/usr/sbin"), Array(args.dropFirst()), env: ["SLURM_CONF": conf])
+        try await runProcess(TaskUser.findProgram(args[0], path: "/usr/bin:/bin:/usr/sbin") ?? args[0], Array(args.dropFirst()), env: ["SLURM_CONF": conf])
     }
 
     /// How many jobs carry a workload's tag, in any state.
@@ -37,35 +40,17 @@ enum Cluster {
 }
 
 extension TestClientProtocol {
-    func call(_ uri: String, _ method: HTTPRequest.Method = .get, token: String, body: Any? = nil) async throws -> (HTTPResponse.Status, [String: Any]) {
-        try await execute(uri: uri, method: method, headers: authHeaders(token), body: body.map(TestJSON.body)) { r in (r.status, TestJSON.object(r.body)) }
-    }
-
     func submit(_ body: [String: Any], token: String) async throws -> String {
-        let (status, w) = try await call("/api/v1/workloads", .post, token: token, body: body)
+        let (status, w) = try await json("/api/v1/workloads", .post, token: token, body: body)
         #expect(status == .created, "\(w)")
         return try #require(w["id"] as? String)
-    }
-
-    func waitFor(_ id: String, token: String, timeout: Duration = .seconds(60), _ until: @escaping ([String: Any]) -> Bool) async throws -> [String: Any] {
-        var last: [String: Any] = [:]
-        _ = try await eventually(timeout: timeout) {
-            last = try await call("/api/v1/workloads/\(id)", token: token).1
-            return until(last)
-        }
-        return last
-    }
-
-    func waitForPhase(_ id: String, token: String, _ phases: Set<String>, timeout: Duration = .seconds(60)) async throws -> [String: Any] {
-        try await waitFor(id, token: token, timeout: timeout) { phases.contains($0["phase"] as? String ?? "") }
     }
 }
 
 func reason(_ w: [String: Any]) -> String? { (w["reason"] as? [String: Any])?["code"] as? String }
 
 func withSlurmServer(dataDir: String? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void) async throws {
-    let server = try await buildApplication(try Cluster.configuration(dataDir: dataDir))
-    try await server.application.test(.router) { client in try await test(server, client) }
+    try await withServer(try Cluster.configuration(dataDir: dataDir), test)
 }
 
 // One cluster for all: the suite runs its tests one at a time (the fault test stops slurmctld).
@@ -74,7 +59,7 @@ struct SlurmClusterTests {
     @Test("inventory: partitions become pools, nodes carry CPUs, memory and GRES GPUs, and allocations show while a job runs")
     func inventory() async throws {
         try await withSlurmServer { server, client in
-            let (status, body) = try await client.call("/api/v1/nodes", token: server.adminToken)
+            let (status, body) = try await client.json("/api/v1/nodes", token: server.adminToken)
             #expect(status == .ok)
             let views = try #require(body["items"] as? [[String: Any]], "\(body)")
             let nodes = views.compactMap { $0["node"] as? [String: Any] }
@@ -87,22 +72,22 @@ struct SlurmClusterTests {
             #expect((n2["gpus"] as? [[String: Any]])?.count == 2)
             #expect((n2["gpus"] as? [[String: Any]])?.first?["model"] as? String == "fake")
 
-            let (bad, error) = try await client.call("/api/v1/queues", .post, token: server.adminToken, body: ["name": "nowhere", "pool": "nope"])
+            let (bad, error) = try await client.json("/api/v1/queues", .post, token: server.adminToken, body: ["name": "nowhere", "pool": "nope"])
             #expect(bad == .badRequest && (error["error"] as? [String: Any])?["field"] as? String == "pool", "\(error)")
             // A queue on the `one` partition runs only on n1; its GPUs show as allocated there while it runs.
-            let (qs, _) = try await client.call("/api/v1/queues", .post, token: server.adminToken, body: ["name": "onlyone", "pool": "one"])
+            let (qs, _) = try await client.json("/api/v1/queues", .post, token: server.adminToken, body: ["name": "onlyone", "pool": "one"])
             #expect(qs == .created || qs == .ok)
             let id = try await client.submit(
                 ["command": ["sleep", "30"], "queue": "onlyone", "resources": ["gpus": 2, "gpuModel": "fake"]], token: server.adminToken)
-            let running = try await client.waitForPhase(id, token: server.adminToken, ["Running"])
+            let running = try await client.waitForPhase(id, token: server.adminToken, ["Running"], timeout: Cluster.timeout)
             #expect((running["tasks"] as? [[String: Any]])?.first?["node"] as? String == "n1")
             let busy = await eventually(timeout: .seconds(15)) {
                 let views = await server.controller.nodeViews()
                 return views.contains { $0.node.name == "n1" && $0.allocatedGPUs == [0, 1] && $0.tasks == 1 }
             }
             #expect(busy)
-            _ = try await client.call("/api/v1/workloads/\(id)/stop", .post, token: server.adminToken)
-            let stopped = try await client.waitForPhase(id, token: server.adminToken, ["Cancelled"])
+            _ = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: server.adminToken)
+            let stopped = try await client.waitForPhase(id, token: server.adminToken, ["Cancelled"], timeout: Cluster.timeout)
             #expect(reason(stopped) == "StoppedByUser")
             #expect(try await Cluster.jobsTagged(id).count == 1)
         }
@@ -116,7 +101,7 @@ struct SlurmClusterTests {
                     "command": ["sh", "-c", "echo task $CANOPY_TASK_INDEX of $CANOPY_TASK_COUNT gpus=$CUDA_VISIBLE_DEVICES; echo err >&2"],
                     "tasks": 3, "resources": ["cpu": 2, "memory": "256Mi", "gpus": 1, "gpuModel": "fake"],
                 ], token: server.adminToken)
-            let done = try await client.waitForPhase(id, token: server.adminToken, ["Succeeded", "Failed"])
+            let done = try await client.waitForPhase(id, token: server.adminToken, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(done["phase"] as? String == "Succeeded", "\(done)")
             #expect(done["exitCode"] as? Int == 0)
             let tasks = try #require(done["tasks"] as? [[String: Any]])
@@ -144,17 +129,17 @@ struct SlurmClusterTests {
             let long = try await client.submit(["command": ["sleep", "60"], "maxDuration": "2s"], token: t)
             let victim = try await client.submit(["command": ["sleep", "60"]], token: t)
 
-            let e = try await client.waitForPhase(exit3, token: t, ["Failed", "Succeeded"])
+            let e = try await client.waitForPhase(exit3, token: t, ["Failed", "Succeeded"], timeout: Cluster.timeout)
             #expect(e["exitCode"] as? Int == 3 && reason(e) == "NonZeroExit", "\(e)")
-            let o = try await client.waitForPhase(oom, token: t, ["Failed", "Succeeded"])
+            let o = try await client.waitForPhase(oom, token: t, ["Failed", "Succeeded"], timeout: Cluster.timeout)
             #expect(reason(o) == "OutOfMemory", "\(o)")
-            let l = try await client.waitForPhase(long, token: t, ["Failed", "Succeeded", "Cancelled"])
+            let l = try await client.waitForPhase(long, token: t, ["Failed", "Succeeded", "Cancelled"], timeout: Cluster.timeout)
             #expect(l["phase"] as? String == "Failed" && reason(l) == "MaxDurationExceeded", "\(l)")
 
-            let running = try await client.waitForPhase(victim, token: t, ["Running"])
+            let running = try await client.waitForPhase(victim, token: t, ["Running"], timeout: Cluster.timeout)
             let job = try #require((running["tasks"] as? [[String: Any]])?.first?["backendID"] as? String, "\(running)")
             _ = try await Cluster.run(["scancel", job])
-            let v = try await client.waitForPhase(victim, token: t, ["Cancelled", "Failed"])
+            let v = try await client.waitForPhase(victim, token: t, ["Cancelled", "Failed"], timeout: Cluster.timeout)
             #expect(v["phase"] as? String == "Cancelled" && reason(v) == "CancelledInBackend", "\(v)")
         }
     }
@@ -164,20 +149,20 @@ struct SlurmClusterTests {
         try await withSlurmServer { server, client in
             let t = server.adminToken
             let hog = try await client.submit(["command": ["sleep", "60"], "tasks": 3, "resources": ["cpu": 1, "memory": "128Mi", "gpus": 2]], token: t)
-            _ = try await client.waitForPhase(hog, token: t, ["Running"])
+            _ = try await client.waitForPhase(hog, token: t, ["Running"], timeout: Cluster.timeout)
             let waiter = try await client.submit(["command": ["true"], "resources": ["cpu": 1, "memory": "128Mi", "gpus": 1]], token: t)
-            let waiting = try await client.waitFor(waiter, token: t) { reason($0) == "InsufficientResources" }
+            let waiting = try await client.waitFor(waiter, token: t, timeout: Cluster.timeout) { reason($0) == "InsufficientResources" }
             #expect(waiting["phase"] as? String == "Pending" && reason(waiting) == "InsufficientResources", "\(waiting)")
             #expect(((waiting["reason"] as? [String: Any])?["message"] as? String)?.contains("Resources") == true)
-            _ = try await client.call("/api/v1/workloads/\(hog)/stop", .post, token: t)
-            let done = try await client.waitForPhase(waiter, token: t, ["Succeeded", "Failed"])
+            _ = try await client.json("/api/v1/workloads/\(hog)/stop", .post, token: t)
+            let done = try await client.waitForPhase(waiter, token: t, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(done["phase"] as? String == "Succeeded", "\(done)")
             // Stopping a workload still pending in Slurm takes it out of Slurm's queue.
             let blocked = try await client.submit(["command": ["true"], "resources": ["gpus": 2], "tasks": 3, "maxDuration": "1h"], token: t)
-            _ = try await client.waitFor(blocked, token: t) {
+            _ = try await client.waitFor(blocked, token: t, timeout: Cluster.timeout) {
                 (($0["tasks"] as? [[String: Any]])?.first?["backendID"] as? String) != nil || $0["phase"] as? String != "Pending"
             }
-            _ = try await client.call("/api/v1/workloads/\(blocked)/stop", .post, token: t)
+            _ = try await client.json("/api/v1/workloads/\(blocked)/stop", .post, token: t)
             let gone = await eventually(timeout: .seconds(15)) {
                 let out = (try? await Cluster.run(["squeue", "-h", "-a", "-t", "all", "-o", "%T|%k"]).stdout) ?? ""
                 return out.split(separator: "\n").contains { $0 == "CANCELLED|canopy:\(blocked)" } || !out.contains("canopy:\(blocked)")
@@ -206,7 +191,7 @@ struct SlurmClusterTests {
         try await withSlurmServer { server, client in
             let t = server.adminToken
             let running = try await client.submit(["command": ["sleep", "8"]], token: t)
-            _ = try await client.waitForPhase(running, token: t, ["Running"])
+            _ = try await client.waitForPhase(running, token: t, ["Running"], timeout: Cluster.timeout)
             try await Task.sleep(for: .seconds(1))
             let pid = try String(contentsOfFile: dir + "/slurmctld.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             kill(pid_t(pid)!, SIGTERM)
@@ -215,7 +200,7 @@ struct SlurmClusterTests {
                     ((w["conditions"] as? [[String: Any]]) ?? []).contains { $0["code"] as? String == "BackendUnavailable" }
                 }
                 #expect(down["phase"] as? String == "Running", "\(down)")
-                let (status, queued) = try await client.call("/api/v1/workloads", .post, token: t, body: ["command": ["echo", "after"]])
+                let (status, queued) = try await client.json("/api/v1/workloads", .post, token: t, body: ["command": ["echo", "after"]])
                 #expect(status == .created, "\(queued)")
                 let late = try #require(queued["id"] as? String)
                 let waiting = try await client.waitFor(late, token: t, timeout: .seconds(40)) { reason($0) == "BackendUnavailable" }
@@ -241,10 +226,10 @@ struct SlurmClusterTests {
         nonisolated(unsafe) var id = ""
         try await withSlurmServer(dataDir: dataDir) { server, client in
             id = try await client.submit(["command": ["sh", "-c", "sleep 3; echo survived"]], token: server.adminToken)
-            _ = try await client.waitForPhase(id, token: server.adminToken, ["Running"])
+            _ = try await client.waitForPhase(id, token: server.adminToken, ["Running"], timeout: Cluster.timeout)
         }
         try await withSlurmServer(dataDir: dataDir) { server, client in
-            let done = try await client.waitForPhase(id, token: server.adminToken, ["Succeeded", "Failed"])
+            let done = try await client.waitForPhase(id, token: server.adminToken, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(done["phase"] as? String == "Succeeded", "\(done)")
             #expect(try await Cluster.jobsTagged(id).count == 1)
         }

@@ -26,7 +26,7 @@ public struct GPU: Sendable, Hashable, Codable {
 
 /// Whether a node takes new work.
 public enum NodeState: String, Sendable, Codable {
-    /// Takes work (a backend's idle, mixed and allocated nodes; how much is taken is in the allocation).
+    /// Takes work (however much of it is taken already: that is in the allocation).
     case ready = "Ready"
     /// Finishes what runs, takes nothing new.
     case draining = "Draining"
@@ -50,9 +50,9 @@ public struct Node: Sendable, Hashable, Codable {
     public var memoryMiB: Int
     /// Its GPUs.
     public var gpus: [GPU]
-    /// Where the GPU list came from: "nvidia-smi", "declared", "none", or the backend's inventory ("slurm").
+    /// Where the GPU list came from: "nvidia-smi", "declared", "none", or the backend's inventory (named after it).
     public var gpuSource: String
-    /// The state in the backend's own words (Slurm's `mixed+drain`), when there is a backend.
+    /// The state in the backend's own words, when a backend reports one.
     public var backendState: String?
 
     /// Creates a node.

@@ -162,7 +162,7 @@ public struct BackendUnavailable: Error, Sendable {
 /// Runs tasks: the seam between the services and a backend (local processes, Slurm, ...).
 ///
 /// Two kinds of backend sit behind it. One runs what it is told where it is told (`schedulesItself == false`):
-/// Canopy's scheduling pass places each task on a node and calls `launch`. The other has its own scheduler (Slurm):
+/// Canopy's scheduling pass places each task on a node and calls `launch`. The other has its own scheduler:
 /// Canopy hands it whole workloads in queue order with `submit`, and the backend reports through `events` why they
 /// wait, when they start and how they end.
 public protocol Executor: Sendable {

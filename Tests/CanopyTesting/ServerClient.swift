@@ -1,0 +1,35 @@
+import CanopyApp
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+
+/// Builds a server (by default on a fresh data dir) and runs `test` against its router, with its services running.
+public func withServer(
+    _ config: ServerConfiguration? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void
+) async throws {
+    let server = try await buildApplication(try config ?? testConfiguration())
+    try await server.application.test(.router) { client in try await test(server, client) }
+}
+
+extension TestClientProtocol {
+    /// A native API call with a bearer token and a JSON body; the answer's status and JSON object.
+    public func json(_ uri: String, _ method: HTTPRequest.Method = .get, token: String, body: Any? = nil) async throws -> (HTTPResponse.Status, [String: Any]) {
+        try await execute(uri: uri, method: method, headers: authHeaders(token), body: body.map(TestJSON.body)) { r in (r.status, TestJSON.object(r.body)) }
+    }
+
+    /// Reads a workload until `until` holds or `timeout` passes; returns the last answer.
+    public func waitFor(_ id: String, token: String, timeout: Duration = .seconds(10), _ until: @escaping ([String: Any]) -> Bool) async throws -> [String: Any]
+    {
+        var last: [String: Any] = [:]
+        _ = try await eventually(timeout: timeout) {
+            last = try await json("/api/v1/workloads/\(id)", token: token).1
+            return until(last)
+        }
+        return last
+    }
+
+    /// Reads a workload until it is in one of `phases` or `timeout` passes; returns the last answer.
+    public func waitForPhase(_ id: String, token: String, _ phases: Set<String>, timeout: Duration = .seconds(10)) async throws -> [String: Any] {
+        try await waitFor(id, token: token, timeout: timeout) { phases.contains($0["phase"] as? String ?? "") }
+    }
+}
