@@ -60,3 +60,56 @@ int canopy_epoll_wait(int epfd, int *fds, int max, int timeout_ms) {
     for (int i = 0; i < n; i++) fds[i] = events[i].data.fd;
     return n;
 }
+
+#include <linux/openat2.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+int canopy_spawn_closefrom(posix_spawn_file_actions_t *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowfd);
+}
+
+/* Walks `path` one component at a time from `dirfd`, never following a symbolic link and never leaving the
+   tree: the fallback for kernels without openat2. */
+static int open_beneath_walk(int dirfd, const char *path, int flags, mode_t mode) {
+    char *copy = strdup(path);
+    if (!copy) { errno = ENOMEM; return -1; }
+    int current = dup(dirfd);
+    if (current < 0) { free(copy); return -1; }
+    char *save = NULL;
+    char *part = strtok_r(copy, "/", &save);
+    int result = -1;
+    while (part) {
+        char *next = strtok_r(NULL, "/", &save);
+        if (strcmp(part, "..") == 0) { errno = EXDEV; break; }
+        if (strcmp(part, ".") == 0) { part = next; if (!part) { result = current; current = -1; } continue; }
+        if (next) {
+            int fd = openat(current, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0) break;
+            close(current);
+            current = fd;
+        } else {
+            result = openat(current, part, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+        }
+        part = next;
+    }
+    if (current >= 0) close(current);
+    free(copy);
+    return result;
+}
+
+int canopy_open_beneath(int dirfd, const char *path, int flags, mode_t mode) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC);
+    how.mode = (flags & O_CREAT) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd;
+    return open_beneath_walk(dirfd, path, flags, mode);
+}

@@ -37,13 +37,26 @@ public func buildApplication(
     let dataDir = config.absoluteDataDir
     let fm = FileManager.default
     try fm.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-    chmod(dataDir, 0o755)
+    // Private to the server: nothing in it can be listed by anyone else, and every file in it is 0600. It stays
+    // traversable (0711) because a task reaches its own working directory, workloads/ID/task-N/work (0700, the
+    // task's), by its full path. The data store (data/) is 0700: tasks get their tenant's data only by staging.
+    chmod(dataDir, 0o711)
     try DataDirLock.acquire(dataDir)
 
-    let store = try SQLiteStore(path: dataDir + "/canopy.sqlite")
+    let databasePath = dataDir + "/canopy.sqlite"
+    // SQLite creates the WAL and shared-memory files with the database's own mode.
+    for file in [databasePath, databasePath + "-wal", databasePath + "-shm"] {
+        let fd = open(file, file == databasePath ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDWR | O_CLOEXEC, 0o600)
+        if fd >= 0 {
+            fchmod(fd, 0o600)
+            close(fd)
+        }
+    }
+    let store = try SQLiteStore(path: databasePath)
     let executor = try config.makeExecutor(logger: logger)
     for note in executor.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
+    chmod(dataDir + "/data", 0o700)
     let controller = WorkloadController(store: store, executor: executor, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)
     try await controller.recover()
     let auth = AuthService(store: store)
@@ -95,7 +108,7 @@ enum AdminCredential {
     }
 
     static func write(_ token: String, to file: String) throws {
-        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CanopyError(.internal, "cannot write \(file)") }
         fchmod(fd, 0o600)
         _ = (token + "\n").withCString { Glibc.write(fd, $0, strlen($0)) }
@@ -110,7 +123,7 @@ enum DataDirLock {
     static func acquire(_ dataDir: String) throws {
         // A restart inside the same process (tests) keeps the lock it already holds.
         guard held.withLock({ $0.insert(dataDir).inserted }) else { return }
-        let fd = open(dataDir + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(dataDir + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CanopyError(.internal, "cannot open \(dataDir)/lock") }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             close(fd)

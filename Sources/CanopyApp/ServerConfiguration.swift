@@ -20,8 +20,11 @@ public struct ServerConfiguration: Sendable {
     public var cpus: String?
     /// `--memory`, `CANOPY_MEMORY`: allocatable memory of the local node (default: all of it).
     public var memory: String?
-    /// `--task-user`, `CANOPY_TASK_USER`: who tasks run as when the server is root. Default `nobody`.
+    /// `--task-user`, `CANOPY_TASK_USER`: with the Slurm executor, who jobs run as when the server is root. Default `nobody`.
     public var taskUser: String = "nobody"
+    /// `--task-uids LOW-HIGH`, `CANOPY_TASK_UIDS`: with the local executor and the server running as root, the uids
+    /// handed to running tasks, one each. Default 61184-65519 (systemd's dynamic-user range).
+    public var taskUIDs: String = "61184-65519"
     /// `--stop-grace`, `CANOPY_STOP_GRACE`: seconds between SIGTERM and SIGKILL. Default 10.
     public var stopGrace: Double = 10
     /// `CANOPY_ADMIN_TOKEN`: the admin credential to use instead of a generated one.
@@ -55,6 +58,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_CPUS"], !v.isEmpty { cpus = v }
         if let v = environment["CANOPY_MEMORY"], !v.isEmpty { memory = v }
         if let v = environment["CANOPY_TASK_USER"], !v.isEmpty { taskUser = v }
+        if let v = environment["CANOPY_TASK_UIDS"], !v.isEmpty { taskUIDs = v }
         if let v = environment["CANOPY_STOP_GRACE"], let g = Double(v) { stopGrace = g }
         if let v = environment["CANOPY_ADMIN_TOKEN"], !v.isEmpty { adminToken = v }
         if let v = environment["CANOPY_SHIM"], !v.isEmpty { shimPath = v }
@@ -108,7 +112,7 @@ public struct ServerConfiguration: Sendable {
         }
         return LocalExecutor.Configuration(
             workloadsRoot: absoluteDataDir + "/workloads", shimPath: shimPath ?? Self.defaultShimPath(), declaredGPUs: declared, cpuMillis: cpuMillis,
-            memoryMiB: memoryMiB, taskUser: taskUser, cgroupRoot: cgroupRoot)
+            memoryMiB: memoryMiB, taskUIDs: try TaskIdentities.parseRange(taskUIDs), cgroupRoot: cgroupRoot)
     }
 
     /// canopy-shim next to the running executable (SwiftPM builds both into the same folder).

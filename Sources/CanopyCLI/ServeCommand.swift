@@ -15,7 +15,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Declare GPUs on a machine without them, MODEL:COUNT[,MODEL:COUNT] (default: ask nvidia-smi).") var gpus: String?
     @Option(help: "Allocatable CPUs of this node (default: all online CPUs).") var cpus: String?
     @Option(help: "Allocatable memory of this node, e.g. 16Gi (default: all of it).") var memory: String?
-    @Option(help: "User tasks run as when the server runs as root (default nobody).") var taskUser: String?
+    @Option(help: "With --executor slurm and the server running as root: the user jobs run as (default nobody).") var taskUser: String?
+    @Option(help: "With the local executor and the server running as root: uids given to running tasks, one each, LOW-HIGH (default 61184-65519).")
+    var taskUids: String?
     @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default 10).") var stopGrace: Double?
     @Option(help: "Where workloads run: local (processes on this machine) or slurm (jobs of this machine's Slurm cluster).") var executor: String?
     @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default 2).") var slurmPollInterval: Double?
@@ -31,6 +33,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let cpus { config.cpus = cpus }
         if let memory { config.memory = memory }
         if let taskUser { config.taskUser = taskUser }
+        if let taskUids { config.taskUIDs = taskUids }
         if let stopGrace { config.stopGrace = stopGrace }
         if let executor { config.executor = executor }
         if let slurmPollInterval { config.slurmPollInterval = slurmPollInterval }
@@ -42,6 +45,9 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "canopy")
+        // Everything the server creates (database, logs, credentials) is private to it unless it says otherwise;
+        // tasks get the usual 022 back from the shim.
+        umask(0o077)
         let (host, dir) = (config.host, config.absoluteDataDir)
         let server: CanopyServer
         do {

@@ -1,10 +1,14 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Per-task resource limits through cgroups: v1 controllers (`/sys/fs/cgroup/{memory,cpu,pids}`) or the v2
 /// unified hierarchy, whichever this machine lets us write; none, with a notice, where neither works.
 struct Cgroups: Sendable {
     enum Mode: Sendable, Equatable {
-        case v1(memory: String?, cpu: String?)
+        case v1(memory: String?, cpu: String?, freezer: String? = nil, pids: String? = nil)
         case v2(root: String)
         case none(why: String)
     }
@@ -24,11 +28,16 @@ struct Cgroups: Sendable {
         }
         let memory = fm.fileExists(atPath: "\(root)/memory/memory.limit_in_bytes") ? writableParent("\(root)/memory") : nil
         let cpu = fm.fileExists(atPath: "\(root)/cpu/cpu.cfs_quota_us") ? writableParent("\(root)/cpu") : nil
-        if memory != nil || cpu != nil { return Cgroups(mode: .v1(memory: memory, cpu: cpu)) }
+        // The freezer stops every process of a task at once so none can fork away while the group is killed.
+        let freezer = fm.fileExists(atPath: "\(root)/freezer/freezer.state") || fm.fileExists(atPath: "\(root)/freezer/tasks") ? writableParent("\(root)/freezer") : nil
+        let pids = fm.fileExists(atPath: "\(root)/pids/tasks") ? writableParent("\(root)/pids") : nil
+        if memory != nil || cpu != nil { return Cgroups(mode: .v1(memory: memory, cpu: cpu, freezer: freezer, pids: pids)) }
         for unified in ["\(root)/unified", root] {
             let controllers = (try? String(contentsOfFile: "\(unified)/cgroup.controllers", encoding: .utf8)) ?? ""
             if controllers.contains("memory"), let parent = writableParent(unified) {
-                try? "+memory +cpu".write(toFile: "\(parent)/cgroup.subtree_control", atomically: false, encoding: .utf8)
+                for controller in ["+memory", "+cpu", "+pids"] {
+                    try? controller.write(toFile: "\(parent)/cgroup.subtree_control", atomically: false, encoding: .utf8)
+                }
                 return Cgroups(mode: .v2(root: parent))
             }
         }
@@ -39,7 +48,7 @@ struct Cgroups: Sendable {
     var limitation: String? {
         switch mode {
         case .none(let why): why
-        case .v1(let memory, let cpu) where memory == nil || cpu == nil:
+        case .v1(let memory, let cpu, _, _) where memory == nil || cpu == nil:
             memory == nil ? "cgroup v1 memory controller not writable: memory limits are not enforced" : "cgroup v1 cpu controller not writable: CPU limits are not enforced"
         default: nil
         }
@@ -48,32 +57,35 @@ struct Cgroups: Sendable {
     /// The directories a task's group lives in, one per controller.
     func directories(for key: String) -> [String] {
         switch mode {
-        case .v1(let memory, let cpu): [memory, cpu].compactMap { $0.map { "\($0)/\(key)" } }
+        case .v1(let memory, let cpu, let freezer, let pids): [memory, cpu, freezer, pids].compactMap { $0.map { "\($0)/\(key)" } }
         case .v2(let root): ["\(root)/\(key)"]
         case .none: []
         }
     }
 
     /// Creates the task's groups with its limits; returns the directories the shim must join.
-    func create(key: String, memoryMiB: Int, cpuMillis: Int) -> [String] {
+    func create(key: String, memoryMiB: Int, cpuMillis: Int, pidsMax: Int = Cgroups.defaultPidsMax) -> [String] {
         let dirs = directories(for: key)
         for dir in dirs { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        let bytes = memoryMiB * 1_048_576
+        let bytes = memoryMiB.multipliedReportingOverflow(by: 1_048_576)
+        let limit = bytes.overflow ? Int.max : bytes.partialValue
         let period = 100_000
-        let quota = max(1000, cpuMillis * period / 1000)
+        let quota = max(1000, min(cpuMillis, Int.max / period) * period / 1000)
         switch mode {
-        case .v1(let memory, let cpu):
+        case .v1(let memory, let cpu, _, let pids):
+            if let pids { write("\(pids)/\(key)/pids.max", "\(pidsMax)") }
             if let memory {
-                write("\(memory)/\(key)/memory.limit_in_bytes", "\(bytes)")
+                write("\(memory)/\(key)/memory.limit_in_bytes", "\(limit)")
                 // No swap beyond the limit, where the kernel offers the knob.
-                write("\(memory)/\(key)/memory.memsw.limit_in_bytes", "\(bytes)")
+                write("\(memory)/\(key)/memory.memsw.limit_in_bytes", "\(limit)")
             }
             if let cpu {
                 write("\(cpu)/\(key)/cpu.cfs_period_us", "\(period)")
                 write("\(cpu)/\(key)/cpu.cfs_quota_us", "\(quota)")
             }
         case .v2(let root):
-            write("\(root)/\(key)/memory.max", "\(bytes)")
+            write("\(root)/\(key)/memory.max", "\(limit)")
+            write("\(root)/\(key)/pids.max", "\(pidsMax)")
             write("\(root)/\(key)/memory.swap.max", "0")
             write("\(root)/\(key)/cpu.max", "\(quota) \(period)")
         case .none: break
@@ -85,7 +97,7 @@ struct Cgroups: Sendable {
     func wasOOMKilled(key: String) -> Bool {
         let file: String
         switch mode {
-        case .v1(let memory?, _): file = "\(memory)/\(key)/memory.oom_control"
+        case .v1(let memory?, _, _, _): file = "\(memory)/\(key)/memory.oom_control"
         case .v2(let root): file = "\(root)/\(key)/memory.events"
         default: return false
         }
@@ -95,6 +107,56 @@ struct Cgroups: Sendable {
             if f.count == 2, f[0] == "oom_kill", let n = Int(f[1]), n > 0 { return true }
         }
         return false
+    }
+
+    /// How many processes and threads one task may have at once: a fork bomb stops there.
+    static let defaultPidsMax = 4096
+
+    /// The processes in the task's group (its first directory: every directory holds the same processes).
+    func processes(key: String) -> [pid_t] {
+        guard let dir = directories(for: key).first,
+            let text = try? String(contentsOfFile: "\(dir)/cgroup.procs", encoding: .utf8)
+        else { return [] }
+        return text.split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    /// Kills every process in the task's group, including daemons it forked off into a session of their own, and
+    /// waits (up to about two seconds) until the group is empty. cgroup v2 has `cgroup.kill`; on v1 the freezer
+    /// stops the whole group first, so nothing forks while it is being killed.
+    func killAll(key: String) {
+        // The common case: the task's processes all ended with it.
+        if processes(key: key).isEmpty { return }
+        switch mode {
+        case .none: return
+        case .v2(let root):
+            let group = "\(root)/\(key)"
+            if FileManager.default.fileExists(atPath: "\(group)/cgroup.kill") { write("\(group)/cgroup.kill", "1") }
+        case .v1(_, _, let freezer, _):
+            if let freezer {
+                let group = "\(freezer)/\(key)"
+                write("\(group)/freezer.state", "FROZEN")
+                for _ in 0..<100 {
+                    let state = (try? String(contentsOfFile: "\(group)/freezer.state", encoding: .utf8)) ?? ""
+                    if !state.hasPrefix("FREEZING") { break }
+                    usleep(2000)
+                }
+                for pid in processes(key: key) { kill(pid, SIGKILL) }
+                write("\(group)/freezer.state", "THAWED")
+            }
+        }
+        // Whatever is left (no freezer, no cgroup.kill, or a process that raced in): kill until empty.
+        for _ in 0..<200 {
+            let left = processes(key: key)
+            if left.isEmpty { return }
+            for pid in left { kill(pid, SIGKILL) }
+            usleep(10_000)
+        }
+    }
+
+    /// Whether a task's processes can all be found (and killed) through its groups.
+    var tracksProcesses: Bool {
+        if case .none = mode { return false }
+        return true
     }
 
     /// Removes the task's groups (they must be empty: every process in them has exited).

@@ -1,3 +1,4 @@
+import CCanopySys
 import CanopyCore
 import Foundation
 
@@ -5,55 +6,160 @@ import Foundation
 import Glibc
 #endif
 
-/// Copies file trees between the data store and tasks' directories without following symbolic links: a task
-/// (an unprivileged user) controls its own directory, and the server must never copy what a link points to.
+/// Copies file trees between the data store and tasks' directories without ever following a symbolic link.
+///
+/// A task's directory is written by a stranger: any component of a path in it may be a link (to the data
+/// directory, to `/etc`), a FIFO that would block a reader forever, or a hard link to a file the task could not
+/// read itself. So every path below a task's `work` is opened relative to a descriptor of `work`, one component at
+/// a time without following links (`canopy_open_beneath`: openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), and
+/// each entry is checked with `fstatat(AT_SYMLINK_NOFOLLOW)` before it is opened. Only directories and regular
+/// files are copied; with `readableBy`, a regular file must belong to that user (the task), so a hard link to
+/// someone else's file is refused. Paths on the server's side (the data store) are the server's own.
 enum FileTree {
-    /// Copies `source` (a regular file or a directory) to `destination`, which must not exist. Symbolic links,
-    /// devices and sockets are skipped. Returns the number of files copied.
-    @discardableResult
-    static func copy(from source: String, to destination: String, owner: (uid: uid_t, gid: gid_t)? = nil) throws -> Int {
-        var st = stat()
-        guard lstat(source, &st) == 0 else { throw StagingError("\(source) does not exist") }
-        switch st.st_mode & S_IFMT {
-        case S_IFDIR:
-            guard mkdir(destination, 0o755) == 0 else { throw StagingError("cannot create \(destination): \(String(cString: strerror(errno)))") }
-            if let owner { chown(destination, owner.uid, owner.gid) }
-            var count = 0
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: source)) ?? []
-            for name in names.sorted() {
-                count += try copy(from: source + "/" + name, to: destination + "/" + name, owner: owner)
+    /// Who new files and directories belong to.
+    typealias Owner = (uid: uid_t, gid: gid_t)
+
+    /// An open descriptor, closed when the value goes away.
+    final class Descriptor {
+        let fd: Int32
+        init(_ fd: Int32) { self.fd = fd }
+        deinit { close(fd) }
+    }
+
+    static func error(_ what: String) -> StagingError { StagingError("\(what): \(String(cString: strerror(errno)))") }
+
+    /// Opens a directory the server owns, by its absolute path.
+    static func openDirectory(_ path: String) throws -> Descriptor {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw error("cannot open \(path)") }
+        return Descriptor(fd)
+    }
+
+    /// Opens `components` below `base` as a directory, refusing links and escapes.
+    static func openDirectory(beneath base: Descriptor, _ components: [String], display: String) throws -> Descriptor {
+        guard let dir = try openDirectoryIfPresent(beneath: base, components, display: display) else {
+            throw StagingError("\(display): no such directory")
+        }
+        return dir
+    }
+
+    /// As `openDirectory(beneath:)`, but nil when a component does not exist.
+    static func openDirectoryIfPresent(beneath base: Descriptor, _ components: [String], display: String) throws -> Descriptor? {
+        if components.isEmpty { return Descriptor(dup(base.fd)) }
+        let fd = canopy_open_beneath(base.fd, components.joined(separator: "/"), O_RDONLY | O_DIRECTORY, 0)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            if errno == ELOOP || errno == EXDEV || errno == ENOTDIR { throw StagingError("\(display) goes through a symbolic link or a file; refusing it") }
+            throw error("cannot open \(display)")
+        }
+        return Descriptor(fd)
+    }
+
+    /// Creates (where missing) and opens the directories `components` below `base`; new ones get `owner`.
+    static func makeDirectories(beneath base: Descriptor, _ components: [String], owner: Owner?, display: String) throws -> Descriptor {
+        var current = Descriptor(dup(base.fd))
+        for name in components {
+            if mkdirat(current.fd, name, 0o755) == 0 {
+                if let owner { fchownat(current.fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
+            } else if errno != EEXIST {
+                throw error("cannot create \(display)")
             }
-            return count
-        case S_IFREG:
-            try copyFile(from: source, to: destination, owner: owner)
-            return 1
-        default:
-            return 0
+            let fd = canopy_open_beneath(current.fd, name, O_RDONLY | O_DIRECTORY, 0)
+            guard fd >= 0 else { throw StagingError("\(display): \(name) is a symbolic link or a file; refusing it") }
+            current = Descriptor(fd)
+        }
+        return current
+    }
+
+    /// The entry `name` in `dir`, not following a link: its stat, or nil if there is none.
+    static func lstatAt(_ dir: Descriptor, _ name: String) -> stat? {
+        var st = stat()
+        return fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil
+    }
+
+    static func isDirectory(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFDIR }
+    static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
+
+    /// The names in a directory, sorted, without `.` and `..`.
+    static func names(in dir: Descriptor) -> [String] {
+        let copy = dup(dir.fd)
+        guard copy >= 0, let stream = fdopendir(copy) else { return [] }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Removes `name` from `dir`, a whole tree if it is a directory, without following links.
+    static func remove(_ name: String, in dir: Descriptor) {
+        guard let st = lstatAt(dir, name) else { return }
+        if isDirectory(st) {
+            let fd = canopy_open_beneath(dir.fd, name, O_RDONLY | O_DIRECTORY, 0)
+            if fd >= 0 {
+                let sub = Descriptor(fd)
+                for child in names(in: sub) { remove(child, in: sub) }
+            }
+            unlinkat(dir.fd, name, AT_REMOVEDIR)
+        } else {
+            unlinkat(dir.fd, name, 0)
         }
     }
 
-    private static func copyFile(from source: String, to destination: String, owner: (uid: uid_t, gid: gid_t)?) throws {
-        let input = open(source, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard input >= 0 else { throw StagingError("cannot read \(source): \(String(cString: strerror(errno)))") }
+    /// Copies the entry `name` of `source` (a directory or a regular file) to `target` in `destination`, which must
+    /// not exist. Links, devices, FIFOs and sockets are skipped. With `readableBy`, every regular file must belong
+    /// to that user. Returns the number of files copied.
+    @discardableResult
+    static func copy(
+        _ name: String, in source: Descriptor, to target: String, in destination: Descriptor, owner: Owner? = nil, readableBy: uid_t? = nil,
+        display: String
+    ) throws -> Int {
+        guard let st = lstatAt(source, name) else { throw error("cannot read \(display)") }
+        if isDirectory(st) {
+            let from = try openDirectory(beneath: source, [name], display: display)
+            guard mkdirat(destination.fd, target, 0o755) == 0 else { throw error("cannot create \(display)") }
+            let to = try openDirectory(beneath: destination, [target], display: display)
+            if let owner { fchown(to.fd, owner.uid, owner.gid) }
+            fchmod(to.fd, 0o755)
+            var count = 0
+            for child in names(in: from) {
+                count += try copy(child, in: from, to: child, in: to, owner: owner, readableBy: readableBy, display: display + "/" + child)
+            }
+            return count
+        }
+        guard isRegular(st) else { return 0 }
+        // O_NONBLOCK: should the entry be swapped for a FIFO after the check, the open does not hang.
+        let input = canopy_open_beneath(source.fd, name, O_RDONLY | O_NONBLOCK, 0)
+        guard input >= 0 else { throw error("cannot read \(display)") }
         defer { close(input) }
-        var st = stat()
-        guard fstat(input, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard output >= 0 else { throw StagingError("cannot create \(destination): \(String(cString: strerror(errno)))") }
+        var opened = stat()
+        guard fstat(input, &opened) == 0, isRegular(opened), opened.st_ino == st.st_ino, opened.st_dev == st.st_dev else {
+            throw StagingError("\(display) changed while it was being copied")
+        }
+        if let readableBy, opened.st_uid != readableBy {
+            throw StagingError("\(display) does not belong to the task (a hard link to another user's file?); refusing it")
+        }
+        let output = canopy_open_beneath(destination.fd, target, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard output >= 0 else { throw error("cannot create \(display)") }
         defer { close(output) }
+        fchmod(output, 0o644)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw StagingError("cannot read \(source): \(String(cString: strerror(errno)))")
+                throw error("cannot read \(display)")
             }
             if n == 0 { break }
             guard buffer.withUnsafeBytes({ writeAll(output, UnsafeRawBufferPointer(rebasing: $0[..<n])) }) else {
-                throw StagingError("cannot write \(destination): \(String(cString: strerror(errno)))")
+                throw error("cannot write \(display)")
             }
         }
         if let owner { fchown(output, owner.uid, owner.gid) }
+        return 1
     }
 
     /// Writes all of `bytes` to `fd`, retrying short writes and interruptions; false on an error (see errno).
@@ -70,27 +176,30 @@ enum FileTree {
         return true
     }
 
-    /// Copies `source` to `destination` atomically: into a sibling scratch path, then renamed over it. An existing
-    /// destination is replaced only when `overwrite` is true.
-    static func replace(_ destination: String, with source: String, overwrite: Bool, display: String) throws {
+    /// Copies the entry `name` of `source` to the server-side path `destination` atomically: into a sibling scratch
+    /// path, then renamed over it. An existing destination is replaced only when `overwrite` is true.
+    static func replace(
+        _ destination: String, with name: String, in source: Descriptor, readableBy: uid_t?, overwrite: Bool, display: String
+    ) throws {
         let fm = FileManager.default
         let parent = (destination as NSString).deletingLastPathComponent
         try? fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        let scratch = "\(parent)/.canopy-staging-\(UUID().uuidString)"
-        defer { try? fm.removeItem(atPath: scratch) }
-        try copy(from: source, to: scratch)
-        var st = stat()
-        if lstat(destination, &st) == 0 {
+        let parentDir = try openDirectory(parent)
+        let scratch = ".canopy-staging-\(UUID().uuidString)"
+        defer { remove(scratch, in: parentDir) }
+        try copy(name, in: source, to: scratch, in: parentDir, readableBy: readableBy, display: display)
+        let last = (destination as NSString).lastPathComponent
+        if let st = lstatAt(parentDir, last) {
             guard overwrite else { throw StagingError("\(display) already exists and overwrite is false") }
             // rename(2) replaces a file or an empty directory in one step; a non-empty directory goes first.
-            if st.st_mode & S_IFMT == S_IFDIR {
-                let old = "\(parent)/.canopy-old-\(UUID().uuidString)"
-                guard rename(destination, old) == 0 else { throw StagingError("cannot replace \(display): \(String(cString: strerror(errno)))") }
-                defer { try? fm.removeItem(atPath: old) }
-                guard rename(scratch, destination) == 0 else { throw StagingError("cannot replace \(display): \(String(cString: strerror(errno)))") }
+            if isDirectory(st) {
+                let old = ".canopy-old-\(UUID().uuidString)"
+                guard renameat(parentDir.fd, last, parentDir.fd, old) == 0 else { throw error("cannot replace \(display)") }
+                defer { remove(old, in: parentDir) }
+                guard renameat(parentDir.fd, scratch, parentDir.fd, last) == 0 else { throw error("cannot replace \(display)") }
                 return
             }
         }
-        guard rename(scratch, destination) == 0 else { throw StagingError("cannot write \(display): \(String(cString: strerror(errno)))") }
+        guard renameat(parentDir.fd, scratch, parentDir.fd, last) == 0 else { throw error("cannot write \(display)") }
     }
 }

@@ -9,9 +9,10 @@ import Synchronization
 
 /// Runs tasks as plain processes on this machine: one node, `local`.
 ///
-/// Each task runs under `canopy-shim` (see its source), which joins the task's cgroups, drops to the
-/// unprivileged user when the server runs as root, and records the exit status in the task's directory so a
-/// restarted server can still learn how a task ended.
+/// Each task runs under `canopy-shim` (see its source), which joins the task's cgroups, drops to the task's own
+/// identity when the server runs as root (`TaskIdentities`), and records the exit status in the task's directory so
+/// a restarted server can still learn how a task ended. When a task ends, everything it started dies with it:
+/// every process in its cgroups and every process of its uid.
 public final class LocalExecutor: Executor {
     /// How the executor is set up.
     public struct Configuration: Sendable {
@@ -25,8 +26,8 @@ public final class LocalExecutor: Executor {
         public var cpuMillis: Int?
         /// Override the allocatable memory (MiB); nil: all of it.
         public var memoryMiB: Int?
-        /// The user tasks run as when the server is root.
-        public var taskUser: String
+        /// The uids tasks run as when the server is root, one per running task.
+        public var taskUIDs: ClosedRange<UInt32>
         /// The cgroup root to probe.
         public var cgroupRoot: String
         /// The node's name.
@@ -35,14 +36,14 @@ public final class LocalExecutor: Executor {
         /// Creates a configuration.
         public init(
             workloadsRoot: String, shimPath: String, declaredGPUs: [GPU]? = nil, cpuMillis: Int? = nil, memoryMiB: Int? = nil,
-            taskUser: String = "nobody", cgroupRoot: String = "/sys/fs/cgroup", nodeName: String = "local"
+            taskUIDs: ClosedRange<UInt32> = TaskIdentities.defaultRange, cgroupRoot: String = "/sys/fs/cgroup", nodeName: String = "local"
         ) {
             self.workloadsRoot = workloadsRoot
             self.shimPath = shimPath
             self.declaredGPUs = declaredGPUs
             self.cpuMillis = cpuMillis
             self.memoryMiB = memoryMiB
-            self.taskUser = taskUser
+            self.taskUIDs = taskUIDs
             self.cgroupRoot = cgroupRoot
             self.nodeName = nodeName
         }
@@ -52,6 +53,8 @@ public final class LocalExecutor: Executor {
         var pid: pid_t
         var layout: TaskLayout
         var cgroupKey: String
+        /// The task's own uid, when it has one.
+        var uid: uid_t?
     }
 
     private let config: Configuration
@@ -59,7 +62,8 @@ public final class LocalExecutor: Executor {
     private let cgroups: Cgroups
     private let reaper = Reaper()
     private let running = Mutex<[String: Running]>([:])
-    private let runAs: (uid: uid_t, gid: gid_t)?
+    /// Per-task uids; nil when the server is not root (tasks then run as the server's user).
+    private let identities: TaskIdentities?
     private let exitContinuation: AsyncStream<BackendEvent>.Continuation
     private let logger: Logger
     public let events: AsyncStream<BackendEvent>
@@ -91,8 +95,17 @@ public final class LocalExecutor: Executor {
             memoryMiB: configuration.memoryMiB ?? Self.totalMemoryMiB(), gpus: gpus, gpuSource: gpuSource)
         cgroups = Cgroups.detect(root: configuration.cgroupRoot)
         if let note = cgroups.limitation { notes.append(note) }
-        runAs = try TaskUser.resolve(configuration.taskUser)
+        if geteuid() == 0 {
+            identities = try TaskIdentities(range: configuration.taskUIDs)
+        } else {
+            identities = nil
+            notes.append(
+                "not running as root: tasks run as the server's own user, so they can read the server's files and signal each other; run as root for per-task identities")
+        }
         limitations = notes
+        // Task directories are reached by their full path (HOME, the working directory) by the task's own user:
+        // the root is traversable, not listable; each task's `work` is private to its task.
+        chmod(configuration.workloadsRoot, 0o711)
         (events, exitContinuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
@@ -109,24 +122,33 @@ public final class LocalExecutor: Executor {
         guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
             throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
         }
-        try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: layout.exitFile)
-        // The task's own directory tree belongs to the task user; logs and the exit file stay the server's.
-        layout.give(workdir, to: runAs)
-        try layout.stage(task.inputs, workdir: task.spec.workdir, owner: runAs)
+        let uid = try identities?.allocate()
+        let owner = uid.map { (uid: $0, gid: gid_t($0)) }
         let key = Self.key(task.workloadID, task.taskIndex)
-        let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
+        let pid: pid_t
+        do {
+            // The task's directory (logs, exit file) stays the server's; `work` and below belong to the task alone.
+            try layout.prepare(owner: owner)
+            try layout.makeDirectories(workdir, owner: owner)
+            try? FileManager.default.removeItem(atPath: layout.exitFile)
+            try layout.stage(task.inputs, workdir: task.spec.workdir, owner: owner)
+            let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
 
-        var argv = [config.shimPath, "--exit-file", layout.exitFile, "--chdir", workdir]
-        for g in groups { argv += ["--cgroup", g] }
-        if let runAs { argv += ["--uid", String(runAs.uid), "--gid", String(runAs.gid)] }
-        argv.append("--")
-        argv += task.spec.command
-
-        let pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir), stdout: layout.stdout, stderr: layout.stderr)
+            var argv = [config.shimPath, "--exit-file", layout.exitFile, "--chdir", workdir]
+            for g in groups { argv += ["--cgroup", g] }
+            if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
+            argv.append("--")
+            argv += task.spec.command
+            pid = try Spawner.spawn(
+                path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir, uid: uid), stdout: layout.stdout, stderr: layout.stderr)
+        } catch {
+            if let uid { identities?.release(uid) }
+            cgroups.remove(key: key)
+            throw error
+        }
         let start = canopy_process_start_time(pid)
-        try? "\(pid) \(start)\n".write(toFile: layout.pidFile, atomically: true, encoding: .utf8)
-        running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key) }
+        try? "\(pid) \(start) \(uid.map(String.init) ?? "-")\n".write(toFile: layout.pidFile, atomically: true, encoding: .utf8)
+        running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key, uid: uid) }
         reaper.watch(pid: pid, isChild: true) { [self] exit in
             finished(workloadID: task.workloadID, index: task.taskIndex, status: exit.status)
         }
@@ -134,15 +156,22 @@ public final class LocalExecutor: Executor {
     }
 
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
-        try layout(workloadID, taskIndex).collect(outputs, workdir: spec.workdir)
+        let layout = layout(workloadID, taskIndex)
+        try layout.collect(outputs, workdir: spec.workdir, readableBy: layout.workOwner())
     }
 
-    private func environment(for task: TaskLaunch, workdir: String) -> [String] {
+    /// The PATH a task gets unless it sets its own: the standard one, never the server's (root's PATH may name
+    /// directories the task cannot read, which turns "not found" into "Permission denied").
+    public static let standardPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    private func environment(for task: TaskLaunch, workdir: String, uid: uid_t?) -> [String] {
+        let user = uid.map { "task-\($0)" } ?? (ProcessInfo.processInfo.environment["USER"] ?? "canopy")
         var env: [String: String] = [
-            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
+            "PATH": Self.standardPath,
             "HOME": workdir,
             "LANG": "C.UTF-8",
-            "USER": runAs == nil ? (ProcessInfo.processInfo.environment["USER"] ?? "canopy") : config.taskUser,
+            "USER": user,
+            "LOGNAME": user,
         ]
         for (k, v) in task.spec.env { env[k] = v }
         env["CANOPY_WORKLOAD_ID"] = task.workloadID
@@ -162,6 +191,14 @@ public final class LocalExecutor: Executor {
         let key = Self.key(workloadID, index)
         let entry = running.withLock { $0.removeValue(forKey: key) }
         let layout = entry?.layout ?? layout(workloadID, index)
+        // Nothing the task started outlives it: its cgroups, then its uid, are emptied before the uid is reused.
+        cgroups.killAll(key: key)
+        if let uid = entry?.uid {
+            // Without cgroups, the uid is the only handle on what the task left behind.
+            if !cgroups.tracksProcesses { killUser(uid) }
+            identities?.release(uid)
+        }
+        layout.seal()
         var code = layout.readExit()
         if code == nil, let status {
             // The shim itself was killed (SIGKILL after the grace period): take its wait status.
@@ -188,23 +225,40 @@ public final class LocalExecutor: Executor {
         if running.withLock({ $0[Self.key(workloadID, taskIndex)] != nil }) {
             logger.info("task did not stop in time; killing", metadata: ["workload.id": "\(workloadID)", "task": "\(taskIndex)"])
             kill(-pid, SIGKILL)
+            cgroups.killAll(key: Self.key(workloadID, taskIndex))
         }
+    }
+
+    /// Kills every process of a task's uid (see `canopy-shim --kill-uid`), waiting for the helper to finish.
+    private func killUser(_ uid: uid_t) {
+        guard uid != 0, let pid = try? Spawner.spawn(path: config.shimPath, argv: [config.shimPath, "--kill-uid", String(uid)], env: [], stdout: "/dev/null", stderr: "/dev/null")
+        else { return }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     }
 
     public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
         let layout = layout(workloadID, taskIndex)
         let key = Self.key(workloadID, taskIndex)
+        var uid: uid_t?
         if let text = try? String(contentsOfFile: layout.pidFile, encoding: .utf8) {
             let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if f.count >= 3, let n = uid_t(f[2]), n != 0 { uid = n }
             if f.count >= 2, let pid = pid_t(f[0]), let start = UInt64(f[1]), start != 0, canopy_process_start_time(pid) == start {
-                running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key) }
+                if let uid { identities?.adopt(uid) }
+                running.withLock { $0[key] = Running(pid: pid, layout: layout, cgroupKey: key, uid: uid) }
                 let adopted = reaper.watch(pid: pid, isChild: false) { [self] _ in
                     finished(workloadID: workloadID, index: taskIndex, status: nil)
                 }
                 if adopted { return .running }
                 running.withLock { _ = $0.removeValue(forKey: key) }
+                if let uid { identities?.release(uid) }
             }
         }
+        // The task ended while the server was away: whatever it left running goes now.
+        cgroups.killAll(key: key)
+        if let uid { killUser(uid) }
+        layout.seal()
         if let code = layout.readExit() {
             cgroups.remove(key: key)
             let when = (try? FileManager.default.attributesOfItem(atPath: layout.exitFile)[.modificationDate] as? Date) ?? Date()

@@ -1,19 +1,23 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CCanopySys
 import CanopyCore
 
 /// Starts processes with posix_spawn: no copy of the server's address space and no polling wait.
 enum Spawner {
-    /// Spawns `argv` in a new session with stdin from /dev/null and stdout/stderr appended to the given files,
+    /// Spawns `argv` in a new session with stdin from /dev/null, stdout/stderr appended to the given files, no other descriptor,
     /// signal dispositions reset (the server ignores SIGPIPE; its tasks must not inherit that) and the stop signals blocked.
     static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o640)
-        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        // Nothing the server has open (its listening socket, clients' connections, the database) reaches the child;
+        // the shim closes everything above 2 again itself, for spawners that cannot do this.
+        canopy_spawn_closefrom(&actions, 3)
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)

@@ -43,40 +43,97 @@ public struct TaskLayout: Sendable {
         return resolved
     }
 
-    /// Copies inputs into the task's directory, replacing what is there; with `owner`, they and the directories
-    /// above them up to `work` become that user's.
-    public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
+    /// The path of `absolute` (a result of `resolve`) below `work`, as components.
+    func components(below absolute: String) -> [String] {
+        guard absolute.count > work.count else { return [] }
+        return absolute.dropFirst(work.count + 1).split(separator: "/").map(String.init)
+    }
+
+    /// Creates the task's directories for a launch: the workload's and the task's own directory (the server's,
+    /// traversable so the task can reach `work` by its full path, not listable), and `work`, private to `owner`.
+    public func prepare(owner: (uid: uid_t, gid: gid_t)?) throws {
         let fm = FileManager.default
+        let workload = (directory as NSString).deletingLastPathComponent
+        for dir in [workload, directory] {
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            chmod(dir, 0o711)
+        }
+        if mkdir(work, 0o700) != 0 && errno != EEXIST { throw FileTree.error("cannot create \(work)") }
+        var st = stat()
+        guard lstat(work, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw StagingError("\(work) is not a directory") }
+        if let owner { lchown(work, owner.uid, owner.gid) }
+        chmod(work, 0o700)
+    }
+
+    /// Creates the directories from `work` down to `path` (a result of `resolve`), owned by `owner`, without
+    /// following links.
+    public func makeDirectories(_ path: String, owner: (uid: uid_t, gid: gid_t)?) throws {
+        let base = try FileTree.openDirectory(work)
+        _ = try FileTree.makeDirectories(beneath: base, components(below: path), owner: owner, display: path)
+    }
+
+    /// Closes the task's directory to everyone but the server once the task has ended, so that a later task
+    /// given the same uid cannot open what this one left in `work`.
+    public func seal() {
+        chmod(directory, 0o700)
+    }
+
+    /// The uid that owns `work` (the task's), when it is not the server's own.
+    public func workOwner() -> uid_t? {
+        var st = stat()
+        guard lstat(work, &st) == 0, st.st_uid != geteuid() else { return nil }
+        return st.st_uid
+    }
+
+    /// Copies inputs into the task's directory, replacing what is there; with `owner`, they and the directories
+    /// above them up to `work` become that user's. Nothing in `work` is followed if it is a link.
+    public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
+        guard !inputs.isEmpty else { return }
+        let base = try FileTree.openDirectory(work)
         for input in inputs {
             guard let target = resolve(path: input.path, workdir: workdir) else {
                 throw StagingError("input path \"\(input.path)\" leaves the task's directory")
             }
-            try? fm.removeItem(atPath: target)
-            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try FileTree.copy(from: input.localSource, to: target, owner: owner)
-            give((target as NSString).deletingLastPathComponent, to: owner)
+            var parts = components(below: target)
+            guard let name = parts.popLast() else { throw StagingError("input path \"\(input.path)\" names the working directory itself") }
+            let parent = try FileTree.makeDirectories(beneath: base, parts, owner: owner, display: input.path)
+            FileTree.remove(name, in: parent)
+            let source = try FileTree.openDirectory((input.localSource as NSString).deletingLastPathComponent)
+            try FileTree.copy(
+                (input.localSource as NSString).lastPathComponent, in: source, to: name, in: parent, owner: owner, display: input.path)
         }
     }
 
     /// Copies a finished task's outputs out of its directory; throws naming the output that could not be copied.
-    public func collect(_ outputs: [StagedOutput], workdir: String?) throws {
+    /// Every component of an output's path is opened without following links, and with `readableBy` (the task's
+    /// uid) only files that user owns are taken.
+    public func collect(_ outputs: [StagedOutput], workdir: String?, readableBy: uid_t? = nil) throws {
+        guard !outputs.isEmpty else { return }
+        let base = try FileTree.openDirectory(work)
         for output in outputs {
             guard let source = resolve(path: output.path, workdir: workdir) else {
                 throw StagingError("output \"\(output.path)\" leaves the task's directory")
             }
-            guard LocalDataStore.entry(at: source, path: output.path) != nil else {
-                throw StagingError("output \"\(output.path)\" was not written by the task (nothing at that path in its working directory)")
+            var parts = components(below: source)
+            guard let name = parts.popLast() else { throw StagingError("output \"\(output.path)\" names the working directory itself") }
+            let missing = StagingError("output \"\(output.path)\" was not written by the task (nothing at that path in its working directory)")
+            guard let parent = try FileTree.openDirectoryIfPresent(beneath: base, parts, display: "output \"\(output.path)\"") else { throw missing }
+            guard let st = FileTree.lstatAt(parent, name) else { throw missing }
+            guard FileTree.isDirectory(st) || FileTree.isRegular(st) else {
+                throw StagingError("output \"\(output.path)\" is not a regular file or a directory (a symbolic link, FIFO or device); refusing it")
             }
-            try FileTree.replace(output.localDestination, with: source, overwrite: output.overwrite, display: output.destination)
+            try FileTree.replace(
+                output.localDestination, with: name, in: parent, readableBy: readableBy, overwrite: output.overwrite, display: output.destination)
         }
     }
 
     /// When tasks run as another user: `path` and each directory above it, up to the task's `work`, become theirs.
+    /// Used only on directories the server has just created.
     public func give(_ path: String, to owner: (uid: uid_t, gid: gid_t)?) {
         guard let owner else { return }
         var path = path
         while path.count >= work.count {
-            chown(path, owner.uid, owner.gid)
+            lchown(path, owner.uid, owner.gid)
             path = (path as NSString).deletingLastPathComponent
         }
     }

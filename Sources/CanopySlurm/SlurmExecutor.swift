@@ -194,7 +194,7 @@ public actor SlurmExecutor: Executor {
     }
 
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
-        try TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).collect(outputs, workdir: spec.workdir)
+        try TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).collect(outputs, workdir: spec.workdir, readableBy: runAs?.uid)
     }
 
     public func run() async {

@@ -19,7 +19,14 @@
  * one that arrives later reaches the command through the process group. The command unblocks them after
  * resetting their dispositions, so nothing is lost in between.
  *
+ * Before anything else the shim closes every descriptor above 2 (close_range), so nothing the server had open
+ * (its listening socket, clients' connections, the database) can reach a task, whatever the spawner passed.
+ *
  * usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
+ *        canopy-shim --kill-uid N
+ *   The second form kills every process of user N (which must not be 0): it becomes that user and sends SIGKILL
+ *   to all it may signal (kill(-1)), until none is left. The server uses it when a task with its own identity
+ *   ends, so that nothing the task left behind (a daemon started with setsid, say) outlives it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,7 +70,30 @@ static void record(const char *exit_file, const char *text) {
     rename(tmp, exit_file);
 }
 
+static void close_inherited(void) {
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 1048576) max = 1048576;
+    for (long fd = 3; fd < max; fd++) close((int)fd);
+}
+
+static int kill_user(long uid) {
+    if (uid <= 0) { fprintf(stderr, "canopy-shim: --kill-uid needs a user other than root\n"); return 125; }
+    if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0) die("setuid");
+    /* kill(-1) signals every process this user may signal but the caller; a process forked meanwhile is
+       caught by the next round. ESRCH: nothing left. */
+    for (int round = 0; round < 1000; round++) {
+        if (kill(-1, SIGKILL) != 0) return errno == ESRCH ? 0 : 1;
+        usleep(1000);
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
+    close_inherited();
+    if (argc == 3 && strcmp(argv[1], "--kill-uid") == 0) return kill_user(strtol(argv[2], NULL, 10));
     const char *exit_file = NULL, *chdir_to = NULL;
     const char *cgroups[16];
     int ncgroups = 0;
@@ -119,6 +150,8 @@ int main(int argc, char **argv) {
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
         sigprocmask(SIG_SETMASK, &previous, NULL);
+        /* The server keeps its own files private (umask 077); the task gets the usual default. */
+        umask(022);
         /* Change directory while still privileged: the task user owns its working directory but may not be
            able to traverse the data directory's ancestors (e.g. /root is 0700). */
         if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
@@ -128,8 +161,14 @@ int main(int argc, char **argv) {
         }
         if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
         execvp(command[0], command);
-        fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], strerror(errno));
-        _exit(errno == ENOENT ? 127 : 126);
+        int failure = errno;
+        if (failure == ENOENT && !strchr(command[0], '/')) {
+            const char *path = getenv("PATH");
+            fprintf(stderr, "canopy: cannot run %s: not found in PATH=%s\n", command[0], path ? path : "");
+        } else {
+            fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "no such file" : strerror(failure));
+        }
+        _exit(failure == ENOENT ? 127 : 126);
     }
 
     /* Stops that came before the command existed: pass them on, then let later ones reach the handler. */

@@ -1,6 +1,7 @@
 #ifndef CCANOPY_SYS_H
 #define CCANOPY_SYS_H
 
+#include <spawn.h>
 #include <sys/types.h>
 
 /// pidfd_open(2): a file descriptor that becomes readable when the process exits,
@@ -20,5 +21,14 @@ int canopy_epoll_add(int epfd, int fd);
 int canopy_epoll_del(int epfd, int fd);
 /// Waits for readable descriptors; fills `fds` with up to `max` of them and returns how many (-1 on error).
 int canopy_epoll_wait(int epfd, int *fds, int max, int timeout_ms);
+
+/// posix_spawn_file_actions_addclosefrom_np (glibc >= 2.34): the child closes every descriptor from `lowfd` up.
+int canopy_spawn_closefrom(posix_spawn_file_actions_t *actions, int lowfd);
+
+/// Opens `path` relative to `dirfd` without following any symbolic link and without leaving the tree below
+/// `dirfd` (no `..`, no absolute path): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or a walk of
+/// O_NOFOLLOW opens, one component at a time, where openat2 is missing. O_NOFOLLOW and O_CLOEXEC are always added.
+/// Returns -1 and sets errno (ELOOP for a link, EXDEV for an escape) on failure.
+int canopy_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 
 #endif
