@@ -122,7 +122,9 @@ public final class LocalExecutor: Executor {
         guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
             throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
         }
-        let uid = try identities?.allocate()
+        let lease = try identities?.allocate()
+        defer { if let lease { close(lease.lockFD) } }
+        let uid = lease?.uid
         let owner = uid.map { (uid: $0, gid: gid_t($0)) }
         let key = Self.key(task.workloadID, task.taskIndex)
         let pid: pid_t
@@ -134,13 +136,17 @@ public final class LocalExecutor: Executor {
             try layout.stage(task.inputs, workdir: task.spec.workdir, owner: owner)
             let groups = cgroups.create(key: key, memoryMiB: task.spec.resources.memoryMiB, cpuMillis: task.spec.resources.cpuMillis)
 
-            var argv = [config.shimPath, "--exit-file", layout.exitFile, "--chdir", workdir]
+            var argv = [config.shimPath]
+            // The shim holds the uid's lock for as long as the task runs.
+            if lease != nil { argv.append("--hold-lock") }
+            argv += ["--exit-file", layout.exitFile, "--chdir", workdir]
             for g in groups { argv += ["--cgroup", g] }
             if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
             argv.append("--")
             argv += task.spec.command
             pid = try Spawner.spawn(
-                path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir, uid: uid), stdout: layout.stdout, stderr: layout.stderr)
+                path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir, uid: uid), stdout: layout.stdout, stderr: layout.stderr,
+                keep: lease?.lockFD)
         } catch {
             if let uid { identities?.release(uid) }
             cgroups.remove(key: key)
@@ -229,12 +235,16 @@ public final class LocalExecutor: Executor {
         }
     }
 
-    /// Kills every process of a task's uid (see `canopy-shim --kill-uid`), waiting for the helper to finish.
+    /// Kills every process of a task's uid (see `canopy-shim --kill-uid`), waiting for the helper to finish; only
+    /// while no task holds the uid's lock (after a restart it may already belong to another server's task).
     private func killUser(_ uid: uid_t) {
-        guard uid != 0, let pid = try? Spawner.spawn(path: config.shimPath, argv: [config.shimPath, "--kill-uid", String(uid)], env: [], stdout: "/dev/null", stderr: "/dev/null")
-        else { return }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard uid != 0 else { return }
+        identities?.whileLocked(uid) {
+            guard let pid = try? Spawner.spawn(path: config.shimPath, argv: [config.shimPath, "--kill-uid", String(uid)], env: [], stdout: "/dev/null", stderr: "/dev/null")
+            else { return }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
     }
 
     public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {

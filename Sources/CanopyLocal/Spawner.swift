@@ -8,7 +8,8 @@ import CanopyCore
 enum Spawner {
     /// Spawns `argv` in a new session with stdin from /dev/null, stdout/stderr appended to the given files, no other descriptor,
     /// signal dispositions reset (the server ignores SIGPIPE; its tasks must not inherit that) and the stop signals blocked.
-    static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String) throws -> pid_t {
+    /// With `keep`, that descriptor becomes the child's descriptor 3 (the shim holds a task's uid lock there).
+    static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String, keep: Int32? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -17,7 +18,8 @@ enum Spawner {
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         // Nothing the server has open (its listening socket, clients' connections, the database) reaches the child;
         // the shim closes everything above 2 again itself, for spawners that cannot do this.
-        canopy_spawn_closefrom(&actions, 3)
+        if let keep { posix_spawn_file_actions_adddup2(&actions, keep, 3) }
+        canopy_spawn_closefrom(&actions, keep == nil ? 3 : 4)
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)

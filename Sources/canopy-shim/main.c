@@ -22,7 +22,7 @@
  * Before anything else the shim closes every descriptor above 2 (close_range), so nothing the server had open
  * (its listening socket, clients' connections, the database) can reach a task, whatever the spawner passed.
  *
- * usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
+ * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
  *        canopy-shim --kill-uid N
  *   The second form kills every process of user N (which must not be 0): it becomes that user and sends SIGKILL
  *   to all it may signal (kill(-1)), until none is left. The server uses it when a task with its own identity
@@ -70,13 +70,14 @@ static void record(const char *exit_file, const char *text) {
     rename(tmp, exit_file);
 }
 
-static void close_inherited(void) {
+/* Closes every descriptor from `low` up. */
+static void close_inherited(unsigned low) {
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+    if (syscall(SYS_close_range, low, ~0U, 0U) == 0) return;
 #endif
     long max = sysconf(_SC_OPEN_MAX);
     if (max < 0 || max > 1048576) max = 1048576;
-    for (long fd = 3; fd < max; fd++) close((int)fd);
+    for (long fd = low; fd < max; fd++) close((int)fd);
 }
 
 static int kill_user(long uid) {
@@ -92,7 +93,15 @@ static int kill_user(long uid) {
 }
 
 int main(int argc, char **argv) {
-    close_inherited();
+    /* --hold-lock: descriptor 3 is the task's uid lock (an flock), held by the shim for the task's life; the
+       command does not get it (close-on-exec). Everything else above 2 goes. */
+    int hold_lock = argc > 1 && strcmp(argv[1], "--hold-lock") == 0;
+    close_inherited(hold_lock ? 4 : 3);
+    if (hold_lock) {
+        if (fcntl(3, F_SETFD, FD_CLOEXEC) != 0) die("the uid lock (descriptor 3)");
+        argv++;
+        argc--;
+    }
     if (argc == 3 && strcmp(argv[1], "--kill-uid") == 0) return kill_user(strtol(argv[2], NULL, 10));
     const char *exit_file = NULL, *chdir_to = NULL;
     const char *cgroups[16];

@@ -52,13 +52,15 @@ struct LocalExecutorTests {
         #expect(try String(contentsOfFile: e.logPath(workloadID: "nogpu", taskIndex: 0, stream: "stdout"), encoding: .utf8) == "[]\n")
     }
 
-    @Test("tasks never run as root when the server does")
+    @Test("tasks never run as root when the server does: each gets a uid of its own from the range", .enabled(if: getuid() == 0))
     func unprivileged() async throws {
-        guard getuid() == 0 else { return }
         let e = try executor(try makeTempDir())
-        _ = try await launch(e, "who", ["id", "-u"])
-        _ = await nextExit(e)
-        #expect(try String(contentsOfFile: e.logPath(workloadID: "who", taskIndex: 0, stream: "stdout"), encoding: .utf8) != "0\n")
+        _ = try await launch(e, "who", ["sh", "-c", "id -u; id -g"])
+        #expect(await nextExit(e)?.exitCode == 0)
+        let ids = try String(contentsOfFile: e.logPath(workloadID: "who", taskIndex: 0, stream: "stdout"), encoding: .utf8).split(separator: "\n")
+        let uid = try #require(ids.first.flatMap { UInt32($0) })
+        #expect(TaskIdentities.defaultRange.contains(uid))
+        #expect(ids.count == 2 && ids[1] == ids[0])
     }
 
     @Test("stop sends SIGTERM, then SIGKILL to a task that ignores it")
@@ -69,7 +71,7 @@ struct LocalExecutorTests {
         #expect(await nextExit(e)?.exitCode == 143)
         let stubborn = try await launch(e, "stubborn", ["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
         let log = e.logPath(workloadID: "stubborn", taskIndex: 0, stream: "stdout")
-        #expect(await eventually { (try? String(contentsOfFile: log, encoding: .utf8)) == "ready\n" })
+        #expect(await eventually { (try? String(contentsOfFile: log, encoding: .utf8)) == "ready\n" }, "stubborn said: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "nothing"), \((try? String(contentsOfFile: e.logPath(workloadID: "stubborn", taskIndex: 0, stream: "stderr"), encoding: .utf8)) ?? "")")
         let started = ContinuousClock.now
         await e.stop(workloadID: "stubborn", taskIndex: 0, backendID: stubborn, grace: 0.3)
         #expect(await nextExit(e)?.exitCode == 137)
@@ -94,13 +96,9 @@ struct LocalExecutorTests {
         #expect(layout.resolve(workdir: "..") == nil)
     }
 
-    @Test("the memory limit is enforced through cgroups, and the end is reported as out of memory")
+    @Test("the memory limit is enforced through cgroups, and the end is reported as out of memory", .enabled(if: IsolationTests.rootWithCgroups))
     func memoryLimit() async throws {
         let e = try executor(try makeTempDir())
-        guard e.limitations.isEmpty else {
-            print("cgroups unavailable here, limit not enforced: \(e.limitations)")
-            return
-        }
         _ = try await launch(e, "hog", ["python3", "-c", "x = bytearray(300 * 1024 * 1024); print(len(x))"], memoryMiB: 64)
         let exit = await nextExit(e)
         #expect(exit?.exitCode == 137)
@@ -111,10 +109,11 @@ struct LocalExecutorTests {
     func recovery() async throws {
         let root = try makeTempDir()
         let first = try executor(root)
-        // Long enough to still run when the second executor looks, even on a loaded machine.
-        _ = try await launch(first, "long", ["sh", "-c", "sleep 4; exit 5"])
+        // Runs until the test lets it go, so it is provably still running when the second executor looks.
+        _ = try await launch(first, "long", ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; exit 5"])
         _ = try await launch(first, "short", ["sh", "-c", "exit 3"])
-        try await Task.sleep(for: .milliseconds(300))
+        let layout = TaskLayout(root: root, workloadID: "short", index: 0)
+        #expect(await eventually { layout.readExit() != nil }, "the short task never ended")
         // A second executor over the same directory stands for the restarted server.
         let second = try executor(root)
         #expect(await second.recover(workloadID: "long", taskIndex: 0, backendID: nil) == .running)
@@ -124,6 +123,7 @@ struct LocalExecutorTests {
         }
         #expect(ended.exitCode == 3)
         #expect(await second.recover(workloadID: "never", taskIndex: 0, backendID: nil) == .vanished)
+        #expect(FileManager.default.createFile(atPath: TaskLayout(root: root, workloadID: "long", index: 0).work + "/go", contents: nil))
         let adopted = await nextExit(second)
         #expect(adopted?.workloadID == "long" && adopted?.exitCode == 5)
     }

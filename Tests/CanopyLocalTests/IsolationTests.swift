@@ -1,0 +1,230 @@
+import CanopyCore
+import CanopyLocal
+import CanopyTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a task written by a stranger must not be able to do: reach the server's descriptors, other tasks, the
+/// server's files through staging, or outlive its workload. Each test is an attack that worked on an earlier main.
+@Suite("task isolation on real processes")
+struct IsolationTests {
+    static let root = getuid() == 0
+    /// Root, and cgroups that can be written (an executor with nothing to say about its limits).
+    static let rootWithCgroups =
+        getuid() == 0
+        && ((try? LocalExecutor(configuration: .init(workloadsRoot: "/tmp/canopy-probe-\(getpid())", shimPath: buildProductsDir + "/canopy-shim", declaredGPUs: []))).map {
+            $0.limitations.isEmpty
+        } ?? false)
+
+    func executor(_ root: String) throws -> LocalExecutor {
+        try LocalExecutor(configuration: .init(workloadsRoot: root + "/workloads", shimPath: buildProductsDir + "/canopy-shim", declaredGPUs: [], cpuMillis: 2000, memoryMiB: 4096))
+    }
+
+    func launch(_ e: LocalExecutor, _ id: String, _ command: [String], env: [String: String] = [:], inputs: [StagedInput] = []) async throws -> pid_t {
+        let spec = WorkloadSpec(command: command, env: env, resources: Resources(cpuMillis: 500, memoryMiB: 256))
+        return pid_t(try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: 0, node: "local", gpus: [], inputs: inputs)))!
+    }
+
+    func log(_ e: LocalExecutor, _ id: String, _ stream: String = "stdout") -> String {
+        (try? String(contentsOfFile: e.logPath(workloadID: id, taskIndex: 0, stream: stream), encoding: .utf8)) ?? ""
+    }
+
+    /// Waits for the exit of workload `id` among the executor's events.
+    func exit(of id: String, _ e: LocalExecutor, timeout: Duration = .seconds(30)) async throws -> TaskExit {
+        let found = await withTaskGroup(of: TaskExit?.self) { group in
+            group.addTask {
+                for await case .exited(let exit) in e.events where exit.workloadID == id { return exit }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        return try #require(found, "no exit of \(id) within \(timeout)")
+    }
+
+    /// The command's pid: the shim's only child.
+    func commandPID(ofShim shim: pid_t) async throws -> pid_t {
+        var child: pid_t?
+        _ = await eventually {
+            let text = (try? String(contentsOfFile: "/proc/\(shim)/task/\(shim)/children", encoding: .utf8)) ?? ""
+            child = text.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.first
+            return child != nil
+        }
+        return try #require(child, "the shim \(shim) started no command")
+    }
+
+    func descriptors(of pid: pid_t) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).sorted()
+    }
+
+    @Test("no descriptor of the server reaches a task or its shim")
+    func noInheritedDescriptors() async throws {
+        let dir = try makeTempDir()
+        let e = try executor(dir)
+        // A descriptor the server holds without close-on-exec, as a listening socket or a client's connection can be.
+        let leaky = open("/dev/null", O_RDONLY)
+        defer { close(leaky) }
+        #expect(leaky > 2)
+        let shim = try await launch(e, "fds", ["sh", "-c", "exec sleep 30"])
+        let command = try await commandPID(ofShim: shim)
+        #expect(await eventually { (try? String(contentsOfFile: "/proc/\(command)/comm", encoding: .utf8)) == "sleep\n" })
+        #expect(descriptors(of: command) == ["0", "1", "2"])
+        // The shim holds one more as root: the lock of the task's uid, and nothing else.
+        if getuid() == 0 {
+            #expect(descriptors(of: shim) == ["0", "1", "2", "3"])
+            let lock = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(shim)/fd/3")
+            #expect(lock.hasPrefix(TaskIdentities.defaultLockDirectory + "/"))
+        } else {
+            #expect(descriptors(of: shim) == ["0", "1", "2"])
+        }
+        await e.stop(workloadID: "fds", taskIndex: 0, backendID: String(shim), grace: 1)
+        _ = try await exit(of: "fds", e)
+    }
+
+    @Test("tasks get the standard PATH, and a missing program is reported as not found with the PATH searched")
+    func standardPath() async throws {
+        let e = try executor(try makeTempDir())
+        _ = try await launch(e, "path", ["sh", "-c", "echo $PATH"])
+        _ = try await exit(of: "path", e)
+        #expect(log(e, "path") == LocalExecutor.standardPath + "\n")
+        _ = try await launch(e, "nosuch", ["nosuchprog-canopy"])
+        #expect(try await exit(of: "nosuch", e).exitCode == 127)
+        #expect(log(e, "nosuch", "stderr") == "canopy: cannot run nosuchprog-canopy: not found in PATH=\(LocalExecutor.standardPath)\n")
+    }
+
+    @Test("each running task has its own uid and cannot signal, read or write another task", .enabled(if: IsolationTests.root))
+    func tasksApart() async throws {
+        let dir = try makeTempDir()
+        let e = try executor(dir)
+        let bobShim = try await launch(e, "bob", ["sh", "-c", "id -u; echo mine > mine; echo ready; exec sleep 30"], env: ["API_KEY": "bob-secret"])
+        let bob = try await commandPID(ofShim: bobShim)
+        #expect(await eventually { log(e, "bob").hasSuffix("ready\n") })
+        let bobWork = "\(dir)/workloads/bob/task-0/work"
+        let attack = """
+            id -u
+            kill -9 \(bob) 2>/dev/null && echo KILLED
+            kill -0 \(bob) 2>/dev/null && echo SIGNALLED
+            cat /proc/\(bob)/environ 2>/dev/null | tr '\\0' '\\n' | grep -q bob-secret && echo READ-ENVIRON
+            ls \(bobWork) >/dev/null 2>&1 && echo LISTED
+            cat \(bobWork)/mine 2>/dev/null && echo READ-FILE
+            echo evil 2>/dev/null > \(bobWork)/mine && echo WROTE
+            ls \(dir)/workloads >/dev/null 2>&1 && echo LISTED-WORKLOADS
+            true
+            """
+        _ = try await launch(e, "alice", ["sh", "-c", attack])
+        #expect(try await exit(of: "alice", e).exitCode == 0)
+        let lines = log(e, "alice").split(separator: "\n").map(String.init)
+        let bobUID = log(e, "bob").split(separator: "\n").first.map(String.init)
+        #expect(lines.count == 1, "the attack got through: \(lines)")
+        #expect(lines.first != bobUID && lines.first != "0" && bobUID != "0")
+        #expect(kill(bob, 0) == 0, "bob's task must still run")
+        var st = stat()
+        #expect(lstat(bobWork, &st) == 0 && st.st_mode & 0o777 == 0o700 && String(st.st_uid) == bobUID)
+        await e.stop(workloadID: "bob", taskIndex: 0, backendID: String(bobShim), grace: 1)
+        _ = try await exit(of: "bob", e)
+        // Once it has ended, its directory is closed to every task, whichever uid comes next.
+        #expect(lstat("\(dir)/workloads/bob/task-0", &st) == 0 && st.st_mode & 0o777 == 0o700)
+    }
+
+    @Test("a daemon started with setsid dies with its task", .enabled(if: IsolationTests.rootWithCgroups))
+    func noSurvivors() async throws {
+        let e = try executor(try makeTempDir())
+        _ = try await launch(e, "daemon", ["sh", "-c", "setsid sleep 313 >/dev/null 2>&1 & echo $!"])
+        #expect(try await exit(of: "daemon", e).exitCode == 0)
+        let pid = try #require(pid_t(log(e, "daemon").trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(await eventually(timeout: .seconds(5)) {
+            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+            return comm != "sleep\n"
+        }, "sleep 313 (pid \(pid)) outlived its task")
+    }
+
+    @Test("outputs never follow a link, a FIFO or another user's file, at any depth", .enabled(if: IsolationTests.root))
+    func outputAttacks() async throws {
+        let dir = try makeTempDir()
+        let e = try executor(dir)
+        let secret = dir + "/server-secret"
+        try "top secret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        chmod(secret, 0o600)
+        let script = """
+            ln -s \(dir) d; ln -s /etc e; mkdir -p real/sub; echo fine > real/sub/f; ln -s /etc real/link
+            mkfifo fifo; mkdir nest; ln -s ../d nest/up; ln -s \(secret) direct
+            """
+        _ = try await launch(e, "thief", ["sh", "-c", script])
+        #expect(try await exit(of: "thief", e).exitCode == 0)
+        // A hard link to a file the task cannot read (made here as root: protected_hardlinks stops the task itself).
+        #expect(link(secret, "\(dir)/workloads/thief/task-0/work/hard") == 0)
+        let store = dir + "/store"
+        try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
+        let spec = WorkloadSpec(command: ["true"])
+        func collect(_ path: String) async -> String? {
+            let out = StagedOutput(path: path, localDestination: "\(store)/\(UUID().uuidString)", destination: "/out", overwrite: false)
+            do {
+                try await e.collectOutputs(workloadID: "thief", taskIndex: 0, spec: spec, outputs: [out])
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        for attack in ["d/server-secret", "e/shadow", "e/passwd", "nest/up/server-secret", "direct", "hard", "fifo", "../../exit", "/../../pid", "e"] {
+            #expect(await collect(attack) != nil, "output \(attack) was collected")
+        }
+        // The tree itself is fine: links inside it are skipped, the file is copied.
+        #expect(await collect("real") == nil)
+        let copied = try FileManager.default.subpathsOfDirectory(atPath: store)
+        #expect(copied.contains { $0.hasSuffix("/sub/f") })
+        #expect(!copied.contains { $0.contains("link") })
+        #expect(!copied.contains { $0.hasSuffix("server-secret") || $0.hasSuffix("shadow") })
+    }
+
+    @Test("inputs are never written through a link in the task's directory", .enabled(if: IsolationTests.root))
+    func inputAttacks() async throws {
+        let dir = try makeTempDir()
+        let e = try executor(dir)
+        let outside = dir + "/outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let source = dir + "/input.txt"
+        try "data\n".write(toFile: source, atomically: true, encoding: .utf8)
+        // A link left in the working directory (by an earlier run of the same task) where an input goes.
+        let work = "\(dir)/workloads/again/task-0/work"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        #expect(symlink(outside, work + "/in") == 0)
+        await #expect(throws: (any Error).self) {
+            _ = try await launch(e, "again", ["true"], inputs: [StagedInput(localSource: source, path: "in/input.txt")])
+        }
+        #expect(!FileManager.default.fileExists(atPath: outside + "/input.txt"))
+        // The same input at a clean path arrives, owned by the task.
+        _ = try await launch(e, "clean", ["sh", "-c", "cat in/input.txt; test -O in/input.txt && echo owned"], inputs: [StagedInput(localSource: source, path: "in/input.txt")])
+        _ = try await exit(of: "clean", e)
+        #expect(log(e, "clean") == "data\nowned\n")
+    }
+
+    @Test("two servers on one machine never hand out the same task uid", .enabled(if: IsolationTests.root))
+    func uidsAreMachineWide() throws {
+        let locks = try makeTempDir() + "/locks"
+        let first = try TaskIdentities(range: 70001...70002, lockDirectory: locks)
+        let second = try TaskIdentities(range: 70001...70002, lockDirectory: locks)
+        let a = try first.allocate()
+        let b = try second.allocate()
+        #expect(a.uid != b.uid)
+        #expect(throws: CanopyError.self) { _ = try first.allocate() }
+        // The lock goes with its holder (the shim, in real use): then the uid is free again, for either server.
+        close(a.lockFD)
+        first.release(a.uid)
+        let c = try second.allocate()
+        #expect(c.uid == a.uid)
+        close(b.lockFD)
+        close(c.lockFD)
+        #expect(throws: CanopyError.self) { try TaskIdentities(range: 0...10, lockDirectory: locks) }
+        #expect(throws: CanopyError.self) { try TaskIdentities.parseRange("10-5") }
+        #expect(try TaskIdentities.parseRange("61184-65519") == 61184...65519)
+    }
+}
