@@ -147,7 +147,7 @@ struct LiveServerTests {
         // A task that outlives the crash, and one that ends while the server is down.
         let (_, longBody) = try await pythonRequest(
             first.url, "POST", "/api/v1/workloads", token: first.token,
-            body: #"{"command": ["sh", "-c", "sleep 2; exit 6"]}"#)
+            body: #"{"command": ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; exit 6"]}"#)
         let (_, shortBody) = try await pythonRequest(
             first.url, "POST", "/api/v1/workloads", token: first.token,
             body: #"{"command": ["sh", "-c", "sleep 0.5; exit 2"]}"#)
@@ -200,7 +200,10 @@ struct LiveServerTests {
             #expect(output.contains(#""phase":"Succeeded""#), "\(output)")
             let (status, content) = try await pythonRequest(server.url, "GET", "/api/v1/data/content?path=/crash/out/r.txt", token: server.token)
             #expect(status == 200 && content.trimmingCharacters(in: .whitespacesAndNewlines) == "done", "\(status) \(content)")
-            // The long one was adopted and is followed to its end.
+            // The long one is provably still running (it waits for the test), was adopted, and is followed to its end.
+            let (_, adopted) = try await pythonRequest(server.url, "GET", "/api/v1/workloads/\(longID)", token: server.token)
+            #expect(adopted.contains(#""phase":"Running""#), "\(adopted)")
+            #expect(FileManager.default.createFile(atPath: "\(dir)/workloads/\(longID)/task-0/work/go", contents: nil))
             var long = ""
             _ = try await eventually(timeout: .seconds(20)) {
                 long = try await pythonRequest(
@@ -208,7 +211,7 @@ struct LiveServerTests {
                 ).1
                 return long.contains(#""phase":"Failed""#)
             }
-            #expect(long.contains(#""exitCode":6"#))
+            #expect(long.contains(#""exitCode":6"#), "\(long)")
         }
     }
 }
