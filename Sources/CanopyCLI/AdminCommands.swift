@@ -58,7 +58,7 @@ struct TokensCommand: AsyncParsableCommand {
         commandName: "tokens", abstract: "Issue, list and revoke API tokens.", subcommands: [List.self, Create.self, Remove.self], defaultSubcommand: List.self)
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List tokens (never their secrets).")
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List tokens (never their secrets): your own, or every token for an admin.")
         @OptionGroup var format: OutputOption
 
         func run() async throws {
@@ -73,7 +73,7 @@ struct TokensCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "create", abstract: "Issue a token for a user (admin); the secret is printed once.")
         @Option(help: "User name.") var user: String
-        @Option(help: "Tenant (default: the admin's).") var tenant: String?
+        @Option(help: "The tenant the user belongs to (required: never the admin's by default).") var tenant: String
         @Flag(help: "Make it an admin token.") var admin = false
         @Option(help: "A description.") var description: String?
         @OptionGroup var format: OutputOption
@@ -88,13 +88,51 @@ struct TokensCommand: AsyncParsableCommand {
     }
 
     struct Remove: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Revoke a token.")
+        static let configuration = CommandConfiguration(
+            commandName: "rm", abstract: "Revoke a token: your own, or any for an admin (the last admin token cannot be revoked).")
         @Argument(help: "Token id.") var id: String
 
         func run() async throws {
             try await client { c in
                 _ = try await c.raw(.DELETE, "/tokens/\(id)")
                 printOut(id)
+            }
+        }
+    }
+}
+
+struct UsersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "users", abstract: "List users and remove them (admin).", subcommands: [List.self, Remove.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every user who holds a token or an access key.")
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let page = try await c.call(.GET, "/users", as: Page<UserView>.self)
+                if format.json { return printOut(try Format.json(page.items)) }
+                printOut(
+                    Format.table(
+                        ["TENANT", "USER", "ROLES", "TOKENS", "KEYS"],
+                        page.items.map { [$0.tenant, $0.user, $0.roles.map(\.rawValue).joined(separator: ","), String($0.tokens), String($0.keys)] }))
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rm",
+            abstract: "Remove a user: every token and access key they hold is revoked at once. Their workloads are left alone.")
+        @Argument(help: "User name.") var user: String
+        @Option(help: "Their tenant.") var tenant: String
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let r = try await c.call(.DELETE, "/users/\(tenant)/\(user)", as: UserRemoval.self)
+                printOut(format.json ? try Format.json(r) : "\(r.user) (\(r.tenant)): \(r.tokensRevoked) token(s), \(r.keysRevoked) access key(s) revoked")
             }
         }
     }

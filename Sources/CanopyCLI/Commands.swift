@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
-            NodesCommand.self, QueuesCommand.self, TokensCommand.self, KeysCommand.self, DataCommand.self,
+            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self,
         ])
 
     public init() {}

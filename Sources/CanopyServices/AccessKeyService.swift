@@ -85,19 +85,34 @@ public final class AccessKeyService: Sendable {
     /// The live (unrevoked) keys, from memory: `load` and every change keep it the same as the store.
     private var live: [AccessKeyRecord] { byAccessKey.withLock { $0.values.map(\.record) } }
 
-    /// Keys visible to a principal: admins see every tenant's; users their own.
+    /// Keys visible to a principal: admins see every tenant's; users their own (the same user in the same tenant).
     public func list(as principal: Principal) -> [AccessKeyRecord] {
-        live.filter { principal.role == .admin || $0.principal == principal }.sorted { $0.createdAt < $1.createdAt }
+        live.filter { principal.role == .admin || Self.owns(principal, $0) }.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    static func owns(_ principal: Principal, _ record: AccessKeyRecord) -> Bool {
+        record.principal.user == principal.user && record.principal.tenant == principal.tenant
     }
 
     /// Revokes a key by its id; requests signed with it fail from now on.
     public func revoke(id: String, as principal: Principal) async throws {
-        guard var record = live.first(where: { $0.id == id }), principal.role == .admin || record.principal == principal else {
+        guard var record = live.first(where: { $0.id == id }), principal.role == .admin || Self.owns(principal, record) else {
             throw CanopyError.notFound("access key", id)
         }
         record.revoked = true
         try await store.save(accessKey: record)
         byAccessKey.withLock { _ = $0.removeValue(forKey: record.accessKey) }
+    }
+
+    /// Revokes every key of a user in a tenant; returns how many.
+    public func revokeAll(user: String, tenant: String) async throws -> Int {
+        let theirs = live.filter { $0.principal.user == user && $0.principal.tenant == tenant }
+        for var record in theirs {
+            record.revoked = true
+            try await store.save(accessKey: record)
+            byAccessKey.withLock { _ = $0.removeValue(forKey: record.accessKey) }
+        }
+        return theirs.count
     }
 
     /// Every tenant that has a live access key.

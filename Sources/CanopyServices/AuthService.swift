@@ -47,18 +47,44 @@ public final class AuthService: Sendable {
     /// Whether a token is already known (used to adopt `CANOPY_ADMIN_TOKEN`).
     public func knows(_ token: String) -> Bool { authenticate(token) != nil }
 
-    /// Tokens visible to a principal (admins see all; others their own tenant's).
+    /// Tokens visible to a principal: an admin sees every token; anyone else only their own.
     public func list(as principal: Principal) async throws -> [TokenRecord] {
-        try await store.tokens().filter { !$0.revoked && principal.canSee(tenant: $0.principal.tenant) }
+        try await store.tokens().filter { !$0.revoked && (principal.role == .admin || Self.sameUser($0.principal, principal)) }
     }
 
-    /// Revokes a token.
+    /// Whether two principals are the same person: the same user in the same tenant (whatever role each token has).
+    static func sameUser(_ a: Principal, _ b: Principal) -> Bool { a.user == b.user && a.tenant == b.tenant }
+
+    /// Revokes a token. Anyone may revoke their own; only an admin may revoke someone else's (to anyone else it
+    /// looks missing), and the last admin token cannot be revoked.
     public func revoke(id: String, as principal: Principal) async throws {
-        guard var record = try await store.tokens().first(where: { $0.id == id && !$0.revoked }), principal.canSee(tenant: record.principal.tenant) else {
+        let all = try await store.tokens()
+        guard var record = all.first(where: { $0.id == id && !$0.revoked }), principal.role == .admin || Self.sameUser(record.principal, principal) else {
             throw CanopyError.notFound("token", id)
         }
+        try Self.keepAnAdmin(all, revoking: [record.id])
         record.revoked = true
         try await store.save(token: record)
         byHash.withLock { _ = $0.removeValue(forKey: record.hash) }
+    }
+
+    /// Revokes every token of a user in a tenant; returns how many. Refused when that would leave no admin token.
+    public func revokeAll(user: String, tenant: String) async throws -> Int {
+        let all = try await store.tokens()
+        let theirs = all.filter { !$0.revoked && $0.principal.user == user && $0.principal.tenant == tenant }
+        try Self.keepAnAdmin(all, revoking: Set(theirs.map(\.id)))
+        for var record in theirs {
+            record.revoked = true
+            try await store.save(token: record)
+            byHash.withLock { _ = $0.removeValue(forKey: record.hash) }
+        }
+        return theirs.count
+    }
+
+    /// Throws when revoking `ids` would leave no live admin token: nobody could manage the server any more.
+    static func keepAnAdmin(_ all: [TokenRecord], revoking ids: Set<String>) throws {
+        let admins = all.filter { !$0.revoked && $0.principal.role == .admin }
+        guard !admins.isEmpty, admins.allSatisfy({ ids.contains($0.id) }) else { return }
+        throw CanopyError(.conflict, "that would revoke the last admin credential; issue another admin token first (canopy tokens create --admin)")
     }
 }

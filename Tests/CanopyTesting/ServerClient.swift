@@ -2,6 +2,7 @@ import CanopyApp
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Testing
 
 /// Builds a server (by default on a fresh data dir) and runs `test` against its router, with its services running.
 public func withServer(
@@ -18,18 +19,24 @@ extension TestClientProtocol {
     }
 
     /// Reads a workload until `until` holds or `timeout` passes; returns the last answer.
-    public func waitFor(_ id: String, token: String, timeout: Duration = .seconds(10), _ until: @escaping ([String: Any]) -> Bool) async throws -> [String: Any]
+    public func waitFor(
+        _ id: String, token: String, timeout: Duration = .seconds(10), sourceLocation: SourceLocation = #_sourceLocation, _ until: @escaping ([String: Any]) -> Bool
+    ) async throws -> [String: Any]
     {
         var last: [String: Any] = [:]
-        _ = try await eventually(timeout: timeout) {
+        let held = try await eventually(timeout: timeout) {
             last = try await json("/api/v1/workloads/\(id)", token: token).1
             return until(last)
         }
+        // A wait that runs out fails the test, whatever the caller does with the answer.
+        if !held { Issue.record("workload \(id) did not get there within \(timeout); last answer: \(last)", sourceLocation: sourceLocation) }
         return last
     }
 
     /// Reads a workload until it is in one of `phases` or `timeout` passes; returns the last answer.
-    public func waitForPhase(_ id: String, token: String, _ phases: Set<String>, timeout: Duration = .seconds(10)) async throws -> [String: Any] {
-        try await waitFor(id, token: token, timeout: timeout) { phases.contains($0["phase"] as? String ?? "") }
+    public func waitForPhase(
+        _ id: String, token: String, _ phases: Set<String>, timeout: Duration = .seconds(10), sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> [String: Any] {
+        try await waitFor(id, token: token, timeout: timeout, sourceLocation: sourceLocation) { phases.contains($0["phase"] as? String ?? "") }
     }
 }

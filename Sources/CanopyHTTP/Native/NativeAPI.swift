@@ -43,6 +43,8 @@ public struct NativeAPI: Sendable {
         authed.get("/tokens", use: tokens)
         authed.post("/tokens", use: createToken)
         authed.delete("/tokens/{id}", use: revokeToken)
+        authed.get("/users", use: users)
+        authed.delete("/users/{tenant}/{user}", use: removeUser)
         authed.get("/keys", use: listKeys)
         authed.post("/keys", use: createKey)
         authed.delete("/keys/{id}", use: revokeKey)
@@ -177,7 +179,11 @@ public struct NativeAPI: Sendable {
         let admin = try context.requireAdmin()
         let body = try await RequestDecoding.decode(CreateTokenRequest.self, from: request, context: context, known: CreateTokenRequest.fields)
         guard Queue.isValidName(body.user) else { throw CanopyError.invalid("user", "user names are 1 to 63 lowercase letters, digits, '-' or '_'") }
-        let tenant = body.tenant ?? admin.tenant
+        _ = admin
+        // Explicit: a user put in the admin's own tenant by default could stop the admin's workloads.
+        guard let tenant = body.tenant else {
+            throw CanopyError.invalid("tenant", "say which tenant the user belongs to (tenant); it is never the admin's by default")
+        }
         guard Queue.isValidName(tenant) else { throw CanopyError.invalid("tenant", "tenant names are 1 to 63 lowercase letters, digits, '-' or '_'") }
         let principal = Principal(user: body.user, tenant: tenant, role: body.role ?? .user)
         let (record, secret) = try await auth.issue(for: principal, description: body.description ?? "")
