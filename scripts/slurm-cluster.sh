@@ -115,10 +115,20 @@ CONF
     fi
     slurmctld
     for n in $(seq $nodes); do slurmd -N "n$n"; done
+    local ready=""
     for _ in $(seq 150); do
-        [ "$(sinfo -h -N -o %T 2>/dev/null | sort -u)" = idle ] && break
+        if [ "$(sinfo -h -N -o %T 2>/dev/null | sort -u)" = idle ]; then
+            ready=1
+            break
+        fi
         sleep 0.2
     done
+    # A cluster that did not come up is a failure, never a reason to skip its tests.
+    if [ -z "$ready" ]; then
+        echo "slurm-cluster.sh: the nodes did not become idle in 30 s:" >&2
+        sinfo -N -o "%N %P %T %E" >&2 || true
+        exit 1
+    fi
     sinfo -N -o "%N %P %T %c %m %G"
     echo "slurm up: export SLURM_CONF=$SLURM_CONF"
 }

@@ -16,6 +16,8 @@ enum Cluster {
     static let dir = ProcessInfo.processInfo.environment["CANOPY_TEST_SLURM_DIR"]
     static var conf: String { (dir ?? "") + "/slurm.conf" }
     static var available: Bool { dir != nil }
+    /// Set by scripts/test.sh when it started the cluster: then a missing cluster fails the run instead of skipping.
+    static let required = ProcessInfo.processInfo.environment["CANOPY_REQUIRE_SLURM"] == "1"
     /// How long the tests wait for a workload: Slurm starts and ends jobs within seconds, polled every 0.3 s.
     static let timeout: Duration = .seconds(60)
 
@@ -51,6 +53,16 @@ func reason(_ w: [String: Any]) -> String? { (w["reason"] as? [String: Any])?["c
 
 func withSlurmServer(dataDir: String? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void) async throws {
     try await withServer(try Cluster.configuration(dataDir: dataDir), test)
+}
+
+@Suite("the Slurm cluster the suite depends on")
+struct SlurmClusterPresence {
+    @Test("is there and answers whenever the run requires it (CI as root): never a silent skip", .enabled(if: Cluster.required))
+    func present() async throws {
+        try #require(Cluster.available, "CANOPY_REQUIRE_SLURM=1 but CANOPY_TEST_SLURM_DIR is not set: the Slurm suite would be skipped")
+        let sinfo = try await Cluster.run(["sinfo", "-h", "-N", "-o", "%N %T"])
+        #expect(sinfo.status == 0 && sinfo.stdout.contains("n1"), "sinfo: \(sinfo.stdout) \(sinfo.stderr)")
+    }
 }
 
 // One cluster for all: the suite runs its tests one at a time (the fault test stops slurmctld).
@@ -96,16 +108,20 @@ struct SlurmClusterTests {
     @Test("a gang of three tasks with a GPU each runs as one job across the nodes; per-task logs and exit codes")
     func gang() async throws {
         try await withSlurmServer { server, client in
+            // A whole node's CPUs per task, whatever this host has: one task per node, so Slurm's block layout says
+            // which went where.
+            let (_, body) = try await client.json("/api/v1/nodes", token: server.adminToken)
+            let nodes = (body["items"] as? [[String: Any]] ?? []).compactMap { $0["node"] as? [String: Any] }
+            let nodeCPUs = try #require(nodes.first { $0["name"] as? String == "n1" }?["cpuMillis"] as? Int, "\(body)") / 1000
             let id = try await client.submit(
                 [
                     "command": ["sh", "-c", "echo task $CANOPY_TASK_INDEX of $CANOPY_TASK_COUNT gpus=$CUDA_VISIBLE_DEVICES; echo err >&2"],
-                    "tasks": 3, "resources": ["cpu": 2, "memory": "256Mi", "gpus": 1, "gpuModel": "fake"],
+                    "tasks": 3, "resources": ["cpu": nodeCPUs, "memory": "256Mi", "gpus": 1, "gpuModel": "fake"],
                 ], token: server.adminToken)
             let done = try await client.waitForPhase(id, token: server.adminToken, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(done["phase"] as? String == "Succeeded", "\(done)")
             #expect(done["exitCode"] as? Int == 0)
             let tasks = try #require(done["tasks"] as? [[String: Any]])
-            // Two CPUs per task on two-CPU nodes: one task per node, so Slurm's block layout says which went where.
             #expect(Set(tasks.compactMap { $0["node"] as? String }) == ["n1", "n2", "n3"])
             #expect(Set(tasks.compactMap { $0["backendID"] as? String }).count == 1)
             let jobs = try await Cluster.jobsTagged(id)
@@ -192,7 +208,12 @@ struct SlurmClusterTests {
             let t = server.adminToken
             let running = try await client.submit(["command": ["sleep", "8"]], token: t)
             _ = try await client.waitForPhase(running, token: t, ["Running"], timeout: Cluster.timeout)
-            try await Task.sleep(for: .seconds(1))
+            // Slurm itself must see the job running (its step started) before its controller goes away.
+            #expect(try await eventually(timeout: .seconds(20)) {
+                let jobs = try await Cluster.jobsTagged(running)
+                guard let job = jobs.first else { return false }
+                return (try await Cluster.run(["squeue", "-h", "-j", job, "-o", "%T"])).stdout.contains("RUNNING")
+            })
             let pid = try String(contentsOfFile: dir + "/slurmctld.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             kill(pid_t(pid)!, SIGTERM)
             do {
