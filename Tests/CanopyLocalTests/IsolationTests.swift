@@ -101,7 +101,7 @@ struct IsolationTests {
         #expect(log(e, "nosuch", "stderr") == "canopy: cannot run nosuchprog-canopy: not found in PATH=\(LocalExecutor.standardPath)\n")
     }
 
-    @Test("each running task has its own uid and cannot signal, read or write another task", .enabled(if: IsolationTests.root))
+    @Test("each running task has its own uid and cannot signal, trace, read or write another task", .enabled(if: IsolationTests.root))
     func tasksApart() async throws {
         let dir = try makeTempDir()
         let e = try executor(dir)
@@ -114,6 +114,9 @@ struct IsolationTests {
             kill -9 \(bob) 2>/dev/null && echo KILLED
             kill -0 \(bob) 2>/dev/null && echo SIGNALLED
             cat /proc/\(bob)/environ 2>/dev/null | tr '\\0' '\\n' | grep -q bob-secret && echo READ-ENVIRON
+            python3 -c 'import ctypes, sys; sys.exit(0 if ctypes.CDLL(None).ptrace(16, \(bob), 0, 0) == 0 else 1)' 2>/dev/null && echo PTRACED
+            cat /proc/\(bob)/maps >/dev/null 2>&1 && echo READ-MAPS
+            ls /proc/\(bob)/fd >/dev/null 2>&1 && echo LISTED-FDS
             ls \(bobWork) >/dev/null 2>&1 && echo LISTED
             cat \(bobWork)/mine 2>/dev/null && echo READ-FILE
             echo evil 2>/dev/null > \(bobWork)/mine && echo WROTE
