@@ -89,4 +89,40 @@ struct IsolationLiveTests {
             if let m = mode(dir + "/canopy.sqlite" + sidecar) { #expect(m == 0o600, "canopy.sqlite\(sidecar)") }
         }
     }
+
+    @Test("a kill -9 loop under submission load loses no acknowledged workload: 5 rounds")
+    func killLoop() async throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var acked: [String] = []
+        for round in 1...5 {
+            let server = try await ServerProcess.start(dataDir: dir)
+            let load = Process()
+            load.executableURL = URL(fileURLWithPath: pythonPath)
+            load.arguments = ["-c", loadScript, server.url, server.token, "8"]
+            let out = Pipe()
+            load.standardOutput = out
+            load.standardError = FileHandle.nullDevice
+            try load.run()
+            // Kill it once the load is well under way: some submissions acknowledged, more in flight.
+            let reader = out.fileHandleForReading
+            let firstAcks = try await offPool { reader.availableData }
+            #expect(!firstAcks.isEmpty, "round \(round): no submission was acknowledged")
+            try await Task.sleep(for: .milliseconds(150))
+            await server.kill9()
+            let rest = try await offPool {
+                let data = reader.readDataToEndOfFile()
+                load.waitUntilExit()
+                return data
+            }
+            let ids = String(decoding: firstAcks + rest, as: UTF8.self).split(separator: "\n").map(String.init)
+            #expect(!ids.isEmpty)
+            acked += ids
+        }
+        try await ServerProcess.with(dataDir: dir) { server in
+            let check = try await runProcess(pythonPath, ["-c", checkScript, server.url, server.token], stdin: acked.joined(separator: "\n"))
+            #expect(check.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "missing 0", "of \(acked.count) acknowledged: \(check.stdout) \(check.stderr)")
+            print("kill -9 loop: \(acked.count) acknowledged over 5 rounds, \(check.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
 }
