@@ -154,6 +154,33 @@ struct SignatureTests {
         #expect(!check(ts, uri: "/api/v2/aiapps/kill"))
         #expect(!check(ts, signature: "1N+1IFuKflOTZizGbOHLtWv1foFoUxv4AUHwz7AgSA8="))
     }
+
+    @Test(
+        "timestamps anywhere in Int64 are compared without overflow (the probe's -9223372036854775808 killed the server)",
+        arguments: [Int64.min, .min + 1, .max, .max - 1, -1, 0])
+    func extremeTimestamps(ts: Int64) {
+        for now in [Int64.min, -1, 0, 1_658_898_041_497, .max] {
+            // Doubles are exact enough here: the pairs are equal, next to each other, or far apart.
+            #expect(SignatureV2.isWithinWindow(ts, of: now) == (abs(Double(ts) - Double(now)) <= 300_000), "\(ts) at \(now)")
+            let result = SignatureV2.verify(
+                method: "POST", uri: "/api/v2/accounts/getList", timestamp: String(ts), accessKey: "17F9A6E9F72BD92ED94B", signature: "x", nowMillis: now,
+                lookup: lookup)
+            if case .success = result { Issue.record("accepted \(ts) at \(now)") }
+        }
+        #expect(SignatureV2.isWithinWindow(.max, of: .max - 300_000))
+        #expect(!SignatureV2.isWithinWindow(.max, of: .max - 300_001))
+        #expect(!SignatureV2.isWithinWindow(.min, of: .max))
+        #expect(!SignatureV2.isWithinWindow(.max, of: .min))
+        #expect(SignatureV2.isWithinWindow(.min, of: .min + 1))
+    }
+
+    @Test("header bytes that are not a timestamp are refused with the gateway's words", arguments: ["-9223372036854775809", "99999999999999999999", "1e3", " 1", "", "０"])
+    func badTimestamps(ts: String) {
+        let result = SignatureV2.verify(
+            method: "POST", uri: "/", timestamp: ts, accessKey: "17F9A6E9F72BD92ED94B", signature: "x", nowMillis: 0, lookup: lookup)
+        #expect(result == .failure(SignatureV2.Failure(details: "x-ncp-apigw-timestamp must be epoch milliseconds")))
+        #expect(DataForestError.authentication("x").status == .unauthorized)
+    }
 }
 
 @Suite("JSON and XML bodies")
