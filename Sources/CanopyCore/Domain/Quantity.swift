@@ -1,13 +1,18 @@
 /// Parsing and formatting of the human forms of resource quantities and durations.
 public enum Quantity {
-    /// Parses CPUs: `2`, `0.5`, `"1.5"`, `"500m"` (millicores). Returns millicores.
+    /// The most CPUs a quantity may name (a million): beyond it a count is a typo or an attack, and the products
+    /// and sums of millicores the scheduler forms stay far from `Int.max`.
+    public static let maxCPUs = 1_000_000
+
+    /// Parses CPUs: `2`, `0.5`, `"1.5"`, `"500m"` (millicores). Returns millicores; nil for anything else, for
+    /// negative, non-finite and out-of-range values (`1e400`, `9223372036854775807m`): overflow is a parse failure.
     public static func parseCPU(_ text: String) -> Int? {
         let t = text.trimmingWhitespace()
         if t.hasSuffix("m") {
-            guard let v = Int(t.dropLast()), v >= 0 else { return nil }
+            guard let v = Int(t.dropLast()), v >= 0, v < maxCPUs * 1000 else { return nil }
             return v
         }
-        guard let v = Double(t), v.isFinite, v >= 0, v < 1_000_000 else { return nil }
+        guard let v = Double(t), v.isFinite, v >= 0, v < Double(maxCPUs) else { return nil }
         return Int((v * 1000).rounded())
     }
 
@@ -22,7 +27,9 @@ public enum Quantity {
         ("k", 1000.0 / 1_048_576), ("m", 1_000_000.0 / 1_048_576), ("g", 1e9 / 1_048_576),
     ]
 
-    /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up.
+    /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up;
+    /// nil for anything else and for negative, non-finite or out-of-range sizes (the bounds keep every product
+    /// below `Int.max`: under 1e12 of a unit, at most 2^20 MiB each, and under 1e18 bytes).
     public static func parseMemory(_ text: String) -> Int? {
         var t = text.trimmingWhitespace()
         if t.hasSuffix("B") || t.hasSuffix("b") { t.removeLast() }
@@ -39,7 +46,8 @@ public enum Quantity {
         mib >= 1024 && mib % 1024 == 0 ? "\(mib / 1024)Gi" : "\(mib)Mi"
     }
 
-    /// Parses durations: `"90s"`, `"15m"`, `"1h30m"`, `"2d"`, or a plain number of seconds. Returns seconds.
+    /// Parses durations: `"90s"`, `"15m"`, `"1h30m"`, `"2d"`, or a plain number of seconds. Returns seconds; nil
+    /// for anything else, and when a part or the sum overflows `Int` (checked, never trapping).
     public static func parseDuration(_ text: String) -> Int? {
         let t = text.trimmingWhitespace()
         if let v = Int(t) { return v >= 0 ? v : nil }
