@@ -46,7 +46,7 @@ struct QuantityTests {
     func hostileQuantities(text: String) {
         // Only the answer's shape is checked here; the point is that nothing traps.
         if let cpu = Quantity.parseCPU(text) { #expect(cpu >= 0 && cpu < Quantity.maxCPUs * 1000) }
-        if let mib = Quantity.parseMemory(text) { #expect(mib >= 0 && mib < 1 << 60) }
+        if let mib = Quantity.parseMemory(text) { #expect(mib >= 0 && mib < Quantity.maxMemoryMiB) }
         if let seconds = Quantity.parseDuration(text) { #expect(seconds >= 0) }
     }
 
@@ -64,13 +64,31 @@ struct QuantityTests {
     @Test("memory quantities at and past the bound")
     func memoryBounds() {
         #expect(Quantity.parseMemory("9223372036854775807Gi") == nil)
-        #expect(Quantity.parseMemory("999999999999Ti") == Int((999_999_999_999.0 * 1_048_576).rounded(.up)))
-        #expect(Quantity.parseMemory("1000000000000Ti") == nil)
+        #expect(Quantity.parseMemory("1048575Ti") == Quantity.maxMemoryMiB - 1_048_576)
+        #expect(Quantity.parseMemory("1048576Ti") == nil)
+        #expect(Quantity.parseMemory("\(Quantity.maxMemoryMiB - 1)Mi") == Quantity.maxMemoryMiB - 1)
+        #expect(Quantity.parseMemory("\(Quantity.maxMemoryMiB)Mi") == nil)
         #expect(Quantity.parseMemory("5e17") == 476_837_158_204)
-        #expect(Quantity.parseMemory("999999999999999999") == nil)  // 1e18 as a Double: at the bound
-        #expect(Quantity.parseMemory("1e18") == nil)
+        #expect(Quantity.parseMemory("1e19") == nil)
         #expect(Quantity.parseMemory("1e-400Gi") == 0)
         #expect(Quantity.parseMemory("0x10Mi") == 16)
+        #expect(Quantity.parseMemory("-0") == 0)
+    }
+
+    @Test("what the formatters write always parses back to the same value, at the bounds too")
+    func formatRoundTrip() {
+        for cpu in [0, 1, 999, 1000, 1500, Quantity.maxCPUs * 1000 - 1, Quantity.maxCPUs * 1000 - 1000] {
+            #expect(Quantity.parseCPU(Quantity.formatCPU(cpu)) == cpu)
+        }
+        for mib in [0, 1, 1023, 1024, 1536, Quantity.maxMemoryMiB - 1, Quantity.maxMemoryMiB - 1024] {
+            #expect(Quantity.parseMemory(Quantity.formatMemory(mib)) == mib)
+        }
+        // 999999.9995 CPUs round up to the bound itself, which is refused rather than written as "1000000".
+        #expect(Quantity.parseCPU("999999.9995") == nil)
+        #expect(Quantity.cpuMillis(fromCPUs: 1e300) == nil)
+        #expect(Quantity.memoryMiB(fromBytes: .infinity) == nil)
+        #expect(Quantity.memoryMiB(fromBytes: .nan) == nil)
+        #expect(Quantity.memoryMiB(fromBytes: -5) == nil)
     }
 
     @Test(

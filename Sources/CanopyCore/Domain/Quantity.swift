@@ -12,8 +12,15 @@ public enum Quantity {
             guard let v = Int(t.dropLast()), v >= 0, v < maxCPUs * 1000 else { return nil }
             return v
         }
-        guard let v = Double(t), v.isFinite, v >= 0, v < Double(maxCPUs) else { return nil }
-        return Int((v * 1000).rounded())
+        return Double(t).flatMap(cpuMillis(fromCPUs:))
+    }
+
+    /// Millicores for a number of CPUs, rounded; nil when negative, not finite, or not under `maxCPUs` once
+    /// rounded (so that what `formatCPU` writes always parses again).
+    public static func cpuMillis(fromCPUs cpus: Double) -> Int? {
+        guard cpus.isFinite, cpus >= 0, cpus < Double(maxCPUs) else { return nil }
+        let millis = Int((cpus * 1000).rounded())
+        return millis < maxCPUs * 1000 ? millis : nil
     }
 
     /// Formats millicores: whole CPUs as `"2"`, others as `"500m"`.
@@ -27,18 +34,36 @@ public enum Quantity {
         ("k", 1000.0 / 1_048_576), ("m", 1_000_000.0 / 1_048_576), ("g", 1e9 / 1_048_576),
     ]
 
+    /// The bound memory sizes stay under: 2^40 MiB, an exbibyte. Far above any node, and far from `Int.max`
+    /// for the sums the scheduler forms.
+    public static let maxMemoryMiB = 1 << 40
+
     /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up;
-    /// nil for anything else and for negative, non-finite or out-of-range sizes (the bounds keep every product
-    /// below `Int.max`: under 1e12 of a unit, at most 2^20 MiB each, and under 1e18 bytes).
+    /// nil for anything else and for negative, non-finite or sizes not under `maxMemoryMiB` (`1e400`,
+    /// `9223372036854775807Gi`): overflow is a parse failure.
     public static func parseMemory(_ text: String) -> Int? {
         var t = text.trimmingWhitespace()
         if t.hasSuffix("B") || t.hasSuffix("b") { t.removeLast() }
         for (suffix, factor) in memoryUnits where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count)), v.isFinite, v >= 0, v < 1e12 else { return nil }
-            return Int((v * factor).rounded(.up))
+            guard let v = Double(t.dropLast(suffix.count)), v >= 0 else { return nil }
+            return memoryMiB(fromMiB: v * factor)
         }
-        guard let bytes = Double(t), bytes.isFinite, bytes >= 0, bytes < 1e18 else { return nil }
-        return Int((bytes / 1_048_576).rounded(.up))
+        guard let bytes = Double(t), bytes >= 0 else { return nil }
+        return memoryMiB(fromBytes: bytes)
+    }
+
+    /// MiB for a number of bytes, rounded up; nil when negative, not finite, or not under `maxMemoryMiB`.
+    public static func memoryMiB(fromBytes bytes: Double) -> Int? {
+        memoryMiB(fromMiB: bytes / 1_048_576)
+    }
+
+    private static func memoryMiB(fromMiB mib: Double) -> Int? {
+        // Checked before rounding (a few negative bytes round up to zero) and before it becomes an Int
+        // (converting an infinite or huge Double would trap).
+        guard mib.isFinite, mib >= 0 else { return nil }
+        let up = mib.rounded(.up)
+        guard up < Double(maxMemoryMiB) else { return nil }
+        return Int(up)
     }
 
     /// Formats MiB as `"512Mi"`, or `"2Gi"` when whole gibibytes.
