@@ -116,13 +116,15 @@ enum XMLBodies {
         }
     }
 
-    /// An element name for a map key: XML names cannot start with a digit or hold most punctuation.
+    /// An element name for a map key: what XML does not allow in a name becomes `_` (colons too, so no key reads
+    /// as a namespace prefix), and a name that cannot start as it is gets a leading `_`.
     static func safeName(_ name: String) -> String {
-        var s = String(name.unicodeScalars.map { c -> Character in
-            CharacterSet.alphanumerics.contains(c) || c == "_" || c == "-" || c == "." ? Character(c) : "_"
-        })
-        if s.isEmpty || s.first!.isNumber || s.first == "-" || s.first == "." { s = "_" + s }
-        return s
+        var scalars = String.UnicodeScalarView()
+        for c in name.unicodeScalars { scalars.append(XMLCharacters.isName(c) && c != ":" ? c : "_") }
+        if let first = scalars.first, XMLCharacters.isNameStart(first) {
+            return String(scalars)
+        }
+        return "_" + String(scalars)
     }
 
     static func escape(_ s: String) -> String {
@@ -134,9 +136,12 @@ enum XMLBodies {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
+            case "\r":
+                // A literal CR would be read back as a line end; the reference keeps it.
+                out += "&#13;"
             default:
-                // Characters XML 1.0 cannot carry at all are dropped.
-                if c.value < 0x20 && c != "\n" && c != "\t" && c != "\r" { continue }
+                // Characters XML 1.0 cannot carry at all (controls, U+FFFE, U+FFFF) are dropped.
+                if !XMLCharacters.isChar(c) { continue }
                 out.unicodeScalars.append(c)
             }
         }

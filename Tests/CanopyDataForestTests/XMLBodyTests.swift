@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyXML
 import Foundation
 import Testing
 
@@ -43,6 +44,21 @@ struct XMLBodyTests {
         let (root, back) = try XMLBodies.json(fromXML: xml)
         #expect(root == "SubmitAiAppResponse")
         #expect(try JSONDecoder().decode(JSONValue.self, from: back) == JSONDecoder().decode(JSONValue.self, from: golden))
+    }
+
+    @Test("what the dialect writes is XML its reader accepts, whatever names and text the values hold")
+    func writerIsReadable() throws {
+        let env: [String: JSONValue] = [
+            "1a": .string("x"), "a:b": .string("y"), "\u{301}x": .string("z"), "a b": .string("\u{FFFF}\u{1}ok\r\n"), "": .string("<&>\"'"), "-": .int(1),
+            "名前": .double(1.5),
+        ]
+        let xml = XMLBodies.xml(.object(["docker": .object(["env": .object(env)]), "items": .array([.bool(true), .null])]), root: "R")
+        let root = try XMLReader.read(xml)
+        let names = root.children.first { $0.name == "docker" }?.children.first?.children.map(\.name) ?? []
+        #expect(Set(names) == ["_1a", "a_b", "_\u{301}x", "a_b", "_", "_-", "名前"])
+        let text = String(decoding: xml, as: UTF8.self)
+        #expect(text.contains("<a_b>ok&#13;\n</a_b>"))
+        #expect(text.contains("<_>&lt;&amp;&gt;&quot;'</_>"))
     }
 
     @Test("malformed and hostile XML is refused with a 400 in the vendor's envelope, not a crash")
