@@ -28,7 +28,8 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         guard fields[1] == "KEY", let ts = Int64(fields[0]), abs(Double(ts) - Double(now)) <= Double(SignatureV2.window) + 4096 else {
             fatalError("accepted \(fields)")
         }
-        let expected = SignatureV2.sign(method: fields[4].isEmpty ? "POST" : fields[4], uri: fields[3], timestamp: fields[0], accessKey: "KEY", secret: "secret")
+        let expected = SignatureV2.sign(
+            method: fields[4].isEmpty ? "POST" : fields[4], uri: fields[3], timestamp: fields[0], accessKey: "KEY", secret: "secret")
         guard Data(base64Encoded: fields[2]) == Data(base64Encoded: expected) else { fatalError("accepted a wrong signature: \(fields)") }
     }
     if let ts = Int64(fields[0]) {

@@ -231,7 +231,8 @@ struct XMLScanner {
             var digits = 0
             while let c = peek(), c != ";" {
                 guard let d = Self.digit(c, radix: radix) else {
-                    throw fail(.invalidCharacterReference, "a character reference holds only \(radix == 16 ? "hexadecimal " : "")digits and ends with ';'", at: start)
+                    throw fail(
+                        .invalidCharacterReference, "a character reference holds only \(radix == 16 ? "hexadecimal " : "")digits and ends with ';'", at: start)
                 }
                 let (times, o1) = value.multipliedReportingOverflow(by: radix)
                 let (sum, o2) = times.addingReportingOverflow(d)

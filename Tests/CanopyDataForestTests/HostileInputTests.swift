@@ -54,7 +54,8 @@ struct HostileInputTests {
     func hostileXML() async throws {
         try await withDataForest { _, client, signer, _ in
             var bodies: [[UInt8]] = [
-                "<Request><?pi?></Request>", "<?pi?><Request/>", "<Request/><?pi?>", "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a><b>&e;</b></a>",
+                "<Request><?pi?></Request>", "<?pi?><Request/>", "<Request/><?pi?>",
+                "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a><b>&e;</b></a>",
                 "<a>&e;</a>", "<a>", "<a></b>", "not xml", "<a>&#0;</a>", "<a/><b/>",
                 String(repeating: "<a>", count: 65) + String(repeating: "</a>", count: 65),
             ].map { Array($0.utf8) }
@@ -80,13 +81,17 @@ struct HostileInputTests {
     @Test("finding 2: byte-level mutations of the golden XML bodies never get a 5xx")
     func mutatedXML() async throws {
         try await withDataForest { _, client, signer, account in
-            let ws = try await client.df(
-                "aiworkspaces/create", ["accountId": account, "name": "fuzz", "configuration": ["docker": ["command": "true", "image": "tf:1"]]], signer
-            ).1["id"] as? String ?? ""
+            let ws =
+                try await client.df(
+                    "aiworkspaces/create", ["accountId": account, "name": "fuzz", "configuration": ["docker": ["command": "true", "image": "tf:1"]]], signer
+                ).1["id"] as? String ?? ""
             let seeds = [
                 (
                     "aiworkspaces/create",
-                    Array(String(decoding: try fixture("create-workspace-request.xml"), as: UTF8.self).replacingOccurrences(of: "6COytUeFj7b8eOhq2L5zL", with: account).utf8)
+                    Array(
+                        String(decoding: try fixture("create-workspace-request.xml"), as: UTF8.self).replacingOccurrences(
+                            of: "6COytUeFj7b8eOhq2L5zL", with: account
+                        ).utf8)
                 ),
                 (
                     "aiapps/submit",
@@ -121,6 +126,20 @@ struct HostileInputTests {
         }
     }
 
+    @Test("deeply nested JSON bodies are answered, not a stack overflow")
+    func deepJSON() async throws {
+        try await withDataForest { _, client, signer, _ in
+            for depth in [100, 511, 600, 5000] {
+                for (open, close) in [("{\"a\":", "}"), ("[", "]")] {
+                    let body = String(repeating: open, count: depth) + "1" + String(repeating: close, count: depth)
+                    let (status, _) = try await post(client, "aiapps/getDetail", Array(body.utf8), signer, xml: false)
+                    #expect(status.code >= 400 && status.code < 500, "\(depth) \(open)")
+                }
+            }
+            #expect(try await client.df("accounts/getList", [:], signer).0 == .ok)
+        }
+    }
+
     @Test("finding 3: XML numbers JSON cannot carry are a 400 naming the field", arguments: ["1e400", "NaN", "inf", "-inf"])
     func nonFiniteXML(number: String) async throws {
         try await withDataForest { _, client, signer, account in
@@ -129,7 +148,9 @@ struct HostileInputTests {
                 .replacingOccurrences(of: "<cpuCount>1</cpuCount>", with: "<cpuCount>\(number)</cpuCount>")
             let (status, text) = try await post(client, "aiworkspaces/create", Array(xml.utf8), signer, acceptXML: true)
             #expect(status == .badRequest)
-            #expect(text.contains("<message>invalid request parameter (configuration.resource.cpuCount, '\(number)'). must be a finite number</message>"), "\(text)")
+            #expect(
+                text.contains("<message>invalid request parameter (configuration.resource.cpuCount, '\(number)'). must be a finite number</message>"), "\(text)"
+            )
             #expect(text.contains("<success>false</success>"))
         }
     }
@@ -137,7 +158,8 @@ struct HostileInputTests {
     @Test(
         "finding 3: JSON integers that overflow are a 400 naming the field",
         arguments: [
-            ("1e30", "is out of range"), ("99999999999999999999", "is out of range"), ("-99999999999999999999", "is out of range"), ("1.5", "must be an integer"),
+            ("1e30", "is out of range"), ("99999999999999999999", "is out of range"), ("-99999999999999999999", "is out of range"),
+            ("1.5", "must be an integer"),
             ("1e400", "must be a number within range"), ("-1e400", "must be a number within range"),
         ])
     func overflowingJSON(number: String, why: String) async throws {
@@ -161,14 +183,16 @@ struct HostileInputTests {
     func overflowingXMLIntegers() async throws {
         try await withDataForest { _, client, signer, account in
             for number in ["99999999999999999999", "1e30", "1.5", "-9223372036854775809"] {
-                let xml = "<CreateAiWorkspaceRequest><accountId>\(account)</accountId><name>big</name>"
+                let xml =
+                    "<CreateAiWorkspaceRequest><accountId>\(account)</accountId><name>big</name>"
                     + "<configuration><resource><memoryMb>\(number)</memoryMb></resource></configuration></CreateAiWorkspaceRequest>"
                 let (status, text) = try await post(client, "aiworkspaces/create", Array(xml.utf8), signer)
                 #expect(status == .badRequest)
                 #expect((envelope(text)["message"] as? String ?? "").hasPrefix("invalid request parameter (configuration.resource.memoryMb, '"), "\(text)")
             }
             // Int64's extremes are integers, refused by the range check that follows.
-            let xml = "<CreateAiWorkspaceRequest><accountId>\(account)</accountId><name>big</name>"
+            let xml =
+                "<CreateAiWorkspaceRequest><accountId>\(account)</accountId><name>big</name>"
                 + "<configuration><resource><cpuCount>-9223372036854775808</cpuCount></resource></configuration></CreateAiWorkspaceRequest>"
             let (status, text) = try await post(client, "aiworkspaces/create", Array(xml.utf8), signer)
             #expect(status == .badRequest)
