@@ -25,6 +25,9 @@ let package = Package(
     targets: [
         // Domain model and ports: pure Swift, no I/O.
         .target(name: "CanopyCore", swiftSettings: swiftSettings),
+        // A strict XML reader for bodies from outside: pure Swift, no dependencies (not even Foundation), so that it
+        // can be fuzzed on its own (scripts/fuzz.sh) and used by any dialect that speaks XML.
+        .target(name: "CanopyXML", swiftSettings: swiftSettings),
         // Small C helpers for Linux system calls Swift cannot reach directly (pidfd_open).
         .target(name: "CCanopySys"),
         // The per-task supervisor process: joins cgroups, drops privileges, records the exit status.
@@ -70,7 +73,7 @@ let package = Package(
         .target(
             name: "CanopyDataForest",
             dependencies: [
-                "CanopyCore", "CanopyServices", "CanopyHTTP",
+                "CanopyCore", "CanopyServices", "CanopyHTTP", "CanopyXML",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -115,6 +118,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "CanopyCoreTests", dependencies: ["CanopyCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyXMLTests", dependencies: ["CanopyXML"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),

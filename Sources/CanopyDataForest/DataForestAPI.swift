@@ -111,15 +111,29 @@ public struct DataForestAPI: Sendable {
             if raw.isEmpty || raw.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { raw = Data("{}".utf8) }
             let parsed: JSONValue?
             if Negotiation.requestIsXML(request) || raw.first == UInt8(ascii: "<") {
-                parsed = try XMLBodies.value(fromXML: raw).value
-                // The operations decode their typed requests from JSON.
-                raw = try JSONEncoder().encode(parsed)
+                let value: JSONValue
+                do throws(XMLBodyError) {
+                    value = try XMLBodies.value(fromXML: raw).value
+                } catch {
+                    throw DataForestError.from(error)
+                }
+                // The operations decode their typed requests from JSON; the conversion leaves no value JSON cannot hold.
+                guard let json = try? JSONEncoder().encode(value) else { throw DataForestError.badRequest("the XML body cannot be read as JSON") }
+                raw = json
+                parsed = value
             } else {
-                parsed = try? JSONDecoder().decode(JSONValue.self, from: raw)
+                do {
+                    parsed = try JSONDecoder().decode(JSONValue.self, from: raw)
+                } catch let e as JSONValue.NumberOutOfRange {
+                    throw DataForestError.invalid(e.field, "", "must be a number within range")
+                } catch {
+                    parsed = nil
+                }
             }
             guard let body = parsed, case .object = body else {
                 throw DataForestError.badRequest("request body must be a JSON object or an XML document")
             }
+            try BodyNumbers.check(body)
             let (root, value) = try await operation(Call(principal: principal, body: body, raw: raw, request: request))
             return Negotiation.response(value, root: root, request: request)
         }
@@ -437,7 +451,7 @@ public struct DataForestAPI: Sendable {
             let cid = DataForestMapping.containerID(w, task: t.index)
             containers[cid] = .object([
                 "component": .string(t.index == 0 ? "worker" : "worker-\(t.index)"), "containerId": .string(cid),
-                "cpuCount": .int(Int64((w.spec.resources.cpuMillis + 999) / 1000)), "memoryMb": .int(Int64(w.spec.resources.memoryMiB)),
+                "cpuCount": .int(Int64(DataForestMapping.wholeCPUs(w.spec.resources.cpuMillis))), "memoryMb": .int(Int64(w.spec.resources.memoryMiB)),
                 "createdAt": ts(t.startedAt ?? w.createdAt), "dockerImage": .string(w.spec.image ?? ""),
                 "logUrl": .string("\(scheme)://\(host)/api/v2/aiapps/\(w.id)/containers/\(t.index)/log"),
                 "status": .string(DataForestMapping.containerStatus(t.phase)),

@@ -47,6 +47,12 @@ struct DataForestError: Error, Sendable {
         DataForestError(status: .unauthorized, message: "Authentication Failed", gatewayCode: "200", details: details)
     }
 
+    /// 400 for an XML body that cannot be read, naming the field when one field's value is at fault.
+    static func from(_ error: XMLBodyError) -> DataForestError {
+        guard let field = error.field else { return .badRequest(error.message) }
+        return .invalid(field, error.value ?? "", error.message)
+    }
+
     /// Maps Canopy's own errors (from the shared services) onto the vendor's codes, naming the vendor's fields.
     /// `nativeFields`: the error names Canopy's fields (from the shared services), not the request's own.
     static func from(_ error: CanopyError, nativeFields: Bool = true, body: JSONValue? = nil) -> DataForestError {

@@ -1,10 +1,6 @@
 import CanopyCore
-import CanopyHTTP
-import CanopyServices
 import Crypto
 import Foundation
-import HTTPTypes
-import Hummingbird
 
 /// NCP's API-gateway signature v2:
 /// `x-ncp-apigw-signature-v2 = Base64(HMAC-SHA256(secret, "METHOD URI\ntimestamp\naccessKey"))`, where URI is the
@@ -26,46 +22,37 @@ public enum SignatureV2 {
         return Data(mac).base64EncodedString()
     }
 
+    /// Why a request's signature headers are refused: the details of the gateway's 401 (`DataForestError.authentication`).
+    struct Failure: Error, Sendable, Equatable {
+        var details: String
+    }
+
     /// Checks a request's headers; returns the key's principal or why it fails (for the gateway's 401 details).
+    /// Every header is the caller's: nothing here may trap on what they hold, so the clock skew is computed with
+    /// overflow checked (a timestamp of `Int64.min` is just far away).
     static func verify(
         method: String, uri: String, timestamp: String?, accessKey: String?, signature: String?, nowMillis: Int64,
         lookup: (String) -> (principal: Principal, secret: String)?
-    ) -> Result<Principal, DataForestError> {
+    ) -> Result<Principal, Failure> {
         guard let timestamp, let accessKey, let signature else {
-            return .failure(.authentication("x-ncp-apigw-timestamp, x-ncp-iam-access-key and x-ncp-apigw-signature-v2 are required"))
+            return .failure(Failure(details: "x-ncp-apigw-timestamp, x-ncp-iam-access-key and x-ncp-apigw-signature-v2 are required"))
         }
-        guard let ts = Int64(timestamp) else { return .failure(.authentication("x-ncp-apigw-timestamp must be epoch milliseconds")) }
-        guard abs(nowMillis - ts) <= window else {
-            return .failure(.authentication("x-ncp-apigw-timestamp is more than 5 minutes away from the server's time"))
+        guard let ts = Int64(timestamp) else { return .failure(Failure(details: "x-ncp-apigw-timestamp must be epoch milliseconds")) }
+        guard isWithinWindow(ts, of: nowMillis) else {
+            return .failure(Failure(details: "x-ncp-apigw-timestamp is more than 5 minutes away from the server's time"))
         }
-        guard let (principal, secret) = lookup(accessKey) else { return .failure(.authentication("unknown or revoked access key")) }
-        guard let given = Data(base64Encoded: signature) else { return .failure(.authentication("signature does not match")) }
+        guard let (principal, secret) = lookup(accessKey) else { return .failure(Failure(details: "unknown or revoked access key")) }
+        guard let given = Data(base64Encoded: signature) else { return .failure(Failure(details: "signature does not match")) }
         let valid = HMAC<SHA256>.isValidAuthenticationCode(
             given, authenticating: Data(message(method: method, uri: uri, timestamp: timestamp, accessKey: accessKey).utf8),
             using: SymmetricKey(data: Data(secret.utf8)))
-        return valid ? .success(principal) : .failure(.authentication("signature does not match"))
+        return valid ? .success(principal) : .failure(Failure(details: "signature does not match"))
     }
-}
 
-/// Authenticates Data Forest requests by signature v2, as NCP's API gateway does, before the service sees them.
-struct SignatureV2Middleware: RouterMiddleware {
-    let keys: AccessKeyService
-    let clock: Clock
-
-    func handle(_ request: Request, context: CanopyRequestContext, next: (Request, CanopyRequestContext) async throws -> Response) async throws -> Response {
-        let h = request.headers
-        func header(_ name: String) -> String? { HTTPField.Name(name).flatMap { h[$0] } }
-        let result = SignatureV2.verify(
-            method: request.method.rawValue, uri: request.head.path ?? request.uri.description, timestamp: header("x-ncp-apigw-timestamp"),
-            accessKey: header("x-ncp-iam-access-key"), signature: header("x-ncp-apigw-signature-v2"),
-            nowMillis: Int64((clock.now().timeIntervalSince1970 * 1000).rounded()), lookup: keys.lookup(accessKey:))
-        switch result {
-        case .failure(let e): throw e
-        case .success(let principal):
-            var context = context
-            context.principal = principal
-            context.logger[metadataKey: "user"] = .string(principal.user)
-            return try await next(request, context)
-        }
+    /// Whether `timestamp` is at most `window` away from `now`, for any two values: a difference that overflows
+    /// `Int64` is far outside the window.
+    static func isWithinWindow(_ timestamp: Int64, of now: Int64) -> Bool {
+        let (difference, overflow) = now.subtractingReportingOverflow(timestamp)
+        return !overflow && difference.magnitude <= window.magnitude
     }
 }

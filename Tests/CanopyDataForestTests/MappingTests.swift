@@ -154,57 +154,31 @@ struct SignatureTests {
         #expect(!check(ts, uri: "/api/v2/aiapps/kill"))
         #expect(!check(ts, signature: "1N+1IFuKflOTZizGbOHLtWv1foFoUxv4AUHwz7AgSA8="))
     }
-}
 
-@Suite("JSON and XML bodies")
-struct XMLBodyTests {
-    @Test("seed 000's XML request decodes to the same request as its JSON")
-    func submit() throws {
-        let fromJSON = try JSONDecoder().decode(SubmitAiAppRequest.self, from: fixture("submit-request.json"))
-        let (root, json) = try XMLBodies.json(fromXML: fixture("submit-request.xml"))
-        #expect(root == "SubmitAiAppRequest")
-        let fromXML = try JSONDecoder().decode(SubmitAiAppRequest.self, from: json)
-        #expect(fromXML.aiWorkspaceId == fromJSON.aiWorkspaceId)
-        #expect(fromXML.namePrefix == fromJSON.namePrefix)
-        #expect(fromXML.queueName == fromJSON.queueName)
-        #expect(fromXML.data == fromJSON.data)
-        #expect(fromXML.docker == fromJSON.docker)
-        #expect(fromXML.resource == fromJSON.resource)
-    }
-
-    @Test("seed 001's XML request decodes to the same request as its JSON")
-    func createWorkspace() throws {
-        let fromJSON = try JSONDecoder().decode(CreateAiWorkspaceRequest.self, from: fixture("create-workspace-request.json"))
-        let (root, json) = try XMLBodies.json(fromXML: fixture("create-workspace-request.xml"))
-        #expect(root == "CreateAiWorkspaceRequest")
-        let fromXML = try JSONDecoder().decode(CreateAiWorkspaceRequest.self, from: json)
-        #expect(fromXML.accountId == fromJSON.accountId)
-        #expect(fromXML.name == fromJSON.name)
-        #expect(fromXML.description == fromJSON.description)
-        #expect(fromXML.configuration == fromJSON.configuration)
-    }
-
-    @Test("responses written as XML read back to the same values, types included")
-    func roundTrip() throws {
-        let golden = try fixture("submit-response.json")
-        let xml = XMLBodies.xml(fromJSON: golden, root: "SubmitAiAppResponse")
-        let text = String(decoding: xml, as: UTF8.self)
-        #expect(text.hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SubmitAiAppResponse>"))
-        #expect(text.contains("<success>true</success>"))
-        #expect(text.contains("<accountName>&lt;アカウント-名&gt;</accountName>"))
-        let (root, back) = try XMLBodies.json(fromXML: xml)
-        #expect(root == "SubmitAiAppResponse")
-        #expect(try JSONDecoder().decode(JSONValue.self, from: back) == JSONDecoder().decode(JSONValue.self, from: golden))
-    }
-
-    @Test("malformed and hostile XML is a 400, not a crash")
-    func hostile() {
-        for bad in ["<a>", "<a></b>", "not xml", "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><a><b>&e;</b></a>"] {
-            if let (_, json) = try? XMLBodies.json(fromXML: Data(bad.utf8)) {
-                #expect(!String(decoding: json, as: UTF8.self).contains("root:"))
-            }
+    @Test(
+        "timestamps anywhere in Int64 are compared without overflow (the probe's -9223372036854775808 killed the server)",
+        arguments: [Int64.min, .min + 1, .max, .max - 1, -1, 0])
+    func extremeTimestamps(ts: Int64) {
+        for now in [Int64.min, -1, 0, 1_658_898_041_497, .max] {
+            // Doubles are exact enough here: the pairs are equal, next to each other, or far apart.
+            #expect(SignatureV2.isWithinWindow(ts, of: now) == (abs(Double(ts) - Double(now)) <= 300_000), "\(ts) at \(now)")
+            let result = SignatureV2.verify(
+                method: "POST", uri: "/api/v2/accounts/getList", timestamp: String(ts), accessKey: "17F9A6E9F72BD92ED94B", signature: "x", nowMillis: now,
+                lookup: lookup)
+            if case .success = result { Issue.record("accepted \(ts) at \(now)") }
         }
-        let deep = String(repeating: "<a>", count: 200) + String(repeating: "</a>", count: 200)
-        #expect(throws: DataForestError.self) { try XMLBodies.json(fromXML: Data(deep.utf8)) }
+        #expect(SignatureV2.isWithinWindow(.max, of: .max - 300_000))
+        #expect(!SignatureV2.isWithinWindow(.max, of: .max - 300_001))
+        #expect(!SignatureV2.isWithinWindow(.min, of: .max))
+        #expect(!SignatureV2.isWithinWindow(.max, of: .min))
+        #expect(SignatureV2.isWithinWindow(.min, of: .min + 1))
+    }
+
+    @Test("header bytes that are not a timestamp are refused with the gateway's words", arguments: ["-9223372036854775809", "99999999999999999999", "1e3", " 1", "", "０"])
+    func badTimestamps(ts: String) {
+        let result = SignatureV2.verify(
+            method: "POST", uri: "/", timestamp: ts, accessKey: "17F9A6E9F72BD92ED94B", signature: "x", nowMillis: 0, lookup: lookup)
+        #expect(result == .failure(SignatureV2.Failure(details: "x-ncp-apigw-timestamp must be epoch milliseconds")))
+        #expect(DataForestError.authentication("x").status == .unauthorized)
     }
 }

@@ -1,14 +1,26 @@
 /// Parsing and formatting of the human forms of resource quantities and durations.
 public enum Quantity {
-    /// Parses CPUs: `2`, `0.5`, `"1.5"`, `"500m"` (millicores). Returns millicores.
+    /// The most CPUs a quantity may name (a million): beyond it a count is a typo or an attack, and the products
+    /// and sums of millicores the scheduler forms stay far from `Int.max`.
+    public static let maxCPUs = 1_000_000
+
+    /// Parses CPUs: `2`, `0.5`, `"1.5"`, `"500m"` (millicores). Returns millicores; nil for anything else, for
+    /// negative, non-finite and out-of-range values (`1e400`, `9223372036854775807m`): overflow is a parse failure.
     public static func parseCPU(_ text: String) -> Int? {
         let t = text.trimmingWhitespace()
         if t.hasSuffix("m") {
-            guard let v = Int(t.dropLast()), v >= 0 else { return nil }
+            guard let v = Int(t.dropLast()), v >= 0, v < maxCPUs * 1000 else { return nil }
             return v
         }
-        guard let v = Double(t), v.isFinite, v >= 0, v < 1_000_000 else { return nil }
-        return Int((v * 1000).rounded())
+        return Double(t).flatMap(cpuMillis(fromCPUs:))
+    }
+
+    /// Millicores for a number of CPUs, rounded; nil when negative, not finite, or not under `maxCPUs` once
+    /// rounded (so that what `formatCPU` writes always parses again).
+    public static func cpuMillis(fromCPUs cpus: Double) -> Int? {
+        guard cpus.isFinite, cpus >= 0, cpus < Double(maxCPUs) else { return nil }
+        let millis = Int((cpus * 1000).rounded())
+        return millis < maxCPUs * 1000 ? millis : nil
     }
 
     /// Formats millicores: whole CPUs as `"2"`, others as `"500m"`.
@@ -22,16 +34,36 @@ public enum Quantity {
         ("k", 1000.0 / 1_048_576), ("m", 1_000_000.0 / 1_048_576), ("g", 1e9 / 1_048_576),
     ]
 
-    /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up.
+    /// The bound memory sizes stay under: 2^40 MiB, an exbibyte. Far above any node, and far from `Int.max`
+    /// for the sums the scheduler forms.
+    public static let maxMemoryMiB = 1 << 40
+
+    /// Parses memory: `"512Mi"`, `"2Gi"`, `"1G"`, `"1.5Gi"`, or a plain number of bytes. Returns MiB, rounded up;
+    /// nil for anything else and for negative, non-finite or sizes not under `maxMemoryMiB` (`1e400`,
+    /// `9223372036854775807Gi`): overflow is a parse failure.
     public static func parseMemory(_ text: String) -> Int? {
         var t = text.trimmingWhitespace()
         if t.hasSuffix("B") || t.hasSuffix("b") { t.removeLast() }
         for (suffix, factor) in memoryUnits where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count)), v.isFinite, v >= 0, v < 1e12 else { return nil }
-            return Int((v * factor).rounded(.up))
+            guard let v = Double(t.dropLast(suffix.count)), v >= 0 else { return nil }
+            return memoryMiB(fromMiB: v * factor)
         }
-        guard let bytes = Double(t), bytes.isFinite, bytes >= 0, bytes < 1e18 else { return nil }
-        return Int((bytes / 1_048_576).rounded(.up))
+        guard let bytes = Double(t), bytes >= 0 else { return nil }
+        return memoryMiB(fromBytes: bytes)
+    }
+
+    /// MiB for a number of bytes, rounded up; nil when negative, not finite, or not under `maxMemoryMiB`.
+    public static func memoryMiB(fromBytes bytes: Double) -> Int? {
+        memoryMiB(fromMiB: bytes / 1_048_576)
+    }
+
+    private static func memoryMiB(fromMiB mib: Double) -> Int? {
+        // Checked before rounding (a few negative bytes round up to zero) and before it becomes an Int
+        // (converting an infinite or huge Double would trap).
+        guard mib.isFinite, mib >= 0 else { return nil }
+        let up = mib.rounded(.up)
+        guard up < Double(maxMemoryMiB) else { return nil }
+        return Int(up)
     }
 
     /// Formats MiB as `"512Mi"`, or `"2Gi"` when whole gibibytes.
@@ -39,7 +71,8 @@ public enum Quantity {
         mib >= 1024 && mib % 1024 == 0 ? "\(mib / 1024)Gi" : "\(mib)Mi"
     }
 
-    /// Parses durations: `"90s"`, `"15m"`, `"1h30m"`, `"2d"`, or a plain number of seconds. Returns seconds.
+    /// Parses durations: `"90s"`, `"15m"`, `"1h30m"`, `"2d"`, or a plain number of seconds. Returns seconds; nil
+    /// for anything else, and when a part or the sum overflows `Int` (checked, never trapping).
     public static func parseDuration(_ text: String) -> Int? {
         let t = text.trimmingWhitespace()
         if let v = Int(t) { return v >= 0 ? v : nil }

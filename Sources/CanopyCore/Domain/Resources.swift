@@ -34,10 +34,10 @@ extension Resources: Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        cpuMillis = try c.decodeQuantity(.cpu, default: Resources.defaultCPUMillis, parse: Quantity.parseCPU, numeric: { Int(($0 * 1000).rounded()) },
+        cpuMillis = try c.decodeQuantity(.cpu, default: Resources.defaultCPUMillis, parse: Quantity.parseCPU, numeric: Quantity.cpuMillis(fromCPUs:),
                                          expected: "a number of CPUs such as 2, 0.5 or \"500m\"")
         memoryMiB = try c.decodeQuantity(.memory, default: Resources.defaultMemoryMiB, parse: Quantity.parseMemory,
-                                         numeric: { Int(($0 / 1_048_576).rounded(.up)) },
+                                         numeric: Quantity.memoryMiB(fromBytes:),
                                          expected: "a size such as \"512Mi\" or \"2Gi\", or a number of bytes")
         gpus = try c.decodeIfPresent(Int.self, forKey: .gpus) ?? 0
         gpuModel = try c.decodeIfPresent(String.self, forKey: .gpuModel)
@@ -55,7 +55,8 @@ extension Resources: Codable {
 
 extension KeyedDecodingContainer {
     /// Decodes a quantity given either as a string in its human form or as a number.
-    func decodeQuantity(_ key: Key, default value: Int, parse: (String) -> Int?, numeric: (Double) -> Int, expected: String) throws -> Int {
+    /// Both forms go through the same bounded parsing, so a number from outside cannot trap on its way to an Int.
+    func decodeQuantity(_ key: Key, default value: Int, parse: (String) -> Int?, numeric: (Double) -> Int?, expected: String) throws -> Int {
         guard contains(key), try !decodeNil(forKey: key) else { return value }
         if let text = try? decode(String.self, forKey: key) {
             guard let v = parse(text) else {
@@ -66,9 +67,9 @@ extension KeyedDecodingContainer {
         guard let number = try? decode(Double.self, forKey: key) else {
             throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected \(expected)")
         }
-        guard number.isFinite, number >= 0, number < 1e15 else {
+        guard let v = numeric(number) else {
             throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(number) is not \(expected)")
         }
-        return numeric(number)
+        return v
     }
 }
