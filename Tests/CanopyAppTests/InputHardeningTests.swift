@@ -58,6 +58,7 @@ struct InputHardeningTests {
                 ("/api/v1/workloads/\(id)/tasks/0/logs?offset=18446744073709551615", "offset"),
                 ("/api/v1/workloads/\(id)/tasks/0/logs?offset=-1", "offset"),
                 ("/api/v1/workloads/\(id)/tasks/0/logs?follow=maybe", "follow"),
+                ("/api/v1/workloads?phase=", "phase"), ("/api/v1/workloads?phase=Running,", "phase"),
             ] {
                 let (status, error) = try await Self.send(client, uri, .get, token: t)
                 #expect(status == .badRequest && error["field"] as? String == field, "\(uri) -> \(status) \(error)")

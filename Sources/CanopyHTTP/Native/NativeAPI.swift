@@ -84,7 +84,8 @@ public struct NativeAPI: Sendable {
         }
         if let queue = q.get("queue"), !queue.isEmpty { query.queue = queue }
         for value in q.getAll("phase") {
-            for name in value.split(separator: ",") {
+            // An empty name (phase=, phase=Running,) is refused like any other unknown one, as the document's enum says.
+            for name in value.split(separator: ",", omittingEmptySubsequences: false) {
                 guard let phase = Phase.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
                     throw CanopyError.invalid("phase", "unknown phase \"\(name)\"; phases: \(Phase.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
@@ -180,7 +181,7 @@ public struct NativeAPI: Sendable {
         return Response(status: .noContent)
     }
 
-    /// Descriptions of queues, tokens and keys: at most 1024 characters (counted as JSON Schema's maxLength counts them).
+    /// Descriptions of queues and tokens: at most 1024 characters (counted as JSON Schema's maxLength counts them).
     static func checkDescription(_ description: String?) throws {
         if let d = description, d.unicodeScalars.count > 1024 { throw CanopyError.invalid("description", "description longer than 1024 characters") }
     }
@@ -225,7 +226,6 @@ extension NativeAPI {
     @Sendable func createKey(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let body = try await RequestDecoding.decodeIfPresent(CreateKeyRequest.self, from: request, context: context, shape: CreateKeyRequest.shape)
-        try Self.checkDescription(body?.description)
         let (record, secret) = try await keys.create(for: principal, description: body?.description ?? "")
         return try APIJSON.response(AccessKeyView(record, secret: secret), status: .created)
     }

@@ -134,7 +134,7 @@ public enum OpenAPIDocument {
                 "tenant": str, "description": str, "createdAt": time,
             ],
         ],
-        "CreateAccessKey": closed(["description": ["type": "string", "maxLength": 1024]]),
+        "CreateAccessKey": closed(["description": ["type": "string", "maxLength": 256, "description": "at most 256 bytes of UTF-8"]]),
         "Reason": ["type": "object", "required": ["code", "message"], "properties": ["code": str, "message": str]],
         "Task": [
             "type": "object", "required": ["index", "phase", "gpus"],
@@ -200,7 +200,8 @@ public enum OpenAPIDocument {
                     query("queue", str, "only this queue"),
                     [
                         "name": "phase", "in": "query", "required": false, "style": "form", "explode": false,
-                        "schema": ["type": "array", "items": ["type": "string", "enum": phases]], "description": "only these phases, comma-separated",
+                        "schema": ["type": "array", "minItems": 1, "items": ["type": "string", "enum": phases]],
+                        "description": "only these phases, comma-separated",
                     ],
                     query("tenant", str, "admins: only this tenant (ignored for users)"),
                 ], responses: ["200": ok(page("Workload"))]),
@@ -272,7 +273,11 @@ public enum OpenAPIDocument {
             "put": [
                 "operationId": "putDataContent", "summary": "Write a file (streamed; parent directories are created; replaces an existing file)",
                 "parameters": [query("path", dataPath, "the file", required: true)],
-                "requestBody": ["required": true, "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
+                // No body is an empty file, as `canopy data put` of an empty file sends it.
+                "requestBody": [
+                    "required": false, "description": "the file's bytes (none: an empty file)",
+                    "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]],
+                ],
                 "responses": (["201": ok(ref("DataEntry"), "Written"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
                     .merging(errors) { a, _ in a },
             ],
