@@ -5,7 +5,8 @@
 #
 # Builds nothing: run `swift build` first. Needs schemathesis (`pip install schemathesis==4.32.5`).
 # Starts the server on a free loopback port with a temporary data dir and declared resources, runs two bounded
-# passes (SCHEMATHESIS_MAX_TIME seconds each, default 45), stops the server and exits non-zero on any failure.
+# passes (SCHEMATHESIS_MAX_TIME seconds each, default 45; SCHEMATHESIS_SEED, default fixed), stops the server
+# and exits non-zero on any failure.
 #
 # Pass 1 uses a user token for every operation (admin-only ones answer a documented 403), except revoking tokens:
 # the stateful phase could revoke the token it runs with. Pass 2 uses the admin token for the admin operations,
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget=${SCHEMATHESIS_MAX_TIME:-45}
+seed=${SCHEMATHESIS_SEED:-20261204}
 canopy=.build/debug/canopy
 [ -x "$canopy" ] || { echo "schemathesis.sh: $canopy is missing; run swift build first" >&2; exit 2; }
 command -v schemathesis >/dev/null || { echo "schemathesis.sh: schemathesis is missing; pip install schemathesis==4.32.5" >&2; exit 2; }
@@ -72,9 +74,10 @@ run() {
     local name=$1
     shift
     echo "== schemathesis: $name"
-    timeout $((budget + 60)) schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
-        --url "$base" --checks all --max-time "$budget" --workers 2 --seed 20261204 --request-timeout 10 \
-        --report har --report-har-path "$work/$name.har" --no-color "$@"
+    # From the temporary dir, where schemathesis keeps its own files (.schemathesis/).
+    (cd "$work" && timeout $((budget + 60)) schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+        --url "$base" --checks all --max-time "$budget" --workers 2 --seed "$seed" --request-timeout 10 \
+        --report har --report-har-path "$work/$name.har" --no-color "$@")
 }
 
 status=0

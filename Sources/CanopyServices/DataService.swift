@@ -27,7 +27,8 @@ public struct DataService: Sendable {
     public func file(_ path: String, as principal: Principal) throws -> (local: String, entry: DataEntry) {
         let p = try Self.path(path)
         guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.notFound, "no such file: \(p)", field: "path") }
-        guard !entry.isDirectory else { throw CanopyError.invalid("path", "\(p) is a directory; list it instead") }
+        // The request is well formed; what is at the path is not a file: a conflict with the store's state.
+        guard !entry.isDirectory else { throw CanopyError(.conflict, "\(p) is a directory; list it instead", field: "path") }
         return (store.localPath(tenant: principal.tenant, path: p), entry)
     }
 

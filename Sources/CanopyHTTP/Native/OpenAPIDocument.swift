@@ -48,10 +48,17 @@ public enum OpenAPIDocument {
     nonisolated(unsafe) static let strMap: [String: Any] = ["type": "object", "additionalProperties": ["type": "string"]]
     /// Names of queues, users and tenants.
     nonisolated(unsafe) static let name: [String: Any] = ["type": "string", "pattern": "^[a-z0-9_-]{1,63}$"]
-    /// A path in the data store: names of at most 255 bytes, no `..`, no NUL (rules in bytes, which JSON Schema cannot state).
+    /// A name in a data path: not empty, not `.` or `..`, no `/` or NUL.
+    static let pathName = #"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"#
+    /// A path in the data store: no `..` name, no NUL (the byte limits, 255 a name and 4096 in all, JSON Schema cannot state).
     nonisolated(unsafe) static let dataPath: [String: Any] = [
-        "type": "string", "minLength": 1,
-        "description": "a path in the caller's data store such as /user/me/file; names of at most 255 bytes, no \"..\", no NUL, 4096 bytes in all",
+        "type": "string", "pattern": "^(?:\(pathName)|\\.?)(?:/(?:\(pathName)|\\.?))*$",
+        "description": "a path in the caller's data store such as /user/me/dir (default /); names of at most 255 bytes, no \"..\", no NUL, 4096 bytes in all",
+    ]
+    /// A path in the data store that names something below the root.
+    nonisolated(unsafe) static let dataFile: [String: Any] = [
+        "type": "string", "pattern": "^(?:\\.?/)*\(pathName)(?:/(?:\(pathName)|\\.?))*$",
+        "description": "a path in the caller's data store below / such as /user/me/file; names of at most 255 bytes, no \"..\", no NUL, 4096 bytes in all",
     ]
     static func closed(_ properties: [String: Any], required: [String] = [], _ extra: [String: Any] = [:]) -> [String: Any] {
         var o: [String: Any] = ["type": "object", "additionalProperties": false, "properties": properties]
@@ -260,25 +267,28 @@ public enum OpenAPIDocument {
         "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key", params: [id], responses: ["204": ["description": "Revoked"]])],
         "/data": [
             "get": op(
-                "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", ["type": "string", "description": "default /"], "default /")],
+                "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", dataPath, "default /")],
                 responses: ["200": ok(page("DataEntry"))]),
             "delete": op(
-                "deleteData", "Delete a file or a directory tree", params: [query("path", dataPath, "the file or directory", required: true)],
+                "deleteData", "Delete a file or a directory tree", params: [query("path", dataFile, "the file or directory", required: true)],
                 responses: ["204": ["description": "Deleted"]]),
         ],
         "/data/content": [
             "get": op(
-                "getDataContent", "A file's bytes, streamed", params: [query("path", dataPath, "the file", required: true)],
-                responses: ["200": ["description": "File bytes", "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]]]),
+                "getDataContent", "A file's bytes, streamed", params: [query("path", dataFile, "the file", required: true)],
+                responses: [
+                    "200": ["description": "File bytes", "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
+                    "409": ok(ref("Error"), "A directory, not a file"),
+                ]),
             "put": [
                 "operationId": "putDataContent", "summary": "Write a file (streamed; parent directories are created; replaces an existing file)",
-                "parameters": [query("path", dataPath, "the file", required: true)],
+                "parameters": [query("path", dataFile, "the file", required: true)],
                 // No body is an empty file, as `canopy data put` of an empty file sends it.
                 "requestBody": [
                     "required": false, "description": "the file's bytes (none: an empty file)",
                     "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]],
                 ],
-                "responses": (["201": ok(ref("DataEntry"), "Written"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
+                "responses": (["201": ok(ref("DataEntry"), "Written"), "409": ok(ref("Error"), "A file or directory is in the way"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
                     .merging(errors) { a, _ in a },
             ],
         ],
