@@ -21,3 +21,13 @@ struct DataPathTests {
         #expect(DataPath.normalize("/" + String(repeating: "é", count: 127)) != nil)
     }
 }
+
+@Suite("resource arithmetic")
+struct ResourceArithmeticTests {
+    @Test("a per-task request times a task count saturates instead of trapping")
+    func saturates() {
+        #expect(Resources(cpuMillis: 2, memoryMiB: 3, gpus: 1).times(4) == Resources(cpuMillis: 8, memoryMiB: 12, gpus: 4))
+        let huge = Resources(cpuMillis: Int.max / 2, memoryMiB: Int.max, gpus: 1).times(1024)
+        #expect(huge.cpuMillis == Int.max && huge.memoryMiB == Int.max && huge.gpus == 1024)
+    }
+}
