@@ -72,7 +72,10 @@ struct InputHardeningTests {
     static let unknownOrNull: [(String, String, String)] = [
         ("/api/v1/workloads", #"{"command": ["true"], "resources": {"gpu": 2}}"#, "resources.gpu"),
         ("/api/v1/workloads", #"{"command": ["true"], "data": {"inputs": [{"source": "/a", "path": "a", "foo": 1}]}}"#, "data.inputs[0].foo"),
-        ("/api/v1/workloads", #"{"command": ["true"], "data": {"outputs": [{"path": "a", "destination": "/a", "overwrte": true}]}}"#, "data.outputs[0].overwrte"),
+        (
+            "/api/v1/workloads", #"{"command": ["true"], "data": {"outputs": [{"path": "a", "destination": "/a", "overwrte": true}]}}"#,
+            "data.outputs[0].overwrte"
+        ),
         ("/api/v1/workloads", #"{"command": ["true"], "data": {"input": []}}"#, "data.input"),
         ("/api/v1/workloads", #"{"command": ["true"], "resources": {"gpus": null}}"#, "resources.gpus"),
         ("/api/v1/workloads", #"{"command": ["true"], "name": null}"#, "name"),
@@ -154,9 +157,12 @@ struct InputHardeningTests {
         try await withServer { server, client in
             let t = server.adminToken
             let long = String(repeating: "a", count: 256)
-            for path in ["/user/\(long)", "/\(String(repeating: "%C3%A9", count: 128))", "/a%00b", "/" + Array(repeating: "abcdefgh", count: 600).joined(separator: "/")] {
+            for path in [
+                "/user/\(long)", "/\(String(repeating: "%C3%A9", count: 128))", "/a%00b", "/" + Array(repeating: "abcdefgh", count: 600).joined(separator: "/"),
+            ] {
                 for method in [HTTPRequest.Method.put, .get] {
-                    try await client.execute(uri: "/api/v1/data/content?path=\(path)", method: method, headers: authHeaders(t), body: ByteBuffer(string: "x")) { r in
+                    try await client.execute(uri: "/api/v1/data/content?path=\(path)", method: method, headers: authHeaders(t), body: ByteBuffer(string: "x")) {
+                        r in
                         #expect(r.status == .badRequest, "\(method) \(path.prefix(40)) -> \(r.status)")
                         #expect((TestJSON.object(r.body)["error"] as? [String: Any])?["field"] as? String == "path")
                     }
@@ -164,7 +170,8 @@ struct InputHardeningTests {
             }
             // The longest name that fits is fine.
             try await client.execute(
-                uri: "/api/v1/data/content?path=/user/\(String(repeating: "b", count: 255))", method: .put, headers: authHeaders(t), body: ByteBuffer(string: "x")
+                uri: "/api/v1/data/content?path=/user/\(String(repeating: "b", count: 255))", method: .put, headers: authHeaders(t),
+                body: ByteBuffer(string: "x")
             ) { #expect($0.status == .created) }
         }
     }
@@ -176,7 +183,9 @@ struct InputHardeningTests {
             let (_, a) = try await client.json("/api/v1/tokens", .post, token: admin, body: ["user": "alice", "tenant": "team-a"])
             let (_, c) = try await client.json("/api/v1/tokens", .post, token: admin, body: ["user": "carol", "tenant": "team-a"])
             let (_, b) = try await client.json("/api/v1/tokens", .post, token: admin, body: ["user": "bob", "tenant": "team-b"])
-            let alice = try #require(a["token"] as? String), carol = try #require(c["token"] as? String), bob = try #require(b["token"] as? String)
+            let alice = try #require(a["token"] as? String)
+            let carol = try #require(c["token"] as? String)
+            let bob = try #require(b["token"] as? String)
             let (_, w) = try await client.json("/api/v1/workloads", .post, token: alice, body: ["command": ["true"], "hold": true])
             let id = try #require(w["id"] as? String)
             // Carol sees it, in the list too, but may not change it.

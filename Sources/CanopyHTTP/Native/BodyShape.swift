@@ -41,7 +41,8 @@ public indirect enum BodyShape: Sendable {
             for key in dict.keys.sorted() {
                 let child = Self.join(path, key)
                 guard let shape = fields[key] else {
-                    throw CanopyError.invalid(child, "unknown field \"\(child)\"; known fields\(path.isEmpty ? "" : " of \(path)"): \(fieldNames.joined(separator: ", "))")
+                    throw CanopyError.invalid(
+                        child, "unknown field \"\(child)\"; known fields\(path.isEmpty ? "" : " of \(path)"): \(fieldNames.joined(separator: ", "))")
                 }
                 try shape.check(dict[key]!, at: child)
             }
