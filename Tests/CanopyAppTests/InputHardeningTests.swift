@@ -196,7 +196,8 @@ struct InputHardeningTests {
                 let error = body["error"] as? [String: Any]
                 #expect(status == .forbidden, "\(action) -> \(status)")
                 #expect(error?["code"] as? String == "PermissionDenied")
-                #expect((error?["message"] as? String ?? "").contains("only its owner or an admin may \(action)"), "\(error ?? [:])")
+                let message = error?["message"] as? String ?? ""
+                #expect(message.contains("only its owner or an admin may \(action)"), "\(message)")
                 // Bob, in another tenant, cannot tell it exists.
                 #expect(try await client.json("/api/v1/workloads/\(id)/\(action)", .post, token: bob).0 == .notFound)
             }
