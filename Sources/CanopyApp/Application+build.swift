@@ -7,6 +7,7 @@ import CanopyServices
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,18 @@ public struct CanopyServer: Sendable {
     public var store: SQLiteStore
     /// Notices about what this machine cannot do (no cgroups, ...).
     public var limitations: [String]
+}
+
+extension CanopyServer {
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: new connections are refused, requests in flight
+    /// finish (log followers end their streams). Whatever a client still holds open after `grace` seconds (a stalled
+    /// upload, a connection that never reads) is cancelled, so the server always stops.
+    public func runUntilSignalled(grace: Double, logger: Logger) async throws {
+        var configuration = ServiceGroupConfiguration(services: [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .milliseconds(Int64(max(grace, 1) * 1000))
+        configuration.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: configuration).run()
+    }
 }
 
 /// Builds the whole server from its configuration: store, executor, services, routes. Shared by `canopy serve` and the tests.

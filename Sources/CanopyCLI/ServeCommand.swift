@@ -62,6 +62,6 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(
                 Data("Admin token (shown once; also saved in \(dir)/admin.token, mode 0600):\n  \(token)\n".utf8))
         }
-        try await server.application.runService()
+        try await server.runUntilSignalled(grace: config.stopGrace, logger: logger)
     }
 }

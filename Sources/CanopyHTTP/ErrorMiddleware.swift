@@ -2,15 +2,33 @@ import CanopyCore
 import Foundation
 import Hummingbird
 import Logging
+import NIOHTTP1
 
 /// Renders every error as the native API's JSON error: `{"error": {"code", "message", "field"}}` with a matching
 /// status. Nothing the caller sends can produce a 5xx: decoding errors become 400s naming the field.
+/// A path the API has, asked with a method it does not take, answers 405 with an `Allow` header. A malformed request
+/// (a chunk size that is not hex) is left to the HTTP server, which answers 400 and closes the connection.
 public struct NativeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+    let allowedMethods: @Sendable (String) -> [String]?
+
+    /// Creates the middleware; `allowedMethods` gives the methods a path allows, nil for a path the API does not have.
+    public init(allowedMethods: @escaping @Sendable (String) -> [String]? = { _ in nil }) {
+        self.allowedMethods = allowedMethods
+    }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let error as HTTPParserError {
+            // The connection's bytes no longer make sense: no answer of ours could be framed; the server sends 400 and closes.
+            throw error
+        } catch let error as HTTPError where error.status == .notFound {
+            guard let allowed = allowedMethods(request.uri.path) else { return NativeErrors.render(NativeErrors.canopyError(from: error)) }
+            var response = NativeErrors.render(
+                CanopyError(.invalidArgument, "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))"),
+                status: .methodNotAllowed, code: "MethodNotAllowed")
+            response.headers[.allow] = allowed.joined(separator: ", ")
+            return response
         } catch {
             let e = NativeErrors.canopyError(from: error)
             if e.code == .internal { context.logger.error("request failed", metadata: ["error": "\(error)"]) }
@@ -33,11 +51,11 @@ public struct ErrorBody: Codable, Sendable {
 /// Rendering of errors in the native API's shape.
 public enum NativeErrors {
     /// Renders an error.
-    public static func render(_ e: CanopyError) -> Response {
-        let data = (try? JSONEncoder().encode(ErrorBody(error: .init(code: e.code.rawValue, message: e.message, field: e.field)))) ?? Data()
+    public static func render(_ e: CanopyError, status: HTTPResponse.Status? = nil, code: String? = nil) -> Response {
+        let data = (try? JSONEncoder().encode(ErrorBody(error: .init(code: code ?? e.code.rawValue, message: e.message, field: e.field)))) ?? Data()
         var headers: HTTPFields = [.contentType: "application/json"]
         if e.code == .unauthenticated { headers[.wwwAuthenticate] = "Bearer" }
-        return Response(status: status(e.code), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: status ?? Self.status(e.code), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     /// The HTTP status for a code.
@@ -81,9 +99,9 @@ public enum NativeErrors {
 
 /// Reads request bodies strictly: a size cap, JSON only, unknown fields refused, errors naming their field.
 public enum RequestDecoding {
-    /// Decodes a JSON body into `T`, refusing fields not in `known` (top level) so typos do not pass silently.
-    public static func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext, known: Set<String>? = nil) async throws -> T {
-        guard let value = try await decodeIfPresent(type, from: request, context: context, known: known) else {
+    /// Decodes a JSON body into `T`, refusing fields outside `shape` (at any depth) and nulls, so typos do not pass silently.
+    public static func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext, shape: BodyShape? = nil) async throws -> T {
+        guard let value = try await decodeIfPresent(type, from: request, context: context, shape: shape) else {
             throw CanopyError(.invalidArgument, "request body is empty; expected a JSON object")
         }
         return value
@@ -91,19 +109,17 @@ public enum RequestDecoding {
 
     /// Like `decode`, for operations whose body is optional: nil when there is none.
     public static func decodeIfPresent<T: Decodable>(
-        _ type: T.Type, from request: Request, context: some RequestContext, known: Set<String>? = nil
+        _ type: T.Type, from request: Request, context: some RequestContext, shape: BodyShape? = nil
     ) async throws -> T? {
         let buffer = try await request.body.collect(upTo: context.maxUploadSize)
         let data = Data(buffer.readableBytesView)
         if data.isEmpty { return nil }
-        if let known {
+        if let shape {
             guard let object = try? JSONSerialization.jsonObject(with: data) else {
                 throw CanopyError(.invalidArgument, "request body is not valid JSON")
             }
-            guard let dict = object as? [String: Any] else { throw CanopyError(.invalidArgument, "request body must be a JSON object") }
-            if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
-                throw CanopyError.invalid(unknown, "unknown field \"\(unknown)\"; known fields: \(known.sorted().joined(separator: ", "))")
-            }
+            guard object is [String: Any] else { throw CanopyError(.invalidArgument, "request body must be a JSON object") }
+            try shape.check(object)
         }
         return try APIJSON.decoder().decode(T.self, from: data)
     }

@@ -1,15 +1,19 @@
 import CanopyCore
 import Hummingbird
+import NIOCore
 
 /// The request context every Canopy route sees: Hummingbird's core storage plus the authenticated principal.
 public struct CanopyRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Who is calling, once authenticated.
     public var principal: Principal?
+    /// The connection the request came on (to notice a client that has gone).
+    public let channel: (any Channel)?
 
     public init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        channel = source.channel
     }
 
     /// Bodies larger than this are refused with 413 before they are read.

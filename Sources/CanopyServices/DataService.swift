@@ -11,7 +11,10 @@ public struct DataService: Sendable {
 
     /// A normalized path, or an invalid-argument error naming `field`.
     public static func path(_ raw: String, field: String = "path") throws -> String {
-        guard let p = DataPath.normalize(raw) else { throw CanopyError.invalid(field, "\"\(raw)\" is not a valid data path (no \"..\", no NUL, at most 4096 bytes)") }
+        guard let p = DataPath.normalize(raw) else {
+            let shown = raw.utf8.count > 80 ? String(raw.prefix(60)) + "..." : raw
+            throw CanopyError.invalid(field, "\"\(shown)\" is not a valid data path (\(DataPath.rule))")
+        }
         return p
     }
 
@@ -24,7 +27,8 @@ public struct DataService: Sendable {
     public func file(_ path: String, as principal: Principal) throws -> (local: String, entry: DataEntry) {
         let p = try Self.path(path)
         guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.notFound, "no such file: \(p)", field: "path") }
-        guard !entry.isDirectory else { throw CanopyError.invalid("path", "\(p) is a directory; list it instead") }
+        // The request is well formed; what is at the path is not a file: a conflict with the store's state.
+        guard !entry.isDirectory else { throw CanopyError(.conflict, "\(p) is a directory; list it instead", field: "path") }
         return (store.localPath(tenant: principal.tenant, path: p), entry)
     }
 
@@ -32,6 +36,10 @@ public struct DataService: Sendable {
     /// anything failed (nothing partial is ever visible at `path`).
     public func write(_ path: String, as principal: Principal, _ fill: (any DataUpload) async throws -> Void) async throws -> DataEntry {
         let p = try Self.path(path)
+        // The store adds its own prefix; a path the file system cannot open is the caller's to shorten, not a 500.
+        guard store.localPath(tenant: principal.tenant, path: p).utf8.count < DataPath.maxPathBytes else {
+            throw CanopyError.invalid("path", "path too long for the data store")
+        }
         let upload = try store.upload(tenant: principal.tenant, path: p)
         do {
             try await fill(upload)

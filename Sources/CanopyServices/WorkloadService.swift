@@ -40,14 +40,15 @@ public struct WorkloadService: Sendable {
             if arg.utf8.contains(0) { throw CanopyError.invalid("command[\(i)]", "arguments cannot contain NUL bytes") }
         }
         if spec.name.utf8.count > Limits.maxNameLength { throw CanopyError.invalid("name", "name longer than \(Limits.maxNameLength) characters") }
-        if abs(spec.priority) > Limits.maxPriority {
+        // No abs(): it traps on Int.min, a value any caller can send.
+        if !(-Limits.maxPriority...Limits.maxPriority).contains(spec.priority) {
             throw CanopyError.invalid("priority", "priority must be between -\(Limits.maxPriority) and \(Limits.maxPriority)")
         }
         if !(1...Limits.maxTasks).contains(spec.tasks) { throw CanopyError.invalid("tasks", "tasks must be between 1 and \(Limits.maxTasks)") }
         let r = spec.resources
         if r.cpuMillis <= 0 { throw CanopyError.invalid("resources.cpu", "cpu must be more than 0") }
         if r.memoryMiB <= 0 { throw CanopyError.invalid("resources.memory", "memory must be at least 1Mi") }
-        if r.gpus < 0 || r.gpus > 1024 { throw CanopyError.invalid("resources.gpus", "gpus must be between 0 and 1024") }
+        if !(0...1024).contains(r.gpus) { throw CanopyError.invalid("resources.gpus", "gpus must be between 0 and 1024") }
         if let m = r.gpuModel, m.utf8.count > 128 { throw CanopyError.invalid("resources.gpuModel", "gpuModel longer than 128 characters") }
         if r.gpuModel != nil && r.gpus == 0 { throw CanopyError.invalid("resources.gpuModel", "gpuModel needs gpus of at least 1") }
         if let d = spec.maxDurationSeconds, !(1...Limits.maxDurationSeconds).contains(d) {
@@ -154,15 +155,25 @@ public struct WorkloadService: Sendable {
         return await controller.overlay(try await store.workloads(q))
     }
 
-    /// Stops a workload.
-    public func stop(_ id: String, as principal: Principal) async throws -> Workload {
+    /// A workload the principal may change: inside a tenant everyone sees every workload, but only its owner or an
+    /// admin may stop or release it (as in Slurm). Another tenant's workload is still indistinguishable from a missing one.
+    public func getForChange(_ id: String, as principal: Principal, to action: String) async throws -> Workload {
         let w = try await get(id, as: principal)
+        guard principal.role == .admin || w.owner == principal.user else {
+            throw CanopyError(.permissionDenied, "workload \(w.id) belongs to \(w.owner); only its owner or an admin may \(action) it")
+        }
+        return w
+    }
+
+    /// Stops a workload (its owner or an admin).
+    public func stop(_ id: String, as principal: Principal) async throws -> Workload {
+        let w = try await getForChange(id, as: principal, to: "stop")
         return await controller.stop(w.id) ?? w
     }
 
-    /// Releases a held workload.
+    /// Releases a held workload (its owner or an admin).
     public func release(_ id: String, as principal: Principal) async throws -> Workload {
-        let w = try await get(id, as: principal)
+        let w = try await getForChange(id, as: principal, to: "release")
         guard w.phase == .pending, w.spec.hold else { throw CanopyError(.conflict, "workload \(id) is not held (it is \(w.phase.rawValue))") }
         return try await controller.release(w.id)
     }
@@ -171,7 +182,7 @@ public struct WorkloadService: Sendable {
     public func logPath(_ id: String, task: Int, stream: String, as principal: Principal) async throws -> String {
         let w = try await get(id, as: principal)
         guard w.tasks.indices.contains(task) else {
-            throw CanopyError.invalid("task", "workload \(id) has \(w.tasks.count) task\(w.tasks.count == 1 ? "" : "s") (0 to \(w.tasks.count - 1))")
+            throw CanopyError(.notFound, "workload \(id) has \(w.tasks.count) task\(w.tasks.count == 1 ? "" : "s") (0 to \(w.tasks.count - 1))", field: "index")
         }
         guard stream == "stdout" || stream == "stderr" else { throw CanopyError.invalid("stream", "stream must be stdout or stderr") }
         return executor.logPath(workloadID: w.id, taskIndex: task, stream: stream)

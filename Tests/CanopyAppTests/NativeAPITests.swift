@@ -203,7 +203,7 @@ struct NativeAPITests {
             try await client.execute(uri: "/api/v1/workloads/\(id)/tasks/0/logs?stream=stderr", method: .get, headers: authHeaders(t)) { r in
                 #expect(String(buffer: r.body) == "bad\n")
             }
-            #expect(try await client.json("/api/v1/workloads/\(id)/tasks/1/logs", token: t).0 == .badRequest)
+            #expect(try await client.json("/api/v1/workloads/\(id)/tasks/1/logs", token: t).0 == .notFound)
         }
     }
 

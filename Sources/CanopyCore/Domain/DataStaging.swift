@@ -84,15 +84,25 @@ public enum TaskPath {
 
 /// Normalizes paths in Canopy's data store: absolute, `/`-separated, no `.` or `..` segments, no empty names.
 public enum DataPath {
-    /// The normalized form of `path` (`a//b/./c` is `/a/b/c`), or nil when it climbs above the root or is not a valid path.
+    /// The longest name of one segment, in bytes (what file systems allow: NAME_MAX).
+    public static let maxSegmentBytes = 255
+    /// The longest path, in bytes.
+    public static let maxPathBytes = 4096
+    /// The rule, as errors state it.
+    public static let rule = "no \"..\", no NUL, names of at most \(maxSegmentBytes) bytes, at most \(maxPathBytes) bytes in all"
+
+    /// The normalized form of `path` (`a//b/./c` is `/a/b/c`), or nil when it climbs above the root or is not a valid
+    /// path: a NUL byte, a name longer than a file system allows, or too long in all.
     public static func normalize(_ path: String) -> String? {
-        guard !path.utf8.contains(0), path.utf8.count <= 4096 else { return nil }
+        guard !path.utf8.contains(0), path.utf8.count <= maxPathBytes else { return nil }
         var parts: [Substring] = []
         for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             switch part {
             case ".": continue
             case "..": return nil
-            default: parts.append(part)
+            default:
+                guard part.utf8.count <= maxSegmentBytes else { return nil }
+                parts.append(part)
             }
         }
         return "/" + parts.joined(separator: "/")

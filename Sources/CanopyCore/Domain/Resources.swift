@@ -23,9 +23,14 @@ public struct Resources: Sendable, Hashable {
         self.gpuModel = gpuModel
     }
 
-    /// Multiplies a per-task request by a task count.
+    /// Multiplies a per-task request by a task count, saturating at Int.max: the factors come from requests and
+    /// node reports, and a product that does not fit is "more than any node has", not a trap.
     public func times(_ n: Int) -> Resources {
-        Resources(cpuMillis: cpuMillis * n, memoryMiB: memoryMiB * n, gpus: gpus * n, gpuModel: gpuModel)
+        func product(_ a: Int) -> Int {
+            let (p, overflow) = a.multipliedReportingOverflow(by: n)
+            return overflow ? ((a < 0) != (n < 0) ? Int.min : Int.max) : p
+        }
+        return Resources(cpuMillis: product(cpuMillis), memoryMiB: product(memoryMiB), gpus: product(gpus), gpuModel: gpuModel)
     }
 }
 

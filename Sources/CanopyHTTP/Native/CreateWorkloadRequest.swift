@@ -19,11 +19,13 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var labels: [String: String]?
     public var data: DataStaging?
 
-    /// The fields a request may carry; anything else is refused.
-    public static let fields: Set<String> = [
-        "name", "kind", "queue", "priority", "image", "command", "env", "workdir", "resources", "tasks", "maxDuration", "hold", "ports", "labels",
-        "data",
-    ]
+    /// The fields a request may carry, nested objects included; anything else is refused.
+    public static let shape = BodyShape.object([
+        "name": .value, "kind": .value, "queue": .value, "priority": .integer, "image": .value, "command": .array(.value), "env": .map(.value),
+        "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
+        "maxDuration": .integer, "hold": .value, "ports": .array(.integer), "labels": .map(.value),
+        "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
+    ])
 
     /// Creates a request.
     public init(command: [String]) { self.command = command }
@@ -84,7 +86,8 @@ public struct CreateQueueRequest: Codable, Sendable {
     public var priority: Int?
     public var description: String?
     public var pool: String?
-    public static let fields: Set<String> = ["name", "priority", "description", "pool"]
+    /// The fields it may carry.
+    public static let shape = BodyShape.object(["name": .value, "priority": .integer, "description": .value, "pool": .value])
 
     public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil) {
         self.name = name
@@ -110,7 +113,8 @@ public struct CreateTokenRequest: Codable, Sendable {
     public var tenant: String?
     public var role: Principal.Role?
     public var description: String?
-    public static let fields: Set<String> = ["user", "tenant", "role", "description"]
+    /// The fields it may carry.
+    public static let shape = BodyShape.flat("user", "tenant", "role", "description")
 
     public init(user: String, tenant: String? = nil, role: Principal.Role? = nil, description: String? = nil) {
         self.user = user
@@ -134,7 +138,8 @@ public struct TokenView: Codable, Sendable {
 /// `POST /api/v1/keys`.
 public struct CreateKeyRequest: Codable, Sendable {
     public var description: String?
-    public static let fields: Set<String> = ["description"]
+    /// The fields it may carry.
+    public static let shape = BodyShape.flat("description")
     public init(description: String?) { self.description = description }
 }
 

@@ -2,6 +2,8 @@ import CanopyCore
 import CanopyServices
 import Foundation
 import Hummingbird
+import NIOCore
+import ServiceLifecycle
 
 /// Canopy's own REST API under `/api/v1`.
 public struct NativeAPI: Sendable {
@@ -20,46 +22,47 @@ public struct NativeAPI: Sendable {
         self.data = data
     }
 
+    /// A route handler.
+    typealias Handler = @Sendable (Request, CanopyRequestContext) async throws -> Response
+
+    /// The routes behind the bearer token, under `/api/v1`. One table, so a 405 can name what a path allows.
+    var authedRoutes: [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        [
+            (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get),
+            (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release),
+            (.get, "/workloads/{id}/tasks/{index}/logs", logs),
+            (.get, "/nodes", nodes), (.get, "/queues", queues), (.post, "/queues", createQueue), (.delete, "/queues/{name}", deleteQueue),
+            (.get, "/tokens", tokens), (.post, "/tokens", createToken), (.delete, "/tokens/{id}", revokeToken),
+            (.get, "/users", users), (.delete, "/users/{tenant}/{user}", removeUser),
+            (.get, "/keys", listKeys), (.post, "/keys", createKey), (.delete, "/keys/{id}", revokeKey),
+            (.get, "/data", listData), (.delete, "/data", deleteData), (.get, "/data/content", getData), (.put, "/data/content", putData),
+            (.get, "/whoami", { _, context in try APIJSON.response(try context.requirePrincipal()) }),
+        ]
+    }
+
     /// Adds the routes to a router.
     public func register(on router: Router<CanopyRequestContext>) {
-        // Outermost, so even "no such route" answers in the API's error shape.
-        router.add(middleware: NativeErrorMiddleware())
+        let routes = authedRoutes
+        let allowed = AllowedMethods(
+            [("/healthz", .get), ("/api/v1/openapi.json", .get)] + routes.map { ("/api/v1" + $0.path, $0.method) })
+        // Outermost, so even "no such route" answers in the API's error shape (405 with Allow for a known path).
+        router.add(middleware: NativeErrorMiddleware(allowedMethods: allowed.methods(for:)))
         router.get("/healthz") { _, _ in try APIJSON.response(["status": "ok"]) }
         let api = router.group("/api/v1")
         api.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
         }
         let authed = api.group().add(middleware: BearerAuthMiddleware(auth: auth))
-        authed.post("/workloads", use: create)
-        authed.get("/workloads", use: list)
-        authed.get("/workloads/{id}", use: get)
-        authed.post("/workloads/{id}/stop", use: stop)
-        authed.post("/workloads/{id}/release", use: release)
-        authed.get("/workloads/{id}/tasks/{index}/logs", use: logs)
-        authed.get("/nodes", use: nodes)
-        authed.get("/queues", use: queues)
-        authed.post("/queues", use: createQueue)
-        authed.delete("/queues/{name}", use: deleteQueue)
-        authed.get("/tokens", use: tokens)
-        authed.post("/tokens", use: createToken)
-        authed.delete("/tokens/{id}", use: revokeToken)
-        authed.get("/users", use: users)
-        authed.delete("/users/{tenant}/{user}", use: removeUser)
-        authed.get("/keys", use: listKeys)
-        authed.post("/keys", use: createKey)
-        authed.delete("/keys/{id}", use: revokeKey)
-        authed.get("/data", use: listData)
-        authed.delete("/data", use: deleteData)
-        authed.get("/data/content", use: getData)
-        authed.put("/data/content", use: putData)
-        authed.get("/whoami") { _, context in try APIJSON.response(try context.requirePrincipal()) }
+        for route in routes {
+            authed.on(RouterPath(route.path), method: route.method, use: route.handler)
+        }
     }
 
     // MARK: workloads
 
     @Sendable func create(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let body = try await RequestDecoding.decode(CreateWorkloadRequest.self, from: request, context: context, known: CreateWorkloadRequest.fields)
+        let body = try await RequestDecoding.decode(CreateWorkloadRequest.self, from: request, context: context, shape: CreateWorkloadRequest.shape)
         let w = try await workloads.submit(body.spec, by: principal)
         var response = try APIJSON.response(w, status: .created)
         response.headers[.location] = "/api/v1/workloads/\(w.id)"
@@ -74,13 +77,16 @@ public struct NativeAPI: Sendable {
             guard let n = Int(limit), (1...1000).contains(n) else { throw CanopyError.invalid("limit", "limit must be between 1 and 1000") }
             query.limit = n
         }
-        if let cursor = q.get("cursor") {
-            guard let seq = Int64(cursor), seq > 0 else { throw CanopyError.invalid("cursor", "cursor must be a value returned as nextCursor") }
+        if let cursor = q.get("cursor"), !cursor.isEmpty {
+            // Exactly the form nextCursor has (and the document states): 1 to 18 digits, no leading zero.
+            let digits = cursor.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } && cursor.utf8.count <= 18 && !cursor.hasPrefix("0")
+            guard digits, let seq = Int64(cursor), seq > 0 else { throw CanopyError.invalid("cursor", "cursor must be a value returned as nextCursor") }
             query.beforeSeq = seq
         }
         if let queue = q.get("queue"), !queue.isEmpty { query.queue = queue }
         for value in q.getAll("phase") {
-            for name in value.split(separator: ",") {
+            // An empty name (phase=, phase=Running,) is refused like any other unknown one, as the document's enum says.
+            for name in value.split(separator: ",", omittingEmptySubsequences: false) {
                 guard let phase = Phase.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
                     throw CanopyError.invalid("phase", "unknown phase \"\(name)\"; phases: \(Phase.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
@@ -109,19 +115,25 @@ public struct NativeAPI: Sendable {
     @Sendable func logs(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let id = try context.parameters.require("id")
-        guard let index = Int(try context.parameters.require("index")), index >= 0 else {
-            throw CanopyError.invalid("index", "task index must be a non-negative integer")
+        guard let index = Int(try context.parameters.require("index")), (0..<WorkloadService.Limits.maxTasks).contains(index) else {
+            throw CanopyError.invalid("index", "task index must be an integer from 0 to \(WorkloadService.Limits.maxTasks - 1)")
         }
         let q = request.uri.queryParameters
         let stream = q.get("stream") ?? "stdout"
-        let follow = ["true", "1", "yes"].contains(q.get("follow")?.lowercased() ?? "")
+        guard stream == "stdout" || stream == "stderr" else { throw CanopyError.invalid("stream", "stream must be stdout or stderr") }
+        let follow = try QueryValue.bool(q.get("follow"), field: "follow") ?? false
         var offset: UInt64 = 0
         if let o = q.get("offset") {
-            guard let v = UInt64(o) else { throw CanopyError.invalid("offset", "offset must be a non-negative integer") }
-            offset = v
+            // At most Int64.max: the file offset is an off_t, and a larger one would trap when seeking.
+            guard let v = Int64(o), v >= 0 else { throw CanopyError.invalid("offset", "offset must be an integer from 0 to \(Int64.max)") }
+            offset = UInt64(v)
         }
         let path = try await workloads.logPath(id, task: index, stream: stream, as: principal)
-        return LogReader.response(path: path, from: offset, follow: follow, workloads: workloads, workloadID: id, task: index)
+        // A real connection that goes inactive has lost its client; one that never was active (the router tester's) never does.
+        let channel = context.channel.flatMap { $0.isActive ? $0 : nil }
+        return LogReader.response(path: path, from: offset, follow: follow, workloads: workloads, workloadID: id, task: index) {
+            channel?.isActive ?? true
+        }
     }
 
     // MARK: nodes and queues
@@ -142,11 +154,16 @@ public struct NativeAPI: Sendable {
 
     @Sendable func createQueue(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         _ = try context.requireAdmin()
-        let body = try await RequestDecoding.decode(CreateQueueRequest.self, from: request, context: context, known: CreateQueueRequest.fields)
+        let body = try await RequestDecoding.decode(CreateQueueRequest.self, from: request, context: context, shape: CreateQueueRequest.shape)
         guard Queue.isValidName(body.name) else {
             throw CanopyError.invalid("name", Queue.nameRule)
         }
-        if let p = body.priority, abs(p) > WorkloadService.Limits.maxPriority { throw CanopyError.invalid("priority", "priority out of range") }
+        let maxPriority = WorkloadService.Limits.maxPriority
+        // No abs(): it traps on Int.min.
+        if let p = body.priority, !(-maxPriority...maxPriority).contains(p) {
+            throw CanopyError.invalid("priority", "priority must be between -\(maxPriority) and \(maxPriority)")
+        }
+        try Self.checkDescription(body.description)
         if let pool = body.pool {
             let pools = Set(await controller.currentNodes().map(\.pool))
             // An unreachable backend that has not said what it has yet cannot judge; otherwise the pool must exist.
@@ -165,6 +182,11 @@ public struct NativeAPI: Sendable {
         return Response(status: .noContent)
     }
 
+    /// Descriptions of queues and tokens: at most 1024 characters (counted as JSON Schema's maxLength counts them).
+    static func checkDescription(_ description: String?) throws {
+        if let d = description, d.unicodeScalars.count > 1024 { throw CanopyError.invalid("description", "description longer than 1024 characters") }
+    }
+
     // MARK: tokens
 
     @Sendable func tokens(_ request: Request, context: CanopyRequestContext) async throws -> Response {
@@ -177,7 +199,8 @@ public struct NativeAPI: Sendable {
 
     @Sendable func createToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let admin = try context.requireAdmin()
-        let body = try await RequestDecoding.decode(CreateTokenRequest.self, from: request, context: context, known: CreateTokenRequest.fields)
+        let body = try await RequestDecoding.decode(CreateTokenRequest.self, from: request, context: context, shape: CreateTokenRequest.shape)
+        try Self.checkDescription(body.description)
         guard Queue.isValidName(body.user) else { throw CanopyError.invalid("user", "user names are 1 to 63 lowercase letters, digits, '-' or '_'") }
         _ = admin
         // Explicit: a user put in the admin's own tenant by default could stop the admin's workloads.
@@ -207,7 +230,7 @@ extension NativeAPI {
 
     @Sendable func createKey(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let body = try await RequestDecoding.decodeIfPresent(CreateKeyRequest.self, from: request, context: context, known: CreateKeyRequest.fields)
+        let body = try await RequestDecoding.decodeIfPresent(CreateKeyRequest.self, from: request, context: context, shape: CreateKeyRequest.shape)
         let (record, secret) = try await keys.create(for: principal, description: body?.description ?? "")
         return try APIJSON.response(AccessKeyView(record, secret: secret), status: .created)
     }
@@ -256,6 +279,8 @@ extension NativeAPI {
     @Sendable func putData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let entry = try await data.write(try Self.pathParameter(request), as: try context.requirePrincipal()) { upload in
             for try await chunk in request.body {
+                // An upload does not hold the server up when it stops; the client gets a 503 and may retry.
+                if Task.isShuttingDownGracefully { throw CanopyError(.unavailable, "the server is shutting down; retry the upload") }
                 try chunk.withUnsafeReadableBytes { try upload.write($0) }
             }
         }
@@ -266,7 +291,12 @@ extension NativeAPI {
 /// Reads a slice of a log file.
 public enum LogReader {
     /// A task's log as a `text/plain` response from `offset`; with `follow`, streamed until the task ends.
-    public static func response(path: String, from offset: UInt64, follow: Bool, workloads: WorkloadService, workloadID: String, task: Int) -> Response {
+    /// A follower also stops when `connected` says the client has gone, when the server shuts down gracefully, or when
+    /// cancelled: a follower that outlived its client or its server would keep the server from stopping.
+    public static func response(
+        path: String, from offset: UInt64, follow: Bool, workloads: WorkloadService, workloadID: String, task: Int,
+        connected: @escaping @Sendable () -> Bool = { true }
+    ) -> Response {
         let body = ResponseBody { writer in
             var position = offset
             while true {
@@ -276,7 +306,7 @@ public enum LogReader {
                     position += UInt64(chunk.count)
                     try await writer.write(ByteBuffer(bytes: chunk))
                 }
-                if ended { break }
+                if ended || Task.isCancelled || Task.isShuttingDownGracefully || !connected() { break }
                 await workloads.waitForChange(timeout: .milliseconds(100))
             }
             try await writer.finish(nil)

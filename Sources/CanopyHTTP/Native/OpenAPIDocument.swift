@@ -1,7 +1,10 @@
 import Foundation
 
-/// The OpenAPI 3 document of the native API, served at `/api/v1/openapi.json`. A test calls every operation
-/// it lists against the real router, so it cannot drift from what the server does.
+/// The OpenAPI 3 document of the native API, served at `/api/v1/openapi.json`: the truth about what the server
+/// takes and answers. A test calls every operation it lists against the real router, and schemathesis
+/// (`scripts/schemathesis.sh`) checks a live server against it: every request it calls valid is accepted (or
+/// refused for the state it names: a missing queue, a node too small), every invalid one refused, every answer's
+/// status and body documented. Request objects are closed (`additionalProperties: false`) and no field is nullable.
 public enum OpenAPIDocument {
     /// The document as JSON bytes.
     public static let json: [UInt8] = {
@@ -17,17 +20,22 @@ public enum OpenAPIDocument {
         "401": ok(ref("Error"), "Missing or invalid bearer token"),
         "404": ok(ref("Error"), "No such object (or not yours)"),
     ]
+    nonisolated(unsafe) static let forbidden: [String: Any] = ["403": ok(ref("Error"), "Not allowed: needs an admin token")]
+    nonisolated(unsafe) static let tooLarge: [String: Any] = ["413": ok(ref("Error"), "Request body larger than 1 MiB")]
     static func op(_ id: String, _ summary: String, params: [[String: Any]] = [], body: [String: Any]? = nil, responses: [String: Any]) -> [String: Any] {
         var o: [String: Any] = ["operationId": id, "summary": summary, "responses": responses.merging(errors) { a, _ in a }]
         if !params.isEmpty { o["parameters"] = params }
-        if let body { o["requestBody"] = ["required": true, "content": jsonBody(body)] }
+        if let body {
+            o["requestBody"] = ["required": true, "content": jsonBody(body)]
+            o["responses"] = (o["responses"] as! [String: Any]).merging(tooLarge) { a, _ in a }
+        }
         return o
     }
     static func path(_ name: String, _ schema: [String: Any] = ["type": "string"]) -> [String: Any] {
         ["name": name, "in": "path", "required": true, "schema": schema]
     }
-    static func query(_ name: String, _ schema: [String: Any], _ description: String) -> [String: Any] {
-        ["name": name, "in": "query", "required": false, "schema": schema, "description": description]
+    static func query(_ name: String, _ schema: [String: Any], _ description: String, required: Bool = false) -> [String: Any] {
+        ["name": name, "in": "query", "required": required, "schema": schema, "description": description]
     }
     static func page(_ item: String) -> [String: Any] {
         ["type": "object", "required": ["items"], "properties": ["items": ["type": "array", "items": ref(item)], "nextCursor": ["type": "string"]]]
@@ -38,6 +46,25 @@ public enum OpenAPIDocument {
     nonisolated(unsafe) static let int: [String: Any] = ["type": "integer"]
     nonisolated(unsafe) static let time: [String: Any] = ["type": "string", "format": "date-time"]
     nonisolated(unsafe) static let strMap: [String: Any] = ["type": "object", "additionalProperties": ["type": "string"]]
+    /// Names of queues, users and tenants.
+    nonisolated(unsafe) static let name: [String: Any] = ["type": "string", "pattern": "^[a-z0-9_-]{1,63}$"]
+    /// A name in a data path: not empty, not `.` or `..`, no `/` or NUL.
+    static let pathName = #"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"#
+    /// A path in the data store: no `..` name, no NUL (the byte limits, 255 a name and 4096 in all, JSON Schema cannot state).
+    nonisolated(unsafe) static let dataPath: [String: Any] = [
+        "type": "string", "pattern": "^(?:\(pathName)|\\.?)(?:/(?:\(pathName)|\\.?))*$",
+        "description": "a path in the caller's data store such as /user/me/dir (default /); names of at most 255 bytes, no \"..\", no NUL, 4096 bytes in all",
+    ]
+    /// A path in the data store that names something below the root.
+    nonisolated(unsafe) static let dataFile: [String: Any] = [
+        "type": "string", "pattern": "^(?:\\.?/)*\(pathName)(?:/(?:\(pathName)|\\.?))*$",
+        "description": "a path in the caller's data store below / such as /user/me/file; names of at most 255 bytes, no \"..\", no NUL, 4096 bytes in all",
+    ]
+    static func closed(_ properties: [String: Any], required: [String] = [], _ extra: [String: Any] = [:]) -> [String: Any] {
+        var o: [String: Any] = ["type": "object", "additionalProperties": false, "properties": properties]
+        if !required.isEmpty { o["required"] = required }
+        return o.merging(extra) { a, _ in a }
+    }
 
     nonisolated(unsafe) static let schemas: [String: Any] = [
         "Error": [
@@ -52,15 +79,34 @@ public enum OpenAPIDocument {
                 "gpus": ["type": "integer", "minimum": 0], "gpuModel": str,
             ],
         ],
-        "CreateWorkload": [
-            "type": "object", "required": ["command"], "additionalProperties": false,
-            "properties": [
-                "command": ["type": "array", "items": str, "minItems": 1], "name": str, "kind": ["type": "string", "enum": ["batch", "interactive"]],
-                "queue": str, "priority": int, "image": str, "env": strMap, "workdir": str, "resources": ref("Resources"),
-                "tasks": ["type": "integer", "minimum": 1], "maxDuration": ["oneOf": [["type": "integer"], ["type": "string"]]], "hold": ["type": "boolean"],
-                "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
-            ],
-        ],
+        "ResourcesRequest": closed(
+            [
+                "cpu": [
+                    "oneOf": [["type": "number", "exclusiveMinimum": true, "minimum": 0], ["type": "string"]],
+                    "description": "CPUs per task: 2, 0.5 or \"500m\" (default 1)",
+                ],
+                "memory": [
+                    "oneOf": [["type": "integer", "minimum": 1], ["type": "string"]],
+                    "description": "memory per task: \"512Mi\", \"2Gi\" or bytes (default 1Gi)",
+                ],
+                "gpus": ["type": "integer", "minimum": 0, "maximum": 1024], "gpuModel": ["type": "string", "maxLength": 128],
+            ], ["description": "What each task needs; a request no node could ever satisfy is refused (400 Unschedulable)"]),
+        "CreateWorkload": closed(
+            [
+                "command": ["type": "array", "items": ["type": "string", "maxLength": 131_072], "minItems": 1, "maxItems": 4096],
+                "name": ["type": "string", "maxLength": 253], "kind": ["type": "string", "enum": ["batch", "interactive"]],
+                "queue": ["type": "string", "description": "an existing queue (default: default)"],
+                "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "image": str,
+                "env": ["type": "object", "additionalProperties": ["type": "string"], "description": "names: letters, digits and _, not starting with a digit"],
+                "workdir": ["type": "string", "maxLength": 4096], "resources": ref("ResourcesRequest"),
+                "tasks": ["type": "integer", "minimum": 1, "maximum": 1024],
+                "maxDuration": [
+                    "oneOf": [["type": "integer", "minimum": 1, "maximum": 31_622_400], ["type": "string"]],
+                    "description": "seconds, or \"90s\", \"15m\", \"1h30m\", at most 366 days",
+                ],
+                "hold": ["type": "boolean"], "ports": ["type": "array", "items": ["type": "integer", "minimum": 1, "maximum": 65535]], "labels": strMap,
+                "data": ref("DataStagingRequest"),
+            ], required: ["command"]),
         "DataStaging": [
             "type": "object", "description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends",
             "properties": [
@@ -77,6 +123,16 @@ public enum OpenAPIDocument {
                 ],
             ],
         ],
+        "DataStagingRequest": closed(
+            [
+                "inputs": ["type": "array", "maxItems": 64, "items": closed(["source": str, "path": str], required: ["source", "path"])],
+                "outputs": [
+                    "type": "array", "maxItems": 64,
+                    "items": closed(
+                        ["path": str, "destination": str, "overwrite": ["type": "boolean", "default": false]], required: ["path", "destination"]),
+                ],
+            ],
+            ["description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends"]),
         "DataEntry": ["type": "object", "properties": ["path": str, "isDirectory": ["type": "boolean"], "size": int, "modifiedAt": time]],
         "AccessKey": [
             "type": "object",
@@ -85,7 +141,7 @@ public enum OpenAPIDocument {
                 "tenant": str, "description": str, "createdAt": time,
             ],
         ],
-        "CreateAccessKey": ["type": "object", "properties": ["description": str]],
+        "CreateAccessKey": closed(["description": ["type": "string", "maxLength": 256, "description": "at most 256 bytes of UTF-8"]]),
         "Reason": ["type": "object", "required": ["code", "message"], "properties": ["code": str, "message": str]],
         "Task": [
             "type": "object", "required": ["index", "phase", "gpus"],
@@ -126,10 +182,23 @@ public enum OpenAPIDocument {
             ],
         ],
         "Queue": ["type": "object", "properties": ["name": str, "priority": int, "description": str, "pool": str, "pending": int, "running": int]],
-        "CreateQueue": ["type": "object", "required": ["name"], "properties": ["name": str, "priority": int, "description": str, "pool": str]],
+        "CreateQueue": closed(
+            [
+                "name": name, "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "description": ["type": "string", "maxLength": 1024],
+                "pool": ["type": "string", "description": "an existing pool (400 otherwise)"],
+            ], required: ["name"]),
         "Token": ["type": "object", "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str]],
-        "CreateToken": ["type": "object", "required": ["user"], "properties": ["user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str]],
-        "Principal": ["type": "object", "properties": ["user": str, "tenant": str, "role": str]],
+        "CreateToken": closed(
+            ["user": name, "tenant": name, "role": ["type": "string", "enum": ["admin", "user"]], "description": ["type": "string", "maxLength": 1024]],
+            required: ["user", "tenant"]),
+        "User": [
+            "type": "object",
+            "properties": [
+                "user": str, "tenant": str, "roles": ["type": "array", "items": ["type": "string", "enum": ["admin", "user"]]], "tokens": int, "keys": int,
+            ],
+        ],
+        "UserRemoval": ["type": "object", "properties": ["user": str, "tenant": str, "tokensRevoked": int, "keysRevoked": int]],
+        "Principal": ["type": "object", "properties": ["user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]]]],
     ]
 
     nonisolated(unsafe) static let id = path("id")
@@ -141,61 +210,109 @@ public enum OpenAPIDocument {
                 "listWorkloads", "List workloads, newest first",
                 params: [
                     query("limit", ["type": "integer", "minimum": 1, "maximum": 1000], "page size (default 100)"),
-                    query("cursor", str, "nextCursor of the previous page"), query("queue", str, "only this queue"),
-                    query("phase", str, "only these phases, comma-separated"), query("tenant", str, "admins: only this tenant"),
+                    query("cursor", ["type": "string", "pattern": "^([1-9][0-9]{0,17})?$"], "nextCursor of the previous page (empty: the first page)"),
+                    query("queue", str, "only this queue"),
+                    [
+                        "name": "phase", "in": "query", "required": false, "style": "form", "explode": false,
+                        "schema": ["type": "array", "minItems": 1, "items": ["type": "string", "enum": phases]],
+                        "description": "only these phases, comma-separated",
+                    ],
+                    query("tenant", str, "admins: only this tenant (ignored for users)"),
                 ], responses: ["200": ok(page("Workload"))]),
         ],
         "/workloads/{id}": ["get": op("getWorkload", "Get a workload", params: [id], responses: ["200": ok(ref("Workload"))])],
         "/workloads/{id}/stop": [
-            "post": op("stopWorkload", "Stop a workload (SIGTERM, then SIGKILL after the grace period)", params: [id], responses: ["200": ok(ref("Workload"))])
+            "post": op(
+                "stopWorkload", "Stop a workload (SIGTERM, then SIGKILL after the grace period); its owner or an admin", params: [id],
+                responses: ["200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)")])
         ],
         "/workloads/{id}/release": [
-            "post": op("releaseWorkload", "Release a held workload", params: [id], responses: ["200": ok(ref("Workload")), "409": ok(ref("Error"), "Not held")])
+            "post": op(
+                "releaseWorkload", "Release a held workload; its owner or an admin", params: [id],
+                responses: ["200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"), "409": ok(ref("Error"), "Not held")])
         ],
         "/workloads/{id}/tasks/{index}/logs": [
             "get": op(
                 "getTaskLogs", "A task's output; with follow=true, streamed until the task ends",
                 params: [
-                    id, path("index", ["type": "integer", "minimum": 0]), query("stream", ["type": "string", "enum": ["stdout", "stderr"]], "default stdout"),
-                    query("follow", ["type": "boolean"], "stream until the task ends"), query("offset", ["type": "integer", "minimum": 0], "start at this byte"),
-                ], responses: ["200": ["description": "Log bytes", "content": ["text/plain": ["schema": ["type": "string"]]]]])
+                    id, path("index", ["type": "integer", "minimum": 0, "maximum": 1023]),
+                    query("stream", ["type": "string", "enum": ["stdout", "stderr"]], "default stdout"),
+                    query("follow", ["type": "boolean"], "stream until the task ends"),
+                    query("offset", ["type": "integer", "minimum": 0, "maximum": 9_223_372_036_854_775_807], "start at this byte"),
+                ],
+                responses: [
+                    "200": ["description": "Log bytes", "content": ["text/plain": ["schema": ["type": "string"]]]],
+                    "404": ok(ref("Error"), "No such workload (or not yours), or no task with that index"),
+                ])
         ],
         "/nodes": ["get": op("listNodes", "Nodes with their capacity and allocations", responses: ["200": ok(page("NodeView"))])],
         "/queues": [
             "get": op("listQueues", "Queues with pending and running counts", responses: ["200": ok(page("Queue"))]),
-            "post": op("createQueue", "Create or update a queue (admin)", body: ref("CreateQueue"), responses: ["201": ok(ref("Queue"), "Created")]),
+            "post": op("createQueue", "Create or update a queue (admin)", body: ref("CreateQueue"), responses: (["201": ok(ref("Queue"), "Created")] as [String: Any]).merging(forbidden) { a, _ in a }),
         ],
-        "/queues/{name}": ["delete": op("deleteQueue", "Delete an empty queue (admin)", params: [path("name")], responses: ["204": ["description": "Deleted"]])],
+        "/queues/{name}": [
+            "delete": op(
+                "deleteQueue", "Delete an empty queue (admin)", params: [path("name")],
+                responses: (["204": ["description": "Deleted"], "409": ok(ref("Error"), "The default queue, or a queue with unfinished workloads")] as [String: Any])
+                    .merging(forbidden) { a, _ in a })
+        ],
         "/tokens": [
             "get": op("listTokens", "API tokens (never their secrets)", responses: ["200": ok(page("Token"))]),
-            "post": op("createToken", "Issue a token for a user in a tenant (admin); the secret is shown once", body: ref("CreateToken"), responses: ["201": ok(ref("Token"), "Created")]),
+            "post": op(
+                "createToken", "Issue a token for a user in a tenant (admin); the secret is shown once", body: ref("CreateToken"),
+                responses: (["201": ok(ref("Token"), "Created")] as [String: Any]).merging(forbidden) { a, _ in a }),
         ],
-        "/tokens/{id}": ["delete": op("revokeToken", "Revoke a token", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/tokens/{id}": [
+            "delete": op(
+                "revokeToken", "Revoke a token: your own, or any for an admin (another user's looks missing)", params: [id],
+                responses: ["204": ["description": "Revoked"], "409": ok(ref("Error"), "The last admin token: issue another admin token first")])
+        ],
+        "/users": [
+            "get": op(
+                "listUsers", "Users who hold tokens or access keys (admin)",
+                responses: (["200": ok(page("User"))] as [String: Any]).merging(forbidden) { a, _ in a })
+        ],
+        "/users/{tenant}/{user}": [
+            "delete": op(
+                "removeUser", "Remove a user: revoke every token and access key they hold (admin); their workloads are left alone",
+                params: [path("tenant", name), path("user", name)],
+                responses: (["200": ok(ref("UserRemoval")), "409": ok(ref("Error"), "That would revoke the last admin token")] as [String: Any])
+                    .merging(forbidden) { a, _ in a })
+        ],
         "/keys": [
             "get": op("listAccessKeys", "Access keys for signed APIs (never their secrets)", responses: ["200": ok(page("AccessKey"))]),
             "post": [
                 "operationId": "createAccessKey", "summary": "Create an access key and secret for the caller; the secret is shown once",
                 "requestBody": ["required": false, "content": jsonBody(ref("CreateAccessKey"))],
-                "responses": (["201": ok(ref("AccessKey"), "Created")] as [String: Any]).merging(errors) { a, _ in a },
+                "responses": (["201": ok(ref("AccessKey"), "Created")] as [String: Any]).merging(errors) { a, _ in a }.merging(tooLarge) { a, _ in a },
             ],
         ],
-        "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Revoked"]])],
         "/data": [
             "get": op(
-                "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", str, "default /")],
+                "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", dataPath, "default /")],
                 responses: ["200": ok(page("DataEntry"))]),
             "delete": op(
-                "deleteData", "Delete a file or a directory tree", params: [query("path", str, "required")], responses: ["204": ["description": "Deleted"]]),
+                "deleteData", "Delete a file or a directory tree", params: [query("path", dataFile, "the file or directory", required: true)],
+                responses: ["204": ["description": "Deleted"]]),
         ],
         "/data/content": [
             "get": op(
-                "getDataContent", "A file's bytes, streamed", params: [query("path", str, "required")],
-                responses: ["200": ["description": "File bytes", "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]]]),
+                "getDataContent", "A file's bytes, streamed", params: [query("path", dataFile, "the file", required: true)],
+                responses: [
+                    "200": ["description": "File bytes", "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
+                    "409": ok(ref("Error"), "A directory, not a file"),
+                ]),
             "put": [
                 "operationId": "putDataContent", "summary": "Write a file (streamed; parent directories are created; replaces an existing file)",
-                "parameters": [query("path", str, "required")],
-                "requestBody": ["required": true, "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
-                "responses": (["201": ok(ref("DataEntry"), "Written")] as [String: Any]).merging(errors) { a, _ in a },
+                "parameters": [query("path", dataFile, "the file", required: true)],
+                // No body is an empty file, as `canopy data put` of an empty file sends it.
+                "requestBody": [
+                    "required": false, "description": "the file's bytes (none: an empty file)",
+                    "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]],
+                ],
+                "responses": (["201": ok(ref("DataEntry"), "Written"), "409": ok(ref("Error"), "A file or directory is in the way"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
+                    .merging(errors) { a, _ in a },
             ],
         ],
         "/whoami": ["get": op("whoami", "The caller's identity", responses: ["200": ok(ref("Principal"))])],
