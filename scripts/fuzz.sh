@@ -80,7 +80,7 @@ build() {
         ;;
     native-json)
         module CanopyCore $(core_sources)
-        sources+=(Sources/CanopyHTTP/Native/CreateWorkloadRequest.swift)
+        sources+=(Sources/CanopyHTTP/Native/CreateWorkloadRequest.swift Sources/CanopyHTTP/Native/BodyShape.swift)
         objects=("$out/CanopyCore.o")
         ;;
     xml)

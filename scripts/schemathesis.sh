@@ -8,6 +8,7 @@
 # passes (SCHEMATHESIS_MAX_TIME seconds each, default 45; SCHEMATHESIS_SEED, default fixed), stops the server
 # and exits non-zero on any failure.
 #
+# Pass 3 removes users with a disposable admin token (see below).
 # Pass 1 uses a user token for every operation (admin-only ones answer a documented 403), except revoking tokens:
 # the stateful phase could revoke the token it runs with. Pass 2 uses the admin token for the admin operations,
 # token revocation included, without the stateful phase, so it only ever revokes tokens it does not know.
@@ -18,7 +19,9 @@ budget=${SCHEMATHESIS_MAX_TIME:-45}
 seed=${SCHEMATHESIS_SEED:-20261204}
 canopy=.build/debug/canopy
 [ -x "$canopy" ] || { echo "schemathesis.sh: $canopy is missing; run swift build first" >&2; exit 2; }
-command -v schemathesis >/dev/null || { echo "schemathesis.sh: schemathesis is missing; pip install schemathesis==4.32.5" >&2; exit 2; }
+# Where pip put it: on PATH, or in the scripts folder of the python3 that installed it.
+schemathesis=$(command -v schemathesis || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/schemathesis")
+[ -x "$schemathesis" ] || { echo "schemathesis.sh: schemathesis is missing; pip install schemathesis==4.32.5" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/canopy-schemathesis.XXXXXX)
 chmod 755 "$work"
@@ -51,7 +54,7 @@ base="$(cat "$work/data/url")/api/v1"
 admin=$(cat "$work/data/admin.token")
 user=$(python3 - "$base" "$admin" <<'EOF'
 import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1] + "/tokens", method="POST", data=b'{"user": "fuzz", "description": "schemathesis"}',
+req = urllib.request.Request(sys.argv[1] + "/tokens", method="POST", data=b'{"user": "fuzz", "tenant": "fuzz", "description": "schemathesis"}',
                              headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
 print(json.load(urllib.request.urlopen(req))["token"])
 EOF
@@ -75,7 +78,7 @@ run() {
     shift
     echo "== schemathesis: $name"
     # From the temporary dir, where schemathesis keeps its own files (.schemathesis/).
-    (cd "$work" && timeout $((budget + 60)) schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+    (cd "$work" && timeout $((budget + 60)) "$schemathesis" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
         --url "$base" --checks all --max-time "$budget" --workers 2 --seed "$seed" --request-timeout 10 \
         --report har --report-har-path "$work/$name.har" --no-color "$@")
 }
@@ -84,7 +87,19 @@ status=0
 run user -H "Authorization: Bearer $user" --exclude-path '/tokens/{id}' || status=1
 run admin -H "Authorization: Bearer $admin" --phases examples,coverage,fuzzing \
     --include-name 'POST /queues' --include-name 'DELETE /queues/{name}' --include-name 'POST /tokens' \
-    --include-name 'DELETE /tokens/{id}' --include-name 'GET /workloads' || status=1
+    --include-name 'DELETE /tokens/{id}' --include-name 'GET /workloads' --include-name 'GET /users' || status=1
+# Removing users, with a disposable admin token of its own and nothing to learn names from: the earlier passes
+# created more admin tokens, so removing default/admin would be allowed (the last-admin rule no longer holds it),
+# and the admin token above must survive for the clean-up below.
+disposable=$(python3 - "$base" "$admin" <<'EOF'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/tokens", method="POST",
+                             data=b'{"user": "fuzz-admin", "tenant": "fuzz-ops", "role": "admin", "description": "schemathesis"}',
+                             headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(req))["token"])
+EOF
+)
+run users -H "Authorization: Bearer $disposable" --phases examples,coverage,fuzzing --include-name 'DELETE /users/{tenant}/{user}' || status=1
 
 # Stop every workload the runs left unfinished: the server leaves running tasks running when it stops.
 python3 - "$base" "$admin" <<'EOF' || status=1

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 # python3: the live-server tests drive the server with an independent HTTP client (Python's standard library).
 # libsqlite3-dev: GRDB builds against the system SQLite.
-# libxml2: the toolchain's FoundationXML (the Data Forest dialect's XML bodies) loads it at run time.
 # slurm-wlm, munge: a real three-node Slurm cluster on this host for the Slurm executor's tests.
-packages=(python3 libsqlite3-dev libxml2 slurm-wlm munge)
+# python3-pip: schemathesis, which checks a live server against its OpenAPI document.
+packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,14 @@ fi
 
 swift build --build-tests
 
+# schemathesis (PyPI), pinned; installed once.
+schemathesis_version=4.32.5
+if ! python3 -m pip show schemathesis 2>/dev/null | grep -q "^Version: $schemathesis_version\$"; then
+    echo "installing schemathesis $schemathesis_version"
+    python3 -m pip install -q "schemathesis==$schemathesis_version" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "schemathesis==$schemathesis_version"
+fi
+
 # The Slurm cluster (scripts/slurm-cluster.sh; its daemons need root), stopped again however the tests end.
 if [ "$(id -u)" = 0 ]; then
     export CANOPY_TEST_SLURM_DIR=${CANOPY_TEST_SLURM_DIR:-$PWD/.build/slurm-test}
@@ -35,3 +43,10 @@ else
 fi
 
 swift test --skip-build "$@"
+
+# With no arguments (the whole suite, as CI runs it): a short run of every fuzz target over its committed corpus,
+# and schemathesis against a live server. Either failing fails the run.
+if (($# == 0)); then
+    scripts/fuzz.sh --runs 20000
+    scripts/schemathesis.sh
+fi
