@@ -22,7 +22,9 @@ public struct CanopyCommand: AsyncParsableCommand {
     /// The entry point: parses the command line and runs the async command it names.
     public static func runMain() async {
         do {
-            var command = try await asyncParseAsRoot(nil)
+            // `canopy run python3 train.py --epochs 3` needs no `--`: it is put before the command's first word here,
+            // so the parser reads run's own options strictly and leaves the command's alone.
+            var command = try await asyncParseAsRoot(RunArguments.normalizeCommandLine(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -24,6 +24,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "With --executor slurm: the cluster's slurm.conf (default: what the Slurm commands find, SLURM_CONF or /etc/slurm).") var slurmConf: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
+    func validate() throws {
+        // The same reading of sizes as `canopy run --memory`: `16g` is refused with a suggestion.
+        if let memory { _ = try ResourceArguments.memory(memory) }
+    }
+
     func run() async throws {
         var config = ServerConfiguration()
         if let dataDir { config.dataDir = dataDir }
