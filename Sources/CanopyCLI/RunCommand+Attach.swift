@@ -11,7 +11,12 @@ extension RunCommand {
         source.setEventHandler { interrupted.yield() }
         source.resume()
         defer { source.cancel() }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        // Attaching is over when the logs end (or on a second Ctrl-C); the wait reporter hands back what it has said.
+        enum Event: Sendable {
+            case over
+            case reported(WaitReporter.State)
+        }
+        var said = try await withThrowingTaskGroup(of: Event.self) { group in
             group.addTask {
                 try await withThrowingTaskGroup(of: Void.self) { logs in
                     for t in 0..<w.spec.tasks {
@@ -19,6 +24,10 @@ extension RunCommand {
                     }
                     try await logs.waitForAll()
                 }
+                return .over
+            }
+            group.addTask {
+                .reported(await WaitReporter(client: c).report(from: w))
             }
             group.addTask {
                 var count = 0
@@ -28,9 +37,18 @@ extension RunCommand {
                     FileHandle.standardError.write(Data("canopy: stopping \(w.id) (Ctrl-C again to detach)\n".utf8))
                     _ = try? await c.raw(.POST, "/workloads/\(w.id)/stop")
                 }
+                return .over
             }
-            try await group.next()
+            var said = WaitReporter.State()
+            var over = false
+            while !over, let event = try await group.next() {
+                if case .reported(let state) = event { said = state } else { over = true }
+            }
             group.cancelAll()
+            while let event = try await group.next() {
+                if case .reported(let state) = event { said = state }
+            }
+            return said
         }
         var final = try await c.call(.GET, "/workloads/\(w.id)", as: Workload.self)
         var waits = 0
@@ -39,6 +57,8 @@ extension RunCommand {
             final = try await c.call(.GET, "/workloads/\(w.id)", as: Workload.self)
             waits += 1
         }
+        // A workload that ran between two looks of the reporter has not been said to start yet.
+        if let line = WaitReporter.step(final, &said).line { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         switch final.phase {
         case .succeeded:
             return 0
