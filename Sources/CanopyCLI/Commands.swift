@@ -77,13 +77,9 @@ struct PsCommand: AsyncParsableCommand {
             if let phase { query.append("phase=\(phase)") } else if !all { query.append("phase=Pending,Starting,Running,Stopping") }
             let page = try await c.call(.GET, "/workloads?" + query.joined(separator: "&"), as: Page<Workload>.self)
             if format.json { return printOut(try Format.json(page.items)) }
-            printOut(
-                Format.table(
-                    ["ID", "NAME", "QUEUE", "STATUS", "RESOURCES", "CREATED", "COMMAND"],
-                    page.items.map {
-                        [$0.id, String($0.spec.name.prefix(24)), $0.spec.queue, Format.status($0), Format.resources($0.spec.resources, tasks: $0.spec.tasks),
-                         Format.age($0.createdAt), String($0.spec.command.joined(separator: " ").prefix(40))]
-                    }))
+            // An admin sees every tenant's workloads, so the table says whose each one is.
+            let admin = (try? await c.call(.GET, "/whoami", as: Principal.self))?.role == .admin
+            printOut(Format.workloads(page.items, showTenant: admin || Set(page.items.map(\.tenant)).count > 1))
         }
     }
 }
