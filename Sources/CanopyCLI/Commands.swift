@@ -9,9 +9,10 @@ public struct CanopyCommand: AsyncParsableCommand {
         commandName: "canopy",
         abstract: "A self-hosted AI compute platform: batch and interactive workloads on CPUs, memory and GPUs.",
         discussion: """
-            The client commands reach the server at CANOPY_URL with the token CANOPY_TOKEN; on the server's own machine they
+            The client commands reach the server at CANOPY_URL with the token CANOPY_TOKEN; on the server's own machine they \
             find both in its data directory (CANOPY_DATA_DIR, default ./.canopy).
             """,
+        version: CanopyVersion.current,
         subcommands: [
             ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self,
@@ -102,7 +103,7 @@ struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a task's output (stdout and stderr).")
 
     @Flag(name: .shortAndLong, help: "Keep printing until the task ends.") var follow = false
-    @Option(help: "Which task (default 0).") var task: Int = 0
+    @Option(help: "Which task.") var task: Int = 0
     @Argument(help: "The workload's id.") var id: String
 
     func run() async throws {
