@@ -20,8 +20,10 @@ enum RunArguments {
             guard word.hasPrefix("-"), word != "-" else {
                 return Array(arguments[..<i]) + ["--"] + arguments[i...]
             }
-            // `--cpus -1` is an option and its value: the value is the next word, whatever it looks like.
-            i += valueOptions.contains(word) ? 2 : 1
+            // `--cpus -1` is an option and its value: the value is the next word, whatever it looks like. In a
+            // cluster of short options (`-de K=V`), the last one is the one that may take it.
+            let last = word.hasPrefix("--") ? word : "-" + String(word.suffix(1))
+            i += valueOptions.contains(last) ? 2 : 1
         }
         return arguments
     }

@@ -52,6 +52,7 @@ struct CLITests {
             (["--cpus", "-1", "true"], ["--cpus", "-1", "--", "true"]),
             (["-d", "--hold", "-e", "A=1", "sh", "--", "x"], ["-d", "--hold", "-e", "A=1", "--", "sh", "--", "x"]),
             (["--name=x", "true"], ["--name=x", "--", "true"]),
+            (["-de", "A=1", "env"], ["-de", "A=1", "--", "env"]),
             (["--help"], ["--help"]),
             // An unknown option stays before the `--`, where the parser refuses it.
             (["--gpu", "1", "--", "true"], ["--gpu", "--", "1", "--", "true"]),
@@ -67,6 +68,7 @@ struct CLITests {
         #expect(runCommand(["run", "python3", "train.py", "--epochs", "3"])?.command == ["python3", "train.py", "--epochs", "3"])
         #expect(runCommand(["run", "--", "cmd", "--flag", "--", "-x"])?.command == ["cmd", "--flag", "--", "-x"])
         #expect(runCommand(["run", "-d", "--gpus", "1", "python3", "-c", "print(1)"])?.command == ["python3", "-c", "print(1)"])
+        #expect(runCommand(["run", "-de", "A=1", "env"]).map { [$0.detach ? "d" : ""] + $0.env + $0.command } == ["d", "A=1", "env"])
         let run = try #require(runCommand(["run", "--priority", "-5", "--cpus", "500m", "--memory", "1.5Gi", "--", "true"]))
         let body = try run.workloadRequest()
         #expect(body.priority == -5 && body.resources?.cpuMillis == 500 && body.resources?.memoryMiB == 1536)
