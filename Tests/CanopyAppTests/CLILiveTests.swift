@@ -3,11 +3,11 @@ import CanopyTesting
 import Foundation
 import Testing
 
+@testable import CanopyCLI
+
 #if canImport(Glibc)
     import Glibc
 #endif
-
-@testable import CanopyCLI
 
 /// Runs the `canopy` binary with a token of its own (another user's, or none) against `url`.
 private func canopy(_ args: [String], url: String, token: String) async throws -> (status: Int32, stdout: String, stderr: String) {
@@ -37,8 +37,10 @@ struct CLILiveTests {
             let typos: [([String], String)] = [
                 (["run", "--gpu", "1", "--", "true"], "Error: Unknown option '--gpu'. Did you mean '--gpus'?\n"),
                 (["run", "--memroy", "1Gi", "--", "true"], "Error: Unknown option '--memroy'. Did you mean '--memory'?\n"),
-                (["run", "--memory", "512m", "--", "true"],
-                 "Error: --memory 512m: lowercase m means milli, as in --cpus 500m; did you mean 512Mi?\n"),
+                (
+                    ["run", "--memory", "512m", "--", "true"],
+                    "Error: --memory 512m: lowercase m means milli, as in --cpus 500m; did you mean 512Mi?\n"
+                ),
                 (["run", "--cpus", "-1", "true"], "Error: --cpus must be positive, e.g. 2, 0.5 or 500m\n"),
                 (["run", "--hold"], "Error: give the command to run, e.g. canopy run -- echo hello\n"),
             ]

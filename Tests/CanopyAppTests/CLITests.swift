@@ -130,7 +130,10 @@ struct CLITests {
         struct Dump: Decodable {
             struct Command: Decodable { var arguments: [Argument]? }
             struct Argument: Decodable {
-                struct Name: Decodable { var kind: String; var name: String }
+                struct Name: Decodable {
+                    var kind: String
+                    var name: String
+                }
                 var kind: String
                 var names: [Name]?
             }
