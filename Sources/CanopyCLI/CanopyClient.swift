@@ -21,7 +21,7 @@ struct CanopyClient: Sendable {
         }
         let url = env["CANOPY_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? read("url") ?? "http://127.0.0.1:\(ServerConfiguration.defaultPortForClient)"
         let token = env["CANOPY_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? read("admin.token")
-        return CanopyClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token, http: .shared)
+        return CanopyClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token, http: cliHTTPClient)
     }
 
     func request(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none) throws -> HTTPClientRequest {
@@ -47,7 +47,7 @@ struct CanopyClient: Sendable {
         do {
             response = try await http.execute(try request(method, path, body: body), timeout: .seconds(60))
         } catch {
-            throw CLIError("cannot reach the Canopy server at \(baseURL) (\(error)); start one with `canopy serve` or set CANOPY_URL")
+            throw unreachable(error)
         }
         let buffer = try await response.body.collect(upTo: 64 << 20)
         let data = Data(buffer.readableBytesView)
@@ -57,7 +57,12 @@ struct CanopyClient: Sendable {
 
     /// Streams a response body to a sink, or throws the server's error.
     func stream(_ path: String, into sink: (ByteBuffer) throws -> Void) async throws {
-        let response = try await http.execute(try request(.GET, path), timeout: .hours(24 * 365))
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(try request(.GET, path), timeout: .hours(24 * 365))
+        } catch {
+            throw unreachable(error)
+        }
         guard (200..<300).contains(response.status.code) else {
             let buffer = try await response.body.collect(upTo: 1 << 20)
             throw CLIError.from(status: response.status.code, Data(buffer.readableBytesView))
@@ -65,6 +70,40 @@ struct CanopyClient: Sendable {
         for try await chunk in response.body { try sink(chunk) }
     }
 }
+
+extension CanopyClient {
+    /// The error for a server that did not answer: where it was looked for, why it failed, what to do.
+    func unreachable(_ error: any Error) -> CLIError {
+        CLIError("cannot reach the Canopy server at \(baseURL): \(Self.cause(error)). Start one with `canopy serve`, or set CANOPY_URL to its address.")
+    }
+
+    /// A short cause for a person: "connection refused" rather than a type's debug description.
+    static func cause(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if let http = error as? HTTPClientError {
+            switch http {
+            case .connectTimeout: return "the connection timed out"
+            case .deadlineExceeded: return "no answer in time"
+            case .remoteConnectionClosed: return "the connection was closed"
+            default: break
+            }
+        }
+        let text = String(describing: error)
+        if text.contains("Connection refused") || text.contains("connection refused") { return "connection refused" }
+        return text
+    }
+}
+
+/// The CLI's HTTP client. Unlike `HTTPClient.shared`, a server that refuses the connection is reported at once
+/// instead of retried until the request's deadline (a minute), and a followed log may stay quiet for longer than
+/// a read timeout (a held `canopy run` streams nothing while it waits). Never shut down, as `shared` is not: it
+/// lives as long as the process.
+private let cliHTTPClient: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    configuration.connectionPool.retryConnectionEstablishment = false
+    configuration.timeout.connect = .seconds(10)
+    return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+}()
 
 extension ServerConfiguration {
     static var defaultPortForClient: Int { defaultPort }

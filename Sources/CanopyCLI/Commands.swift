@@ -9,9 +9,10 @@ public struct CanopyCommand: AsyncParsableCommand {
         commandName: "canopy",
         abstract: "A self-hosted AI compute platform: batch and interactive workloads on CPUs, memory and GPUs.",
         discussion: """
-            The client commands reach the server at CANOPY_URL with the token CANOPY_TOKEN; on the server's own machine they
+            The client commands reach the server at CANOPY_URL with the token CANOPY_TOKEN; on the server's own machine they \
             find both in its data directory (CANOPY_DATA_DIR, default ./.canopy).
             """,
+        version: CanopyVersion.current,
         subcommands: [
             ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self,
@@ -22,7 +23,9 @@ public struct CanopyCommand: AsyncParsableCommand {
     /// The entry point: parses the command line and runs the async command it names.
     public static func runMain() async {
         do {
-            var command = try await asyncParseAsRoot(nil)
+            // `canopy run python3 train.py --epochs 3` needs no `--`: it is put before the command's first word here,
+            // so the parser reads run's own options strictly and leaves the command's alone.
+            var command = try await asyncParseAsRoot(RunArguments.normalizeCommandLine(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -75,13 +78,9 @@ struct PsCommand: AsyncParsableCommand {
             if let phase { query.append("phase=\(phase)") } else if !all { query.append("phase=Pending,Starting,Running,Stopping") }
             let page = try await c.call(.GET, "/workloads?" + query.joined(separator: "&"), as: Page<Workload>.self)
             if format.json { return printOut(try Format.json(page.items)) }
-            printOut(
-                Format.table(
-                    ["ID", "NAME", "QUEUE", "STATUS", "RESOURCES", "CREATED", "COMMAND"],
-                    page.items.map {
-                        [$0.id, String($0.spec.name.prefix(24)), $0.spec.queue, Format.status($0), Format.resources($0.spec.resources, tasks: $0.spec.tasks),
-                         Format.age($0.createdAt), String($0.spec.command.joined(separator: " ").prefix(40))]
-                    }))
+            // An admin sees every tenant's workloads, so the table says whose each one is.
+            let admin = (try? await c.call(.GET, "/whoami", as: Principal.self))?.role == .admin
+            printOut(Format.workloads(page.items, showTenant: admin || Set(page.items.map(\.tenant)).count > 1))
         }
     }
 }
@@ -104,7 +103,7 @@ struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a task's output (stdout and stderr).")
 
     @Flag(name: .shortAndLong, help: "Keep printing until the task ends.") var follow = false
-    @Option(help: "Which task (default 0).") var task: Int = 0
+    @Option(help: "Which task.") var task: Int = 0
     @Argument(help: "The workload's id.") var id: String
 
     func run() async throws {

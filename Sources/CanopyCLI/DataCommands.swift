@@ -93,27 +93,64 @@ struct DataCommand: AsyncParsableCommand {
     }
 
     struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "get", abstract: "Download a file (`-` writes it to standard output).")
+        static let configuration = CommandConfiguration(
+            commandName: "get",
+            abstract: "Download a file (`-` writes it to standard output), or a directory recursively into LOCAL (created as needed).")
         @Argument(help: "Path in the data store.") var remote: String
-        @Argument(help: "Local file, or - for standard output.") var local: String
+        @Argument(help: "Local file or directory, or - for standard output.") var local: String
 
         func run() async throws {
             try await client { c in
-                let toStdout = local == "-"
-                let target = toStdout ? nil : local + ".canopy-partial"
-                if let target { _ = FileManager.default.createFile(atPath: target, contents: nil) }
-                guard let out = toStdout ? FileHandle.standardOutput : FileHandle(forWritingAtPath: target!) else { throw CLIError("cannot write \(local)") }
-                do {
-                    try await c.stream("/data/content?path=\(DataCommand.encode(remote))") { chunk in out.write(Data(chunk.readableBytesView)) }
-                } catch {
-                    if let target { try? FileManager.default.removeItem(atPath: target) }
-                    throw error
+                let entries = try await c.call(.GET, "/data?path=\(DataCommand.encode(remote))", as: Page<DataEntry>.self).items
+                // A file lists as itself; a directory lists its children, whose paths are longer.
+                let normalized = "/" + remote.split(separator: "/").joined(separator: "/")
+                if entries.count == 1, !entries[0].isDirectory, entries[0].path == normalized {
+                    // Into an existing local directory, as cp does, rather than in its place.
+                    var isDir: ObjCBool = false
+                    let into = local != "-" && FileManager.default.fileExists(atPath: local, isDirectory: &isDir) && isDir.boolValue
+                    return try await download(c, remote, to: into ? local + "/" + (normalized as NSString).lastPathComponent : local)
                 }
-                if let target {
-                    try out.close()
-                    _ = try? FileManager.default.removeItem(atPath: local)
-                    try FileManager.default.moveItem(atPath: target, toPath: local)
+                guard local != "-" else { throw CLIError("\(remote) is a directory; give a local directory to copy it into") }
+                try await downloadTree(c, normalized, entries, into: local)
+            }
+        }
+
+        /// Copies a directory of the store, recursively, into `local`, printing each local file written.
+        func downloadTree(_ c: CanopyClient, _ remote: String, _ entries: [DataEntry], into local: String) async throws {
+            try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
+            for entry in entries {
+                // Names come from the server: only a plain name below `remote` is written, never a path leading out.
+                let name = String(entry.path.dropFirst(remote == "/" ? 1 : remote.count + 1))
+                guard entry.path.hasPrefix(remote == "/" ? "/" : remote + "/"), !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+                    throw CLIError("unexpected entry \(entry.path) in \(remote)")
                 }
+                let target = local + "/" + name
+                if entry.isDirectory {
+                    let children = try await c.call(.GET, "/data?path=\(DataCommand.encode(entry.path))", as: Page<DataEntry>.self).items
+                    try await downloadTree(c, entry.path, children, into: target)
+                } else {
+                    try await download(c, entry.path, to: target)
+                    printOut(target)
+                }
+            }
+        }
+
+        /// Streams one file to `local` (through a partial file, renamed when complete) or to standard output.
+        func download(_ c: CanopyClient, _ remote: String, to local: String) async throws {
+            let toStdout = local == "-"
+            let target = toStdout ? nil : local + ".canopy-partial"
+            if let target { _ = FileManager.default.createFile(atPath: target, contents: nil) }
+            guard let out = toStdout ? FileHandle.standardOutput : FileHandle(forWritingAtPath: target!) else { throw CLIError("cannot write \(local)") }
+            do {
+                try await c.stream("/data/content?path=\(DataCommand.encode(remote))") { chunk in out.write(Data(chunk.readableBytesView)) }
+            } catch {
+                if let target { try? FileManager.default.removeItem(atPath: target) }
+                throw error
+            }
+            if let target {
+                try out.close()
+                _ = try? FileManager.default.removeItem(atPath: local)
+                try FileManager.default.moveItem(atPath: target, toPath: local)
             }
         }
     }
@@ -164,7 +201,7 @@ extension CanopyClient {
         do {
             response = try await http.execute(r, timeout: .hours(24))
         } catch {
-            throw CLIError("upload of \(file) failed: \(error)")
+            throw CLIError("upload of \(file) failed: \(Self.cause(error))")
         }
         let buffer = try await response.body.collect(upTo: 1 << 20)
         guard (200..<300).contains(response.status.code) else { throw CLIError.from(status: response.status.code, Data(buffer.readableBytesView)) }

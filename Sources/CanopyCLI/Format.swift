@@ -29,10 +29,38 @@ enum Format {
         return "\(s / 86400)d ago"
     }
 
+    /// A count and its noun, plural unless the count is one: "1 GPU", "2 GPUs", "0 tasks".
+    static func count(_ n: Int, _ noun: String) -> String {
+        "\(n) \(noun)" + (n == 1 ? "" : "s")
+    }
+
+    /// "1 CPU", "2 CPUs", "500m CPU", "1500m CPUs" (plural above one CPU).
+    static func cpus(_ millis: Int) -> String {
+        "\(Quantity.formatCPU(millis)) CPU" + (millis > 1000 ? "s" : "")
+    }
+
     static func resources(_ r: Resources, tasks: Int) -> String {
-        var s = "\(Quantity.formatCPU(r.cpuMillis)) CPU, \(Quantity.formatMemory(r.memoryMiB))"
-        if r.gpus > 0 { s += ", \(r.gpus) GPU" + (r.gpuModel.map { " \($0)" } ?? "") }
-        return tasks > 1 ? "\(tasks) x (\(s))" : s
+        var s = "\(cpus(r.cpuMillis)), \(Quantity.formatMemory(r.memoryMiB))"
+        if r.gpus > 0 { s += ", " + count(r.gpus, r.gpuModel.map { "\($0) GPU" } ?? "GPU") }
+        return tasks > 1 ? "\(tasks) tasks x (\(s))" : s
+    }
+
+    /// A workload's name, or "-" where none was given (the server then names it by its id).
+    static func name(_ w: Workload) -> String {
+        w.spec.name.isEmpty || w.spec.name == w.id ? "-" : w.spec.name
+    }
+
+    /// The `canopy ps` table; `showTenant` adds the TENANT column (an admin sees every tenant's workloads).
+    static func workloads(_ items: [Workload], showTenant: Bool) -> String {
+        let header = ["ID", "NAME"] + (showTenant ? ["TENANT"] : []) + ["OWNER", "QUEUE", "STATUS", "REASON", "RESOURCES", "CREATED", "COMMAND"]
+        return table(
+            header,
+            items.map { w in
+                [w.id, String(name(w).prefix(24))] + (showTenant ? [w.tenant] : []) + [
+                    w.owner, w.spec.queue, status(w), w.reason?.code.rawValue ?? "-", resources(w.spec.resources, tasks: w.spec.tasks),
+                    age(w.createdAt), String(w.spec.command.joined(separator: " ").prefix(40)),
+                ]
+            })
     }
 
     static func status(_ w: Workload) -> String {
@@ -44,7 +72,7 @@ enum Format {
 
     static func describe(_ w: Workload) -> String {
         var lines: [(String, String)] = [
-            ("ID", w.id), ("Name", w.spec.name), ("Phase", w.phase.rawValue),
+            ("ID", w.id), ("Name", name(w)), ("Phase", w.phase.rawValue),
         ]
         if let r = w.reason { lines.append(("Reason", "\(r.code.rawValue): \(r.message)")) }
         if let p = w.queuePosition { lines.append(("Queue position", String(p))) }

@@ -9,20 +9,25 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve", abstract: "Run the Canopy server.",
         discussion: "Every option can also be set in the environment (CANOPY_DATA_DIR, CANOPY_HOST, CANOPY_PORT, CANOPY_GPUS, ...); the option wins.")
 
-    @Option(help: "Data directory: database, logs, task directories, credentials (default ./.canopy).") var dataDir: String?
-    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
-    @Option(help: "Port to listen on (default 7420; 0 picks a free one).") var port: Int?
+    @Option(help: "Data directory: database, logs, task directories, credentials (default: ./.canopy).") var dataDir: String?
+    @Option(help: "Address to listen on (default: 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on (default: 7420; 0 picks a free one).") var port: Int?
     @Option(help: "Declare GPUs on a machine without them, MODEL:COUNT[,MODEL:COUNT] (default: ask nvidia-smi).") var gpus: String?
     @Option(help: "Allocatable CPUs of this node (default: all online CPUs).") var cpus: String?
     @Option(help: "Allocatable memory of this node, e.g. 16Gi (default: all of it).") var memory: String?
-    @Option(help: "With --executor slurm and the server running as root: the user jobs run as (default nobody).") var taskUser: String?
-    @Option(help: "With the local executor and the server running as root: uids given to running tasks, one each, LOW-HIGH (default 61184-65519).")
+    @Option(help: "With --executor slurm and the server running as root: the user jobs run as (default: nobody).") var taskUser: String?
+    @Option(help: "With the local executor and the server running as root: uids given to running tasks, one each, LOW-HIGH (default: 61184-65519).")
     var taskUids: String?
-    @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default 10).") var stopGrace: Double?
+    @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default: 10).") var stopGrace: Double?
     @Option(help: "Where workloads run: local (processes on this machine) or slurm (jobs of this machine's Slurm cluster).") var executor: String?
-    @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default 2).") var slurmPollInterval: Double?
+    @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default: 2).") var slurmPollInterval: Double?
     @Option(help: "With --executor slurm: the cluster's slurm.conf (default: what the Slurm commands find, SLURM_CONF or /etc/slurm).") var slurmConf: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func validate() throws {
+        // The same reading of sizes as `canopy run --memory`: `16g` is refused with a suggestion.
+        if let memory { _ = try ResourceArguments.memory(memory) }
+    }
 
     func run() async throws {
         var config = ServerConfiguration()
@@ -52,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server: CanopyServer
         do {
             server = try await buildApplication(config, logger: logger) { port in
-                logger.notice("Canopy is serving", metadata: ["url": "http://\(host):\(port)", "data-dir": "\(dir)"])
+                logger.notice("Canopy is serving", metadata: ["url": "http://\(host):\(port)", "data-dir": "\(dir)", "version": "\(CanopyVersion.current)"])
             }
         } catch let e as CanopyError {
             FileHandle.standardError.write(Data("canopy: \(e.message)\(e.field.map { " (\($0))" } ?? "")\n".utf8))

@@ -1,0 +1,36 @@
+/// Where `canopy run`'s own options end and the workload's command begins.
+///
+/// The command starts at `--` or at the first word that is not an option or an option's value; everything from
+/// there on is the command's, untouched. Options before it are parsed strictly, so `--help` shows help and a
+/// mistyped option is an error instead of the start of a command.
+enum RunArguments {
+    /// `canopy run`'s options that take a value (checked against the command's own definition by a test).
+    static let valueOptions: Set<String> = [
+        "--name", "--cpus", "--memory", "--gpus", "--gpu-model", "--tasks", "--queue", "--priority", "--env", "-e", "--workdir",
+        "--max-duration", "--input", "--output",
+    ]
+
+    /// The arguments after `run` with a `--` inserted before the command when the user left it out, so that the
+    /// parser captures the command after `--` and rejects whatever unknown option comes before it.
+    static func normalize(_ arguments: [String]) -> [String] {
+        var i = 0
+        while i < arguments.count {
+            let word = arguments[i]
+            if word == "--" { return arguments }
+            guard word.hasPrefix("-"), word != "-" else {
+                return Array(arguments[..<i]) + ["--"] + arguments[i...]
+            }
+            // `--cpus -1` is an option and its value: the value is the next word, whatever it looks like. In a
+            // cluster of short options (`-de K=V`), the last one is the one that may take it.
+            let last = word.hasPrefix("--") ? word : "-" + String(word.suffix(1))
+            i += valueOptions.contains(last) ? 2 : 1
+        }
+        return arguments
+    }
+
+    /// The command line with `canopy run`'s arguments normalized (others are left as they are).
+    static func normalizeCommandLine(_ arguments: [String]) -> [String] {
+        guard arguments.first == "run" else { return arguments }
+        return ["run"] + normalize(Array(arguments.dropFirst()))
+    }
+}
