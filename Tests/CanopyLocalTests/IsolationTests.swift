@@ -35,19 +35,7 @@ struct IsolationTests {
 
     /// Waits for the exit of workload `id` among the executor's events.
     func exit(of id: String, _ e: LocalExecutor, timeout: Duration = .seconds(30)) async throws -> TaskExit {
-        let found = await withTaskGroup(of: TaskExit?.self) { group in
-            group.addTask {
-                for await case .exited(let exit) in e.events where exit.workloadID == id { return exit }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
+        let found = await nextExit(of: id, e.events, timeout: timeout)
         return try #require(found, "no exit of \(id) within \(timeout)")
     }
 

@@ -15,21 +15,8 @@ struct LocalExecutorTests {
         return try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: index, node: "local", gpus: gpus))
     }
 
-    /// The executor's next reported exit, or nil after `timeout` (so a lost exit fails the test instead of hanging the suite).
     func nextExit(_ e: LocalExecutor, timeout: Duration = .seconds(30)) async -> TaskExit? {
-        await withTaskGroup(of: TaskExit?.self) { group in
-            group.addTask {
-                for await case .exited(let exit) in e.events { return exit }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
+        await CanopyTesting.nextExit(e.events, timeout: timeout)
     }
 
     @Test("a task runs with its environment, GPUs, own directory and exit code")

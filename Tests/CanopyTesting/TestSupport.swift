@@ -100,3 +100,21 @@ public func runProcessBlocking(_ path: String, _ args: [String], env: [String: S
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
+
+/// An executor's next reported exit (of `workloadID`, when given), or nil after `timeout`, so a lost exit fails the
+/// test instead of hanging the suite.
+public func nextExit(of workloadID: String? = nil, _ events: AsyncStream<BackendEvent>, timeout: Duration = .seconds(30)) async -> TaskExit? {
+    await withTaskGroup(of: TaskExit?.self) { group in
+        group.addTask {
+            for await case .exited(let exit) in events where workloadID == nil || exit.workloadID == workloadID { return exit }
+            return nil
+        }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}
