@@ -33,6 +33,9 @@ struct InputHardeningTests {
         (#"{"command": ["true"], "resources": {"gpus": 9223372036854775807}}"#, "resources.gpus"),
         (#"{"command": ["true"], "resources": {"cpu": 1e308}}"#, "resources.cpu"),
         (#"{"command": ["true"], "resources": {"memory": 1e308}}"#, "resources.memory"),
+        // Ambiguous lowercase units: refused, not guessed.
+        (#"{"command": ["true"], "resources": {"memory": "512m"}}"#, "resources.memory"),
+        (#"{"command": ["true"], "resources": {"memory": "2g"}}"#, "resources.memory"),
     ]
 
     @Test("extreme numbers in a body or a query get a 400 naming the field, never a trap")

@@ -20,7 +20,7 @@ struct QuantityTests {
         #expect(Quantity.parseMemory(text) == mib)
     }
 
-    @Test("bad memory quantities are refused", arguments: ["", "lots", "-1Gi", "1Xi", "1e30"])
+    @Test("bad memory quantities are refused, the ambiguous lowercase m and g among them", arguments: ["", "lots", "-1Gi", "1Xi", "1e30", "512m", "512mb", "2g", "2gb"])
     func badMemory(text: String) {
         #expect(Quantity.parseMemory(text) == nil)
     }

@@ -31,8 +31,10 @@ public enum Quantity {
     private static let memoryUnits: [(String, Double)] = [
         ("Ki", 1.0 / 1024), ("Mi", 1), ("Gi", 1024), ("Ti", 1024 * 1024),
         ("K", 1000.0 / 1_048_576), ("M", 1_000_000.0 / 1_048_576), ("G", 1e9 / 1_048_576), ("T", 1e12 / 1_048_576),
-        ("k", 1000.0 / 1_048_576), ("m", 1_000_000.0 / 1_048_576), ("g", 1e9 / 1_048_576),
+        ("k", 1000.0 / 1_048_576),
     ]
+    // No lowercase "m" or "g": "512m" means 512 MiB to docker, 512 MB to some, and 0.512 bytes to Kubernetes
+    // (milli, as in CPUs "500m"). An ambiguous size is refused rather than guessed.
 
     /// The bound memory sizes stay under: 2^40 MiB, an exbibyte. Far above any node, and far from `Int.max`
     /// for the sums the scheduler forms.
