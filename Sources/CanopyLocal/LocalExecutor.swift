@@ -140,6 +140,8 @@ public final class LocalExecutor: Executor {
             // The shim holds the uid's lock for as long as the task runs.
             if lease != nil { argv.append("--hold-lock") }
             argv += ["--exit-file", layout.exitFile, "--chdir", workdir]
+            // Tasks with an identity of their own get a /tmp of their own too (not shared with other tenants).
+            if uid != nil { argv += ["--private-tmp", layout.tmp] }
             for g in groups { argv += ["--cgroup", g] }
             if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
             argv.append("--")

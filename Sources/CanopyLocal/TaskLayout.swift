@@ -25,6 +25,8 @@ public struct TaskLayout: Sendable {
     public var pidFile: String { "\(directory)/pid" }
     /// The task's own working directory; the spec's workdir resolves inside it.
     public var work: String { "\(directory)/work" }
+    /// The task's /tmp (and /var/tmp), private to it, when the server can give it a mount namespace.
+    public var tmp: String { "\(directory)/tmp" }
 
     /// Resolves a requested working directory inside `work`, absolute or relative; nil if it would escape.
     public func resolve(workdir: String?) -> String? {
@@ -63,6 +65,12 @@ public struct TaskLayout: Sendable {
         guard lstat(work, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw StagingError("\(work) is not a directory") }
         if let owner { lchown(work, owner.uid, owner.gid) }
         chmod(work, 0o700)
+        if owner != nil {
+            // A fresh /tmp for each run: what an earlier run left there is gone.
+            if let dir = try? FileTree.openDirectory(directory) { FileTree.remove("tmp", in: dir) }
+            guard mkdir(tmp, 0o700) == 0 else { throw FileTree.error("cannot create \(tmp)") }
+            if let owner { lchown(tmp, owner.uid, owner.gid) }
+        }
     }
 
     /// Creates the directories from `work` down to `path` (a result of `resolve`), owned by `owner`, without

@@ -22,7 +22,13 @@
  * Before anything else the shim closes every descriptor above 2 (close_range), so nothing the server had open
  * (its listening socket, clients' connections, the database) can reach a task, whatever the spawner passed.
  *
- * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
+ * With --private-tmp DIR (the server passes it when it runs as root), the command gets a mount namespace of its own
+ * in which DIR (the task's, private to its uid) is /tmp and /var/tmp and a fresh tmpfs is /dev/shm, so tasks of
+ * different tenants share no scratch space: nothing one leaves in /tmp can be read or replaced by another. Where
+ * the kernel refuses a mount namespace the task still runs, with the host's /tmp, and the shim says so on stderr.
+ *
+ * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] [--private-tmp DIR]
+ *                    -- CMD [ARGS...]
  *        canopy-shim --kill-uid N
  *   The second form kills every process of user N (which must not be 0): it becomes that user and sends SIGKILL
  *   to all it may signal (kill(-1)), until none is left. The server uses it when a task with its own identity
@@ -36,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -80,6 +88,48 @@ static void close_inherited(unsigned low) {
     for (long fd = low; fd < max; fd++) close((int)fd);
 }
 
+static int under(const char *path, const char *prefix) {
+    size_t n = strlen(prefix);
+    return strncmp(path, prefix, n) == 0 && (path[n] == '/' || path[n] == 0);
+}
+
+/* A mount namespace of the command's own with private /tmp, /var/tmp and /dev/shm; 0, or -1 if the kernel refused.
+   A working directory below /tmp or /var/tmp (a data dir there) is first mounted at its own path inside the
+   private directory, so the task still reaches it by its full path once the host's /tmp is covered. */
+static int private_tmp(const char *dir, const char *workdir) {
+    if (unshare(CLONE_NEWNS) != 0) return -1;
+    /* Nothing mounted here propagates back to the host. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    const char *covered[] = {"/tmp", "/var/tmp"};
+    for (int c = 0; c < 2 && workdir; c++) {
+        if (!under(workdir, covered[c])) continue;
+        char inner[4096];
+        if (snprintf(inner, sizeof inner, "%s%s", dir, workdir + strlen(covered[c])) >= (int)sizeof inner) return -1;
+        for (char *p = inner + strlen(dir) + 1; *p; p++) {
+            if (*p != '/') continue;
+            *p = 0;
+            mkdir(inner, 0711);
+            *p = '/';
+        }
+        mkdir(inner, 0711);
+        if (mount(workdir, inner, NULL, MS_BIND, NULL) != 0) return -1;
+        break;
+    }
+    /* By descriptor (opened in this namespace), so covering one directory cannot hide `dir` from the next mount. */
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char source[64];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    struct stat st;
+    int ok = mount(source, "/tmp", NULL, MS_BIND | MS_REC, NULL) == 0;
+    if (ok && stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode)) ok = mount(source, "/var/tmp", NULL, MS_BIND | MS_REC, NULL) == 0;
+    close(fd);
+    if (!ok) return -1;
+    if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && !(workdir && under(workdir, "/dev/shm")))
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    return 0;
+}
+
 static int kill_user(long uid) {
     if (uid <= 0) { fprintf(stderr, "canopy-shim: --kill-uid needs a user other than root\n"); return 125; }
     if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0) die("setuid");
@@ -103,7 +153,7 @@ int main(int argc, char **argv) {
         argc--;
     }
     if (argc == 3 && strcmp(argv[1], "--kill-uid") == 0) return kill_user(strtol(argv[2], NULL, 10));
-    const char *exit_file = NULL, *chdir_to = NULL;
+    const char *exit_file = NULL, *chdir_to = NULL, *tmp_dir = NULL;
     const char *cgroups[16];
     int ncgroups = 0;
     long uid = -1, gid = -1;
@@ -116,6 +166,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--uid") == 0) uid = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--gid") == 0) gid = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--chdir") == 0) chdir_to = argv[++i];
+        else if (strcmp(argv[i], "--private-tmp") == 0) tmp_dir = argv[++i];
         else { fprintf(stderr, "canopy-shim: unknown option %s\n", argv[i]); return 125; }
     }
     if (!exit_file || i >= argc) {
@@ -163,6 +214,8 @@ int main(int argc, char **argv) {
         umask(022);
         /* Change directory while still privileged: the task user owns its working directory but may not be
            able to traverse the data directory's ancestors (e.g. /root is 0700). */
+        if (tmp_dir && private_tmp(tmp_dir, chdir_to) != 0)
+            fprintf(stderr, "canopy-shim: no private /tmp for this task (%s); it shares the host's\n", strerror(errno));
         if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
         if (gid >= 0) {
             if (setgroups(0, NULL) != 0) die("setgroups");

@@ -126,6 +126,24 @@ struct IsolationTests {
         #expect(lstat("\(dir)/workloads/bob/task-0", &st) == 0 && st.st_mode & 0o777 == 0o700)
     }
 
+    @Test("tasks share no /tmp, /var/tmp or /dev/shm with each other or with the host", .enabled(if: IsolationTests.root))
+    func privateTmp() async throws {
+        let e = try executor(try makeTempDir())
+        let marker = "canopy-tmp-\(UUID().uuidString.prefix(8))"
+        let bobShim = try await launch(
+            e, "tmpbob", ["sh", "-c", "umask 0; for d in /tmp /var/tmp /dev/shm; do echo secret > $d/\(marker); done; echo ready; exec sleep 30"])
+        #expect(await eventually { log(e, "tmpbob") == "ready\n" }, "bob: \(log(e, "tmpbob", "stderr"))")
+        _ = try await launch(e, "tmpalice", ["sh", "-c", "for d in /tmp /var/tmp /dev/shm; do cat $d/\(marker) 2>/dev/null && echo FOUND-$d; done; true"])
+        #expect(try await exit(of: "tmpalice", e).exitCode == 0)
+        #expect(log(e, "tmpalice") == "", "alice read bob's scratch files: \(log(e, "tmpalice"))")
+        #expect(log(e, "tmpalice", "stderr") == "")
+        for d in ["/tmp", "/var/tmp", "/dev/shm"] {
+            #expect(!FileManager.default.fileExists(atPath: "\(d)/\(marker)"), "\(d) is the host's")
+        }
+        await e.stop(workloadID: "tmpbob", taskIndex: 0, backendID: String(bobShim), grace: 1)
+        _ = try await exit(of: "tmpbob", e)
+    }
+
     @Test("a daemon started with setsid dies with its task", .enabled(if: IsolationTests.rootWithCgroups))
     func noSurvivors() async throws {
         let e = try executor(try makeTempDir())

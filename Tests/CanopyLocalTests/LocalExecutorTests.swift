@@ -99,8 +99,8 @@ struct LocalExecutorTests {
         // Runs until the test lets it go, so it is provably still running when the second executor looks.
         _ = try await launch(first, "long", ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; exit 5"])
         _ = try await launch(first, "short", ["sh", "-c", "exit 3"])
-        let layout = TaskLayout(root: root, workloadID: "short", index: 0)
-        #expect(await eventually { layout.readExit() != nil }, "the short task never ended")
+        // Ended, shim and all, before the second executor looks.
+        #expect(await CanopyTesting.nextExit(of: "short", first.events)?.exitCode == 3, "the short task never ended")
         // A second executor over the same directory stands for the restarted server.
         let second = try executor(root)
         #expect(await second.recover(workloadID: "long", taskIndex: 0, backendID: nil) == .running)
