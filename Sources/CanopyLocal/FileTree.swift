@@ -94,14 +94,20 @@ enum FileTree {
         return names.sorted()
     }
 
-    /// Removes `name` from `dir`, a whole tree if it is a directory, without following links.
-    static func remove(_ name: String, in dir: Descriptor) {
+    /// How deep a tree the copy and the removal descend: a stranger's directory may nest thousands of levels
+    /// (each level costs a stack frame and two descriptors here), real data does not come near.
+    static let maxDepth = 128
+
+    /// Removes `name` from `dir`, a whole tree if it is a directory, without following links. Below `maxDepth`
+    /// levels nothing is removed (the directories above stay, not empty).
+    static func remove(_ name: String, in dir: Descriptor, depth: Int = 0) {
         guard let st = lstatAt(dir, name) else { return }
         if isDirectory(st) {
+            guard depth < maxDepth else { return }
             let fd = canopy_open_beneath(dir.fd, name, O_RDONLY | O_DIRECTORY, 0)
             if fd >= 0 {
                 let sub = Descriptor(fd)
-                for child in names(in: sub) { remove(child, in: sub) }
+                for child in names(in: sub) { remove(child, in: sub, depth: depth + 1) }
             }
             unlinkat(dir.fd, name, AT_REMOVEDIR)
         } else {
@@ -115,10 +121,13 @@ enum FileTree {
     @discardableResult
     static func copy(
         _ name: String, in source: Descriptor, to target: String, in destination: Descriptor, owner: Owner? = nil, readableBy: uid_t? = nil,
-        display: String
+        display: String, depth: Int = 0
     ) throws -> Int {
         guard let st = lstatAt(source, name) else { throw error("cannot read \(display)") }
         if isDirectory(st) {
+            guard depth < maxDepth else {
+                throw StagingError("\(display.prefix(200))...: directories nest deeper than \(maxDepth) levels; refusing the tree")
+            }
             let from = try openDirectory(beneath: source, [name], display: display)
             guard mkdirat(destination.fd, target, 0o755) == 0 else { throw error("cannot create \(display)") }
             let to = try openDirectory(beneath: destination, [target], display: display)
@@ -126,7 +135,8 @@ enum FileTree {
             fchmod(to.fd, 0o755)
             var count = 0
             for child in names(in: from) {
-                count += try copy(child, in: from, to: child, in: to, owner: owner, readableBy: readableBy, display: display + "/" + child)
+                count += try copy(
+                    child, in: from, to: child, in: to, owner: owner, readableBy: readableBy, display: display + "/" + child, depth: depth + 1)
             }
             return count
         }

@@ -194,6 +194,28 @@ struct IsolationTests {
         #expect(!copied.contains { $0.hasSuffix("server-secret") || $0.hasSuffix("shadow") })
     }
 
+    @Test("an output nested thousands of directories deep is refused, not followed down until the server's stack ends", .enabled(if: IsolationTests.root))
+    func deepOutput() async throws {
+        let dir = try makeTempDir()
+        let e = try executor(dir)
+        let script = "import os\nos.mkdir('o'); os.chdir('o')\nfor i in range(6000):\n    os.mkdir('a'); os.chdir('a')\nopen('f', 'w').write('x')\n"
+        _ = try await launch(e, "deep", ["python3", "-c", script])
+        #expect(try await exit(of: "deep", e).exitCode == 0, "\(log(e, "deep", "stderr"))")
+        let out = StagedOutput(path: "o", localDestination: dir + "/store/deep", destination: "/deep", overwrite: false)
+        await #expect(throws: StagingError.self) {
+            try await e.collectOutputs(workloadID: "deep", taskIndex: 0, spec: WorkloadSpec(command: ["true"]), outputs: [out])
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/store/deep"))
+        // A tree 100 levels deep is still collected.
+        let shallow = "import os\nos.mkdir('p'); os.chdir('p')\nfor i in range(100):\n    os.mkdir('a'); os.chdir('a')\nopen('f', 'w').write('x')\n"
+        _ = try await launch(e, "shallow", ["python3", "-c", shallow])
+        #expect(try await exit(of: "shallow", e).exitCode == 0)
+        let ok = StagedOutput(path: "p", localDestination: dir + "/store/shallow", destination: "/shallow", overwrite: false)
+        try await e.collectOutputs(workloadID: "shallow", taskIndex: 0, spec: WorkloadSpec(command: ["true"]), outputs: [ok])
+        let f = dir + "/store/shallow/" + Array(repeating: "a", count: 100).joined(separator: "/") + "/f"
+        #expect(FileManager.default.fileExists(atPath: f))
+    }
+
     @Test("inputs are never written through a link in the task's directory", .enabled(if: IsolationTests.root))
     func inputAttacks() async throws {
         let dir = try makeTempDir()
