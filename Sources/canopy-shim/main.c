@@ -23,8 +23,10 @@
  * (its listening socket, clients' connections, the database) can reach a task, whatever the spawner passed.
  *
  * With --private-tmp DIR (the server passes it when it runs as root), the command gets a mount namespace of its own
- * in which DIR (the task's, private to its uid) is /tmp and /var/tmp and a fresh tmpfs is /dev/shm, so tasks of
- * different tenants share no scratch space: nothing one leaves in /tmp can be read or replaced by another. Where
+ * in which DIR (the task's, private to its uid) is /tmp and /var/tmp, fresh tmpfs are /dev/shm and /run/lock, and
+ * /proc shows only the task's own processes (hidepid), plus an IPC namespace of its own, so tasks of different
+ * tenants share no scratch space and see nothing of each other: nothing one leaves in /tmp can be read or replaced
+ * by another, and no command line of another task can be read. Where
  * the kernel refuses a mount namespace the task still runs, with the host's /tmp, and the shim says so on stderr.
  *
  * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] [--private-tmp DIR]
@@ -97,7 +99,8 @@ static int under(const char *path, const char *prefix) {
    A working directory below /tmp or /var/tmp (a data dir there) is first mounted at its own path inside the
    private directory, so the task still reaches it by its full path once the host's /tmp is covered. */
 static int private_tmp(const char *dir, const char *workdir) {
-    if (unshare(CLONE_NEWNS) != 0) return -1;
+    /* System V IPC of its own too: shared memory and queues are neither seen by other tasks nor left behind. */
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 && unshare(CLONE_NEWNS) != 0) return -1;
     /* Nothing mounted here propagates back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
     const char *covered[] = {"/tmp", "/var/tmp"};
@@ -127,6 +130,12 @@ static int private_tmp(const char *dir, const char *workdir) {
     if (!ok) return -1;
     if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && !(workdir && under(workdir, "/dev/shm")))
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    /* The other world-writable directory a task could leave things in (also /var/lock). */
+    if (stat("/run/lock", &st) == 0 && S_ISDIR(st.st_mode) && !(workdir && under(workdir, "/run/lock")))
+        mount("tmpfs", "/run/lock", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777");
+    /* A /proc that shows the task only its own processes: no other task's command line, status or shim. */
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible") != 0)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2");
     return 0;
 }
 

@@ -93,9 +93,13 @@ struct IsolationTests {
     func tasksApart() async throws {
         let dir = try makeTempDir()
         let e = try executor(dir)
-        let bobShim = try await launch(e, "bob", ["sh", "-c", "id -u; echo mine > mine; echo ready; exec sleep 30"], env: ["API_KEY": "bob-secret"])
+        let bobShim = try await launch(
+            e, "bob", ["sh", "-c", "id -u; echo mine > mine; ipcmk -M 4096 -p 0666 >/dev/null; ipcs -m | grep -q 0x && echo shm; echo lock > /run/lock/bob-lock; cat /run/lock/bob-lock; echo ready; exec sleep 30"],
+            env: ["API_KEY": "bob-secret"])
         let bob = try await commandPID(ofShim: bobShim)
         #expect(await eventually { log(e, "bob").hasSuffix("ready\n") })
+        // Bob's own shared memory and lock file exist, in his namespaces.
+        #expect(log(e, "bob").hasSuffix("\nshm\nlock\nready\n"), "\(log(e, "bob")) \(log(e, "bob", "stderr"))")
         let bobWork = "\(dir)/workloads/bob/task-0/work"
         let attack = """
             id -u
@@ -105,6 +109,11 @@ struct IsolationTests {
             python3 -c 'import ctypes, sys; sys.exit(0 if ctypes.CDLL(None).ptrace(16, \(bob), 0, 0) == 0 else 1)' 2>/dev/null && echo PTRACED
             cat /proc/\(bob)/maps >/dev/null 2>&1 && echo READ-MAPS
             ls /proc/\(bob)/fd >/dev/null 2>&1 && echo LISTED-FDS
+            cat /proc/\(bob)/cmdline 2>/dev/null | grep -q sleep && echo READ-CMDLINE
+            cat /proc/\(bobShim)/cmdline 2>/dev/null | grep -q shim && echo READ-SHIM
+            ls /proc | grep -qx \(bob) && echo SAW-PID
+            ipcs -m 2>/dev/null | grep -q 0x && echo SAW-SHM
+            cat /run/lock/bob-lock 2>/dev/null && echo READ-LOCK
             ls \(bobWork) >/dev/null 2>&1 && echo LISTED
             cat \(bobWork)/mine 2>/dev/null && echo READ-FILE
             echo evil 2>/dev/null > \(bobWork)/mine && echo WROTE
