@@ -40,6 +40,8 @@ struct IsolationLiveTests {
         #expect(status == 201, "\(body)")
         let id = try #require((try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["id"] as? String)
         let work = "\(dir)/workloads/\(id)/task-0/work"
+        // However the test ends, the task is let go, never left waiting.
+        defer { FileManager.default.createFile(atPath: work + "/go", contents: nil) }
         let running = await eventually(timeout: .seconds(20)) {
             (try? await pythonRequest(first.url, "GET", "/api/v1/workloads/\(id)", token: first.token).1.contains(#""phase":"Running""#)) ?? false
         }
