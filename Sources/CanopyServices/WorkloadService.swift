@@ -90,6 +90,10 @@ public struct WorkloadService: Sendable {
         if segments.isEmpty || path.utf8.contains(0) || path.utf8.count > 4096 {
             throw CanopyError.invalid(field, "\"\(path)\" must name a file or directory inside the task's directory")
         }
+        // Refused now, not when the task has run and its outputs cannot be staged.
+        if let long = segments.first(where: { $0.utf8.count > DataPath.maxSegmentBytes }) {
+            throw CanopyError.invalid(field, "\"\(long.prefix(40))...\" is longer than \(DataPath.maxSegmentBytes) bytes, the most a file name can be")
+        }
     }
 
     /// Rejects a request no node could ever satisfy, rather than leaving it pending forever.

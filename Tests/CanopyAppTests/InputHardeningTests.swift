@@ -33,6 +33,9 @@ struct InputHardeningTests {
         (#"{"command": ["true"], "resources": {"gpus": 9223372036854775807}}"#, "resources.gpus"),
         (#"{"command": ["true"], "resources": {"cpu": 1e308}}"#, "resources.cpu"),
         (#"{"command": ["true"], "resources": {"memory": 1e308}}"#, "resources.memory"),
+        // A staging path whose name no file system takes: refused at submit, not after the run.
+        (#"{"command": ["true"], "data": {"outputs": [{"path": "\#(String(repeating: "x", count: 300))", "destination": "/o"}]}}"#, "data.outputs[0].path"),
+        (#"{"command": ["true"], "data": {"inputs": [{"source": "/i", "path": "a/\#(String(repeating: "y", count: 256))"}]}}"#, "data.inputs[0].path"),
         // Ambiguous lowercase units: refused, not guessed.
         (#"{"command": ["true"], "resources": {"memory": "512m"}}"#, "resources.memory"),
         (#"{"command": ["true"], "resources": {"memory": "2g"}}"#, "resources.memory"),
