@@ -199,14 +199,7 @@ public final class LocalExecutor: Executor {
         let key = Self.key(workloadID, index)
         let entry = running.withLock { $0.removeValue(forKey: key) }
         let layout = entry?.layout ?? layout(workloadID, index)
-        // Nothing the task started outlives it: its cgroups, then its uid, are emptied before the uid is reused.
-        cgroups.killAll(key: key)
-        if let uid = entry?.uid {
-            // Without cgroups, the uid is the only handle on what the task left behind.
-            if !cgroups.tracksProcesses { killUser(uid) }
-            identities?.release(uid)
-        }
-        layout.seal()
+        reap(key: key, uid: entry?.uid, layout: layout)
         var code = layout.readExit()
         if code == nil, let status {
             // The shim itself was killed (SIGKILL after the grace period): take its wait status.
@@ -235,6 +228,17 @@ public final class LocalExecutor: Executor {
             kill(-pid, SIGKILL)
             cgroups.killAll(key: Self.key(workloadID, taskIndex))
         }
+    }
+
+    /// After a task has ended: nothing it started outlives it (its cgroups are emptied; without cgroups, its uid is
+    /// the only handle on what it left behind), its uid is freed, and its directory is closed to later tasks.
+    private func reap(key: String, uid: uid_t?, layout: TaskLayout) {
+        cgroups.killAll(key: key)
+        if let uid {
+            if !cgroups.tracksProcesses { killUser(uid) }
+            identities?.release(uid)
+        }
+        layout.seal()
     }
 
     /// Kills every process of a task's uid (see `canopy-shim --kill-uid`), waiting for the helper to finish; only
@@ -268,16 +272,11 @@ public final class LocalExecutor: Executor {
             }
         }
         // The task ended while the server was away: whatever it left running goes now.
-        cgroups.killAll(key: key)
-        if let uid { killUser(uid) }
-        layout.seal()
-        if let code = layout.readExit() {
-            cgroups.remove(key: key)
-            let when = (try? FileManager.default.attributesOfItem(atPath: layout.exitFile)[.modificationDate] as? Date) ?? Date()
-            return .exited(TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: code, at: when))
-        }
+        reap(key: key, uid: uid, layout: layout)
         cgroups.remove(key: key)
-        return .vanished
+        guard let code = layout.readExit() else { return .vanished }
+        let when = (try? FileManager.default.attributesOfItem(atPath: layout.exitFile)[.modificationDate] as? Date) ?? Date()
+        return .exited(TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: code, at: when))
     }
 
     /// The task's log file for a stream ("stdout" or "stderr").

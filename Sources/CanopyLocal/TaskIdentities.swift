@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CanopyCore
+import Foundation
 import Synchronization
 
 /// Per-task identities for a server that runs as root, as systemd's DynamicUser and Slurm's per-job users do:
@@ -39,11 +40,7 @@ public final class TaskIdentities: Sendable {
         guard range.lowerBound > 0 else { throw CanopyError.invalid("task-uids", "the task uid range may not include 0 (root)") }
         self.range = range
         self.lockDirectory = lockDirectory
-        var path = ""
-        for part in lockDirectory.split(separator: "/") {
-            path += "/" + part
-            mkdir(path, 0o700)
-        }
+        try? FileManager.default.createDirectory(atPath: lockDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var st = stat()
         guard lstat(lockDirectory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0 else {
             throw CanopyError(.internal, "cannot use \(lockDirectory) for task uid locks (it must be a directory owned by root)")

@@ -87,16 +87,12 @@ public final class AccessKeyService: Sendable {
 
     /// Keys visible to a principal: admins see every tenant's; users their own (the same user in the same tenant).
     public func list(as principal: Principal) -> [AccessKeyRecord] {
-        live.filter { principal.role == .admin || Self.owns(principal, $0) }.sorted { $0.createdAt < $1.createdAt }
-    }
-
-    static func owns(_ principal: Principal, _ record: AccessKeyRecord) -> Bool {
-        record.principal.user == principal.user && record.principal.tenant == principal.tenant
+        live.filter { principal.role == .admin || $0.principal.isSameUser(as: principal) }.sorted { $0.createdAt < $1.createdAt }
     }
 
     /// Revokes a key by its id; requests signed with it fail from now on.
     public func revoke(id: String, as principal: Principal) async throws {
-        guard var record = live.first(where: { $0.id == id }), principal.role == .admin || Self.owns(principal, record) else {
+        guard var record = live.first(where: { $0.id == id }), principal.role == .admin || record.principal.isSameUser(as: principal) else {
             throw CanopyError.notFound("access key", id)
         }
         record.revoked = true
@@ -106,7 +102,7 @@ public final class AccessKeyService: Sendable {
 
     /// Revokes every key of a user in a tenant; returns how many.
     public func revokeAll(user: String, tenant: String) async throws -> Int {
-        let theirs = live.filter { $0.principal.user == user && $0.principal.tenant == tenant }
+        let theirs = live.filter { $0.principal.isUser(user, in: tenant) }
         for var record in theirs {
             record.revoked = true
             try await store.save(accessKey: record)

@@ -49,17 +49,14 @@ public final class AuthService: Sendable {
 
     /// Tokens visible to a principal: an admin sees every token; anyone else only their own.
     public func list(as principal: Principal) async throws -> [TokenRecord] {
-        try await store.tokens().filter { !$0.revoked && (principal.role == .admin || Self.sameUser($0.principal, principal)) }
+        try await store.tokens().filter { !$0.revoked && (principal.role == .admin || $0.principal.isSameUser(as: principal)) }
     }
-
-    /// Whether two principals are the same person: the same user in the same tenant (whatever role each token has).
-    static func sameUser(_ a: Principal, _ b: Principal) -> Bool { a.user == b.user && a.tenant == b.tenant }
 
     /// Revokes a token. Anyone may revoke their own; only an admin may revoke someone else's (to anyone else it
     /// looks missing), and the last admin token cannot be revoked.
     public func revoke(id: String, as principal: Principal) async throws {
         let all = try await store.tokens()
-        guard var record = all.first(where: { $0.id == id && !$0.revoked }), principal.role == .admin || Self.sameUser(record.principal, principal) else {
+        guard var record = all.first(where: { $0.id == id && !$0.revoked }), principal.role == .admin || record.principal.isSameUser(as: principal) else {
             throw CanopyError.notFound("token", id)
         }
         try Self.keepAnAdmin(all, revoking: [record.id])
@@ -71,7 +68,7 @@ public final class AuthService: Sendable {
     /// Revokes every token of a user in a tenant; returns how many. Refused when that would leave no admin token.
     public func revokeAll(user: String, tenant: String) async throws -> Int {
         let all = try await store.tokens()
-        let theirs = all.filter { !$0.revoked && $0.principal.user == user && $0.principal.tenant == tenant }
+        let theirs = all.filter { !$0.revoked && $0.principal.isUser(user, in: tenant) }
         try Self.keepAnAdmin(all, revoking: Set(theirs.map(\.id)))
         for var record in theirs {
             record.revoked = true

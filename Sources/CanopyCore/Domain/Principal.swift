@@ -24,6 +24,13 @@ public struct Principal: Sendable, Hashable, Codable {
 
     /// Whether it may see an object owned by `tenant`.
     public func canSee(tenant other: String) -> Bool { role == .admin || other == tenant }
+
+    /// Whether it is `user` of `tenant`, whatever role this credential carries: one person, who may hold tokens and
+    /// keys of several roles.
+    public func isUser(_ user: String, in tenant: String) -> Bool { self.user == user && self.tenant == tenant }
+
+    /// Whether it is the same person as `other` (the same user in the same tenant).
+    public func isSameUser(as other: Principal) -> Bool { isUser(other.user, in: other.tenant) }
 }
 
 /// A bearer token's record; only its hash is stored.

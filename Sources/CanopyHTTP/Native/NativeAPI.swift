@@ -198,11 +198,10 @@ public struct NativeAPI: Sendable {
     }
 
     @Sendable func createToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        let admin = try context.requireAdmin()
+        _ = try context.requireAdmin()
         let body = try await RequestDecoding.decode(CreateTokenRequest.self, from: request, context: context, shape: CreateTokenRequest.shape)
         try Self.checkDescription(body.description)
         guard Queue.isValidName(body.user) else { throw CanopyError.invalid("user", "user names are 1 to 63 lowercase letters, digits, '-' or '_'") }
-        _ = admin
         // Explicit: a user put in the admin's own tenant by default could stop the admin's workloads.
         guard let tenant = body.tenant else {
             throw CanopyError.invalid("tenant", "say which tenant the user belongs to (tenant); it is never the admin's by default")
