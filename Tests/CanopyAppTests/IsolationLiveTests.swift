@@ -99,13 +99,7 @@ struct IsolationLiveTests {
         var acked: [String] = []
         for round in 1...5 {
             let server = try await ServerProcess.start(dataDir: dir)
-            let load = Process()
-            load.executableURL = URL(fileURLWithPath: pythonPath)
-            load.arguments = ["-c", loadScript, server.url, server.token, "8"]
-            let out = Pipe()
-            load.standardOutput = out
-            load.standardError = FileHandle.nullDevice
-            try load.run()
+            let (load, out) = try server.startSubmissionLoad()
             // Kill it once the load is well under way: some submissions acknowledged, more in flight.
             let reader = out.fileHandleForReading
             let firstAcks = try await offPool { reader.availableData }

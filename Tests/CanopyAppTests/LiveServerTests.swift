@@ -83,6 +83,18 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
+    /// Starts `loadScript` against this server with 8 clients; acknowledged ids arrive on the pipe, one a line.
+    func startSubmissionLoad() throws -> (Process, Pipe) {
+        let load = Process()
+        load.executableURL = URL(fileURLWithPath: pythonPath)
+        load.arguments = ["-c", loadScript, url, token, "8"]
+        let out = Pipe()
+        load.standardOutput = out
+        load.standardError = FileHandle.nullDevice
+        try load.run()
+        return (load, out)
+    }
+
     /// Runs the CLI against this server.
     func cli(_ args: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await runProcess(
@@ -166,13 +178,7 @@ struct LiveServerTests {
 
         // Submit held workloads from 8 concurrent keep-alive clients (one Python process, 8 threads) and
         // kill -9 the server mid-load; every id the clients saw acknowledged must survive.
-        let load = Process()
-        load.executableURL = URL(fileURLWithPath: pythonPath)
-        load.arguments = ["-c", loadScript, first.url, first.token, "8"]
-        let out = Pipe()
-        load.standardOutput = out
-        load.standardError = FileHandle.nullDevice
-        try load.run()
+        let (load, out) = try first.startSubmissionLoad()
         try await Task.sleep(for: .milliseconds(700))
         await first.kill9()
         let reader = out.fileHandleForReading
