@@ -130,6 +130,10 @@ struct UsersCommand: AsyncParsableCommand {
         @OptionGroup var format: OutputOption
 
         func run() async throws {
+            // Checked here too: the names become path segments of the request.
+            for (name, value) in [("user", user), ("--tenant", tenant)] where !Queue.isValidName(value) {
+                throw ValidationError("\(name) \"\(value)\": names are 1 to 63 lowercase letters, digits, '-' or '_'")
+            }
             try await client { c in
                 let r = try await c.call(.DELETE, "/users/\(tenant)/\(user)", as: UserRemoval.self)
                 printOut(format.json ? try Format.json(r) : "\(r.user) (\(r.tenant)): \(r.tokensRevoked) token(s), \(r.keysRevoked) access key(s) revoked")

@@ -103,7 +103,7 @@ struct DataCommand: AsyncParsableCommand {
             try await client { c in
                 let entries = try await c.call(.GET, "/data?path=\(DataCommand.encode(remote))", as: Page<DataEntry>.self).items
                 // A file lists as itself; a directory lists its children, whose paths are longer.
-                let normalized = "/" + remote.split(separator: "/").joined(separator: "/")
+                guard let normalized = DataPath.normalize(remote) else { throw CLIError("\(remote) is not a valid data path (\(DataPath.rule))") }
                 if entries.count == 1, !entries[0].isDirectory, entries[0].path == normalized {
                     // Into an existing local directory, as cp does, rather than in its place.
                     var isDir: ObjCBool = false

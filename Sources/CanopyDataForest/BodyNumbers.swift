@@ -2,8 +2,8 @@
 /// any number there (`1e30`, `99999999999999999999`, `1.5`, and from XML anything `Double` reads); Foundation's
 /// decoder refuses those for an `Int` without naming the field, so they are refused here first, naming it.
 enum BodyNumbers {
-    /// The fields that hold integers, wherever they occur.
-    static let integers: Set<String> = ["cpuCount", "gpuCount", "memoryMb", "exposeTcpPorts"]
+    /// The fields that hold integers, wherever they occur (one list, with the XML conversion's).
+    static let integers = XMLBodies.integers
 
     /// Throws a 400 for the first integer field whose value is a number but not an `Int`.
     static func check(_ value: JSONValue) throws(DataForestError) {

@@ -117,9 +117,12 @@ public struct DataForestAPI: Sendable {
                 } catch {
                     throw DataForestError.from(error)
                 }
-                // The operations decode their typed requests from JSON; the conversion leaves no value JSON cannot hold.
-                guard let json = try? JSONEncoder().encode(value) else { throw DataForestError.badRequest("the XML body cannot be read as JSON") }
-                raw = json
+                // The operations decode their typed requests from JSON.
+                do throws(XMLBodyError) {
+                    raw = try XMLBodies.encoded(value)
+                } catch {
+                    throw DataForestError.from(error)
+                }
                 parsed = value
             } else {
                 do {
@@ -451,7 +454,7 @@ public struct DataForestAPI: Sendable {
             let cid = DataForestMapping.containerID(w, task: t.index)
             containers[cid] = .object([
                 "component": .string(t.index == 0 ? "worker" : "worker-\(t.index)"), "containerId": .string(cid),
-                "cpuCount": .int(Int64(DataForestMapping.wholeCPUs(w.spec.resources.cpuMillis))), "memoryMb": .int(Int64(w.spec.resources.memoryMiB)),
+                "cpuCount": .int(Int64(w.spec.resources.wholeCPUs)), "memoryMb": .int(Int64(w.spec.resources.memoryMiB)),
                 "createdAt": ts(t.startedAt ?? w.createdAt), "dockerImage": .string(w.spec.image ?? ""),
                 "logUrl": .string("\(scheme)://\(host)/api/v2/aiapps/\(w.id)/containers/\(t.index)/log"),
                 "status": .string(DataForestMapping.containerStatus(t.phase)),

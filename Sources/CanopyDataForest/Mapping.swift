@@ -75,12 +75,6 @@ enum DataForestMapping {
         max(0, Int64(((w.finishedAt ?? now).timeIntervalSince(w.createdAt) * 1000).rounded()))
     }
 
-    /// Millicores as whole CPUs, rounded up, without the `+ 999` that would overflow near `Int.max`.
-    static func wholeCPUs(_ millis: Int) -> Int {
-        let (q, r) = millis.quotientAndRemainder(dividingBy: 1000)
-        return r > 0 ? q + 1 : q
-    }
-
     // MARK: validation
 
     static let imagePattern = "^(dataforest/)?([a-z0-9._-]{1,30}):([a-z0-9._-]{1,20})$"

@@ -13,7 +13,9 @@ enum XMLBodies {
     /// Fields that are arrays even when they hold one element.
     static let arrays: Set<String> = ["input", "output", "exposeTcpPorts", "contents"]
     /// Fields that are numbers.
-    static let numbers: Set<String> = ["cpuCount", "gpuCount", "memoryMb", "exposeTcpPorts", "elapsedMillis", "total", "pageNo", "pageSize"]
+    /// The request fields that hold integers (CPU and GPU counts, megabytes, ports), wherever they occur.
+    static let integers: Set<String> = ["cpuCount", "gpuCount", "memoryMb", "exposeTcpPorts"]
+    static let numbers: Set<String> = integers.union(["elapsedMillis", "total", "pageNo", "pageSize"])
     /// Fields that are booleans.
     static let booleans: Set<String> = ["overwrite", "success", "availableName", "disabled"]
     /// Fields whose children are a map of names to strings.
@@ -22,9 +24,14 @@ enum XMLBodies {
     /// Parses an XML body into the JSON object it stands for, encoded; returns the root element's name too.
     static func json(fromXML data: Data) throws(XMLBodyError) -> (root: String, json: Data) {
         let (root, value) = try value(fromXML: data)
-        // Every number in `value` is finite, so encoding cannot fail; if it did, it is still the body's fault.
+        return (root, try encoded(value))
+    }
+
+    /// A value read from XML, as JSON. Every number in it is finite, so encoding cannot fail; if it did, it is still
+    /// the body's fault.
+    static func encoded(_ value: JSONValue) throws(XMLBodyError) -> Data {
         guard let json = try? JSONEncoder().encode(value) else { throw XMLBodyError(message: "the XML body cannot be read as JSON") }
-        return (root, json)
+        return json
     }
 
     /// Parses an XML body into the JSON value it stands for; returns the root element's name too.
@@ -46,6 +53,8 @@ enum XMLBodies {
             if let n = Int64(t) { return .int(n) }
             if let d = Double(t) {
                 guard d.isFinite else { throw XMLBodyError(message: "must be a finite number", field: path, value: t) }
+                // A whole number written as `1.0` or `1e3` is the integer, as JSON's decoding reads it.
+                if let n = Int64(exactly: d) { return .int(n) }
                 return .double(d)
             }
         }

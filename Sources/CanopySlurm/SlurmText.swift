@@ -294,7 +294,7 @@ public enum SlurmText {
     /// sbatch's options for a workload: one job, one Slurm task per Canopy task, all allocated at once (a gang).
     public static func sbatchOptions(workloadID: String, spec: WorkloadSpec, partition: String?, gpuType: String?, directory: String) -> [String] {
         let r = spec.resources
-        let cpus = max(1, (r.cpuMillis + 999) / 1000)
+        let cpus = max(1, r.wholeCPUs)
         let memPerCPU = max(1, (r.memoryMiB + cpus - 1) / cpus)
         var o = [
             "--parsable", "--job-name=canopy-\(workloadID)", "--comment=\(commentPrefix)\(workloadID)", "--ntasks=\(spec.tasks)",

@@ -23,6 +23,13 @@ public struct Resources: Sendable, Hashable {
         self.gpuModel = gpuModel
     }
 
+    /// Whole CPUs, rounded up (what backends and vendors that count whole CPUs are told), without the `+ 999` that
+    /// would overflow near `Int.max`.
+    public var wholeCPUs: Int {
+        let (q, r) = cpuMillis.quotientAndRemainder(dividingBy: 1000)
+        return r > 0 ? q + 1 : q
+    }
+
     /// Multiplies a per-task request by a task count, saturating at Int.max: the factors come from requests and
     /// node reports, and a product that does not fit is "more than any node has", not a trap.
     public func times(_ n: Int) -> Resources {
