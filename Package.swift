@@ -39,15 +39,18 @@ let package = Package(
             dependencies: ["CanopyCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // What every runtime on a host shares: task directories and safe staging, per-task identities, GPU discovery.
+        .target(name: "CanopyHost", dependencies: ["CanopyCore", "CCanopySys"], swiftSettings: swiftSettings),
+        // The process runtime: tasks as supervised processes on this machine, in cgroups.
         .target(
             name: "CanopyLocal",
-            dependencies: ["CanopyCore", "CCanopySys", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CanopyCore", "CanopyHost", "CCanopySys", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // Slurm: workloads as jobs of an existing cluster, through its commands.
         .target(
             name: "CanopySlurm",
-            dependencies: ["CanopyCore", "CanopyLocal", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CanopyCore", "CanopyHost", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // Services: submission, scheduling, reconciliation.
@@ -89,7 +92,7 @@ let package = Package(
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyLocal", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -125,8 +128,8 @@ let package = Package(
         .testTarget(name: "CanopyCoreTests", dependencies: ["CanopyCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyXMLTests", dependencies: ["CanopyXML"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopyDataForestTests",

@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyHost
 import CanopyDataForest
 import CanopyLocal
 import CanopySlurm

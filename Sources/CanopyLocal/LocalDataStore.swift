@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyHost
 import Foundation
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CCanopySys
 import CanopyCore
+import CanopyHost
 import Foundation
 import Logging
 import Synchronization

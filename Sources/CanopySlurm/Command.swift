@@ -1,4 +1,4 @@
-import CanopyLocal
+import CanopyHost
 import Foundation
 
 /// Runs a Slurm command to its end and captures what it printed.

@@ -1,5 +1,5 @@
 import CanopyCore
-import CanopyLocal
+import CanopyHost
 import Foundation
 import Logging
 

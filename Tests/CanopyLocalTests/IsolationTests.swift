@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyHost
 import CanopyLocal
 import CanopyTesting
 import Foundation

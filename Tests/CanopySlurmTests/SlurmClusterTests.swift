@@ -1,5 +1,6 @@
 import CanopyApp
 import CanopyCore
+import CanopyHost
 import CanopyLocal
 import CanopyTesting
 import Foundation

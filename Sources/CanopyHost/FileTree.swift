@@ -15,7 +15,7 @@ import Glibc
 /// each entry is checked with `fstatat(AT_SYMLINK_NOFOLLOW)` before it is opened. Only directories and regular
 /// files are copied; with `readableBy`, a regular file must belong to that user (the task), so a hard link to
 /// someone else's file is refused. Paths on the server's side (the data store) are the server's own.
-enum FileTree {
+package enum FileTree {
     /// Who new files and directories belong to.
     typealias Owner = (uid: uid_t, gid: gid_t)
 
@@ -173,7 +173,7 @@ enum FileTree {
     }
 
     /// Writes all of `bytes` to `fd`, retrying short writes and interruptions; false on an error (see errno).
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    package static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
         var done = 0
         while done < bytes.count {
             let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
