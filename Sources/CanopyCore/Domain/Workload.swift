@@ -15,7 +15,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var queue: String
     /// Priority within its queue: higher first.
     public var priority: Int
-    /// A container image, recorded for runtimes that use one; the process runtime ignores it.
+    /// The image its tasks run from, as named in the image catalog; nil runs them as processes on the host.
     public var image: String?
     /// The program and its arguments, run without a shell.
     public var command: [String]
@@ -37,13 +37,15 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var labels: [String: String]
     /// Files staged in from the data store before it starts and out after it ends.
     public var data: DataStaging?
+    /// Paths mounted into each task's container.
+    public var mounts: [Mount]
 
     /// Creates a spec.
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
         tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:],
-        data: DataStaging? = nil
+        data: DataStaging? = nil, mounts: [Mount] = []
     ) {
         self.name = name
         self.kind = kind
@@ -60,10 +62,53 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         self.ports = ports
         self.labels = labels
         self.data = data
+        self.mounts = mounts
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts
+    }
+
+    /// Decodes a stored spec; fields added in later versions default when a record written before them lacks them.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decode(WorkloadKind.self, forKey: .kind)
+        queue = try c.decode(String.self, forKey: .queue)
+        priority = try c.decode(Int.self, forKey: .priority)
+        image = try c.decodeIfPresent(String.self, forKey: .image)
+        command = try c.decode([String].self, forKey: .command)
+        env = try c.decode([String: String].self, forKey: .env)
+        workdir = try c.decodeIfPresent(String.self, forKey: .workdir)
+        resources = try c.decode(Resources.self, forKey: .resources)
+        tasks = try c.decode(Int.self, forKey: .tasks)
+        maxDurationSeconds = try c.decodeIfPresent(Int.self, forKey: .maxDurationSeconds)
+        hold = try c.decode(Bool.self, forKey: .hold)
+        ports = try c.decode([Int].self, forKey: .ports)
+        labels = try c.decode([String: String].self, forKey: .labels)
+        data = try c.decodeIfPresent(DataStaging.self, forKey: .data)
+        mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
     }
 
     /// All tasks' demand together.
     public var totalResources: Resources { resources.times(tasks) }
+}
+
+/// A path mounted into a task's container.
+public struct Mount: Sendable, Hashable, Codable {
+    /// `data:/PATH` for a path of the caller's own data store, or `host:/PATH` for a host path an admin allowed.
+    public var source: String
+    /// Where the task sees it: an absolute path in the container.
+    public var target: String
+    /// Whether the task may only read it.
+    public var readOnly: Bool
+
+    /// Creates a mount.
+    public init(source: String, target: String, readOnly: Bool = false) {
+        self.source = source
+        self.target = target
+        self.readOnly = readOnly
+    }
 }
 
 /// One task of a workload, as it runs.
@@ -78,6 +123,11 @@ public struct TaskStatus: Sendable, Hashable, Codable {
     public var gpus: [Int]
     /// The backend's handle: a pid for the process runtime, a container or Slurm job id elsewhere.
     public var backendID: String?
+    /// The runtime that owns `backendID` (nil in records written before runtimes were recorded: the process runtime,
+    /// or the scheduling backend).
+    public var runtime: RuntimeKind?
+    /// Where it serves its declared ports, while it runs.
+    public var endpoints: [TaskEndpoint]?
     /// Exit code, once it ended (128+N when killed by signal N).
     public var exitCode: Int?
     /// Why it ended, when it did not simply succeed.
@@ -129,6 +179,8 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
     public var tasks: [TaskStatus]
     /// Bumped on every change, so a slow write never overwrites a newer state.
     public var version: Int
+    /// The engine's reference of `spec.image`, resolved in the image catalog when it was submitted.
+    public var imageReference: String?
 
     /// A new pending workload.
     public init(id: String, tenant: String, owner: String, seq: Int64 = 0, spec: WorkloadSpec, createdAt: Date) {

@@ -16,9 +16,18 @@ public struct TaskLaunch: Sendable, Hashable {
     public var gpus: [Int]
     /// Files to copy into the task's directory before it starts.
     public var inputs: [StagedInput]
+    /// The spec's mounts, resolved to paths on the host.
+    public var mounts: [ResolvedMount]
+    /// The engine's reference of the image to run (resolved in the catalog at submit); nil for a process.
+    public var imageReference: String?
+    /// Whether the task may run as root in its container (its queue allows it); otherwise it runs as its own uid.
+    public var allowRoot: Bool
 
     /// Creates a launch.
-    public init(workloadID: String, tenant: String, spec: WorkloadSpec, taskIndex: Int, node: String, gpus: [Int], inputs: [StagedInput] = []) {
+    public init(
+        workloadID: String, tenant: String, spec: WorkloadSpec, taskIndex: Int, node: String, gpus: [Int], inputs: [StagedInput] = [],
+        mounts: [ResolvedMount] = [], imageReference: String? = nil, allowRoot: Bool = false
+    ) {
         self.workloadID = workloadID
         self.tenant = tenant
         self.spec = spec
@@ -26,6 +35,9 @@ public struct TaskLaunch: Sendable, Hashable {
         self.node = node
         self.gpus = gpus
         self.inputs = inputs
+        self.mounts = mounts
+        self.imageReference = imageReference
+        self.allowRoot = allowRoot
     }
 }
 
@@ -40,6 +52,23 @@ public struct StagedInput: Sendable, Hashable {
     public init(localSource: String, path: String) {
         self.localSource = localSource
         self.path = path
+    }
+}
+
+/// A mount resolved to a path on the host.
+public struct ResolvedMount: Sendable, Hashable {
+    /// The host path (in the data store, or an allowed host path).
+    public var hostPath: String
+    /// Where the task sees it.
+    public var target: String
+    /// Whether the task may only read it.
+    public var readOnly: Bool
+
+    /// Creates a resolved mount.
+    public init(hostPath: String, target: String, readOnly: Bool) {
+        self.hostPath = hostPath
+        self.target = target
+        self.readOnly = readOnly
     }
 }
 
@@ -108,14 +137,26 @@ public struct WorkloadSubmission: Sendable, Hashable {
     public var pool: String?
     /// Files to copy into every task's directory before it starts.
     public var inputs: [StagedInput]
+    /// The spec's mounts, resolved to paths on the nodes (the data store is shared with them).
+    public var mounts: [ResolvedMount]
+    /// The engine's reference of the image to run; nil for processes.
+    public var imageReference: String?
+    /// Whether tasks may run as root in their containers.
+    public var allowRoot: Bool
 
     /// Creates a submission.
-    public init(workloadID: String, tenant: String, spec: WorkloadSpec, pool: String?, inputs: [StagedInput] = []) {
+    public init(
+        workloadID: String, tenant: String, spec: WorkloadSpec, pool: String?, inputs: [StagedInput] = [], mounts: [ResolvedMount] = [],
+        imageReference: String? = nil, allowRoot: Bool = false
+    ) {
         self.workloadID = workloadID
         self.tenant = tenant
         self.spec = spec
         self.pool = pool
         self.inputs = inputs
+        self.mounts = mounts
+        self.imageReference = imageReference
+        self.allowRoot = allowRoot
     }
 }
 

@@ -1,0 +1,93 @@
+import Foundation
+
+/// Which runtime runs a task. It is recorded with the task (`TaskStatus.runtime`), so that stop, recover and logs
+/// reach the runtime that owns each task, also after a restart.
+public struct RuntimeKind: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    /// A supervised process on the host (`canopy-shim`, cgroups, a per-task uid).
+    public static let process = RuntimeKind(rawValue: "process")
+    /// A container of the host's container engine.
+    public static let container = RuntimeKind(rawValue: "container")
+    /// A job of a Slurm cluster (which itself runs a process or a container on its node).
+    public static let slurm = RuntimeKind(rawValue: "slurm")
+    public var description: String { rawValue }
+}
+
+/// Where a task serves one of its declared ports.
+public struct TaskEndpoint: Sendable, Hashable, Codable {
+    /// The port the task listens on.
+    public var port: Int
+    /// Where Canopy reaches it (an address on the host, or the container's).
+    public var host: String
+    /// The port to connect to there.
+    public var hostPort: Int
+
+    /// Creates an endpoint.
+    public init(port: Int, host: String, hostPort: Int) {
+        self.port = port
+        self.host = host
+        self.hostPort = hostPort
+    }
+}
+
+/// What a runtime gives back for a task it started.
+public struct LaunchedTask: Sendable, Hashable {
+    /// The runtime's handle for it: a pid, a container id.
+    public var handle: String
+    /// Where it serves its ports (empty when it declares none).
+    public var endpoints: [TaskEndpoint]
+
+    /// Creates the result of a launch.
+    public init(handle: String, endpoints: [TaskEndpoint] = []) {
+        self.handle = handle
+        self.endpoints = endpoints
+    }
+}
+
+/// The nodes of a host or a cluster, with their capacity. A host has one inventory, and so one GPU ledger, shared
+/// by every runtime that runs tasks on it.
+public protocol NodeInventory: Sendable {
+    /// The nodes, with their capacity.
+    func nodes() async throws -> [Node]
+}
+
+/// What every runtime does for the tasks it owns.
+public protocol TaskRuntime: Sendable {
+    /// Which runtime this is; tasks it starts carry it.
+    var kind: RuntimeKind { get }
+    /// Asks a task to stop: SIGTERM (or the runtime's equivalent), then a forced kill after `grace` seconds.
+    func stop(workloadID: String, taskIndex: Int, handle: String, grace: Double) async
+    /// Looks for a task started before a restart and adopts it if it still runs.
+    func recover(workloadID: String, taskIndex: Int, handle: String?) async -> TaskRecovery
+    /// The file holding a task's output stream ("stdout" or "stderr"); it may not exist yet. Every runtime delivers
+    /// a task's output to this file (a container runtime copies the engine's log stream into it), so readers have
+    /// one form to read, with byte offsets, whichever runtime ran the task.
+    func logPath(workloadID: String, taskIndex: Int, stream: String) -> String
+    /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
+    /// throws a message-bearing error naming the output that could not be copied.
+    func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws
+    /// What the runtime reports: task exits; reachability of its engine; for backends that schedule for
+    /// themselves, waits, starts and inventory.
+    var events: AsyncStream<BackendEvent> { get }
+    /// Work the runtime does for as long as the server runs (polling, watching its engine); returns when cancelled.
+    func run() async
+    /// Notices about what the runtime cannot do here (e.g. no cgroups), for the log; empty when all is well.
+    var limitations: [String] { get }
+}
+
+/// A runtime that runs what Canopy's scheduler placed, where it placed it.
+public protocol PlacedRuntime: TaskRuntime {
+    /// Starts a task; throws `BackendUnavailable` when its engine cannot be reached (the task may be tried again),
+    /// any other error when the task cannot start.
+    func launch(_ task: TaskLaunch) async throws -> LaunchedTask
+}
+
+/// A backend with its own scheduler (Slurm): Canopy hands it whole workloads in queue order, and it reports through
+/// `events` why they wait, when they start and how they end.
+public protocol SchedulingBackend: TaskRuntime, NodeInventory {
+    /// Hands a whole workload over; returns its handle (a job id), shared by all its tasks. Idempotent: a workload
+    /// the backend already has (say, submitted just before a crash) is not submitted again; its existing handle is
+    /// returned. Throws `BackendUnavailable` when the backend cannot be reached, any other error when it refuses it.
+    func submit(_ submission: WorkloadSubmission) async throws -> String
+}
