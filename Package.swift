@@ -47,6 +47,20 @@ let package = Package(
             dependencies: ["CanopyCore", "CanopyHost", "CCanopySys", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        // The container runtime and image engine: a Docker-compatible engine's API on a unix socket.
+        .target(
+            name: "CanopyDocker",
+            dependencies: [
+                "CanopyCore", "CanopyHost",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Slurm: workloads as jobs of an existing cluster, through its commands.
         .target(
             name: "CanopySlurm",
@@ -92,7 +106,7 @@ let package = Package(
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -129,6 +143,7 @@ let package = Package(
         .testTarget(name: "CanopyXMLTests", dependencies: ["CanopyXML"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyDockerTests", dependencies: ["CanopyDocker", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(

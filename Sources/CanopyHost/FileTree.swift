@@ -17,7 +17,7 @@ import Glibc
 /// someone else's file is refused. Paths on the server's side (the data store) are the server's own.
 package enum FileTree {
     /// Who new files and directories belong to.
-    typealias Owner = (uid: uid_t, gid: gid_t)
+    package typealias Owner = (uid: uid_t, gid: gid_t)
 
     /// An open descriptor, closed when the value goes away.
     final class Descriptor {
@@ -97,6 +97,29 @@ package enum FileTree {
     /// How deep a tree the copy and the removal descend: a stranger's directory may nest thousands of levels
     /// (each level costs a stack frame and two descriptors here), real data does not come near.
     static let maxDepth = 128
+
+    /// Opens a data-store path for a task's mount: every entry below it is made readable by anyone (read-only
+    /// mounts) or given to `owner` (read-write mounts), without following links. The data store's root stays 0700,
+    /// so nothing outside a container that mounts the path can reach it. Trees deeper than `maxDepth` are refused.
+    package static func prepareMount(_ path: String, owner: Owner?, readOnly: Bool) throws {
+        let parent = try openDirectory((path as NSString).deletingLastPathComponent)
+        try prepare((path as NSString).lastPathComponent, in: parent, owner: readOnly ? nil : owner, depth: 0)
+    }
+
+    private static func prepare(_ name: String, in dir: Descriptor, owner: Owner?, depth: Int) throws {
+        // Opened without following a link (a task that mounts the tree read-write may be changing it now), then
+        // changed through the descriptor: a name swapped for a link after a look can never redirect the change.
+        let fd = canopy_open_beneath(dir.fd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
+        guard fd >= 0 else { return }
+        let entry = Descriptor(fd)
+        var st = stat()
+        guard fstat(fd, &st) == 0, isDirectory(st) || isRegular(st) else { return }
+        if let owner { fchown(fd, owner.uid, owner.gid) }
+        fchmod(fd, ((st.st_mode & 0o777) | (isDirectory(st) ? 0o755 : 0o644)))
+        guard isDirectory(st) else { return }
+        guard depth < maxDepth else { throw StagingError("the mounted tree is deeper than \(maxDepth) levels") }
+        for child in names(in: entry) { try prepare(child, in: entry, owner: owner, depth: depth + 1) }
+    }
 
     /// Removes `name` from `dir`, a whole tree if it is a directory, without following links. Below `maxDepth`
     /// levels nothing is removed (the directories above stay, not empty).

@@ -101,6 +101,13 @@ public final class TaskIdentities: Sendable {
         _ = state.withLock { $0.used.insert(uid) }
     }
 
+    /// Marks a uid used and locks it again (a container task re-adopted after a restart, whose lock the server
+    /// itself held); returns the lock's descriptor, or nil when another server's task holds it now.
+    public func readopt(_ uid: uid_t) -> Int32? {
+        adopt(uid)
+        return lock(uid)
+    }
+
     /// Frees a uid.
     public func release(_ uid: uid_t) {
         _ = state.withLock { $0.used.remove(uid) }

@@ -63,12 +63,16 @@ public struct ResolvedMount: Sendable, Hashable {
     public var target: String
     /// Whether the task may only read it.
     public var readOnly: Bool
+    /// Whether it is a path of the tenant's data store (which the runtime makes readable, or writable, by the
+    /// task's uid), rather than a host path an admin allowed (which is mounted as it is).
+    public var fromDataStore: Bool
 
     /// Creates a resolved mount.
-    public init(hostPath: String, target: String, readOnly: Bool) {
+    public init(hostPath: String, target: String, readOnly: Bool, fromDataStore: Bool = false) {
         self.hostPath = hostPath
         self.target = target
         self.readOnly = readOnly
+        self.fromDataStore = fromDataStore
     }
 }
 

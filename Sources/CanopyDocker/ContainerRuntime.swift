@@ -1,0 +1,497 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AsyncHTTPClient
+import CanopyCore
+import CanopyHost
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOFoundationCompat
+import Synchronization
+
+/// Runs tasks as containers of a Docker-compatible engine, beside the process runtime on the same host.
+///
+/// Each task is one container, named `canopy-<workload>-<task>` and labelled with its workload, task and tenant, so
+/// a restarted server finds it again and never starts a second one for the same task. Its working directory (the
+/// same `workloads/<id>/task-<n>/work` the process runtime uses, so data staging is unchanged) is mounted at
+/// `/workspace`. The container runs as the task's own uid (see `TaskIdentities`) unless its queue allows root, is
+/// never privileged, gets `no-new-privileges`, the CPU, memory and pids limits of the request, and only the GPUs
+/// the scheduler gave it. Its output is copied from the engine into the task's log files while it runs, so logs
+/// stay after the container is removed.
+public final class ContainerRuntime: PlacedRuntime {
+    /// How the runtime is set up.
+    public struct Configuration: Sendable {
+        /// Where task directories go (`<data-dir>/workloads`).
+        public var workloadsRoot: String
+        /// The network containers join: `none` (loopback only), `bridge` (the engine's default) or `host`.
+        public var network: String
+        /// The most processes a task may have.
+        public var pidsLimit: Int
+        /// Whether to ask the engine for NVIDIA GPUs (`DeviceRequests`); nil: when the engine has the NVIDIA runtime.
+        public var nvidiaDevices: Bool?
+
+        /// Creates a configuration.
+        public init(workloadsRoot: String, network: String = "none", pidsLimit: Int = 4096, nvidiaDevices: Bool? = nil) {
+            self.workloadsRoot = workloadsRoot
+            self.network = network
+            self.pidsLimit = pidsLimit
+            self.nvidiaDevices = nvidiaDevices
+        }
+    }
+
+    private struct Running: Sendable {
+        var workloadID: String
+        var taskIndex: Int
+        var containerID: String
+        var uid: uid_t?
+        var lockFD: Int32?
+    }
+
+    public let kind = RuntimeKind.container
+    public let events: AsyncStream<BackendEvent>
+    public let limitations: [String]
+    /// The engine.
+    public let engine: DockerEngine
+    private let continuation: AsyncStream<BackendEvent>.Continuation
+    private let config: Configuration
+    private let identities: TaskIdentities?
+    private let logger: Logger
+    /// Running containers by container id.
+    private let running = Mutex<[String: Running]>([:])
+    /// Log copies in progress, by container id.
+    private let pumps = Mutex<[String: Task<Bool, Never>]>([:])
+    /// Why the engine cannot be reached, while it cannot.
+    private let problem = Mutex<String?>(nil)
+    private let nvidia = Mutex<Bool>(false)
+
+    /// Creates the runtime; nothing is contacted until `run()` or a launch.
+    public init(engine: DockerEngine, configuration: Configuration, identities: TaskIdentities?, logger: Logger = Logger(label: "canopy.container")) {
+        self.engine = engine
+        self.config = configuration
+        self.identities = identities
+        self.logger = logger
+        var notes: [String] = []
+        if identities == nil {
+            notes.append("not running as root: containers run as the image's user, since the server has no task uids to give them")
+        }
+        limitations = notes
+        nvidia.withLock { $0 = configuration.nvidiaDevices ?? false }
+        (events, continuation) = AsyncStream.makeStream()
+    }
+
+    static func name(_ workloadID: String, _ index: Int) -> String { "canopy-\(workloadID)-\(index)" }
+
+    private func layout(_ workloadID: String, _ index: Int) -> TaskLayout {
+        TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: index)
+    }
+
+    // MARK: launch
+
+    public func launch(_ task: TaskLaunch) async throws -> LaunchedTask {
+        guard let image = task.imageReference else { throw CanopyError(.internal, "a container task needs an image") }
+        if let problem = problem.withLock({ $0 }) { throw BackendUnavailable(problem) }
+        let layout = layout(task.workloadID, task.taskIndex)
+        guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
+            throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
+        }
+        let lease = try identities?.allocate()
+        let owner = lease.map { (uid: $0.uid, gid: gid_t($0.uid)) }
+        do {
+            try layout.prepare(owner: owner)
+            try layout.makeDirectories(workdir, owner: owner)
+            try layout.stage(task.inputs, workdir: task.spec.workdir, owner: owner)
+            for m in task.mounts where m.fromDataStore {
+                try FileTree.prepareMount(m.hostPath, owner: owner, readOnly: m.readOnly)
+            }
+            for file in [layout.stdout, layout.stderr] { try? FileManager.default.removeItem(atPath: file) }
+            let name = Self.name(task.workloadID, task.taskIndex)
+            // A container left by a launch that crashed half-way: it never ran for us (the task was not recorded
+            // as started), so it goes.
+            _ = try? await engine.call(.DELETE, "/containers/\(name)", query: [("force", "1"), ("v", "1")])
+            let body = createBody(task, image: image, workdir: "/workspace" + workdir.dropFirst(layout.work.count), layout: layout, uid: owner?.uid)
+            let (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
+            if status == 404 {
+                throw CanopyError(.notFound, "image \(task.spec.image ?? image) is not in the container engine any more (removed behind Canopy's back?); import or load it again")
+            }
+            try DockerEngine.check(status, answer)
+            struct Created: Decodable { var Id: String }
+            let id = try JSONDecoder().decode(Created.self, from: answer).Id
+            running.withLock {
+                $0[id] = Running(workloadID: task.workloadID, taskIndex: task.taskIndex, containerID: id, uid: owner?.uid, lockFD: lease?.lockFD)
+            }
+            let (startStatus, startAnswer) = try await engine.call(.POST, "/containers/\(id)/start")
+            if startStatus >= 300 {
+                running.withLock { _ = $0.removeValue(forKey: id) }
+                _ = try? await engine.call(.DELETE, "/containers/\(id)", query: [("force", "1"), ("v", "1")])
+                try DockerEngine.check(startStatus, startAnswer)
+            }
+            startPump(id, layout: layout, truncate: true)
+            return LaunchedTask(handle: id)
+        } catch {
+            if let lease {
+                close(lease.lockFD)
+                identities?.release(lease.uid)
+            }
+            if let e = error as? DockerEngine.EngineError {
+                throw CanopyError(.invalidArgument, "the container engine refused task \(task.taskIndex): \(e.message)")
+            }
+            throw error
+        }
+    }
+
+    private func createBody(_ task: TaskLaunch, image: String, workdir: String, layout: TaskLayout, uid: uid_t?) -> CreateContainer {
+        var env: [String: String] = ["HOME": "/workspace", "LANG": "C.UTF-8"]
+        for (k, v) in task.spec.env { env[k] = v }
+        env["CANOPY_WORKLOAD_ID"] = task.workloadID
+        env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
+        env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)
+        env["CANOPY_NODE"] = task.node
+        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map(String.init).joined(separator: ",") }
+        // A task sees exactly its own GPUs (none when it asked for none), whether the engine has real ones or not.
+        let gpuList = task.gpus.map(String.init).joined(separator: ",")
+        env["CUDA_VISIBLE_DEVICES"] = gpuList
+        env["NVIDIA_VISIBLE_DEVICES"] = task.gpus.isEmpty ? "void" : gpuList
+        var mounts = [CreateContainer.MountSpec(Type: "bind", Source: layout.work, Target: "/workspace", ReadOnly: false)]
+        for m in task.mounts { mounts.append(.init(Type: "bind", Source: m.hostPath, Target: m.target, ReadOnly: m.readOnly)) }
+        var host = CreateContainer.Host(
+            Mounts: mounts, Memory: Int64(task.spec.resources.memoryMiB) << 20, MemorySwap: Int64(task.spec.resources.memoryMiB) << 20,
+            NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: config.network,
+            Privileged: false, SecurityOpt: ["no-new-privileges"], DeviceRequests: nil, Init: true)
+        if nvidia.withLock({ $0 }), !task.gpus.isEmpty {
+            host.DeviceRequests = [.init(Driver: "nvidia", DeviceIDs: task.gpus.map(String.init), Capabilities: [["gpu"]])]
+        }
+        let command = task.spec.command
+        return CreateContainer(
+            Image: image, Entrypoint: Array(command.prefix(1)), Cmd: Array(command.dropFirst()),
+            Env: env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }, WorkingDir: workdir,
+            User: task.allowRoot ? nil : uid.map { "\($0):\($0)" },
+            Labels: [
+                "canopy.workload": task.workloadID, "canopy.task": String(task.taskIndex), "canopy.tenant": task.tenant,
+                "canopy.uid": uid.map(String.init) ?? "",
+            ],
+            HostConfig: host)
+    }
+
+    // MARK: logs
+
+    /// Copies the container's output into the task's log files (from the start when `truncate`), until it ends;
+    /// does nothing when a copy of that container's output already runs.
+    private func startPump(_ id: String, layout: TaskLayout, truncate: Bool) {
+        pumps.withLock { pumps in
+            guard pumps[id] == nil else { return }
+            pumps[id] = Task<Bool, Never> { [engine] in
+                await Self.copyLogs(engine: engine, id: id, layout: layout, follow: true, truncate: truncate)
+            }
+        }
+    }
+
+    /// Stops copying output (the server is shutting down; a restarted server copies it again from the engine).
+    func cancelPumps() {
+        for task in pumps.withLock({ p in defer { p = [:] }; return p.values }) { task.cancel() }
+    }
+
+    /// Copies the engine's log of a container into the task's log files; returns whether it read to the end.
+    static func copyLogs(engine: DockerEngine, id: String, layout: TaskLayout, follow: Bool, truncate: Bool) async -> Bool {
+        let flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (truncate ? O_TRUNC : 0)
+        let out = open(layout.stdout, flags, 0o600)
+        let err = open(layout.stderr, flags, 0o600)
+        defer {
+            if out >= 0 { close(out) }
+            if err >= 0 { close(err) }
+        }
+        guard out >= 0, err >= 0 else { return false }
+        do {
+            let response = try await engine.stream(
+                "/containers/\(id)/logs", query: [("stdout", "1"), ("stderr", "1"), ("follow", follow ? "1" : "0")])
+            guard response.status.code == 200 else { return false }
+            var demux = LogDemultiplexer()
+            for try await chunk in response.body {
+                demux.feed(chunk) { stream, bytes in
+                    bytes.withUnsafeReadableBytes { raw in _ = FileTree.writeAll(stream == 2 ? err : out, raw) }
+                }
+            }
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    public func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
+        let l = layout(workloadID, taskIndex)
+        return stream == "stderr" ? l.stderr : l.stdout
+    }
+
+    public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
+        let layout = layout(workloadID, taskIndex)
+        try layout.collect(outputs, workdir: spec.workdir, readableBy: layout.workOwner())
+    }
+
+    // MARK: stop and ends
+
+    public func stop(workloadID: String, taskIndex: Int, handle: String, grace: Double) async {
+        let seconds = max(0, Int(grace.rounded(.up)))
+        // The engine sends the stop signal, then SIGKILL after `t` seconds, and answers once the container stopped.
+        _ = try? await engine.call(.POST, "/containers/\(handle)/stop", query: [("t", String(seconds))], timeout: .seconds(Int64(seconds) + 60))
+    }
+
+    /// A container ended: its exit is read, its log finished, the container removed, the task's uid freed.
+    private func ended(_ id: String) async {
+        guard let entry = running.withLock({ $0.removeValue(forKey: id) }) else { return }
+        let exit = await collect(id, workloadID: entry.workloadID, taskIndex: entry.taskIndex)
+        if let fd = entry.lockFD { close(fd) }
+        if let uid = entry.uid { identities?.release(uid) }
+        continuation.yield(.exited(exit))
+    }
+
+    /// Reads how a stopped container ended, completes its log files and removes it.
+    private func collect(_ id: String, workloadID: String, taskIndex: Int) async -> TaskExit {
+        let layout = layout(workloadID, taskIndex)
+        var exit = TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: nil, at: Date())
+        if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State {
+            exit.exitCode = state.ExitCode
+            if let finished = state.FinishedAt.flatMap(Self.parseTime) { exit.at = finished }
+            if state.OOMKilled == true {
+                exit.reason = Reason(.outOfMemory, "task \(taskIndex) was killed for using more than its memory limit")
+            } else if let error = state.Error, !error.isEmpty, state.ExitCode != 0 {
+                exit.reason = Reason(.launchFailed, "task \(taskIndex) could not run: \(error)")
+            }
+        } else {
+            exit.reason = Reason(.taskVanished, "task \(taskIndex)'s container disappeared from the engine before Canopy read how it ended")
+        }
+        let pump = pumps.withLock { $0.removeValue(forKey: id) }
+        var complete = false
+        if let pump {
+            // The copy ends by itself once the engine has sent the last of the output.
+            complete = await withTaskGroup(of: Bool?.self) { group in
+                group.addTask { await pump.value }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(5))
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first ?? false
+            }
+        }
+        if !complete {
+            _ = await Self.copyLogs(engine: engine, id: id, layout: layout, follow: false, truncate: true)
+        }
+        _ = try? await engine.call(.DELETE, "/containers/\(id)", query: [("force", "1"), ("v", "1")])
+        layout.seal()
+        return exit
+    }
+
+    static func parseTime(_ text: String) -> Date? {
+        guard !text.hasPrefix("0001-") else { return nil }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = f.date(from: text) { return d }
+        // The engine writes nanoseconds, more digits than the formatter reads.
+        if let dot = text.firstIndex(of: "."), let z = text.lastIndex(where: { $0 == "Z" || $0 == "+" }) {
+            let trimmed = String(text[..<dot]) + "." + text[text.index(after: dot)..<z].prefix(3) + text[z...]
+            return f.date(from: trimmed)
+        }
+        return nil
+    }
+
+    // MARK: recovery
+
+    public func recover(workloadID: String, taskIndex: Int, handle: String?) async -> TaskRecovery {
+        let ref = handle ?? Self.name(workloadID, taskIndex)
+        let (status, body): (Int, ByteBuffer)
+        do {
+            (status, body) = try await engine.call(.GET, "/containers/\(ref)/json")
+        } catch {
+            // The engine is away: the task is taken as running and checked again once the engine answers.
+            running.withLock { $0[ref] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: ref, uid: nil, lockFD: nil) }
+            return .running
+        }
+        guard status == 200, let inspect = try? JSONDecoder().decode(Inspect.self, from: body) else { return .vanished }
+        let uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
+        if inspect.State.Running == true || inspect.State.Status == "created" && handle != nil {
+            let fd = uid.flatMap { identities?.readopt($0) }
+            running.withLock {
+                $0[inspect.Id] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: inspect.Id, uid: uid, lockFD: fd)
+            }
+            startPump(inspect.Id, layout: layout(workloadID, taskIndex), truncate: true)
+            return .running
+        }
+        if inspect.State.Status == "created" {
+            // Created by a launch that crashed before it was recorded: it never ran.
+            _ = try? await engine.call(.DELETE, "/containers/\(inspect.Id)", query: [("force", "1"), ("v", "1")])
+            return .vanished
+        }
+        return .exited(await collect(inspect.Id, workloadID: workloadID, taskIndex: taskIndex))
+    }
+
+    // MARK: watching the engine
+
+    /// Follows the engine's container events for as long as the server runs; while the engine is away, reports
+    /// it (`reachability`), and once it is back, settles whatever ended meanwhile.
+    public func run() async {
+        if config.nvidiaDevices == nil, let info = try? await engine.info() {
+            nvidia.withLock { $0 = info.runtimes?["nvidia"] != nil }
+        }
+        while !Task.isCancelled {
+            do {
+                let filters = #"{"type":["container"],"event":["die"],"label":["canopy.workload"]}"#
+                let response = try await engine.stream("/events", query: [("filters", filters)])
+                guard response.status.code == 200 else { throw BackendUnavailable("the container engine refused its event stream (\(response.status.code))") }
+                setProblem(nil)
+                // Whatever ended before the stream opened (or while it was down) is settled now.
+                await reconcile()
+                var lines = LineSplitter()
+                for try await chunk in response.body {
+                    for line in lines.feed(chunk) {
+                        struct Event: Decodable { var id: String? }
+                        if let id = (try? JSONDecoder().decode(Event.self, from: Data(line)))?.id, running.withLock({ $0[id] != nil }) {
+                            Task { await self.ended(id) }
+                        }
+                    }
+                }
+                if Task.isCancelled { break }
+                throw BackendUnavailable("the container engine closed its event stream")
+            } catch {
+                if Task.isCancelled { break }
+                let message = (error as? BackendUnavailable)?.message ?? "\(error)"
+                if await engine.ping() == false { setProblem(message) }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        cancelPumps()
+    }
+
+    private func setProblem(_ p: String?) {
+        let changed = problem.withLock { old in
+            defer { old = p }
+            return old != p
+        }
+        guard changed else { return }
+        if let p { logger.warning("container engine unreachable", metadata: ["problem": "\(p)"]) }
+        continuation.yield(.reachability(problem: p))
+    }
+
+    /// Checks every container thought running; settles those that ended, or that the engine no longer has.
+    private func reconcile() async {
+        for (key, entry) in running.withLock({ $0 }) {
+            guard let (status, body) = try? await engine.call(.GET, "/containers/\(key)/json") else { continue }
+            if status == 404 {
+                guard running.withLock({ $0.removeValue(forKey: key) }) != nil else { continue }
+                if let fd = entry.lockFD { close(fd) }
+                if let uid = entry.uid { identities?.release(uid) }
+                continuation.yield(
+                    .exited(
+                        TaskExit(
+                            workloadID: entry.workloadID, taskIndex: entry.taskIndex, exitCode: nil,
+                            reason: Reason(.taskVanished, "task \(entry.taskIndex)'s container was removed from the engine while Canopy could not see it"),
+                            at: Date())))
+                continue
+            }
+            guard let inspect = try? JSONDecoder().decode(Inspect.self, from: body) else { continue }
+            if key != inspect.Id {
+                // Recovered by name while the engine was away: now it has an id.
+                running.withLock {
+                    guard var r = $0.removeValue(forKey: key) else { return }
+                    r.containerID = inspect.Id
+                    r.uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
+                    r.lockFD = r.uid.flatMap { self.identities?.readopt($0) }
+                    $0[inspect.Id] = r
+                }
+            }
+            if inspect.State.Running == true {
+                if pumps.withLock({ $0[inspect.Id] == nil }) { startPump(inspect.Id, layout: layout(entry.workloadID, entry.taskIndex), truncate: true) }
+            } else {
+                await ended(inspect.Id)
+            }
+        }
+    }
+}
+
+// MARK: engine documents
+
+struct CreateContainer: Encodable {
+    struct MountSpec: Encodable {
+        var `Type`: String
+        var Source: String
+        var Target: String
+        var ReadOnly: Bool
+    }
+    struct DeviceRequest: Encodable {
+        var Driver: String
+        var DeviceIDs: [String]
+        var Capabilities: [[String]]
+    }
+    struct Host: Encodable {
+        var Mounts: [MountSpec]
+        var Memory: Int64
+        var MemorySwap: Int64
+        var NanoCpus: Int64
+        var PidsLimit: Int64
+        var NetworkMode: String
+        var Privileged: Bool
+        var SecurityOpt: [String]
+        var DeviceRequests: [DeviceRequest]?
+        var Init: Bool
+    }
+    var Image: String
+    var Entrypoint: [String]
+    var Cmd: [String]
+    var Env: [String]
+    var WorkingDir: String
+    var User: String?
+    var Labels: [String: String]
+    var HostConfig: Host
+}
+
+struct Inspect: Decodable {
+    struct State: Decodable {
+        var Status: String?
+        var Running: Bool?
+        var OOMKilled: Bool?
+        var ExitCode: Int?
+        var Error: String?
+        var FinishedAt: String?
+    }
+    struct Config: Decodable {
+        var Labels: [String: String]?
+    }
+    var Id: String
+    var State: State
+    var Config: Config?
+}
+
+/// Splits the engine's multiplexed log stream (an 8-byte header per frame: stream, 3 zero bytes, a big-endian
+/// length) into stdout (1) and stderr (2) pieces.
+struct LogDemultiplexer {
+    private var pending = ByteBuffer()
+
+    mutating func feed(_ chunk: ByteBuffer, _ emit: (UInt8, ByteBuffer) -> Void) {
+        var chunk = chunk
+        pending.writeBuffer(&chunk)
+        while pending.readableBytes >= 8 {
+            let start = pending.readerIndex
+            guard let stream = pending.getInteger(at: start, as: UInt8.self), let length = pending.getInteger(at: start + 4, as: UInt32.self) else { return }
+            guard pending.readableBytes >= 8 + Int(length) else { break }
+            pending.moveReaderIndex(forwardBy: 8)
+            if let bytes = pending.readSlice(length: Int(length)) { emit(stream, bytes) }
+        }
+        pending.discardReadBytes()
+    }
+}
+
+/// Splits a byte stream into lines (the engine's event stream is one JSON document per line).
+struct LineSplitter {
+    private var pending: [UInt8] = []
+
+    mutating func feed(_ chunk: ByteBuffer) -> [[UInt8]] {
+        pending += chunk.readableBytesView
+        var lines: [[UInt8]] = []
+        while let nl = pending.firstIndex(of: 10) {
+            lines.append(Array(pending[..<nl]))
+            pending.removeSubrange(...nl)
+        }
+        return lines
+    }
+}

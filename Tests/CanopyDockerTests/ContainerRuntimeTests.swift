@@ -1,0 +1,283 @@
+import CanopyCore
+import CanopyHost
+import CanopyTesting
+import Foundation
+import Testing
+
+@testable import CanopyDocker
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The engine `scripts/test.sh` starts (`scripts/dockerd.sh up DIR`): a real dockerd with the busybox test image.
+enum Engine {
+    static let dir = ProcessInfo.processInfo.environment["CANOPY_TEST_DOCKER_DIR"]
+    static let required = ProcessInfo.processInfo.environment["CANOPY_REQUIRE_DOCKER"] == "1"
+    static var available: Bool { dir.map { FileManager.default.fileExists(atPath: $0 + "/docker.sock") } ?? false }
+    static let image = "busybox:canopy-test"
+
+    static func runtime(root: String, network: String = "none") throws -> ContainerRuntime {
+        let identities = geteuid() == 0 ? try TaskIdentities() : nil
+        return ContainerRuntime(
+            engine: DockerEngine(socketPath: dir! + "/docker.sock"), configuration: .init(workloadsRoot: root, network: network), identities: identities)
+    }
+
+    static func launch(
+        _ id: String, _ command: [String], image: String = Engine.image, gpus: [Int] = [], memoryMiB: Int = 256, cpuMillis: Int = 1000,
+        inputs: [StagedInput] = [], mounts: [ResolvedMount] = [], allowRoot: Bool = false, workdir: String? = nil
+    ) -> TaskLaunch {
+        let spec = WorkloadSpec(
+            image: image, command: command, workdir: workdir, resources: Resources(cpuMillis: cpuMillis, memoryMiB: memoryMiB, gpus: gpus.count))
+        return TaskLaunch(
+            workloadID: id, tenant: "acme", spec: spec, taskIndex: 0, node: "local", gpus: gpus, inputs: inputs, mounts: mounts, imageReference: image,
+            allowRoot: allowRoot)
+    }
+
+    /// Reads a task's log file.
+    static func log(_ runtime: ContainerRuntime, _ id: String, _ stream: String = "stdout") -> String {
+        (try? String(contentsOfFile: runtime.logPath(workloadID: id, taskIndex: 0, stream: stream), encoding: .utf8)) ?? ""
+    }
+
+    /// Whether the engine still has a container of this task.
+    static func containerExists(_ runtime: ContainerRuntime, _ id: String) async -> Bool {
+        let (status, _) = (try? await runtime.engine.call(.GET, "/containers/\(ContainerRuntime.name(id, 0))/json")) ?? (0, .init())
+        return status == 200
+    }
+}
+
+@Test("the engine is there whenever the run requires it (CI as root): never a silent skip", .enabled(if: Engine.required))
+func engineIsThere() async throws {
+    try #require(Engine.available, "CANOPY_REQUIRE_DOCKER=1 but CANOPY_TEST_DOCKER_DIR has no docker.sock: the container suite would be skipped")
+}
+
+@Suite("container runtime on a real dockerd", .enabled(if: Engine.available, "needs the dockerd scripts/test.sh starts"))
+struct ContainerRuntimeTests {
+    /// Starts a runtime with its engine watch running, for the body.
+    func withRuntime(network: String = "none", _ body: (ContainerRuntime, String) async throws -> Void) async throws {
+        let root = try makeTempDir("canopy-ctr")
+        let runtime = try Engine.runtime(root: root, network: network)
+        let watch = Task { await runtime.run() }
+        defer { watch.cancel() }
+        try await body(runtime, root)
+    }
+
+    @Test("runs a command in its image: exit code, both output streams, the container removed afterwards")
+    func runAndExit() async throws {
+        try await withRuntime { runtime, _ in
+            let launched = try await runtime.launch(Engine.launch("w1", ["sh", "-c", "echo hello; echo oops >&2; exit 3"]))
+            #expect(!launched.handle.isEmpty)
+            let exit = try #require(await nextExit(of: "w1", runtime.events))
+            #expect(exit.exitCode == 3)
+            #expect(exit.reason == nil)
+            #expect(Engine.log(runtime, "w1") == "hello\n")
+            #expect(Engine.log(runtime, "w1", "stderr") == "oops\n")
+            #expect(await Engine.containerExists(runtime, "w1") == false)
+        }
+    }
+
+    @Test("runs as the task's own unprivileged uid, or as root only where allowed; never privileged")
+    func identity() async throws {
+        try await withRuntime { runtime, _ in
+            _ = try await runtime.launch(Engine.launch("u1", ["sh", "-c", "id -u; cat /proc/self/status | grep CapEff"]))
+            _ = try #require(await nextExit(of: "u1", runtime.events))
+            let lines = Engine.log(runtime, "u1").split(separator: "\n")
+            if geteuid() == 0 {
+                let uid = try #require(UInt32(lines.first ?? ""))
+                #expect(TaskIdentities.defaultRange.contains(uid))
+                #expect(lines.last?.hasSuffix("0000000000000000") == true, "an unprivileged uid has no effective capabilities: \(lines)")
+            }
+            _ = try await runtime.launch(Engine.launch("u2", ["sh", "-c", "id -u; grep NoNewPrivs /proc/self/status"], allowRoot: true))
+            _ = try #require(await nextExit(of: "u2", runtime.events))
+            let root = Engine.log(runtime, "u2")
+            #expect(root.hasPrefix("0\n"))
+            #expect(root.contains("NoNewPrivs:\t1"))
+        }
+    }
+
+    @Test("memory over the limit ends the task as OutOfMemory; the CPU limit and the pids limit are set")
+    func limits() async throws {
+        try await withRuntime { runtime, _ in
+            _ = try await runtime.launch(Engine.launch("m1", ["sh", "-c", "tail /dev/zero"], memoryMiB: 32))
+            let exit = try #require(await nextExit(of: "m1", runtime.events, timeout: .seconds(60)))
+            #expect(exit.reason?.code == .outOfMemory)
+            #expect(exit.exitCode == 137)
+
+            _ = try await runtime.launch(
+                Engine.launch("c1", ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/pids/pids.max"], cpuMillis: 500))
+            _ = try #require(await nextExit(of: "c1", runtime.events))
+            let values = Engine.log(runtime, "c1").split(separator: "\n").compactMap { Int($0) }
+            #expect(values.count == 3)
+            if values.count == 3 {
+                #expect(Double(values[0]) / Double(values[1]) == 0.5, "half a CPU: \(values)")
+                #expect(values[2] == 4096)
+            }
+        }
+    }
+
+    @Test("stop: SIGTERM first, SIGKILL after the grace period")
+    func stopAndGrace() async throws {
+        try await withRuntime { runtime, _ in
+            let polite = try await runtime.launch(
+                Engine.launch("s1", ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 0.1; done"]))
+            #expect(await eventually { Engine.log(runtime, "s1").contains("up") })
+            await runtime.stop(workloadID: "s1", taskIndex: 0, handle: polite.handle, grace: 10)
+            let e1 = try #require(await nextExit(of: "s1", runtime.events))
+            #expect(e1.exitCode == 0)
+            #expect(Engine.log(runtime, "s1").contains("got TERM"))
+
+            let stubborn = try await runtime.launch(Engine.launch("s2", ["sh", "-c", "trap '' TERM; echo up; while true; do sleep 0.1; done"]))
+            #expect(await eventually { Engine.log(runtime, "s2").contains("up") })
+            let started = Date()
+            await runtime.stop(workloadID: "s2", taskIndex: 0, handle: stubborn.handle, grace: 1)
+            let e2 = try #require(await nextExit(of: "s2", runtime.events))
+            #expect(e2.exitCode == 137)
+            #expect(Date().timeIntervalSince(started) < 8)
+        }
+    }
+
+    @Test("a restarted server re-adopts a running container, collects one that ended, and never starts a second")
+    func readoption() async throws {
+        let root = try makeTempDir("canopy-ctr")
+        let first = try Engine.runtime(root: root)
+        let a = try await first.launch(Engine.launch("r1", ["sh", "-c", "echo before; sleep 2; echo after; exit 7"]))
+        let b = try await first.launch(Engine.launch("r2", ["sh", "-c", "exit 5"]))
+        // The first server goes away without a word (its watch never ran); a second one recovers both tasks.
+        try await Task.sleep(for: .milliseconds(500))
+        first.cancelPumps()
+        let second = try Engine.runtime(root: root)
+        let watch = Task { await second.run() }
+        defer { watch.cancel() }
+        #expect(await second.recover(workloadID: "r1", taskIndex: 0, handle: a.handle) == .running)
+        guard case .exited(let ended) = await second.recover(workloadID: "r2", taskIndex: 0, handle: b.handle) else {
+            Issue.record("a container that ended while the server was away is reported as exited")
+            return
+        }
+        #expect(ended.exitCode == 5)
+        #expect(await Engine.containerExists(second, "r2") == false)
+        let exit = try #require(await nextExit(of: "r1", second.events))
+        #expect(exit.exitCode == 7)
+        #expect(Engine.log(second, "r1") == "before\nafter\n")
+        // A task recorded as never started, with a container created by a launch that crashed half-way: not run.
+        #expect(await second.recover(workloadID: "r3", taskIndex: 0, handle: nil) == .vanished)
+    }
+
+    @Test("the working directory is /workspace: inputs staged in, outputs collected; mounts read-only and read-write")
+    func filesAndMounts() async throws {
+        try await withRuntime { runtime, _ in
+            let data = try makeTempDir("canopy-data")
+            try "in\n".write(toFile: data + "/input.txt", atomically: true, encoding: .utf8)
+            try FileManager.default.createDirectory(atPath: data + "/ro", withIntermediateDirectories: true)
+            try "dataset\n".write(toFile: data + "/ro/d.txt", atomically: true, encoding: .utf8)
+            chmod(data + "/ro/d.txt", 0o600)
+            try FileManager.default.createDirectory(atPath: data + "/rw", withIntermediateDirectories: true)
+            let script = """
+                pwd; cat input.txt; cat /data/d.txt; echo x > /data/new.txt 2>/dev/null && echo ro-writable || echo ro-refused
+                echo result > out.txt; echo shared > /shared/w.txt && echo rw-ok
+                """
+            _ = try await runtime.launch(
+                Engine.launch(
+                    "f1", ["sh", "-c", script], inputs: [StagedInput(localSource: data + "/input.txt", path: "input.txt")],
+                    mounts: [
+                        ResolvedMount(hostPath: data + "/ro", target: "/data", readOnly: true, fromDataStore: true),
+                        ResolvedMount(hostPath: data + "/rw", target: "/shared", readOnly: false, fromDataStore: true),
+                    ]))
+            let exit = try #require(await nextExit(of: "f1", runtime.events))
+            #expect(exit.exitCode == 0, "\(Engine.log(runtime, "f1", "stderr"))")
+            #expect(Engine.log(runtime, "f1") == "/workspace\nin\ndataset\nro-refused\nrw-ok\n")
+            #expect((try? String(contentsOfFile: data + "/rw/w.txt", encoding: .utf8)) == "shared\n")
+            let out = try makeTempDir("canopy-out") + "/out.txt"
+            try await runtime.collectOutputs(
+                workloadID: "f1", taskIndex: 0, spec: WorkloadSpec(command: ["x"]),
+                outputs: [StagedOutput(path: "out.txt", localDestination: out, destination: "/out.txt", overwrite: false)])
+            #expect((try? String(contentsOfFile: out, encoding: .utf8)) == "result\n")
+        }
+    }
+
+    @Test("GPUs by the task's indices: CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES, none when it asked for none")
+    func fakeGPUs() async throws {
+        try await withRuntime { runtime, _ in
+            _ = try await runtime.launch(Engine.launch("g1", ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES/$NVIDIA_VISIBLE_DEVICES"], gpus: [1, 3]))
+            _ = try #require(await nextExit(of: "g1", runtime.events))
+            #expect(Engine.log(runtime, "g1") == "1,3/1,3\n")
+            _ = try await runtime.launch(Engine.launch("g2", ["sh", "-c", "echo [$CUDA_VISIBLE_DEVICES]/$NVIDIA_VISIBLE_DEVICES"]))
+            _ = try #require(await nextExit(of: "g2", runtime.events))
+            #expect(Engine.log(runtime, "g2") == "[]/void\n")
+        }
+    }
+
+    @Test("an image the engine does not have fails the launch with a message naming it")
+    func unknownImage() async throws {
+        try await withRuntime { runtime, _ in
+            await #expect(throws: CanopyError.self) {
+                _ = try await runtime.launch(Engine.launch("x1", ["true"], image: "canopy/nothing:here"))
+            }
+            #expect(await Engine.containerExists(runtime, "x1") == false)
+        }
+    }
+}
+
+/// The runtime's events until `done` accepts all seen so far, or all that came within 60 seconds.
+func events(_ runtime: ContainerRuntime, until done: @escaping @Sendable ([BackendEvent]) -> Bool) async -> [BackendEvent] {
+    let collected = await withTaskGroup(of: [BackendEvent]?.self) { group in
+        group.addTask {
+            var seen: [BackendEvent] = []
+            for await e in runtime.events {
+                seen.append(e)
+                if done(seen) { return seen }
+            }
+            return seen
+        }
+        group.addTask {
+            try? await Task.sleep(for: .seconds(60))
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+    return collected ?? []
+}
+
+func isProblem(_ e: BackendEvent) -> Bool { if case .reachability(let p) = e { p != nil } else { false } }
+func isBack(_ e: BackendEvent) -> Bool { if case .reachability(nil) = e { true } else { false } }
+func exit(of id: String, in events: [BackendEvent]) -> TaskExit? {
+    for case .exited(let e) in events where e.workloadID == id { return e }
+    return nil
+}
+
+/// An engine of its own, killed and started again under the runtime.
+@Suite("container runtime when its engine goes away", .serialized, .enabled(if: Engine.available && geteuid() == 0, "needs root and dockerd"))
+struct EngineOutageTests {
+    @Test("launches wait while the engine is away; a task whose container died meanwhile is settled when it returns")
+    func outage() async throws {
+        let dir = try makeTempDir("canopy-dk2")
+        let script = FileManager.default.currentDirectoryPath + "/scripts/dockerd.sh"
+        defer { _ = try? runProcessBlocking("/bin/bash", [script, "down", dir]) }
+        let up = try await runProcess("/bin/bash", [script, "up", dir])
+        try #require(up.status == 0, "\(up.stderr)")
+        let root = try makeTempDir("canopy-ctr")
+        let runtime = ContainerRuntime(
+            engine: DockerEngine(socketPath: dir + "/docker.sock"), configuration: .init(workloadsRoot: root), identities: try TaskIdentities())
+        let watch = Task { await runtime.run() }
+        defer { watch.cancel() }
+        _ = try await runtime.launch(Engine.launch("o1", ["sh", "-c", "echo up; sleep 600"]))
+        #expect(await eventually { Engine.log(runtime, "o1").contains("up") })
+
+        // The engine dies without a word.
+        let pid = try String(contentsOfFile: dir + "/dockerd.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        kill(pid_t(pid) ?? 0, SIGKILL)
+        let away = await events(runtime) { $0.contains(where: isProblem) }
+        #expect(away.contains(where: isProblem), "the runtime reports that its engine is away")
+        await #expect(throws: BackendUnavailable.self) { _ = try await runtime.launch(Engine.launch("o2", ["true"])) }
+
+        // It comes back (and, without live-restore, ends the containers it finds).
+        let again = try await runProcess("/bin/bash", [script, "up", dir])
+        try #require(again.status == 0, "\(again.stderr)")
+        let back = await events(runtime) { seen in seen.contains(where: isBack) && exit(of: "o1", in: seen) != nil }
+        #expect(back.contains(where: isBack))
+        #expect(exit(of: "o1", in: away + back) != nil, "the task whose container died with the engine is reported once it answers again")
+        _ = try await runtime.launch(Engine.launch("o3", ["sh", "-c", "exit 4"]))
+        #expect(await nextExit(of: "o3", runtime.events)?.exitCode == 4)
+    }
+}
