@@ -70,11 +70,14 @@ public struct ServerConfiguration: Sendable {
         dataForest = DataForestConfiguration(environment: environment)
     }
 
-    /// The executor this configuration asks for.
-    func makeExecutor(logger: Logger) throws -> any Executor {
+    /// The runtimes this configuration asks for: the process runtime on this host's inventory, or the Slurm backend.
+    func makeRuntimes(logger: Logger) throws -> Runtimes {
         switch executor {
         case "local":
-            return try LocalExecutor(configuration: try executorConfiguration(), logger: logger)
+            let configuration = try executorConfiguration()
+            let inventory = HostInventory(
+                nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis, memoryMiB: configuration.memoryMiB)
+            return Runtimes(inventory: inventory, placed: [try LocalExecutor(configuration: configuration, inventory: inventory, logger: logger)])
         case "slurm":
             guard slurmPollInterval >= 0.05, slurmPollInterval <= 3600 else {
                 throw CanopyError.invalid("slurm-poll-interval", "the poll interval must be between 0.05 and 3600 seconds")
@@ -84,10 +87,11 @@ public struct ServerConfiguration: Sendable {
                 guard FileManager.default.fileExists(atPath: slurmConf) else { throw CanopyError.invalid("slurm-conf", "\(slurmConf) does not exist") }
                 environment["SLURM_CONF"] = slurmConf
             }
-            return try SlurmExecutor(
-                configuration: SlurmExecutor.Configuration(
-                    workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
-                logger: logger)
+            return Runtimes(
+                backend: try SlurmExecutor(
+                    configuration: SlurmExecutor.Configuration(
+                        workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
+                    logger: logger))
         default:
             throw CanopyError.invalid("executor", "unknown executor \"\(executor)\"; use local or slurm")
         }
