@@ -53,9 +53,10 @@ struct Harness {
         return try await store.workload(id: id)
     }
 
-    /// Whether the workload reaches `phase` in time.
+    /// Whether the workload reaches `phase` in time; a final phase (or stopped) only once it is written.
     func reaches(_ id: String, _ phase: Phase) async throws -> Bool {
-        try await eventually { try await workload(id)?.phase == phase }
+        if phase.isActive { return try await eventually { try await workload(id)?.phase == phase } }
+        return try await eventually { try await store.workload(id: id)?.phase == phase }
     }
 
     /// Stops the controller.
