@@ -67,8 +67,11 @@ public func buildApplication(
         }
     }
     let store = try SQLiteStore(path: databasePath)
-    var runtimes = try config.makeRuntimes(logger: logger)
-    // Another placed runtime on this host registers here, beside the process runtime: runtimes.register(...).
+    let runtimes = try config.makeRuntimes(logger: logger) { inventory in
+        // Placed runtimes beside the process runtime, sharing the host's inventory (and so its one GPU ledger): one
+        // line each, e.g. a container runtime, which then runs the workloads that name an image.
+        []
+    }
     for note in runtimes.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
     chmod(dataDir + "/data", 0o700)

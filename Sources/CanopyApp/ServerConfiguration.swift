@@ -70,14 +70,16 @@ public struct ServerConfiguration: Sendable {
         dataForest = DataForestConfiguration(environment: environment)
     }
 
-    /// The runtimes this configuration asks for: the process runtime on this host's inventory, or the Slurm backend.
-    func makeRuntimes(logger: Logger) throws -> Runtimes {
+    /// The runtimes this configuration asks for: the Slurm backend, or the process runtime and those `alongside`
+    /// makes (a container runtime), all on this host's one inventory.
+    func makeRuntimes(logger: Logger, alongside: (HostInventory) throws -> [any PlacedRuntime] = { _ in [] }) throws -> Runtimes {
         switch executor {
         case "local":
             let configuration = try executorConfiguration()
             let inventory = HostInventory(
                 nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis, memoryMiB: configuration.memoryMiB)
-            return Runtimes(inventory: inventory, placed: [try LocalExecutor(configuration: configuration, inventory: inventory, logger: logger)])
+            let process = try LocalExecutor(configuration: configuration, inventory: inventory, logger: logger)
+            return Runtimes(inventory: inventory, placed: [process] + (try alongside(inventory)))
         case "slurm":
             guard slurmPollInterval >= 0.05, slurmPollInterval <= 3600 else {
                 throw CanopyError.invalid("slurm-poll-interval", "the poll interval must be between 0.05 and 3600 seconds")
