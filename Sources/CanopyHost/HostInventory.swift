@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CanopyCore
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// This host as one node: its CPUs, memory and GPUs, probed once. Every runtime that runs tasks on the host (the
 /// process runtime, a container runtime) shares this one value, so the scheduler keeps one ledger of the host's

@@ -13,7 +13,8 @@ extension WorkloadController {
             queues[q.name] = q
         }
         nodes = try await runtimes.inventory.nodes()
-        var recovered = 0, lost = 0
+        var recovered = 0
+        var lost = 0
         for var w in try await store.activeWorkloads() {
             // Handed to a backend that queues for itself before the restart: it still waits there, ran while
             // Canopy was away, or is lost; the backend says which, as for running tasks.

@@ -181,7 +181,8 @@ extension WorkloadController {
         guard let w = active[id], w.phase == .pending else { return }
         do {
             let submission = WorkloadSubmission(
-                workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try resolver.inputs(w), mounts: try resolver.mounts(w),
+                workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try resolver.inputs(w),
+                mounts: try resolver.mounts(w),
                 imageReference: w.imageReference, allowRoot: allowRoot(w))
             let handle = try await backend.submit(submission)
             guard let cur = active[id], !cur.phase.isTerminal else {

@@ -28,7 +28,8 @@ extension WorkloadController {
         guard !runtimes.delegates, let node = t.node else { return }
         let endsBy = w.spec.maxDurationSeconds.map { (w.startedAt ?? clock.now()).addingTimeInterval(Double($0)) }
         allocations[w.id, default: []].append(
-            Allocation(workloadID: w.id, node: node, cpuMillis: w.spec.resources.cpuMillis, memoryMiB: w.spec.resources.memoryMiB, gpus: t.gpus, endsBy: endsBy))
+            Allocation(workloadID: w.id, node: node, cpuMillis: w.spec.resources.cpuMillis, memoryMiB: w.spec.resources.memoryMiB, gpus: t.gpus, endsBy: endsBy)
+        )
     }
 
     /// Frees one task's share (or, with no task, all the workload holds), and asks for a pass.

@@ -30,10 +30,12 @@ struct ControllerRuntimeTests {
             Self.wasRunning("elsewhere", runtime: RuntimeKind(rawValue: "kubernetes"), handle: "pod-1"),
         ]
         // The answers are set before recovery runs: the harness recovers as it starts.
-        let h = try await Harness.start(seed: seed, prepare: { process, container in
-            container.answerRecovery("in-container", task: 0, with: .running)
-            process.answerRecovery("old-process", task: 0, with: .exited(TaskExit(workloadID: "old-process", taskIndex: 0, exitCode: 0, at: Date())))
-        })
+        let h = try await Harness.start(
+            seed: seed,
+            prepare: { process, container in
+                container.answerRecovery("in-container", task: 0, with: .running)
+                process.answerRecovery("old-process", task: 0, with: .exited(TaskExit(workloadID: "old-process", taskIndex: 0, exitCode: 0, at: Date())))
+            })
         defer { h.shutdown() }
         // Then: each runtime was asked about its own task only, with the recorded handle.
         #expect(h.container.recoveries.map(\.workloadID) == ["in-container"])

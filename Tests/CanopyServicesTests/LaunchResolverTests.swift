@@ -29,9 +29,15 @@ struct LaunchResolverTests {
     @Test(
         "a data: mount becomes the tenant's path in the store (normalized), a host: mount the host path",
         arguments: [
-            (Mount(source: "data:/user/a/data", target: "/data", readOnly: true), ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/data", readOnly: true)),
+            (
+                Mount(source: "data:/user/a/data", target: "/data", readOnly: true),
+                ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/data", readOnly: true)
+            ),
             (Mount(source: "data:/user//a/./data/", target: "/d"), ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/d", readOnly: false)),
-            (Mount(source: "host:/datasets/imagenet", target: "/imagenet", readOnly: true), ResolvedMount(hostPath: "/datasets/imagenet", target: "/imagenet", readOnly: true)),
+            (
+                Mount(source: "host:/datasets/imagenet", target: "/imagenet", readOnly: true),
+                ResolvedMount(hostPath: "/datasets/imagenet", target: "/imagenet", readOnly: true)
+            ),
         ])
     func mounts(mount: Mount, resolved: ResolvedMount) throws {
         #expect(try resolver.mounts(workload(mounts: [mount])) == [resolved])
@@ -47,9 +53,10 @@ struct LaunchResolverTests {
 
     @Test("inputs resolve in the data store; a missing one names itself")
     func inputs() throws {
-        #expect(try resolver.inputs(workload(inputs: [DataInput(source: "/user/a/in.txt", path: "in.txt")])) == [
-            StagedInput(localSource: "/store/acme/user/a/in.txt", path: "in.txt")
-        ])
+        #expect(
+            try resolver.inputs(workload(inputs: [DataInput(source: "/user/a/in.txt", path: "in.txt")])) == [
+                StagedInput(localSource: "/store/acme/user/a/in.txt", path: "in.txt")
+            ])
         #expect(throws: StagingError("input /user/a/gone does not exist in the data store")) {
             try resolver.inputs(workload(inputs: [DataInput(source: "/user/a/gone", path: "x")]))
         }

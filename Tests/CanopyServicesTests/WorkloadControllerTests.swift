@@ -30,7 +30,8 @@ struct Harness {
             let stored = try await store.insert(w)
             try await store.update([stored])
         }
-        let process = InMemoryRuntime(kind: .process), container = InMemoryRuntime(kind: .container)
+        let process = InMemoryRuntime(kind: .process)
+        let container = InMemoryRuntime(kind: .container)
         var runtimes = Runtimes(inventory: FixedInventory(), placed: [process])
         if withContainer { runtimes.register(container) }
         prepare(process, container)
@@ -67,7 +68,8 @@ struct Harness {
 struct WorkloadControllerTests {
     @Test("the runtime rule: the backend when there is one; a container for an image when one is registered; else a process")
     func runtimeRule() {
-        let process = InMemoryRuntime(kind: .process), container = InMemoryRuntime(kind: .container)
+        let process = InMemoryRuntime(kind: .process)
+        let container = InMemoryRuntime(kind: .container)
         var runtimes = Runtimes(inventory: FixedInventory(), placed: [process])
         let image = WorkloadSpec(image: "pytorch", command: ["true"])
         #expect(runtimes.kind(for: image) == .process)
@@ -103,7 +105,8 @@ struct WorkloadControllerTests {
         let h = try await Harness.start()
         defer { h.shutdown() }
         var w = Workload(
-            id: "img", tenant: "t", owner: "u", spec: WorkloadSpec(image: "pytorch", command: ["python"], mounts: [Mount(source: "host:/datasets", target: "/data", readOnly: true)]),
+            id: "img", tenant: "t", owner: "u",
+            spec: WorkloadSpec(image: "pytorch", command: ["python"], mounts: [Mount(source: "host:/datasets", target: "/data", readOnly: true)]),
             createdAt: Date())
         w.imageReference = "docker.io/pytorch/pytorch:2.5"
         let stored = try await h.store.insert(w)
