@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyDockerTests", dependencies: ["CanopyDocker", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
-        .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting", "CanopySQLite"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopyDataForestTests",
             dependencies: [

@@ -67,24 +67,28 @@ public func buildApplication(
         }
     }
     let store = try SQLiteStore(path: databasePath)
-    let executor = try config.makeExecutor(logger: logger)
-    for note in executor.limitations { logger.notice("\(note)") }
+    let runtimes = try config.makeRuntimes(logger: logger) { inventory in
+        // Placed runtimes beside the process runtime, sharing the host's inventory (and so its one GPU ledger): one
+        // line each, e.g. a container runtime, which then runs the workloads that name an image.
+        []
+    }
+    for note in runtimes.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
     chmod(dataDir + "/data", 0o700)
-    let controller = WorkloadController(store: store, executor: executor, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)
+    let controller = WorkloadController(store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)
     try await controller.recover()
     let auth = AuthService(store: store)
     try await auth.load()
     let (adminToken, generated) = try await AdminCredential.ensure(auth: auth, dataDir: dataDir, fromEnvironment: config.adminToken)
     let keys = try AccessKeyService(store: store, keyFile: dataDir + "/secret.key")
     try await keys.load()
-    let workloads = WorkloadService(store: store, controller: controller, executor: executor)
+    let workloads = WorkloadService(store: store, controller: controller, runtimes: runtimes)
     let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)
     NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data).register(on: router)
     DataForestAPI(
-        workloads: workloads, store: store, keys: keys, auth: auth, data: data, executor: executor, configuration: config.dataForest, logger: logger
+        workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)
     let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"
     let app = Application(
@@ -99,7 +103,7 @@ public func buildApplication(
         logger: logger)
     return CanopyServer(
         application: app, generatedAdminToken: generated, adminToken: adminToken, workloads: workloads, controller: controller, store: store,
-        limitations: executor.limitations)
+        limitations: runtimes.limitations)
 }
 
 /// The admin credential: `CANOPY_ADMIN_TOKEN` if set, otherwise generated on first start; kept in the data dir (mode 0600)

@@ -70,11 +70,16 @@ public struct ServerConfiguration: Sendable {
         dataForest = DataForestConfiguration(environment: environment)
     }
 
-    /// The executor this configuration asks for.
-    func makeExecutor(logger: Logger) throws -> any Executor {
+    /// The runtimes this configuration asks for: the Slurm backend, or the process runtime and those `alongside`
+    /// makes (a container runtime), all on this host's one inventory.
+    func makeRuntimes(logger: Logger, alongside: (HostInventory) throws -> [any PlacedRuntime] = { _ in [] }) throws -> Runtimes {
         switch executor {
         case "local":
-            return try LocalExecutor(configuration: try executorConfiguration(), logger: logger)
+            let configuration = try executorConfiguration()
+            let inventory = HostInventory(
+                nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis, memoryMiB: configuration.memoryMiB)
+            let process = try LocalExecutor(configuration: configuration, inventory: inventory, logger: logger)
+            return Runtimes(inventory: inventory, placed: [process] + (try alongside(inventory)))
         case "slurm":
             guard slurmPollInterval >= 0.05, slurmPollInterval <= 3600 else {
                 throw CanopyError.invalid("slurm-poll-interval", "the poll interval must be between 0.05 and 3600 seconds")
@@ -84,10 +89,11 @@ public struct ServerConfiguration: Sendable {
                 guard FileManager.default.fileExists(atPath: slurmConf) else { throw CanopyError.invalid("slurm-conf", "\(slurmConf) does not exist") }
                 environment["SLURM_CONF"] = slurmConf
             }
-            return try SlurmExecutor(
-                configuration: SlurmExecutor.Configuration(
-                    workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
-                logger: logger)
+            return Runtimes(
+                backend: try SlurmExecutor(
+                    configuration: SlurmExecutor.Configuration(
+                        workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
+                    logger: logger))
         default:
             throw CanopyError.invalid("executor", "unknown executor \"\(executor)\"; use local or slurm")
         }

@@ -40,14 +40,13 @@ public struct DataForestAPI: Sendable {
     let keys: AccessKeyService
     let auth: AuthService
     let data: DataService
-    let executor: any Executor
     let configuration: DataForestConfiguration
     let logger: Logger
     let clock: Clock
 
     /// Creates the dialect over the shared services.
     public init(
-        workloads: WorkloadService, store: any Store, keys: AccessKeyService, auth: AuthService, data: DataService, executor: any Executor,
+        workloads: WorkloadService, store: any Store, keys: AccessKeyService, auth: AuthService, data: DataService,
         configuration: DataForestConfiguration, logger: Logger, clock: Clock = .system
     ) {
         self.workloads = workloads
@@ -55,7 +54,6 @@ public struct DataForestAPI: Sendable {
         self.keys = keys
         self.auth = auth
         self.data = data
-        self.executor = executor
         self.configuration = configuration
         self.logger = logger
         self.clock = clock

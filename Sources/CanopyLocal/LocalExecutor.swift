@@ -8,20 +8,21 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Runs tasks as plain processes on this machine: one node, `local`.
+/// The process runtime: runs placed tasks as plain processes on this machine (`RuntimeKind.process`), on the node
+/// of the host's `HostInventory`.
 ///
 /// Each task runs under `canopy-shim` (see its source), which joins the task's cgroups, drops to the task's own
 /// identity when the server runs as root (`TaskIdentities`), and records the exit status in the task's directory so
 /// a restarted server can still learn how a task ended. When a task ends, everything it started dies with it:
 /// every process in its cgroups and every process of its uid.
-public final class LocalExecutor: Executor {
+public final class LocalExecutor: PlacedRuntime {
     /// How the executor is set up.
     public struct Configuration: Sendable {
         /// Where task directories go (`<data-dir>/workloads`).
         public var workloadsRoot: String
         /// The shim binary.
         public var shimPath: String
-        /// GPUs: declared, or nil to discover with nvidia-smi.
+        /// GPUs: declared, or nil to discover with nvidia-smi (when no inventory is given).
         public var declaredGPUs: [GPU]?
         /// Override the allocatable CPU (millicores); nil: all online CPUs.
         public var cpuMillis: Int?
@@ -60,6 +61,8 @@ public final class LocalExecutor: Executor {
 
     private let config: Configuration
     private let node: Node
+    /// The host's CPUs, memory and GPUs, shared with every other runtime on this host.
+    public let inventory: HostInventory
     private let cgroups: Cgroups
     private let reaper = Reaper()
     private let running = Mutex<[String: Running]>([:])
@@ -67,11 +70,16 @@ public final class LocalExecutor: Executor {
     private let identities: TaskIdentities?
     private let exitContinuation: AsyncStream<BackendEvent>.Continuation
     private let logger: Logger
+    /// Task exits, as the reaper sees them.
     public let events: AsyncStream<BackendEvent>
+    /// What this machine cannot enforce (no cgroups, not root).
     public let limitations: [String]
+    /// Tasks it runs are processes.
+    public var kind: RuntimeKind { .process }
 
-    /// Probes the machine (CPUs, memory, GPUs, cgroups, the task user) and creates the executor.
-    public init(configuration: Configuration, logger: Logger = Logger(label: "canopy.local")) throws {
+    /// Probes the machine (cgroups, the task user; CPUs, memory and GPUs unless `inventory` is given) and creates the
+    /// runtime.
+    public init(configuration: Configuration, inventory: HostInventory? = nil, logger: Logger = Logger(label: "canopy.local")) throws {
         config = configuration
         self.logger = logger
         guard FileManager.default.isExecutableFile(atPath: configuration.shimPath) else {
@@ -79,21 +87,13 @@ public final class LocalExecutor: Executor {
         }
         try FileManager.default.createDirectory(atPath: configuration.workloadsRoot, withIntermediateDirectories: true)
         var notes: [String] = []
-        let gpus: [GPU]
-        let gpuSource: String
-        if let declared = configuration.declaredGPUs {
-            gpus = declared
-            gpuSource = "declared"
-        } else if let found = GPUDiscovery.discover() {
-            gpus = found
-            gpuSource = "nvidia-smi"
-        } else {
-            gpus = []
-            gpuSource = "none"
-        }
-        node = Node(
-            name: configuration.nodeName, pool: "local", cpuMillis: configuration.cpuMillis ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) * 1000,
-            memoryMiB: configuration.memoryMiB ?? Self.totalMemoryMiB(), gpus: gpus, gpuSource: gpuSource)
+        // The host's one inventory, shared with any other runtime on it; built here when none is given.
+        self.inventory =
+            inventory
+            ?? HostInventory(
+                nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis,
+                memoryMiB: configuration.memoryMiB)
+        node = self.inventory.node
         cgroups = Cgroups.detect(root: configuration.cgroupRoot)
         if let note = cgroups.limitation { notes.append(note) }
         if geteuid() == 0 {
@@ -110,15 +110,14 @@ public final class LocalExecutor: Executor {
         (events, exitContinuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
-    public func nodes() async throws -> [Node] { [node] }
-
     private static func key(_ workloadID: String, _ index: Int) -> String { "\(workloadID)-\(index)" }
 
     private func layout(_ workloadID: String, _ index: Int) -> TaskLayout {
         TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: index)
     }
 
-    public func launch(_ task: TaskLaunch) async throws -> String {
+    /// Starts a task under `canopy-shim`; returns its shim's pid as the handle.
+    public func launch(_ task: TaskLaunch) async throws -> LaunchedTask {
         let layout = layout(task.workloadID, task.taskIndex)
         guard let workdir = layout.resolve(workdir: task.spec.workdir) else {
             throw CanopyError.invalid("workdir", "workdir \"\(task.spec.workdir ?? "")\" leaves the task's directory")
@@ -161,9 +160,10 @@ public final class LocalExecutor: Executor {
         reaper.watch(pid: pid, isChild: true) { [self] exit in
             finished(workloadID: task.workloadID, index: task.taskIndex, status: exit.status)
         }
-        return String(pid)
+        return LaunchedTask(handle: String(pid))
     }
 
+    /// Copies a finished task's outputs from its working directory.
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
         let layout = layout(workloadID, taskIndex)
         try layout.collect(outputs, workdir: spec.workdir, readableBy: layout.workOwner())
@@ -216,7 +216,8 @@ public final class LocalExecutor: Executor {
         exitContinuation.yield(.exited(TaskExit(workloadID: workloadID, taskIndex: index, exitCode: code, reason: reason, at: Date())))
     }
 
-    public func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async {
+    /// SIGTERM to the task's process group, SIGKILL (and its cgroups emptied) after `grace` seconds.
+    public func stop(workloadID: String, taskIndex: Int, handle: String, grace: Double) async {
         guard let pid = running.withLock({ $0[Self.key(workloadID, taskIndex)]?.pid }) else { return }
         kill(-pid, SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
@@ -254,7 +255,8 @@ public final class LocalExecutor: Executor {
         }
     }
 
-    public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
+    /// Adopts a task whose shim still runs (same pid and start time); otherwise reads its exit file.
+    public func recover(workloadID: String, taskIndex: Int, handle: String?) async -> TaskRecovery {
         let layout = layout(workloadID, taskIndex)
         let key = Self.key(workloadID, taskIndex)
         var uid: uid_t?
@@ -280,18 +282,12 @@ public final class LocalExecutor: Executor {
         return .exited(TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: code, at: when))
     }
 
+    /// Nothing to do in the background: the reaper reports exits as they happen.
+    public func run() async {}
+
     /// The task's log file for a stream ("stdout" or "stderr").
     public func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
         let l = layout(workloadID, taskIndex)
         return stream == "stderr" ? l.stderr : l.stdout
-    }
-
-    static func totalMemoryMiB() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return 1024 }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
-            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-            return kb / 1024
-        }
-        return 1024
     }
 }

@@ -5,15 +5,16 @@ import Foundation
 public struct WorkloadService: Sendable {
     let store: any Store
     let controller: WorkloadController
-    let executor: any Executor
+    /// The runtimes, for the files of each task's runtime (logs).
+    let runtimes: Runtimes
     let ids: IDGenerator
     let clock: Clock
 
     /// Creates the service.
-    public init(store: any Store, controller: WorkloadController, executor: any Executor, ids: IDGenerator = .random, clock: Clock = .system) {
+    public init(store: any Store, controller: WorkloadController, runtimes: Runtimes, ids: IDGenerator = .random, clock: Clock = .system) {
         self.store = store
         self.controller = controller
-        self.executor = executor
+        self.runtimes = runtimes
         self.ids = ids
         self.clock = clock
     }
@@ -189,7 +190,12 @@ public struct WorkloadService: Sendable {
             throw CanopyError(.notFound, "workload \(id) has \(w.tasks.count) task\(w.tasks.count == 1 ? "" : "s") (0 to \(w.tasks.count - 1))", field: "index")
         }
         guard stream == "stdout" || stream == "stderr" else { throw CanopyError.invalid("stream", "stream must be stdout or stderr") }
-        return executor.logPath(workloadID: w.id, taskIndex: task, stream: stream)
+        // Each task's runtime delivers its output to a file of its own layout.
+        let kind = runtimes.kind(of: w.tasks[task], spec: w.spec)
+        guard let runtime = runtimes.runtime(kind) else {
+            throw CanopyError(.unavailable, "task \(task) ran in the \(kind) runtime, which this server does not have configured")
+        }
+        return runtime.logPath(workloadID: w.id, taskIndex: task, stream: stream)
     }
 
     /// Whether a task has ended (or its workload has): log followers stop then.

@@ -9,7 +9,7 @@ import Logging
 
 /// Runs workloads as jobs of an existing Slurm cluster, through its commands (`sbatch`, `squeue`, `sinfo`, `scancel`).
 ///
-/// Slurm schedules (`schedulesItself`): Canopy submits each workload as one job as soon as it may run, in its queue
+/// Slurm schedules (a `SchedulingBackend`): Canopy submits each workload as one job as soon as it may run, in its queue
 /// order, and follows the jobs by polling `squeue` (one call for all jobs, a fixed text format; see `SlurmText`).
 /// Each Canopy task is one Slurm task of that job (`--ntasks`), so all of them are allocated together or not at all,
 /// one `scancel` stops them all, and `srun --kill-on-bad-exit` ends the gang when one fails.
@@ -21,7 +21,7 @@ import Logging
 ///
 /// Jobs carry `--comment=canopy:<workload id>`: a restarted Canopy finds the jobs it submitted and never submits a
 /// workload twice.
-public actor SlurmExecutor: Executor {
+public actor SlurmExecutor: SchedulingBackend {
     /// How it is set up.
     public struct Configuration: Sendable {
         /// Where workload directories go; shared with the compute nodes.
@@ -60,9 +60,12 @@ public actor SlurmExecutor: Executor {
     private let logger: Logger
     private let runAs: (uid: uid_t, gid: gid_t)?
     private let continuation: AsyncStream<BackendEvent>.Continuation
+    /// Waits, starts, exits, reachability and inventory, as the polls find them.
     public nonisolated let events: AsyncStream<BackendEvent>
+    /// Nothing to note: Slurm enforces its own limits.
     public nonisolated let limitations: [String] = []
-    public nonisolated var schedulesItself: Bool { true }
+    /// Tasks it runs are Slurm jobs.
+    public nonisolated var kind: RuntimeKind { .slurm }
 
     private var tracks: [String: Track] = [:]
     private var byWorkload: [String: String] = [:]
@@ -88,17 +91,15 @@ public actor SlurmExecutor: Executor {
         (events, continuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
-    // MARK: Executor
+    // MARK: SchedulingBackend
 
+    /// The cluster's nodes, as `sinfo` reports them.
     public func nodes() async throws -> [Node] {
         await refreshInventory()
         return views.map(\.node)
     }
 
-    public func launch(_ task: TaskLaunch) async throws -> String {
-        throw CanopyError(.internal, "the Slurm executor takes whole workloads (submit), not placed tasks")
-    }
-
+    /// Submits the workload as one job (or returns the job it already has).
     public func submit(_ s: WorkloadSubmission) async throws -> String {
         if let id = byWorkload[s.workloadID] { return id }
         if !primed { await poll() }
@@ -160,7 +161,8 @@ public actor SlurmExecutor: Executor {
         return relative
     }
 
-    public func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async {
+    /// Cancels the job (every task of the workload): SIGTERM first when it runs, Slurm's own cancel after `grace`.
+    public func stop(workloadID: String, taskIndex: Int, handle backendID: String, grace: Double) async {
         tracks[backendID]?.stopRequested = true
         guard let t = tracks[backendID], t.started, grace > 0 else {
             _ = try? await command.run(["scancel", backendID])
@@ -176,7 +178,8 @@ public actor SlurmExecutor: Executor {
         if tracks[backendID] != nil { _ = try? await command.run(["scancel", backendID]) }
     }
 
-    public func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery {
+    /// Follows a job submitted before a restart, if Slurm (or its exit files) still knows it.
+    public func recover(workloadID: String, taskIndex: Int, handle backendID: String?) async -> TaskRecovery {
         guard let backendID else { return .vanished }
         if tracks[backendID] != nil { return .running }
         if !primed { await poll() }
@@ -188,15 +191,18 @@ public actor SlurmExecutor: Executor {
         return .running
     }
 
+    /// The task's log file, as the job writes it.
     public nonisolated func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
         let l = TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex)
         return stream == "stderr" ? l.stderr : l.stdout
     }
 
+    /// Copies a finished task's outputs from its directory on the shared file system.
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {
         try TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).collect(outputs, workdir: spec.workdir, readableBy: runAs?.uid)
     }
 
+    /// Polls `squeue` and `sinfo` until cancelled.
     public func run() async {
         while !Task.isCancelled {
             await poll()

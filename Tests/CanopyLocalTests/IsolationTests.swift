@@ -27,7 +27,7 @@ struct IsolationTests {
 
     func launch(_ e: LocalExecutor, _ id: String, _ command: [String], env: [String: String] = [:], inputs: [StagedInput] = []) async throws -> pid_t {
         let spec = WorkloadSpec(command: command, env: env, resources: Resources(cpuMillis: 500, memoryMiB: 256))
-        return pid_t(try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: 0, node: "local", gpus: [], inputs: inputs)))!
+        return pid_t(try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: 0, node: "local", gpus: [], inputs: inputs)).handle)!
     }
 
     func log(_ e: LocalExecutor, _ id: String, _ stream: String = "stdout") -> String {
@@ -75,7 +75,7 @@ struct IsolationTests {
         } else {
             #expect(descriptors(of: shim) == ["0", "1", "2"])
         }
-        await e.stop(workloadID: "fds", taskIndex: 0, backendID: String(shim), grace: 1)
+        await e.stop(workloadID: "fds", taskIndex: 0, handle: String(shim), grace: 1)
         _ = try await exit(of: "fds", e)
     }
 
@@ -130,7 +130,7 @@ struct IsolationTests {
         #expect(kill(bob, 0) == 0, "bob's task must still run")
         var st = stat()
         #expect(lstat(bobWork, &st) == 0 && st.st_mode & 0o777 == 0o700 && String(st.st_uid) == bobUID)
-        await e.stop(workloadID: "bob", taskIndex: 0, backendID: String(bobShim), grace: 1)
+        await e.stop(workloadID: "bob", taskIndex: 0, handle: String(bobShim), grace: 1)
         _ = try await exit(of: "bob", e)
         // Once it has ended, its directory is closed to every task, whichever uid comes next.
         #expect(lstat("\(dir)/workloads/bob/task-0", &st) == 0 && st.st_mode & 0o777 == 0o700)
@@ -150,7 +150,7 @@ struct IsolationTests {
         for d in ["/tmp", "/var/tmp", "/dev/shm"] {
             #expect(!FileManager.default.fileExists(atPath: "\(d)/\(marker)"), "\(d) is the host's")
         }
-        await e.stop(workloadID: "tmpbob", taskIndex: 0, backendID: String(bobShim), grace: 1)
+        await e.stop(workloadID: "tmpbob", taskIndex: 0, handle: String(bobShim), grace: 1)
         _ = try await exit(of: "tmpbob", e)
     }
 

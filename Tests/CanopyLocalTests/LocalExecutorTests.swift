@@ -13,7 +13,7 @@ struct LocalExecutorTests {
 
     func launch(_ e: LocalExecutor, _ id: String, _ command: [String], gpus: [Int] = [], memoryMiB: Int = 256, workdir: String? = nil, index: Int = 0, tasks: Int = 1) async throws -> String {
         let spec = WorkloadSpec(command: command, env: ["GREETING": "hi"], workdir: workdir, resources: Resources(cpuMillis: 500, memoryMiB: memoryMiB, gpus: gpus.count), tasks: tasks)
-        return try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: index, node: "local", gpus: gpus))
+        return try await e.launch(TaskLaunch(workloadID: id, tenant: "t", spec: spec, taskIndex: index, node: "local", gpus: gpus)).handle
     }
 
     func nextExit(_ e: LocalExecutor, timeout: Duration = .seconds(30)) async -> TaskExit? {
@@ -55,13 +55,13 @@ struct LocalExecutorTests {
     func stop() async throws {
         let e = try executor(try makeTempDir())
         let pid = try await launch(e, "polite", ["sleep", "30"])
-        await e.stop(workloadID: "polite", taskIndex: 0, backendID: pid, grace: 5)
+        await e.stop(workloadID: "polite", taskIndex: 0, handle: pid, grace: 5)
         #expect(await nextExit(e)?.exitCode == 143)
         let stubborn = try await launch(e, "stubborn", ["sh", "-c", "trap '' TERM; echo ready; sleep 30"])
         let log = e.logPath(workloadID: "stubborn", taskIndex: 0, stream: "stdout")
         #expect(await eventually { (try? String(contentsOfFile: log, encoding: .utf8)) == "ready\n" }, "stubborn said: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "nothing"), \((try? String(contentsOfFile: e.logPath(workloadID: "stubborn", taskIndex: 0, stream: "stderr"), encoding: .utf8)) ?? "")")
         let started = ContinuousClock.now
-        await e.stop(workloadID: "stubborn", taskIndex: 0, backendID: stubborn, grace: 0.3)
+        await e.stop(workloadID: "stubborn", taskIndex: 0, handle: stubborn, grace: 0.3)
         #expect(await nextExit(e)?.exitCode == 137)
         #expect(ContinuousClock.now - started < .seconds(5))
     }
@@ -104,15 +104,15 @@ struct LocalExecutorTests {
         #expect(await CanopyTesting.nextExit(of: "short", first.events)?.exitCode == 3, "the short task never ended")
         // A second executor over the same directory stands for the restarted server.
         let second = try executor(root)
-        #expect(await second.recover(workloadID: "long", taskIndex: 0, backendID: nil) == .running)
+        #expect(await second.recover(workloadID: "long", taskIndex: 0, handle: nil) == .running)
         // Let it go now, whatever fails below: a test never leaves a task behind (its exit is buffered in the stream).
         #expect(FileManager.default.createFile(atPath: TaskLayout(root: root, workloadID: "long", index: 0).work + "/go", contents: nil))
-        guard case .exited(let ended) = await second.recover(workloadID: "short", taskIndex: 0, backendID: nil) else {
+        guard case .exited(let ended) = await second.recover(workloadID: "short", taskIndex: 0, handle: nil) else {
             Issue.record("expected the exit file to be read")
             return
         }
         #expect(ended.exitCode == 3)
-        #expect(await second.recover(workloadID: "never", taskIndex: 0, backendID: nil) == .vanished)
+        #expect(await second.recover(workloadID: "never", taskIndex: 0, handle: nil) == .vanished)
         let adopted = await nextExit(second)
         #expect(adopted?.workloadID == "long" && adopted?.exitCode == 5)
     }

@@ -32,7 +32,8 @@ public enum Phase: String, Sendable, Codable, CaseIterable {
     public var successors: Set<Phase> {
         switch self {
         case .pending: [.starting, .cancelled, .failed]
-        case .starting: [.running, .stopping, .succeeded, .failed, .cancelled]
+        // Back to pending only when its runtime's engine went away before any task started (see `Transitions`).
+        case .starting: [.pending, .running, .stopping, .succeeded, .failed, .cancelled]
         case .running: [.stopping, .succeeded, .failed, .cancelled]
         case .stopping: [.stopped, .succeeded, .failed, .cancelled]
         case .stopped: [.pending, .cancelled]
@@ -42,6 +43,21 @@ public enum Phase: String, Sendable, Codable, CaseIterable {
 
     /// Whether the move to `next` is allowed.
     public func canMove(to next: Phase) -> Bool { successors.contains(next) }
+
+    /// The phases a task may move to. Tasks are never stopped or restarted on their own: they run once, from
+    /// pending (placed: starting; started by a backend that schedules for itself: running) to an end.
+    public var taskSuccessors: Set<Phase> {
+        switch self {
+        case .pending: [.starting, .running, .failed, .cancelled]
+        // Back to pending with its workload, when its runtime's engine went away before it started.
+        case .starting: [.pending, .running, .succeeded, .failed, .cancelled]
+        case .running: [.succeeded, .failed, .cancelled]
+        case .stopping, .stopped, .succeeded, .failed, .cancelled: []
+        }
+    }
+
+    /// Whether a task may move to `next`.
+    public func taskCanMove(to next: Phase) -> Bool { taskSuccessors.contains(next) }
 }
 
 /// Why a workload is where it is: a typed code and a sentence. Carried whenever the phase does not explain itself.

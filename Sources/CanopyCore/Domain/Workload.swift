@@ -143,6 +143,14 @@ public struct TaskStatus: Sendable, Hashable, Codable {
         self.phase = .pending
         self.gpus = []
     }
+
+    /// Moves to a phase if the task phase machine allows it (`Phase.taskSuccessors`); returns whether it moved.
+    @discardableResult
+    public mutating func move(to next: Phase) -> Bool {
+        guard phase != next, phase.taskCanMove(to: next) else { return false }
+        phase = next
+        return true
+    }
 }
 
 /// A workload: spec, identity and status in one record, seen by every dialect through its own mapping.

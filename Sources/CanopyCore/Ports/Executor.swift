@@ -129,7 +129,7 @@ public enum TaskRecovery: Sendable, Hashable {
     case vanished
 }
 
-/// A whole workload handed to a backend that schedules for itself (`Executor.schedulesItself`).
+/// A whole workload handed to a backend that schedules for itself (`SchedulingBackend.submit`).
 public struct WorkloadSubmission: Sendable, Hashable {
     /// The workload.
     public var workloadID: String
@@ -202,55 +202,6 @@ public struct BackendUnavailable: Error, Sendable {
 
     /// Creates the error.
     public init(_ message: String) { self.message = message }
-}
-
-/// Runs tasks: the seam between the services and a backend (local processes, Slurm, ...).
-///
-/// Two kinds of backend sit behind it. One runs what it is told where it is told (`schedulesItself == false`):
-/// Canopy's scheduling pass places each task on a node and calls `launch`. The other has its own scheduler:
-/// Canopy hands it whole workloads in queue order with `submit`, and the backend reports through `events` why they
-/// wait, when they start and how they end.
-public protocol Executor: Sendable {
-    /// The nodes it can run tasks on, with their capacity.
-    func nodes() async throws -> [Node]
-    /// Starts a task; returns the backend's handle for it (a pid, a job id).
-    func launch(_ task: TaskLaunch) async throws -> String
-    /// Asks a task to stop: SIGTERM (or the backend's equivalent), then a forced kill after `grace` seconds.
-    func stop(workloadID: String, taskIndex: Int, backendID: String, grace: Double) async
-    /// Looks for a task started before a restart and adopts it if it still runs.
-    func recover(workloadID: String, taskIndex: Int, backendID: String?) async -> TaskRecovery
-    /// The file holding a task's output stream ("stdout" or "stderr"); it may not exist yet.
-    func logPath(workloadID: String, taskIndex: Int, stream: String) -> String
-    /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
-    /// throws a message-bearing error naming the output that could not be copied.
-    func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws
-    /// What the backend reports: task exits, and for backends that schedule for themselves, waits, starts,
-    /// reachability and inventory.
-    var events: AsyncStream<BackendEvent> { get }
-    /// Whether the backend queues and places workloads itself.
-    var schedulesItself: Bool { get }
-    /// Hands a whole workload to a backend that schedules for itself; returns its handle (a job id), shared by all
-    /// its tasks. Idempotent: a workload the backend already has (say, submitted just before a crash) is not
-    /// submitted again; its existing handle is returned. Throws `BackendUnavailable` when the backend cannot be
-    /// reached, any other error when it refuses the workload.
-    func submit(_ submission: WorkloadSubmission) async throws -> String
-    /// Work the backend does for as long as the server runs (polling, for instance); returns when cancelled.
-    func run() async
-    /// A notice about what the backend cannot do here (e.g. no cgroups), for the log; nil when all is well.
-    var limitations: [String] { get }
-}
-
-extension Executor {
-    /// By default Canopy schedules.
-    public var schedulesItself: Bool { false }
-
-    /// Backends that Canopy schedules for do not take whole workloads.
-    public func submit(_ submission: WorkloadSubmission) async throws -> String {
-        throw CanopyError(.internal, "this executor is given placed tasks, not whole workloads")
-    }
-
-    /// Nothing to run by default.
-    public func run() async {}
 }
 
 /// The time source; tests pass a manual one.

@@ -1,0 +1,20 @@
+import CanopyCore
+import Foundation
+
+/// Time-based rules, checked a few times a second: what `Enforcer` finds due is stopped; a runtime that failed a
+/// launch as unreachable, without saying so itself, is tried again after a while.
+extension WorkloadController {
+    /// Stops every workload past its time; lets a pass try a runtime again once its retry time has come.
+    func enforceDeadlines() async {
+        let now = clock.now()
+        for due in enforcer.due(active.values, now: now) {
+            _ = await stop(due.workloadID, reason: due.reason)
+        }
+        let retry = unreachable.filter { !$0.value.reported && now.timeIntervalSince($0.value.since) >= unreachableRetry }.map(\.key)
+        if !retry.isEmpty {
+            for kind in retry { unreachable.removeValue(forKey: kind) }
+            requestPass()
+            notify()
+        }
+    }
+}
