@@ -28,6 +28,8 @@ public struct CanopyServer: Sendable {
     public var controller: WorkloadController
     /// The store.
     public var store: SQLiteStore
+    /// The image catalog.
+    public var images: ImageService
     /// Notices about what this machine cannot do (no cgroups, ...).
     public var limitations: [String]
 }
@@ -45,8 +47,10 @@ extension CanopyServer {
 }
 
 /// Builds the whole server from its configuration: store, executor, services, routes. Shared by `canopy serve` and the tests.
+/// `imageEngine`: the container engine images are kept in (nil: this server has none).
 public func buildApplication(
-    _ config: ServerConfiguration, logger: Logger = Logger(label: "canopy"), onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    _ config: ServerConfiguration, logger: Logger = Logger(label: "canopy"), imageEngine: (any ImageEngine)? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> CanopyServer {
     let dataDir = config.absoluteDataDir
     let fm = FileManager.default
@@ -78,11 +82,15 @@ public func buildApplication(
     let (adminToken, generated) = try await AdminCredential.ensure(auth: auth, dataDir: dataDir, fromEnvironment: config.adminToken)
     let keys = try AccessKeyService(store: store, keyFile: dataDir + "/secret.key")
     try await keys.load()
-    let workloads = WorkloadService(store: store, controller: controller, executor: executor)
+    // Images and mounts: the catalog, and what workloads with images or mounts get.
+    let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool")
+    let workloads = WorkloadService(
+        store: store, controller: controller, executor: executor, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
+        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
     let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data).register(on: router)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images).register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, executor: executor, configuration: config.dataForest, logger: logger
     ).register(on: router)
@@ -99,7 +107,7 @@ public func buildApplication(
         logger: logger)
     return CanopyServer(
         application: app, generatedAdminToken: generated, adminToken: adminToken, workloads: workloads, controller: controller, store: store,
-        limitations: executor.limitations)
+        images: images, limitations: executor.limitations)
 }
 
 /// The admin credential: `CANOPY_ADMIN_TOKEN` if set, otherwise generated on first start; kept in the data dir (mode 0600)

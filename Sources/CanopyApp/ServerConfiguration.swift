@@ -2,6 +2,7 @@ import CanopyCore
 import CanopyHost
 import CanopyDataForest
 import CanopyLocal
+import CanopyServices
 import CanopySlurm
 import Foundation
 import Logging
@@ -44,6 +45,15 @@ public struct ServerConfiguration: Sendable {
     /// find themselves: `SLURM_CONF`, then /etc/slurm/slurm.conf or the controller's configless answer).
     public var slurmConf: String?
 
+    // Images and mounts.
+    /// `--image-policy`, `CANOPY_IMAGE_POLICY`: what a workload that names an image gets: `engine` (run it as a
+    /// container of the catalog's image), `processes` (run it as host processes, ignoring the image) or `refuse`.
+    /// Default: `engine` when the server has a container engine, `refuse` otherwise.
+    public var imagePolicy: String?
+    /// `--host-mount PATH` (repeatable), `CANOPY_HOST_MOUNTS` (comma-separated): host paths workloads may mount
+    /// (`host:/PATH` below one of them). Default none.
+    public var hostMounts: [String] = []
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -67,7 +77,28 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_EXECUTOR"], !v.isEmpty { executor = v }
         if let v = environment["CANOPY_SLURM_POLL_INTERVAL"], let d = Double(v) { slurmPollInterval = d }
         if let v = environment["CANOPY_SLURM_CONF"], !v.isEmpty { slurmConf = v }
+        if let v = environment["CANOPY_IMAGE_POLICY"], !v.isEmpty { imagePolicy = v }
+        if let v = environment["CANOPY_HOST_MOUNTS"], !v.isEmpty { hostMounts = v.split(separator: ",").map { String($0) } }
         dataForest = DataForestConfiguration(environment: environment)
+    }
+
+    /// The image policy in force: the one asked for, else `engine` with an engine and `refuse` without.
+    func resolvedImagePolicy(hasEngine: Bool) throws -> ImagePolicy {
+        guard let imagePolicy else { return hasEngine ? .engine : .refuse }
+        guard let policy = ImagePolicy(rawValue: imagePolicy) else {
+            throw CanopyError.invalid("image-policy", "unknown image policy \"\(imagePolicy)\"; use \(ImagePolicy.choices)")
+        }
+        return policy
+    }
+
+    /// The host mount allow-list, each entry an absolute path without "..".
+    func checkedHostMounts() throws -> [String] {
+        try hostMounts.map { entry in
+            guard entry.hasPrefix("/"), !entry.split(separator: "/").contains(".."), let path = DataPath.normalize(entry) else {
+                throw CanopyError.invalid("host-mount", "\"\(entry)\" is not an absolute host path without \"..\"")
+            }
+            return path
+        }
     }
 
     /// The executor this configuration asks for.
