@@ -130,7 +130,7 @@ let package = Package(
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
-        .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopyDataForestTests",
             dependencies: [

@@ -261,6 +261,7 @@ public final class ImageService: Sendable {
         for reference in references {
             let bare = (try? ImageReference.parse(reference)).map { "\($0.path):\($0.effectiveTag)" } ?? reference
             if let r = records.first(where: { $0.engineReference == bare }) {
+                // The recorded image stays in the engine (dangling) when a load moves its name away.
                 try await engine.tag(r.engineID, as: r.engineReference)
             } else {
                 try? await engine.untag(reference)

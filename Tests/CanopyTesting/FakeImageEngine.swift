@@ -5,8 +5,9 @@ import Synchronization
 /// An in-memory `ImageEngine` for tests of the image catalog and of submission: it keeps references and images in
 /// a dictionary, as a Docker engine's one global namespace does, and never reads more than a file's size and first
 /// bytes. The real engine adapter (`CanopyDocker`) is tested against a real dockerd elsewhere; this fake only has
-/// to keep the engine's rules the catalog relies on: a tag moves a name, a name names one image, an image goes once
-/// nothing names it, and a tag's source may be a reference or an image id.
+/// to keep the engine's rules the catalog relies on: a tag (or a load) moves a name, a name names one image, an image
+/// a moved name left stays (dangling) until removed, an untag removes the image once nothing names it, and a tag's
+/// source may be a reference or an image id.
 public final class FakeImageEngine: ImageEngine {
     struct State {
         var images: [String: EngineImage] = [:]
@@ -43,13 +44,11 @@ public final class FakeImageEngine: ImageEngine {
 
     func name(_ s: inout State, _ reference: String, _ id: String) {
         s.references[reference] = id
-        collect(&s)
     }
 
-    /// Drops images nothing names.
-    func collect(_ s: inout State) {
-        let named = Set(s.references.values)
-        s.images = s.images.filter { named.contains($0.key) }
+    /// Drops an image once nothing names it (as `docker rmi` of its last name).
+    func collect(_ s: inout State, _ id: String) {
+        if !s.references.values.contains(id) { s.images.removeValue(forKey: id) }
     }
 
     static func size(_ file: String) throws -> Int64 {
@@ -110,8 +109,8 @@ public final class FakeImageEngine: ImageEngine {
     public func untag(_ reference: String) async throws {
         try state.withLock { s in
             s.calls.append("untag \(reference)")
-            guard s.references.removeValue(forKey: reference) != nil else { throw CanopyError(.notFound, "no such image: \(reference)") }
-            collect(&s)
+            guard let id = s.references.removeValue(forKey: reference) else { throw CanopyError(.notFound, "no such image: \(reference)") }
+            collect(&s, id)
         }
     }
 }
