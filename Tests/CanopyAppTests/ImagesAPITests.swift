@@ -79,6 +79,15 @@ struct ImagesAPITests {
             #expect(try await client.json("/api/v1/images/team%2Ftool", .delete, token: alice).0 == .noContent)
             #expect(try await client.json("/api/v1/images/team%2Ftool", token: alice).0 == .notFound)
             #expect(engine.references == ["canopy/public/busybox:1.36"])
+            // /images/pull is the pull route's: another method there is a 405 naming POST, not a lookup of an image "pull".
+            for method in [HTTPRequest.Method.get, .options, .delete] {
+                try await client.execute(uri: "/api/v1/images/pull", method: method, headers: authHeaders(admin)) { r in
+                    #expect(r.status == .methodNotAllowed && r.headers[.allow] == "POST", "\(method)")
+                }
+            }
+            try await client.execute(uri: "/api/v1/images/busybox", method: .put, headers: authHeaders(admin)) { r in
+                #expect(r.status == .methodNotAllowed && r.headers[.allow] == "GET, DELETE")
+            }
             // A bad name is a 400 naming it; an empty body is refused.
             let (bad, b) = try await client.importImage("Bad Name", token: alice)
             #expect(bad == .badRequest && errorField(b) == "name")
