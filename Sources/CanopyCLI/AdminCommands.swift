@@ -19,7 +19,10 @@ struct QueuesCommand: AsyncParsableCommand {
                     Format.table(
                         ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "DESCRIPTION"],
                         page.items.map {
-                            [$0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-", $0.description]
+                            [
+                                $0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-",
+                                $0.description,
+                            ]
                         }))
             }
         }
@@ -37,7 +40,8 @@ struct QueuesCommand: AsyncParsableCommand {
         func run() async throws {
             try await client { c in
                 let q = try await c.call(
-                    .POST, "/queues", body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil),
+                    .POST, "/queues",
+                    body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil),
                     as: QueueView.self)
                 printOut(format.json ? try Format.json(q) : q.name)
             }

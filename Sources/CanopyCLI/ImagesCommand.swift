@@ -87,7 +87,8 @@ struct ImagesCommand: AsyncParsableCommand {
 
     struct Load: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "load", abstract: "Load an image archive (docker save output); each image it holds joins the catalog under the name the archive gives it.")
+            commandName: "load",
+            abstract: "Load an image archive (docker save output); each image it holds joins the catalog under the name the archive gives it.")
         @Argument(help: "The archive (.tar).") var file: String
         @Option(help: "Its name in the catalog, NAME:TAG, when the archive holds one image (default: the archive's).") var name: String?
         @Flag(help: "Add it as a public image (admins).") var `public` = false

@@ -50,9 +50,12 @@ extension RunArguments {
         } else if v.hasSuffix(":rw") {
             v = v.dropLast(3)
         }
-        let usage = "--mount takes SOURCE:TARGET[:ro], the source data:/PATH or host:/PATH and the target an absolute path, e.g. data:/datasets/mnist:/data:ro; got \"\(value)\""
+        let usage =
+            "--mount takes SOURCE:TARGET[:ro], the source data:/PATH or host:/PATH and the target an absolute path, "
+            + "e.g. data:/datasets/mnist:/data:ro; got \"\(value)\""
         guard let split = v.range(of: ":/", options: .backwards) else { throw ValidationError(usage) }
-        let source = v[..<split.lowerBound], target = v[v.index(after: split.lowerBound)...]
+        let source = v[..<split.lowerBound]
+        let target = v[v.index(after: split.lowerBound)...]
         guard source.contains(":"), !source.hasSuffix(":") else { throw ValidationError(usage) }
         return MountRequest(source: String(source), target: String(target), readOnly: readOnly ? true : nil)
     }

@@ -23,7 +23,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Number of tasks; all start together or none does (default: 1).") var tasks: Int?
     @Option(help: "Queue (default: default).") var queue: String?
     @Option(help: "The image its tasks run from, a catalog name NAME:TAG (see canopy images ls).") var image: String?
-    @Option(help: "Mount into each task's container: SOURCE:TARGET[:ro], e.g. data:/datasets/mnist:/data:ro or host:/scratch:/scratch (repeatable; needs --image).")
+    @Option(
+        help: "Mount into each task's container: SOURCE:TARGET[:ro], e.g. data:/datasets/mnist:/data:ro or host:/scratch:/scratch (repeatable; needs --image).")
     var mount: [String] = []
     @Option(parsing: .unconditional, help: "Priority within the queue; higher first (default: 0).") var priority: Int?
     @Option(name: .shortAndLong, help: "Environment variable K=V (repeatable).") var env: [String] = []

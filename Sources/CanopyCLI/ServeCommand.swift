@@ -22,7 +22,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Where workloads run: local (processes on this machine) or slurm (jobs of this machine's Slurm cluster).") var executor: String?
     @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default: 2).") var slurmPollInterval: Double?
     @Option(help: "With --executor slurm: the cluster's slurm.conf (default: what the Slurm commands find, SLURM_CONF or /etc/slurm).") var slurmConf: String?
-    @Option(help: "What a workload that names an image gets: engine (a container of the catalog's image), processes (host processes, the image ignored) or refuse (default: engine with a container engine, refuse without).")
+    @Option(
+        help: """
+            What a workload that names an image gets: engine (a container of the catalog's image), processes (host processes, the image \
+            ignored) or refuse (default: engine with a container engine, refuse without).
+            """)
     var imagePolicy: String?
     @Option(help: "A host path workloads may mount as host:/PATH, it or below it (repeatable; default none).") var hostMount: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"

@@ -116,7 +116,8 @@ public final class ImageService: Sendable {
         }
         let engineRef = ImageRecord.engineReference(for: ref, tenant: tenant)
         if case .failure = ImageReference.read(engineRef) {
-            throw CanopyError.invalid("name", "\(ref.catalogName) is too long: the engine's name for it, \(engineRef.prefix(60))..., passes \(ImageReference.maxLength) characters")
+            throw CanopyError.invalid(
+                "name", "\(ref.catalogName) is too long: the engine's name for it, \(engineRef.prefix(60))..., passes \(ImageReference.maxLength) characters")
         }
     }
 
@@ -137,7 +138,8 @@ public final class ImageService: Sendable {
     public func checkPull(reference: String, name: String?, public isPublic: Bool, as principal: Principal) async throws -> (ImageReference, Target) {
         let source = try ImageReference.parse(reference, field: "reference")
         if Self.isCatalogNamespace(source) {
-            throw CanopyError.invalid("reference", "\(ImageRecord.engineNamespace)/... references are the catalog's own names in the engine; pull from another repository")
+            throw CanopyError.invalid(
+                "reference", "\(ImageRecord.engineNamespace)/... references are the catalog's own names in the engine; pull from another repository")
         }
         guard let catalogName = name ?? source.defaultCatalogName else {
             throw CanopyError.invalid("name", "\(reference) has a digest and no tag: give the catalog name to use (name, e.g. app:v1)")
@@ -188,7 +190,10 @@ public final class ImageService: Sendable {
         do {
             if let ref = target.name {
                 guard loaded.count == 1 else {
-                    throw CanopyError.invalid("name", "the archive holds \(loaded.count) images (\(loaded.map(\.reference).joined(separator: ", "))); load it without a name, or one image per archive")
+                    throw CanopyError.invalid(
+                        "name",
+                        "the archive holds \(loaded.count) images (\(loaded.map(\.reference).joined(separator: ", "))); load it without a name, or one image per archive"
+                    )
                 }
                 plan = [(ref, loaded[0].reference, loaded[0].image)]
             } else {
@@ -234,7 +239,8 @@ public final class ImageService: Sendable {
             name: ref.catalogName, tenant: tenant, engineReference: engineRef, engineID: image.id, sizeBytes: image.sizeBytes, source: source,
             origin: origin, createdBy: principal.user, createdAt: clock.now())
         do {
-            try await store.put(record: StoredRecord(kind: Self.kind, id: id, tenant: tenant ?? "", name: ref.catalogName, body: try JSONEncoder().encode(record)))
+            try await store.put(
+                record: StoredRecord(kind: Self.kind, id: id, tenant: tenant ?? "", name: ref.catalogName, body: try JSONEncoder().encode(record)))
         } catch {
             try? await engine?.untag(engineRef)
             throw error
@@ -280,7 +286,9 @@ public final class ImageService: Sendable {
         }
         let users = try await store.activeWorkloads().filter { $0.imageReference == record.engineReference }
         if let first = users.first {
-            throw CanopyError(.conflict, "\(record.name) is the image of \(users.count) unfinished workload(s) (\(first.id)...); stop them or wait for them to end", field: "name")
+            throw CanopyError(
+                .conflict, "\(record.name) is the image of \(users.count) unfinished workload(s) (\(first.id)...); stop them or wait for them to end",
+                field: "name")
         }
         _ = try await store.deleteRecord(kind: Self.kind, id: ImageRecord.recordID(name: record.name, tenant: record.tenant))
         if let engine, try await engine.inspect(record.engineReference) != nil {

@@ -2,7 +2,7 @@ import CanopyCore
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An uploaded image file on its way to the engine: written as it arrives to a private file (0600) in the server's

@@ -26,7 +26,8 @@ extension WorkloadService {
                     + "or canopy images pull REFERENCE, or ask an admin to add it as a public image"
                 if ref.domain != nil || ref.digest != nil {
                     throw CanopyError(
-                        .notFound, "\(image) is not a catalog name (\(ImageReference.catalogRule)); workloads run images of the catalog: \(howToAdd)", field: "image")
+                        .notFound, "\(image) is not a catalog name (\(ImageReference.catalogRule)); workloads run images of the catalog: \(howToAdd)",
+                        field: "image")
                 }
                 guard let images, let record = try await images.resolve(ref.catalogName, tenant: tenant) else {
                     throw CanopyError(.notFound, "no image named \(ref.catalogName) in the catalog (canopy images ls lists it): \(howToAdd)", field: "image")
@@ -44,7 +45,8 @@ extension WorkloadService {
         if spec.mounts.count > MountRules.maxMounts { throw CanopyError.invalid("mounts", "at most \(MountRules.maxMounts) mounts") }
         var targets: [String: Int] = [:]
         for (i, mount) in spec.mounts.enumerated() {
-            let sourceField = "mounts[\(i)].source", targetField = "mounts[\(i)].target"
+            let sourceField = "mounts[\(i)].source"
+            let targetField = "mounts[\(i)].target"
             let source: MountSource
             switch MountRules.source(mount.source) {
             case .success(let s): source = s

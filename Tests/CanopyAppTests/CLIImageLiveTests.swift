@@ -33,7 +33,8 @@ struct CLIImageLiveTests {
             let missing = try await canopy(["images", "show", "nosuch:1"])
             #expect(missing.status == 1 && missing.stderr.contains("NotFound"), "\(missing)")
 
-            try await runProcess(buildProductsDir + "/canopy", ["data", "put", tarball, "/datasets/rootfs.tar"], env: ["CANOPY_URL": url, "CANOPY_TOKEN": server.adminToken])
+            try await runProcess(
+                buildProductsDir + "/canopy", ["data", "put", tarball, "/datasets/rootfs.tar"], env: ["CANOPY_URL": url, "CANOPY_TOKEN": server.adminToken])
             let run = try await canopy(["run", "-d", "--hold", "--image", "team/app:v1", "--mount", "data:/datasets:/data:ro", "ls", "/data"])
             #expect(run.status == 0, "\(run)")
             let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)

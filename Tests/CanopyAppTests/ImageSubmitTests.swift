@@ -71,7 +71,8 @@ struct ImageSubmitTests {
             ]
             let before = try await client.workloadCount(token: t)
             for (mounts, field, says) in cases {
-                let (status, e) = try await client.json("/api/v1/workloads", .post, token: t, body: ["command": ["true"], "image": "busybox:1.36", "mounts": mounts])
+                let (status, e) = try await client.json(
+                    "/api/v1/workloads", .post, token: t, body: ["command": ["true"], "image": "busybox:1.36", "mounts": mounts])
                 #expect(status == .badRequest, "\(mounts)")
                 #expect(errorField(e) == field, "\(mounts): \(e)")
                 #expect(errorMessage(e).contains(says), "\(mounts): \(errorMessage(e))")
@@ -81,7 +82,8 @@ struct ImageSubmitTests {
             #expect(noImage == .badRequest && errorField(ni) == "mounts")
             // An unknown field of a mount is refused, naming it.
             let (unknown, u) = try await client.json(
-                "/api/v1/workloads", .post, token: t, body: ["command": ["true"], "image": "busybox:1.36", "mounts": [["source": "data:/", "target": "/d", "ro": true]]])
+                "/api/v1/workloads", .post, token: t,
+                body: ["command": ["true"], "image": "busybox:1.36", "mounts": [["source": "data:/", "target": "/d", "ro": true]]])
             #expect(unknown == .badRequest && errorField(u) == "mounts[0].ro")
             #expect(try await client.workloadCount(token: t) == before)
 
@@ -90,7 +92,9 @@ struct ImageSubmitTests {
                 "/api/v1/workloads", .post, token: t,
                 body: [
                     "command": ["true"], "image": "busybox:1.36", "hold": true,
-                    "mounts": [["source": "data://datasets/./mnist/", "target": "/data//in/", "readOnly": true], mount("host:/scratch/run1", "/workspace/scratch")],
+                    "mounts": [
+                        ["source": "data://datasets/./mnist/", "target": "/data//in/", "readOnly": true], mount("host:/scratch/run1", "/workspace/scratch"),
+                    ],
                 ])
             #expect(created == .created)
             let stored = (w["spec"] as? [String: Any])?["mounts"] as? [[String: Any]] ?? []
@@ -108,7 +112,9 @@ struct ImageSubmitTests {
             let alice = try await client.token("alice", tenant: "acme", admin: admin)
             let bob = try await client.token("bob", tenant: "globex", admin: admin)
             _ = try await client.importImage("busybox:1.36", public: true, token: admin)
-            try await client.execute(uri: "/api/v1/data/content?path=/private/x", method: .put, headers: authHeaders(alice), body: ByteBuffer(string: "x")) { _ in }
+            try await client.execute(uri: "/api/v1/data/content?path=/private/x", method: .put, headers: authHeaders(alice), body: ByteBuffer(string: "x")) {
+                _ in
+            }
             let body: [String: Any] = ["command": ["true"], "image": "busybox:1.36", "hold": true, "mounts": [["source": "data:/private", "target": "/p"]]]
             let (refused, e) = try await client.json("/api/v1/workloads", .post, token: bob, body: body)
             #expect(refused == .badRequest && errorField(e) == "mounts[0].source")

@@ -149,7 +149,8 @@ struct ImagesAPITests {
         }
         // With the admin's choice to run image workloads as processes, the image is accepted (not resolved).
         try await withServer { server, client in
-            let (status, w) = try await client.json("/api/v1/workloads", .post, token: server.adminToken, body: ["command": ["true"], "image": "busybox:1.36", "hold": true])
+            let (status, w) = try await client.json(
+                "/api/v1/workloads", .post, token: server.adminToken, body: ["command": ["true"], "image": "busybox:1.36", "hold": true])
             #expect(status == .created && w["imageReference"] == nil)
             // Still a reference, though.
             let (bad, b) = try await client.json("/api/v1/workloads", .post, token: server.adminToken, body: ["command": ["true"], "image": "Not An Image"])

@@ -100,7 +100,8 @@ struct MountRulesTests {
         "targets: absolute, normalized, not /, /workspace itself or a system directory",
         arguments: [
             ("/data", "/data"), ("/data//x/", "/data/x"), ("/workspace/data", "/workspace/data"), ("/var/lib/x", "/var/lib/x"), ("/librarian", nil),
-            ("/", nil), ("//", nil), ("/workspace", nil), ("/workspace/", nil), ("data", nil), ("/a/../etc", nil), ("/proc", nil), ("/proc/1", nil), ("/sys/fs", nil),
+            ("/", nil), ("//", nil), ("/workspace", nil), ("/workspace/", nil), ("data", nil), ("/a/../etc", nil), ("/proc", nil), ("/proc/1", nil),
+            ("/sys/fs", nil),
             ("/dev", nil), ("/etc/passwd", nil), ("/bin", nil), ("/sbin", nil), ("/lib", nil), ("/lib64", nil), ("/usr/local", nil), ("/boot", nil),
             ("/run", nil), ("/var/run", nil), ("/var/run/docker.sock", nil), ("/etcetera", "/etcetera"), ("/runs", "/runs"),
         ] as [(String, String?)])

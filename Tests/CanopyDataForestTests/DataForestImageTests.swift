@@ -2,8 +2,8 @@ import CanopyApp
 import CanopyCore
 import CanopyTesting
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -16,12 +16,14 @@ struct DataForestImageTests {
     func workspaceNeedsImage() async throws {
         try await withDataForest { _, client, signer, account in
             for docker in [["command": "true", "image": ""], ["command": "true", "image": NSNull()], ["command": "true"]] as [[String: Any]] {
-                let (status, e) = try await client.df("aiworkspaces/create", ["accountId": account, "name": "noimage", "configuration": ["docker": docker]], signer)
+                let (status, e) = try await client.df(
+                    "aiworkspaces/create", ["accountId": account, "name": "noimage", "configuration": ["docker": docker]], signer)
                 #expect(status == .badRequest)
                 #expect(e["success"] as? Bool == false)
                 #expect((e["message"] as? String ?? "").hasPrefix("invalid request parameter (configuration.docker.image, ''). must not be empty"), "\(e)")
             }
-            let (missing, m) = try await client.df("aiworkspaces/create", ["accountId": account, "name": "nodocker", "configuration": ["queueName": "gpu"]], signer)
+            let (missing, m) = try await client.df(
+                "aiworkspaces/create", ["accountId": account, "name": "nodocker", "configuration": ["queueName": "gpu"]], signer)
             #expect(missing == .badRequest && (m["message"] as? String ?? "").contains("configuration.docker.image"))
             let (_, created) = try await client.df(
                 "aiworkspaces/create", ["accountId": account, "name": "ok", "configuration": ["docker": ["command": "true", "image": "tf:1"]]], signer)

@@ -47,7 +47,10 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         case .success(let r): return r
         case .failure(let problem):
             let shown = text.utf8.count > 80 ? String(text.prefix(60)) + "..." : text
-            throw CanopyError.invalid(field, "\"\(shown.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? "?" : String($0) }.joined())\" is not a valid image reference: \(problem.why); \(rule)")
+            throw CanopyError.invalid(
+                field,
+                "\"\(shown.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? "?" : String($0) }.joined())\" is not a valid image reference: \(problem.why); \(rule)"
+            )
         }
     }
 
@@ -161,7 +164,9 @@ extension ImageReference {
         var r = try parse(text, field: field)
         if let domain = r.domain {
             throw CanopyError.invalid(
-                field, "\"\(text)\" names a registry (\(domain)); \(catalogRule). Pull it into the catalog with canopy images pull \(text) --name \(r.path):\(r.effectiveTag)")
+                field,
+                "\"\(text)\" names a registry (\(domain)); \(catalogRule). Pull it into the catalog with canopy images pull \(text) --name \(r.path):\(r.effectiveTag)"
+            )
         }
         if r.digest != nil { throw CanopyError.invalid(field, "\"\(text)\" has a digest; \(catalogRule)") }
         r.tag = r.effectiveTag

@@ -53,14 +53,16 @@ public enum MountRules {
         if path == workspace { return .failure(MountProblem("\(workspace) is the task's own directory; mount below it (\(workspace)/data) or elsewhere")) }
         let first = path.split(separator: "/").first.map(String.init) ?? ""
         if first.hasPrefix("lib") || systemPaths.contains(where: { isSameOrBelow(path, $0) }) {
-            return .failure(MountProblem("\(path) is a system directory of the container (\(systemPaths.joined(separator: ", ")), /lib*); mount elsewhere, as /data"))
+            return .failure(
+                MountProblem("\(path) is a system directory of the container (\(systemPaths.joined(separator: ", ")), /lib*); mount elsewhere, as /data"))
         }
         return .success(path)
     }
 
     /// Whether `path` is `base` or below it, component by component (`/data2` is not below `/data`). Both normalized.
     public static func isSameOrBelow(_ path: String, _ base: String) -> Bool {
-        let p = path.split(separator: "/"), b = base.split(separator: "/")
+        let p = path.split(separator: "/")
+        let b = base.split(separator: "/")
         return p.count >= b.count && Array(p.prefix(b.count)) == b
     }
 

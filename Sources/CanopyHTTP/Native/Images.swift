@@ -156,7 +156,8 @@ extension NativeAPI {
     /// Writes a request body to a spool file as it arrives; refused past the limit, or when empty.
     func spoolBody(_ request: Request) async throws -> ImageSpool {
         if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > ImageService.maxUploadBytes {
-            throw CanopyError(.payloadTooLarge, "the upload is larger than \(ImageService.maxUploadBytes >> 30) GiB, the most an image file may be", field: "body")
+            throw CanopyError(
+                .payloadTooLarge, "the upload is larger than \(ImageService.maxUploadBytes >> 30) GiB, the most an image file may be", field: "body")
         }
         let spool = try images.spool()
         do {
@@ -187,7 +188,8 @@ extension NativeAPI {
                 group.addTask {
                     do {
                         let record = try await images.pull(
-                            reference: body.reference, name: body.name, public: isPublic, progress: { continuation.yield(PullEvent(progress: $0)) }, as: principal)
+                            reference: body.reference, name: body.name, public: isPublic, progress: { continuation.yield(PullEvent(progress: $0)) },
+                            as: principal)
                         continuation.yield(PullEvent(image: ImageView(record)))
                     } catch {
                         continuation.yield(PullEvent(error: ErrorBody.Detail(NativeErrors.canopyError(from: error))))

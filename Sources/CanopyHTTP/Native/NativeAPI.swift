@@ -15,7 +15,9 @@ public struct NativeAPI: Sendable {
     let images: ImageService
 
     /// Creates the API over its services.
-    public init(workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService) {
+    public init(
+        workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService
+    ) {
         self.workloads = workloads
         self.controller = controller
         self.auth = auth
@@ -152,8 +154,8 @@ public struct NativeAPI: Sendable {
         let counts = await controller.queueCounts()
         let views = await controller.allQueues().map {
             QueueView(
-                name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, allowRoot: $0.allowRoot, pending: counts[$0.name]?.pending ?? 0,
-                running: counts[$0.name]?.running ?? 0)
+                name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, allowRoot: $0.allowRoot,
+                pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0)
         }
         return try APIJSON.response(Page(items: views, nextCursor: nil))
     }
@@ -177,10 +179,13 @@ public struct NativeAPI: Sendable {
                 throw CanopyError.invalid("pool", "no pool named \"\(pool)\"; pools: \(pools.sorted().joined(separator: ", "))")
             }
         }
-        let queue = Queue(name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false)
+        let queue = Queue(
+            name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false)
         try await controller.save(queue: queue)
         return try APIJSON.response(
-            QueueView(name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, allowRoot: queue.allowRoot, pending: 0, running: 0),
+            QueueView(
+                name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, allowRoot: queue.allowRoot, pending: 0,
+                running: 0),
             status: .created)
     }
 

@@ -116,7 +116,8 @@ public enum OpenAPIDocument {
                 "source": ["type": "string", "description": "data:/PATH (your data store; must exist) or host:/PATH (below a path an admin allowed)"],
                 "target": [
                     "type": "string",
-                    "description": "an absolute path in the container: not /, not /workspace itself, not a system directory (/proc, /sys, /dev, /etc, /usr, /lib*, ...)",
+                    "description":
+                        "an absolute path in the container: not /, not /workspace itself, not a system directory (/proc, /sys, /dev, /etc, /usr, /lib*, ...)",
                 ],
                 "readOnly": ["type": "boolean", "default": false],
             ], required: ["source", "target"]),
@@ -243,19 +244,27 @@ public enum OpenAPIDocument {
         query("tenant", name, "admins: that tenant's image"),
     ]
 
+    /// The answers of an upload operation.
+    static func uploadResponses(_ created: [String: Any]) -> [String: Any] {
+        let own: [String: Any] = [
+            "201": ok(created, "Added"), "409": ok(ref("Error"), "No container engine on this server, or the name is taken"),
+            "413": ok(ref("Error"), "Larger than 8 GiB"), "503": ok(ref("Error"), "The server is shutting down, or its disk is full; retry"),
+        ]
+        return own.merging(forbidden) { a, _ in a }.merging(errors) { a, _ in a }
+    }
+
     /// An operation whose body is a file, streamed: `?name=` and `?public=`.
     static func upload(_ id: String, _ summary: String, nameRequired: Bool, created: [String: Any]) -> [String: Any] {
         [
             "operationId": id, "summary": summary,
             "parameters": [
-                query("name", ["type": "string", "minLength": 1], "the catalog name, NAME:TAG" + (nameRequired ? "" : " (default: the names the archive gives)"), required: nameRequired),
+                query(
+                    "name", ["type": "string", "minLength": 1], "the catalog name, NAME:TAG" + (nameRequired ? "" : " (default: the names the archive gives)"),
+                    required: nameRequired),
                 query("public", ["type": "boolean"], "a public image (admins; default false)"),
             ],
             "requestBody": ["required": true, "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
-            "responses": ([
-                "201": ok(created, "Added"), "409": ok(ref("Error"), "No container engine on this server, or the name is taken"),
-                "413": ok(ref("Error"), "Larger than 8 GiB"), "503": ok(ref("Error"), "The server is shutting down, or its disk is full; retry"),
-            ] as [String: Any]).merging(forbidden) { a, _ in a }.merging(errors) { a, _ in a },
+            "responses": uploadResponses(created),
         ]
     }
 
@@ -371,16 +380,23 @@ public enum OpenAPIDocument {
                     .merging(errors) { a, _ in a },
             ],
         ],
-        "/images": ["get": op("listImages", "Images the caller may run: public ones and its tenant's (every tenant's for an admin)", responses: ["200": ok(page("Image"))])],
+        "/images": [
+            "get": op("listImages", "Images the caller may run: public ones and its tenant's (every tenant's for an admin)", responses: ["200": ok(page("Image"))])
+        ],
         "/images/{name}": [
             "get": op("getImage", "An image of the catalog", params: imageParams, responses: ["200": ok(ref("Image"))]),
             "delete": op(
                 "removeImage", "Remove an image: your tenant's, or a public one (admins)", params: imageParams,
-                responses: (["204": ["description": "Removed"], "409": ok(ref("Error"), "Unfinished workloads run it")] as [String: Any]).merging(forbidden) { a, _ in a }),
+                responses: (["204": ["description": "Removed"], "409": ok(ref("Error"), "Unfinished workloads run it")] as [String: Any])
+                    .merging(forbidden) { a, _ in a }),
         ],
-        "/images/import": ["post": upload("importImage", "Import a root-filesystem tarball as an image (streamed, at most 8 GiB)", nameRequired: true, created: ref("Image"))],
+        "/images/import": [
+            "post": upload("importImage", "Import a root-filesystem tarball as an image (streamed, at most 8 GiB)", nameRequired: true, created: ref("Image"))
+        ],
         "/images/load": [
-            "post": upload("loadImage", "Load an image archive (docker save); each image it holds joins the catalog (streamed, at most 8 GiB)", nameRequired: false, created: page("Image"))
+            "post": upload(
+                "loadImage", "Load an image archive (docker save); each image it holds joins the catalog (streamed, at most 8 GiB)", nameRequired: false,
+                created: page("Image"))
         ],
         "/images/pull": [
             "post": op(
