@@ -129,7 +129,7 @@ public final class ImageService: Sendable {
         let target = try await checkAdd(name: name, public: isPublic, as: principal)
         guard let engine, let ref = target.name else { throw CanopyError(.conflict, ImagePolicy.noEngineMessage) }
         return try await adding(ref, tenant: target.tenant, as: principal) { engineRef in
-            let image = try await engine.importRootfs(file: file, as: engineRef)
+            let image = try await Self.engineCall("import the tarball", field: "body") { try await engine.importRootfs(file: file, as: engineRef) }
             return (image, .import, nil)
         }
     }
@@ -155,7 +155,7 @@ public final class ImageService: Sendable {
         let (source, target) = try await checkPull(reference: reference, name: name, public: isPublic, as: principal)
         guard let engine, let ref = target.name else { throw CanopyError(.conflict, ImagePolicy.noEngineMessage) }
         return try await adding(ref, tenant: target.tenant, as: principal) { engineRef in
-            let image = try await engine.pull(source.description, progress: progress)
+            let image = try await Self.engineCall("pull \(source)", field: "reference") { try await engine.pull(source.description, progress: progress) }
             try await engine.tag(image.id, as: engineRef)
             await Self.dropName(source.description, of: image, in: engine)
             return (image, .pull, source.description)
@@ -167,14 +167,7 @@ public final class ImageService: Sendable {
     public func load(file: String, name: String?, public isPublic: Bool, as principal: Principal) async throws -> [ImageRecord] {
         let target = try await checkAdd(name: name, public: isPublic, as: principal)
         guard let engine else { throw CanopyError(.conflict, ImagePolicy.noEngineMessage) }
-        let loaded: [(reference: String, image: EngineImage)]
-        do {
-            loaded = try await engine.load(file: file)
-        } catch let e as CanopyError {
-            throw e
-        } catch {
-            throw CanopyError(.invalidArgument, "the engine could not load the archive: \(error)", field: "body")
-        }
+        let loaded = try await Self.engineCall("load the archive", field: "body") { try await engine.load(file: file) }
         // An archive can name any reference, the catalog's own included, and loading it moves that name: put every
         // catalog name it touched back where the catalog says, and refuse the archive.
         let hijacked = loaded.filter { item in (try? ImageReference.parse(item.reference)).map(Self.isCatalogNamespace) ?? false }
@@ -291,9 +284,26 @@ public final class ImageService: Sendable {
                 field: "name")
         }
         _ = try await store.deleteRecord(kind: Self.kind, id: ImageRecord.recordID(name: record.name, tenant: record.tenant))
-        if let engine, try await engine.inspect(record.engineReference) != nil {
-            try await engine.untag(record.engineReference)
+        // The catalog no longer names it either way; an engine that keeps the image (a stopped container still
+        // uses it) keeps a name nothing resolves to, which the next add of that name moves.
+        if let engine, (try? await engine.inspect(record.engineReference)) ?? nil != nil {
+            try? await engine.untag(record.engineReference)
         }
         return record
+    }
+
+    /// Runs an engine call that works on what the caller sent (a file, a reference): the adapter's own errors
+    /// (`CanopyError`, an unreachable engine among them) pass through; any other failure is the input's, a 400
+    /// naming `field`, never a 500.
+    static func engineCall<T>(_ what: String, field: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let e as CanopyError {
+            throw e
+        } catch is CancellationError {
+            throw CanopyError(.unavailable, "cancelled before the container engine could \(what)")
+        } catch {
+            throw CanopyError(.invalidArgument, "the container engine could not \(what): \(error)", field: field)
+        }
     }
 }

@@ -139,6 +139,33 @@ struct ImageServiceTests {
     }
 }
 
+/// An engine whose every call fails with an error of its own type (a dockerd that answers 500 to a corrupt file).
+private struct BrokenEngine: ImageEngine {
+    struct Failure: Error {}
+    func importRootfs(file: String, as reference: String) async throws -> EngineImage { throw Failure() }
+    func load(file: String) async throws -> [(reference: String, image: EngineImage)] { throw Failure() }
+    func pull(_ reference: String, progress: @escaping @Sendable (String) -> Void) async throws -> EngineImage { throw Failure() }
+    func tag(_ source: String, as reference: String) async throws { throw Failure() }
+    func inspect(_ reference: String) async throws -> EngineImage? { throw Failure() }
+    func untag(_ reference: String) async throws { throw Failure() }
+}
+
+@Suite("the image catalog over a failing engine")
+struct BrokenEngineTests {
+    @Test("an engine's own failure on a caller's file or reference is a 400 naming it, and nothing is recorded")
+    func failures() async throws {
+        let dir = try makeTempDir("canopy-images")
+        let images = ImageService(store: try SQLiteStore(path: dir + "/canopy.sqlite"), engine: BrokenEngine(), spoolDirectory: dir + "/spool")
+        let imported = await errorOf { _ = try await images.importRootfs(file: try file(dir), name: "a:1", public: false, as: alice) }
+        #expect(imported?.code == .invalidArgument && imported?.field == "body")
+        let loaded = await errorOf { _ = try await images.load(file: try file(dir), name: nil, public: false, as: alice) }
+        #expect(loaded?.code == .invalidArgument && loaded?.field == "body")
+        let pulled = await errorOf { _ = try await images.pull(reference: "busybox", name: nil, public: false, as: alice) }
+        #expect(pulled?.code == .invalidArgument && pulled?.field == "reference")
+        #expect(try await images.list(as: admin).isEmpty)
+    }
+}
+
 /// The error a body throws, or nil.
 func errorOf(_ body: () async throws -> Void) async -> CanopyError? {
     do {

@@ -3,6 +3,7 @@ import CanopyServices
 import Foundation
 import Hummingbird
 import NIOCore
+import ServiceLifecycle
 
 /// An image of the catalog as the API shows it.
 public struct ImageView: Codable, Sendable, Equatable {
