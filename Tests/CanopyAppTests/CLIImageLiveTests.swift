@@ -40,6 +40,10 @@ struct CLIImageLiveTests {
             let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let w = try await server.workloads.get(id, as: Principal(user: "admin", tenant: "default", role: .admin))
             #expect(w.imageReference == "canopy/public/team/app:v1" && w.spec.mounts == [Mount(source: "data:/datasets", target: "/data", readOnly: true)])
+            let described = try await canopy(["show", id])
+            #expect(
+                described.stdout.contains("team/app:v1 (canopy/public/team/app:v1)") && described.stdout.contains("data:/datasets on /data (read-only)"),
+                "\(described)")
             let inUse = try await canopy(["images", "rm", "team/app:v1"])
             #expect(inUse.status == 1 && inUse.stderr.contains("unfinished workload"), "\(inUse)")
             _ = try await canopy(["stop", id])
