@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyDocker
 import CanopyHost
 import CanopyDataForest
 import CanopyHTTP
@@ -28,6 +29,8 @@ public struct CanopyServer: Sendable {
     public var controller: WorkloadController
     /// The store.
     public var store: SQLiteStore
+    /// The image catalog.
+    public var images: ImageService
     /// Notices about what this machine cannot do (no cgroups, ...).
     public var limitations: [String]
 }
@@ -45,8 +48,10 @@ extension CanopyServer {
 }
 
 /// Builds the whole server from its configuration: store, executor, services, routes. Shared by `canopy serve` and the tests.
+/// `imageEngine`: the container engine images are kept in (nil: this server has none).
 public func buildApplication(
-    _ config: ServerConfiguration, logger: Logger = Logger(label: "canopy"), onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    _ config: ServerConfiguration, logger: Logger = Logger(label: "canopy"), imageEngine: (any ImageEngine)? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> CanopyServer {
     let dataDir = config.absoluteDataDir
     let fm = FileManager.default
@@ -67,11 +72,21 @@ public func buildApplication(
         }
     }
     let store = try SQLiteStore(path: databasePath)
-    let runtimes = try config.makeRuntimes(logger: logger) { inventory in
-        // Placed runtimes beside the process runtime, sharing the host's inventory (and so its one GPU ledger): one
-        // line each, e.g. a container runtime, which then runs the workloads that name an image.
-        []
+    // The container engine, when there is one: its containers run the workloads that name an image, beside the
+    // process runtime and on the host's one inventory (and so its one GPU ledger).
+    let engine = try config.containerEngineSocket().map { DockerEngine(socketPath: $0) }
+    let network = try config.checkedContainerNetwork()
+    let taskUIDs = try TaskIdentities.parseRange(config.taskUIDs)
+    let runtimes = try config.makeRuntimes(logger: logger) { _ in
+        guard let engine else { return [] }
+        let identities = geteuid() == 0 ? try TaskIdentities(range: taskUIDs) : nil
+        return [
+            ContainerRuntime(
+                engine: engine, configuration: .init(workloadsRoot: dataDir + "/workloads", network: network), identities: identities,
+                logger: logger)
+        ]
     }
+    let imageEngine = imageEngine ?? engine.map { DockerImages(engine: $0) }
     for note in runtimes.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
     chmod(dataDir + "/data", 0o700)
@@ -82,11 +97,15 @@ public func buildApplication(
     let (adminToken, generated) = try await AdminCredential.ensure(auth: auth, dataDir: dataDir, fromEnvironment: config.adminToken)
     let keys = try AccessKeyService(store: store, keyFile: dataDir + "/secret.key")
     try await keys.load()
-    let workloads = WorkloadService(store: store, controller: controller, runtimes: runtimes)
+    // Images and mounts: the catalog, and what workloads with images or mounts get.
+    let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool")
+    let workloads = WorkloadService(
+        store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
+        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
     let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data).register(on: router)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images).register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)
@@ -103,7 +122,7 @@ public func buildApplication(
         logger: logger)
     return CanopyServer(
         application: app, generatedAdminToken: generated, adminToken: adminToken, workloads: workloads, controller: controller, store: store,
-        limitations: runtimes.limitations)
+        images: images, limitations: runtimes.limitations)
 }
 
 /// The admin credential: `CANOPY_ADMIN_TOKEN` if set, otherwise generated on first start; kept in the data dir (mode 0600)

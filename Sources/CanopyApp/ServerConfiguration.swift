@@ -1,7 +1,9 @@
 import CanopyCore
+import CanopyDocker
 import CanopyHost
 import CanopyDataForest
 import CanopyLocal
+import CanopyServices
 import CanopySlurm
 import Foundation
 import Logging
@@ -44,6 +46,22 @@ public struct ServerConfiguration: Sendable {
     /// find themselves: `SLURM_CONF`, then /etc/slurm/slurm.conf or the controller's configless answer).
     public var slurmConf: String?
 
+    // Images and mounts.
+    /// `--container-engine`, `CANOPY_CONTAINER_ENGINE`: the Docker-compatible engine that runs image workloads,
+    /// `unix:///path/docker.sock`, or `none`. Default: `/var/run/docker.sock`, then podman's socket, if present.
+    public var containerEngine: String?
+    /// `--container-network`, `CANOPY_CONTAINER_NETWORK`: the network containers join: `none` (loopback only),
+    /// `bridge` or another engine network by name, or `host` (the host's own network; an admin's explicit choice).
+    /// Default: the engine's `bridge` network where it has one, else `none`.
+    public var containerNetwork: String?
+    /// `--image-policy`, `CANOPY_IMAGE_POLICY`: what a workload that names an image gets: `engine` (run it as a
+    /// container of the catalog's image), `processes` (run it as host processes, ignoring the image) or `refuse`.
+    /// Default: `engine` when the server has a container engine, `refuse` otherwise.
+    public var imagePolicy: String?
+    /// `--host-mount PATH` (repeatable), `CANOPY_HOST_MOUNTS` (comma-separated): host paths workloads may mount
+    /// (`host:/PATH` below one of them). Default none.
+    public var hostMounts: [String] = []
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -67,7 +85,54 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_EXECUTOR"], !v.isEmpty { executor = v }
         if let v = environment["CANOPY_SLURM_POLL_INTERVAL"], let d = Double(v) { slurmPollInterval = d }
         if let v = environment["CANOPY_SLURM_CONF"], !v.isEmpty { slurmConf = v }
+        if let v = environment["CANOPY_IMAGE_POLICY"], !v.isEmpty { imagePolicy = v }
+        if let v = environment["CANOPY_CONTAINER_ENGINE"], !v.isEmpty { containerEngine = v }
+        if let v = environment["CANOPY_CONTAINER_NETWORK"], !v.isEmpty { containerNetwork = v }
+        if let v = environment["CANOPY_HOST_MOUNTS"], !v.isEmpty { hostMounts = v.split(separator: ",").map { String($0) } }
         dataForest = DataForestConfiguration(environment: environment)
+    }
+
+    /// The container engine's socket: the one configured (which need not answer yet: workloads wait for it), or
+    /// the first default socket present; nil for none. The Slurm backend runs no containers (yet): none there.
+    func containerEngineSocket() throws -> String? {
+        if let containerEngine {
+            if containerEngine == "none" { return nil }
+            guard executor == "local" else {
+                throw CanopyError.invalid(
+                    "container-engine", "the Slurm backend does not run containers yet; image workloads there need --image-policy processes")
+            }
+            return try DockerEngine.socketPath(fromURL: containerEngine)
+        }
+        guard executor == "local" else { return nil }
+        return DockerEngine.defaultSockets.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The container network, checked.
+    func checkedContainerNetwork() throws -> String? {
+        guard let net = containerNetwork else { return nil }
+        guard !net.isEmpty, net.utf8.count <= 128, net.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw CanopyError.invalid("container-network", "\"\(net)\" is not a network name (none, bridge, host or an engine network)")
+        }
+        return net
+    }
+
+    /// The image policy in force: the one asked for, else `engine` with an engine and `refuse` without.
+    func resolvedImagePolicy(hasEngine: Bool) throws -> ImagePolicy {
+        guard let imagePolicy else { return hasEngine ? .engine : .refuse }
+        guard let policy = ImagePolicy(rawValue: imagePolicy) else {
+            throw CanopyError.invalid("image-policy", "unknown image policy \"\(imagePolicy)\"; use \(ImagePolicy.choices)")
+        }
+        return policy
+    }
+
+    /// The host mount allow-list, each entry an absolute path without "..".
+    func checkedHostMounts() throws -> [String] {
+        try hostMounts.map { entry in
+            guard entry.hasPrefix("/"), !entry.split(separator: "/").contains(".."), let path = DataPath.normalize(entry) else {
+                throw CanopyError.invalid("host-mount", "\"\(entry)\" is not an absolute host path without \"..\"")
+            }
+            return path
+        }
     }
 
     /// The runtimes this configuration asks for: the Slurm backend, or the process runtime and those `alongside`

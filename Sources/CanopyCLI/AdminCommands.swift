@@ -17,8 +17,13 @@ struct QueuesCommand: AsyncParsableCommand {
                 if format.json { return printOut(try Format.json(page.items)) }
                 printOut(
                     Format.table(
-                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "DESCRIPTION"],
-                        page.items.map { [$0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.description] }))
+                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "DESCRIPTION"],
+                        page.items.map {
+                            [
+                                $0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-",
+                                $0.description,
+                            ]
+                        }))
             }
         }
     }
@@ -29,12 +34,15 @@ struct QueuesCommand: AsyncParsableCommand {
         @Option(help: "Queues with higher priority are served first.") var priority: Int = 0
         @Option(help: "A description.") var description: String?
         @Option(help: "The pool its workloads run in (with --executor slurm: a partition); default any.") var pool: String?
+        @Flag(help: "Let containers of the queue's workloads run as root (otherwise they run as their own uid).") var allowRoot = false
         @OptionGroup var format: OutputOption
 
         func run() async throws {
             try await client { c in
                 let q = try await c.call(
-                    .POST, "/queues", body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool), as: QueueView.self)
+                    .POST, "/queues",
+                    body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil),
+                    as: QueueView.self)
                 printOut(format.json ? try Format.json(q) : q.name)
             }
         }

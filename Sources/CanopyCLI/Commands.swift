@@ -15,7 +15,7 @@ public struct CanopyCommand: AsyncParsableCommand {
         version: CanopyVersion.current,
         subcommands: [
             ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
-            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self,
+            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
     public init() {}

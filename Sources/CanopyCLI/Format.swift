@@ -82,6 +82,8 @@ enum Format {
             ("Command", w.spec.command.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")),
             ("Resources", resources(w.spec.resources, tasks: w.spec.tasks)),
         ]
+        if let image = w.spec.image { lines.append(("Image", image + (w.imageReference.map { " (\($0))" } ?? ""))) }
+        for m in w.spec.mounts { lines.append(("Mount", "\(m.source) on \(m.target)\(m.readOnly ? " (read-only)" : "")")) }
         if let d = w.spec.maxDurationSeconds { lines.append(("Max duration", Quantity.formatDuration(d))) }
         if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }
         for (k, v) in w.spec.env.sorted(by: { $0.key < $1.key }) { lines.append(("Env", "\(k)=\(v)")) }

@@ -1,3 +1,6 @@
+import ArgumentParser
+import CanopyHTTP
+
 /// Where `canopy run`'s own options end and the workload's command begins.
 ///
 /// The command starts at `--` or at the first word that is not an option or an option's value; everything from
@@ -7,7 +10,7 @@ enum RunArguments {
     /// `canopy run`'s options that take a value (checked against the command's own definition by a test).
     static let valueOptions: Set<String> = [
         "--name", "--cpus", "--memory", "--gpus", "--gpu-model", "--tasks", "--queue", "--priority", "--env", "-e", "--workdir",
-        "--max-duration", "--input", "--output",
+        "--max-duration", "--input", "--output", "--image", "--mount",
     ]
 
     /// The arguments after `run` with a `--` inserted before the command when the user left it out, so that the
@@ -32,5 +35,28 @@ enum RunArguments {
     static func normalizeCommandLine(_ arguments: [String]) -> [String] {
         guard arguments.first == "run" else { return arguments }
         return ["run"] + normalize(Array(arguments.dropFirst()))
+    }
+}
+
+extension RunArguments {
+    /// Reads `--mount SOURCE:TARGET[:ro]` (`data:/datasets/mnist:/data:ro`): the source has a colon of its own, so the
+    /// target is what follows the last `:/`, and a trailing `:ro` (or `:rw`) is the mode.
+    static func mount(_ value: String) throws -> MountRequest {
+        var v = Substring(value)
+        var readOnly = false
+        if v.hasSuffix(":ro") {
+            readOnly = true
+            v = v.dropLast(3)
+        } else if v.hasSuffix(":rw") {
+            v = v.dropLast(3)
+        }
+        let usage =
+            "--mount takes SOURCE:TARGET[:ro], the source data:/PATH or host:/PATH and the target an absolute path, "
+            + "e.g. data:/datasets/mnist:/data:ro; got \"\(value)\""
+        guard let split = v.range(of: ":/", options: .backwards) else { throw ValidationError(usage) }
+        let source = v[..<split.lowerBound]
+        let target = v[v.index(after: split.lowerBound)...]
+        guard source.contains(":"), !source.hasSuffix(":") else { throw ValidationError(usage) }
+        return MountRequest(source: String(source), target: String(target), readOnly: readOnly ? true : nil)
     }
 }

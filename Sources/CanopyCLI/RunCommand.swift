@@ -22,6 +22,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "GPU model, e.g. T4 or H100 (matched within the device name).") var gpuModel: String?
     @Option(parsing: .unconditional, help: "Number of tasks; all start together or none does (default: 1).") var tasks: Int?
     @Option(help: "Queue (default: default).") var queue: String?
+    @Option(help: "The image its tasks run from, a catalog name NAME:TAG (see canopy images ls).") var image: String?
+    @Option(
+        help: "Mount into each task's container: SOURCE:TARGET[:ro], e.g. data:/datasets/mnist:/data:ro or host:/scratch:/scratch (repeatable; needs --image).")
+    var mount: [String] = []
     @Option(parsing: .unconditional, help: "Priority within the queue; higher first (default: 0).") var priority: Int?
     @Option(name: .shortAndLong, help: "Environment variable K=V (repeatable).") var env: [String] = []
     @Option(help: "Working directory, inside the task's own directory.") var workdir: String?
@@ -53,6 +57,8 @@ struct RunCommand: AsyncParsableCommand {
             body.tasks = tasks
         }
         body.workdir = workdir
+        body.image = image
+        if !mount.isEmpty { body.mounts = try mount.map(RunArguments.mount) }
         body.hold = hold ? true : nil
         if let maxDuration { body.maxDuration = DurationValue(seconds: try ResourceArguments.duration(maxDuration, option: "--max-duration")) }
         if cpus != nil || memory != nil || gpus != nil || gpuModel != nil {

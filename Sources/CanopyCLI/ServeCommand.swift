@@ -22,6 +22,21 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Where workloads run: local (processes on this machine) or slurm (jobs of this machine's Slurm cluster).") var executor: String?
     @Option(help: "With --executor slurm: seconds between two looks at Slurm's jobs and nodes (default: 2).") var slurmPollInterval: Double?
     @Option(help: "With --executor slurm: the cluster's slurm.conf (default: what the Slurm commands find, SLURM_CONF or /etc/slurm).") var slurmConf: String?
+    @Option(
+        help: """
+            What a workload that names an image gets: engine (a container of the catalog's image), processes (host processes, the image \
+            ignored) or refuse (default: engine with a container engine, refuse without).
+            """)
+    var imagePolicy: String?
+    @Option(
+        help: """
+            The container engine for image workloads: unix:///path/docker.sock, or none (default: /var/run/docker.sock, then \
+            podman's socket, if present).
+            """)
+    var containerEngine: String?
+    @Option(help: "The network containers join: none, bridge (or another engine network), or host (default: bridge where the engine has it, else none).")
+    var containerNetwork: String?
+    @Option(help: "A host path workloads may mount as host:/PATH, it or below it (repeatable; default none).") var hostMount: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func validate() throws {
@@ -43,6 +58,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let executor { config.executor = executor }
         if let slurmPollInterval { config.slurmPollInterval = slurmPollInterval }
         if let slurmConf { config.slurmConf = slurmConf }
+        if let imagePolicy { config.imagePolicy = imagePolicy }
+        if let containerEngine { config.containerEngine = containerEngine }
+        if let containerNetwork { config.containerNetwork = containerNetwork }
+        if !hostMount.isEmpty { config.hostMounts = hostMount }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

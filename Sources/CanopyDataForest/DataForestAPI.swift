@@ -230,6 +230,7 @@ public struct DataForestAPI: Sendable {
         try DataForestMapping.checkConfiguration(configuration, field: "configuration")
         let existing = try await store.records(kind: Self.workspaceKind, tenant: tenant)
         if existing.contains(where: { $0.name == name }) { throw DataForestError.invalid("name", name, "the name is already in use") }
+        try DataForestMapping.requireImage(configuration, field: "configuration")
         let limit = self.configuration.maxWorkspacesPerAccount
         if existing.count >= limit { throw DataForestError.quota("an account holds at most \(limit) AI workspaces") }
         let now = clock.now()
@@ -288,6 +289,7 @@ public struct DataForestAPI: Sendable {
         guard let id = DataForestMapping.nonEmpty(req.id) else { throw DataForestError.invalid("id", "", "must not be empty") }
         guard let configuration = req.configuration else { throw DataForestError.invalid("configuration", "", "must not be null") }
         try DataForestMapping.checkConfiguration(configuration, field: "configuration")
+        try DataForestMapping.requireImage(configuration, field: "configuration")
         var (d, r) = try await workspace(id, call.principal)
         let now = clock.now()
         d.configurations.append(.init(configuration: configuration, createdAt: now, modifiedAt: now))
@@ -381,7 +383,8 @@ public struct DataForestAPI: Sendable {
         var docker = merged.docker
         docker.command = command
         let spec = WorkloadSpec(
-            name: DataForestMapping.appName(prefix: prefix), queue: queue, image: image, command: DataForestMapping.commandLine(docker),
+            name: DataForestMapping.appName(prefix: prefix), queue: queue, image: DataForestMapping.catalogName(image),
+            command: DataForestMapping.commandLine(docker),
             env: docker.env ?? [:], workdir: DataForestMapping.nonEmpty(docker.workdir), resources: resources,
             // The vendor's samples send [0] as a placeholder: 0 is no port.
             ports: (docker.exposeTcpPorts ?? []).filter { $0 != 0 },

@@ -62,6 +62,10 @@ struct DataForestError: Error, Sendable {
             let vendorField = nativeFields ? DataForestFields.vendor(field) : field
             let value = body?.at(vendorField)?.display ?? ""
             return .invalid(vendorField, value, error.message)
+        // Something a request names that does not exist (an image not in the catalog): the request's fault, named.
+        case .notFound where error.field != nil && nativeFields:
+            let vendorField = DataForestFields.vendor(error.field!)
+            return .invalid(vendorField, body?.at(vendorField)?.display ?? "", error.message)
         case .notFound: return .notFound
         case .permissionDenied: return .forbidden
         case .quotaExceeded: return .quota(error.message)
@@ -81,6 +85,7 @@ enum DataForestFields {
             ("resources.gpuModel", "resource.gpuModel"), ("resources.gpus", "resource.gpuCount"), ("resources.cpu", "resource.cpuCount"),
             ("resources.memory", "resource.memoryMb"), ("command", "docker.command"), ("workdir", "docker.workdir"), ("ports", "docker.exposeTcpPorts"),
             ("env", "docker.env"), ("queue", "queueName"), ("name", "namePrefix"), ("tasks", "resource"),
+            ("image", "docker.image"),
         ]
         for (native, vendor) in table where field == native || field.hasPrefix(native + ".") || field.hasPrefix(native + "[") {
             return vendor + field.dropFirst(native.count)

@@ -88,6 +88,18 @@ enum DataForestMapping {
         }
     }
 
+    /// A workspace's configuration names the image its apps run, as the vendor requires: empty, null or missing is
+    /// refused (at create and setConfiguration; a submission may still name another).
+    static func requireImage(_ c: AiAppTypeSpec, field prefix: String) throws {
+        guard nonEmpty(c.docker?.image) != nil else { throw DataForestError.invalid("\(prefix).docker.image", c.docker?.image ?? "", "must not be empty") }
+    }
+
+    /// The image catalog's name for a vendor image: `dataforest/` is the vendor's registry namespace, so
+    /// `dataforest/tensorflow:r2.3.1-py3` and `tensorflow:r2.3.1-py3` are the same catalog image.
+    static func catalogName(_ image: String) -> String {
+        image.hasPrefix("dataforest/") ? String(image.dropFirst("dataforest/".count)) : image
+    }
+
     /// Workspace names: at most 15 characters, a lowercase letter first, then lowercase letters, digits and single
     /// hyphens, not ending with a hyphen. Returns why not, or nil when valid.
     static func workspaceNameProblem(_ name: String) -> String? {

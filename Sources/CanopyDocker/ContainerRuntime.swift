@@ -25,15 +25,16 @@ public final class ContainerRuntime: PlacedRuntime {
     public struct Configuration: Sendable {
         /// Where task directories go (`<data-dir>/workloads`).
         public var workloadsRoot: String
-        /// The network containers join: `none` (loopback only), `bridge` (the engine's default) or `host`.
-        public var network: String
+        /// The network containers join: `none` (loopback only), `bridge` or another engine network, or `host`;
+        /// nil: `bridge` where the engine has it, else `none`.
+        public var network: String?
         /// The most processes a task may have.
         public var pidsLimit: Int
         /// Whether to ask the engine for NVIDIA GPUs (`DeviceRequests`); nil: when the engine has the NVIDIA runtime.
         public var nvidiaDevices: Bool?
 
         /// Creates a configuration.
-        public init(workloadsRoot: String, network: String = "none", pidsLimit: Int = 4096, nvidiaDevices: Bool? = nil) {
+        public init(workloadsRoot: String, network: String? = nil, pidsLimit: Int = 4096, nvidiaDevices: Bool? = nil) {
             self.workloadsRoot = workloadsRoot
             self.network = network
             self.pidsLimit = pidsLimit
@@ -65,6 +66,8 @@ public final class ContainerRuntime: PlacedRuntime {
     /// Why the engine cannot be reached, while it cannot.
     private let problem = Mutex<String?>(nil)
     private let nvidia = Mutex<Bool>(false)
+    /// The network in force (see `Configuration.network`).
+    private let network: Mutex<String>
 
     /// Creates the runtime; nothing is contacted until `run()` or a launch.
     public init(engine: DockerEngine, configuration: Configuration, identities: TaskIdentities?, logger: Logger = Logger(label: "canopy.container")) {
@@ -78,6 +81,7 @@ public final class ContainerRuntime: PlacedRuntime {
         }
         limitations = notes
         nvidia.withLock { $0 = configuration.nvidiaDevices ?? false }
+        network = Mutex(configuration.network ?? "none")
         (events, continuation) = AsyncStream.makeStream()
     }
 
@@ -157,7 +161,7 @@ public final class ContainerRuntime: PlacedRuntime {
         for m in task.mounts { mounts.append(.init(Type: "bind", Source: m.hostPath, Target: m.target, ReadOnly: m.readOnly)) }
         var host = CreateContainer.Host(
             Mounts: mounts, Memory: Int64(task.spec.resources.memoryMiB) << 20, MemorySwap: Int64(task.spec.resources.memoryMiB) << 20,
-            NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: config.network,
+            NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: network.withLock { $0 },
             Privileged: false, SecurityOpt: ["no-new-privileges"], DeviceRequests: nil, Init: true)
         if nvidia.withLock({ $0 }), !task.gpus.isEmpty {
             host.DeviceRequests = [.init(Driver: "nvidia", DeviceIDs: task.gpus.map(String.init), Capabilities: [["gpu"]])]
@@ -333,6 +337,9 @@ public final class ContainerRuntime: PlacedRuntime {
     public func run() async {
         if config.nvidiaDevices == nil, let info = try? await engine.info() {
             nvidia.withLock { $0 = info.runtimes?["nvidia"] != nil }
+        }
+        if config.network == nil, let (status, _) = try? await engine.call(.GET, "/networks/bridge") {
+            network.withLock { $0 = status == 200 ? "bridge" : "none" }
         }
         while !Task.isCancelled {
             do {

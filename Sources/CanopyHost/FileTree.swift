@@ -101,8 +101,12 @@ package enum FileTree {
     /// Opens a data-store path for a task's mount: every entry below it is made readable by anyone (read-only
     /// mounts) or given to `owner` (read-write mounts), without following links. The data store's root stays 0700,
     /// so nothing outside a container that mounts the path can reach it. Trees deeper than `maxDepth` are refused.
+    /// The whole path is opened from `/` without following any link: a task that mounted a data path read-write
+    /// may have left links in it, and a link must never turn a mount (or this walk) towards the host's files.
     package static func prepareMount(_ path: String, owner: Owner?, readOnly: Bool) throws {
-        let parent = try openDirectory((path as NSString).deletingLastPathComponent)
+        let parentPath = (path as NSString).deletingLastPathComponent
+        let root = try openDirectory("/")
+        let parent = try openDirectory(beneath: root, parentPath.split(separator: "/").map(String.init), display: "mount source \(path)")
         try prepare((path as NSString).lastPathComponent, in: parent, owner: readOnly ? nil : owner, depth: 0)
     }
 
@@ -110,7 +114,11 @@ package enum FileTree {
         // Opened without following a link (a task that mounts the tree read-write may be changing it now), then
         // changed through the descriptor: a name swapped for a link after a look can never redirect the change.
         let fd = canopy_open_beneath(dir.fd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            // Below the top, a link is left alone (it is not followed, and nothing is mounted through it).
+            if depth == 0 { throw StagingError("the mount source \(name) is a symbolic link or cannot be opened; refusing it") }
+            return
+        }
         let entry = Descriptor(fd)
         var st = stat()
         guard fstat(fd, &st) == 0, isDirectory(st) || isRegular(st) else { return }

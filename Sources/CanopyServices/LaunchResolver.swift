@@ -29,7 +29,7 @@ struct LaunchResolver: Sendable {
                 guard let path = DataPath.normalize(raw), (try? dataStore.entry(tenant: w.tenant, path: path)) != nil else {
                     throw StagingError("mount source \(m.source) does not exist in the data store")
                 }
-                return ResolvedMount(hostPath: dataStore.localPath(tenant: w.tenant, path: path), target: m.target, readOnly: m.readOnly)
+                return ResolvedMount(hostPath: dataStore.localPath(tenant: w.tenant, path: path), target: m.target, readOnly: m.readOnly, fromDataStore: true)
             }
             if m.source.hasPrefix("host:") {
                 return ResolvedMount(hostPath: String(m.source.dropFirst("host:".count)), target: m.target, readOnly: m.readOnly)

@@ -65,8 +65,7 @@ extension WorkloadController {
 
     /// Whether the workload's tasks may run as root in their containers: as its queue says.
     func allowRoot(_ w: Workload) -> Bool {
-        // TODO(merge): `queues[w.spec.queue]?.allowRoot ?? false` once `Queue.allowRoot` is on this branch.
-        false
+        queues[w.spec.queue]?.allowRoot ?? false
     }
 
     // MARK: placed runtimes

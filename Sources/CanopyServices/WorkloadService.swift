@@ -9,14 +9,29 @@ public struct WorkloadService: Sendable {
     let runtimes: Runtimes
     let ids: IDGenerator
     let clock: Clock
+    // Images and mounts (WorkloadService+Containers.swift).
+    let images: ImageService?
+    let imagePolicy: ImagePolicy
+    let hostMountAllowList: [String]
+    let dataStore: (any DataStore)?
 
-    /// Creates the service.
-    public init(store: any Store, controller: WorkloadController, runtimes: Runtimes, ids: IDGenerator = .random, clock: Clock = .system) {
+    /// Creates the service. Images: `images` is the catalog workloads' images resolve in, `imagePolicy` what a
+    /// workload with an image gets (`.engine` needs a catalog with an engine, else it is refused), and
+    /// `hostMountAllowList` the host paths `host:` mounts may name (below them, compared component by component);
+    /// `dataStore` is where `data:` mounts must exist.
+    public init(
+        store: any Store, controller: WorkloadController, runtimes: Runtimes, ids: IDGenerator = .random, clock: Clock = .system,
+        images: ImageService? = nil, imagePolicy: ImagePolicy = .refuse, hostMountAllowList: [String] = [], dataStore: (any DataStore)? = nil
+    ) {
         self.store = store
         self.controller = controller
         self.runtimes = runtimes
         self.ids = ids
         self.clock = clock
+        self.images = images
+        self.imagePolicy = imagePolicy
+        self.hostMountAllowList = hostMountAllowList
+        self.dataStore = dataStore
     }
 
     /// Limits a request must respect.
@@ -130,9 +145,13 @@ public struct WorkloadService: Sendable {
     public func submit(_ spec: WorkloadSpec, by principal: Principal) async throws -> Workload {
         var spec = spec
         try await validate(spec)
+        let imageReference: String?
+        (spec, imageReference) = try await checkContainer(spec, tenant: principal.tenant)
         let id = ids()
         if spec.name.isEmpty { spec.name = id }
-        let stored = try await store.insert(Workload(id: id, tenant: principal.tenant, owner: principal.user, spec: spec, createdAt: clock.now()))
+        var workload = Workload(id: id, tenant: principal.tenant, owner: principal.user, spec: spec, createdAt: clock.now())
+        workload.imageReference = imageReference
+        let stored = try await store.insert(workload)
         await controller.admit(stored)
         return await controller.live(stored.id) ?? stored
     }

@@ -28,6 +28,8 @@ final class ServerProcess: @unchecked Sendable {
             [
                 "serve", "--data-dir", dataDir, "--port", "0", "--gpus", "T4:2", "--cpus", "4", "--memory",
                 "8Gi", "--stop-grace", "1",
+                // No container engine here: image workloads (client.py's) run as processes.
+                "--image-policy", "processes",
                 "--log-level", "warning",
             ] + extra
         process.standardOutput = FileHandle.nullDevice

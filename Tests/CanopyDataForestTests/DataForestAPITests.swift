@@ -46,8 +46,14 @@ extension TestClientProtocol {
     }
 }
 
-func withDataForest(_ test: @Sendable @escaping (CanopyServer, any TestClientProtocol, Signer, String) async throws -> Void) async throws {
-    let server = try await buildApplication(try testConfiguration())
+/// A server with the dialect (image workloads run as processes unless `imageEngine` is given: then images resolve in
+/// its catalog).
+func withDataForest(
+    imageEngine: (any ImageEngine)? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol, Signer, String) async throws -> Void
+) async throws {
+    var config = try testConfiguration()
+    if imageEngine != nil { config.imagePolicy = nil }
+    let server = try await buildApplication(config, imageEngine: imageEngine)
     try await server.application.test(.router) { client in
         let signer = try await client.newKey(token: server.adminToken)
         let accounts = try await client.df("accounts/getList", [:], signer).1

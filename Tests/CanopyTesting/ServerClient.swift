@@ -1,14 +1,17 @@
 import CanopyApp
+import CanopyCore
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
 
 /// Builds a server (by default on a fresh data dir) and runs `test` against its router, with its services running.
+/// `imageEngine`: the container engine for its image catalog (none by default).
 public func withServer(
-    _ config: ServerConfiguration? = nil, _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void
+    _ config: ServerConfiguration? = nil, imageEngine: (any ImageEngine)? = nil,
+    _ test: @Sendable @escaping (CanopyServer, any TestClientProtocol) async throws -> Void
 ) async throws {
-    let server = try await buildApplication(try config ?? testConfiguration())
+    let server = try await buildApplication(try config ?? testConfiguration(), imageEngine: imageEngine)
     try await server.application.test(.router) { client in try await test(server, client) }
 }
 

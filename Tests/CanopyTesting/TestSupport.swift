@@ -28,6 +28,8 @@ public func testConfiguration(dataDir: String? = nil, gpus: String = "T4:2", cpu
     c.port = 0
     c.stopGrace = 1
     c.shimPath = buildProductsDir + "/canopy-shim"
+    // Tests that do not care about containers run image workloads as processes, as servers did before images.
+    c.imagePolicy = "processes"
     return c
 }
 

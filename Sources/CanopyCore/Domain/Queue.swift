@@ -8,16 +8,31 @@ public struct Queue: Sendable, Hashable, Codable {
     public var description: String
     /// The pool (partition) its workloads run in; nil for any.
     public var pool: String?
+    /// Whether containers of its workloads may run as root (an admin's choice); otherwise they run as their own uid.
+    public var allowRoot: Bool
 
     /// The queue that always exists.
     public static let defaultName = "default"
 
     /// Creates a queue.
-    public init(name: String, priority: Int = 0, description: String = "", pool: String? = nil) {
+    public init(name: String, priority: Int = 0, description: String = "", pool: String? = nil, allowRoot: Bool = false) {
         self.name = name
         self.priority = priority
         self.description = description
         self.pool = pool
+        self.allowRoot = allowRoot
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot }
+
+    /// Decodes a stored queue; `allowRoot` is false in records written before it existed.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        priority = try c.decode(Int.self, forKey: .priority)
+        description = try c.decode(String.self, forKey: .description)
+        pool = try c.decodeIfPresent(String.self, forKey: .pool)
+        allowRoot = try c.decodeIfPresent(Bool.self, forKey: .allowRoot) ?? false
     }
 
     /// The naming rule, as errors state it.

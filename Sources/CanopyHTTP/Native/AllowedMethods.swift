@@ -17,14 +17,18 @@ struct AllowedMethods: Sendable {
         routes = order.map { path in (path.split(separator: "/"), methods[path]!) }
     }
 
-    /// The methods allowed on a request path, or nil when no route has that path.
+    /// The methods allowed on a request path, or nil when no route has that path. As the router does, a literal
+    /// segment wins over a `{name}` at the same depth: `/images/pull` is the pull route's, not `/images/{name}`'s.
     func methods(for path: String) -> [String]? {
         let segments = path.split(separator: "/")
-        var found: [String] = []
-        for route in routes where route.segments.count == segments.count {
-            let matches = zip(route.segments, segments).allSatisfy { template, segment in template.hasPrefix("{") || template == segment }
-            if matches { found += route.methods }
+        var candidates = routes.filter { route in
+            route.segments.count == segments.count
+                && zip(route.segments, segments).allSatisfy { template, segment in template.hasPrefix("{") || template == segment }
         }
+        for depth in segments.indices where candidates.contains(where: { !$0.segments[depth].hasPrefix("{") }) {
+            candidates.removeAll { $0.segments[depth].hasPrefix("{") }
+        }
+        let found = candidates.flatMap(\.methods)
         return found.isEmpty ? nil : found
     }
 }

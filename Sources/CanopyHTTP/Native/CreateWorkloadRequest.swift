@@ -18,6 +18,8 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var ports: [Int]?
     public var labels: [String: String]?
     public var data: DataStaging?
+    /// Paths mounted into each task's container (`data:/PATH` or an allowed `host:/PATH`); needs an image.
+    public var mounts: [MountRequest]?
 
     /// The fields a request may carry, nested objects included; anything else is refused.
     public static let shape = BodyShape.object([
@@ -25,6 +27,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
         "maxDuration": .integer, "hold": .value, "ports": .array(.integer), "labels": .map(.value),
         "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
+        "mounts": .array(.flat("source", "target", "readOnly")),
     ])
 
     /// Creates a request.
@@ -35,7 +38,25 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         WorkloadSpec(
             name: name ?? "", kind: kind ?? .batch, queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image, command: command,
             env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
-            hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data)
+            hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data,
+            mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) })
+    }
+}
+
+/// A mount as a request gives it: `readOnly` defaults to false.
+public struct MountRequest: Codable, Sendable, Hashable {
+    /// `data:/PATH` (the caller's data store) or `host:/PATH` (a host path an admin allowed).
+    public var source: String
+    /// An absolute path in the container.
+    public var target: String
+    /// Whether the task may only read it (default false).
+    public var readOnly: Bool?
+
+    /// Creates a mount request.
+    public init(source: String, target: String, readOnly: Bool? = nil) {
+        self.source = source
+        self.target = target
+        self.readOnly = readOnly
     }
 }
 
@@ -86,14 +107,17 @@ public struct CreateQueueRequest: Codable, Sendable {
     public var priority: Int?
     public var description: String?
     public var pool: String?
+    /// Whether containers in the queue may run as root (default false).
+    public var allowRoot: Bool?
     /// The fields it may carry.
-    public static let shape = BodyShape.object(["name": .value, "priority": .integer, "description": .value, "pool": .value])
+    public static let shape = BodyShape.object(["name": .value, "priority": .integer, "description": .value, "pool": .value, "allowRoot": .value])
 
-    public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil) {
+    public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil, allowRoot: Bool? = nil) {
         self.name = name
         self.priority = priority
         self.description = description
         self.pool = pool
+        self.allowRoot = allowRoot
     }
 }
 
@@ -103,8 +127,34 @@ public struct QueueView: Codable, Sendable {
     public var priority: Int
     public var description: String
     public var pool: String?
+    /// Whether containers in the queue may run as root.
+    public var allowRoot: Bool
     public var pending: Int
     public var running: Int
+
+    public init(name: String, priority: Int, description: String, pool: String?, allowRoot: Bool = false, pending: Int, running: Int) {
+        self.name = name
+        self.priority = priority
+        self.description = description
+        self.pool = pool
+        self.allowRoot = allowRoot
+        self.pending = pending
+        self.running = running
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, pending, running }
+
+    /// Decodes a view; `allowRoot` is false from a server older than it.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        priority = try c.decode(Int.self, forKey: .priority)
+        description = try c.decode(String.self, forKey: .description)
+        pool = try c.decodeIfPresent(String.self, forKey: .pool)
+        allowRoot = try c.decodeIfPresent(Bool.self, forKey: .allowRoot) ?? false
+        pending = try c.decode(Int.self, forKey: .pending)
+        running = try c.decode(Int.self, forKey: .running)
+    }
 }
 
 /// `POST /api/v1/tokens`.

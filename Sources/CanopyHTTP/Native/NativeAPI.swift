@@ -12,14 +12,18 @@ public struct NativeAPI: Sendable {
     let auth: AuthService
     let keys: AccessKeyService
     let data: DataService
+    let images: ImageService
 
     /// Creates the API over its services.
-    public init(workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService) {
+    public init(
+        workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService
+    ) {
         self.workloads = workloads
         self.controller = controller
         self.auth = auth
         self.keys = keys
         self.data = data
+        self.images = images
     }
 
     /// A route handler.
@@ -36,6 +40,8 @@ public struct NativeAPI: Sendable {
             (.get, "/users", users), (.delete, "/users/{tenant}/{user}", removeUser),
             (.get, "/keys", listKeys), (.post, "/keys", createKey), (.delete, "/keys/{id}", revokeKey),
             (.get, "/data", listData), (.delete, "/data", deleteData), (.get, "/data/content", getData), (.put, "/data/content", putData),
+            (.get, "/images", listImages), (.get, "/images/{name}", getImage), (.delete, "/images/{name}", removeImage),
+            (.post, "/images/import", importImage), (.post, "/images/load", loadImage), (.post, "/images/pull", pullImage),
             (.get, "/whoami", { _, context in try APIJSON.response(try context.requirePrincipal()) }),
         ]
     }
@@ -147,7 +153,9 @@ public struct NativeAPI: Sendable {
         _ = try context.requirePrincipal()
         let counts = await controller.queueCounts()
         let views = await controller.allQueues().map {
-            QueueView(name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0)
+            QueueView(
+                name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, allowRoot: $0.allowRoot,
+                pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0)
         }
         return try APIJSON.response(Page(items: views, nextCursor: nil))
     }
@@ -171,9 +179,14 @@ public struct NativeAPI: Sendable {
                 throw CanopyError.invalid("pool", "no pool named \"\(pool)\"; pools: \(pools.sorted().joined(separator: ", "))")
             }
         }
-        let queue = Queue(name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool)
+        let queue = Queue(
+            name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false)
         try await controller.save(queue: queue)
-        return try APIJSON.response(QueueView(name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, pending: 0, running: 0), status: .created)
+        return try APIJSON.response(
+            QueueView(
+                name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, allowRoot: queue.allowRoot, pending: 0,
+                running: 0),
+            status: .created)
     }
 
     @Sendable func deleteQueue(_ request: Request, context: CanopyRequestContext) async throws -> Response {

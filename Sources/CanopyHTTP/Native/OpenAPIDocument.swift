@@ -106,7 +106,36 @@ public enum OpenAPIDocument {
                 ],
                 "hold": ["type": "boolean"], "ports": ["type": "array", "items": ["type": "integer", "minimum": 1, "maximum": 65535]], "labels": strMap,
                 "data": ref("DataStagingRequest"),
+                "mounts": [
+                    "type": "array", "maxItems": 32, "items": ref("MountRequest"),
+                    "description": "paths mounted into each task's container; needs an image that runs as a container",
+                ],
             ], required: ["command"]),
+        "MountRequest": closed(
+            [
+                "source": ["type": "string", "description": "data:/PATH (your data store; must exist) or host:/PATH (below a path an admin allowed)"],
+                "target": [
+                    "type": "string",
+                    "description":
+                        "an absolute path in the container: not /, not /workspace itself, not a system directory (/proc, /sys, /dev, /etc, /usr, /lib*, ...)",
+                ],
+                "readOnly": ["type": "boolean", "default": false],
+            ], required: ["source", "target"]),
+        "Mount": ["type": "object", "properties": ["source": str, "target": str, "readOnly": ["type": "boolean"]]],
+        "Image": [
+            "type": "object", "required": ["name", "public", "engineReference", "engineID", "sizeBytes", "source", "createdBy", "createdAt"],
+            "properties": [
+                "name": ["type": "string", "description": "the catalog name, NAME:TAG"], "public": ["type": "boolean"],
+                "tenant": ["type": "string", "description": "the tenant of a private image"], "engineReference": str, "engineID": str,
+                "sizeBytes": int, "source": ["type": "string", "enum": ["import", "load", "pull"]], "origin": str, "createdBy": str, "createdAt": time,
+            ],
+        ],
+        "PullImage": closed(
+            [
+                "reference": ["type": "string", "minLength": 1, "maxLength": 255, "description": "what to pull, e.g. busybox:1.36 or ghcr.io/org/app:v2"],
+                "name": ["type": "string", "description": "the catalog name, NAME:TAG (default: the reference's name and tag, without the registry)"],
+                "public": ["type": "boolean", "default": false, "description": "a public image (admins)"],
+            ], required: ["reference"]),
         "DataStaging": [
             "type": "object", "description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends",
             "properties": [
@@ -156,6 +185,7 @@ public enum OpenAPIDocument {
                 "name": str, "kind": str, "queue": str, "priority": int, "image": str, "command": ["type": "array", "items": str], "env": strMap,
                 "workdir": str, "resources": ref("Resources"), "tasks": int, "maxDurationSeconds": int, "hold": ["type": "boolean"],
                 "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
+                "mounts": ["type": "array", "items": ref("Mount")],
             ],
         ],
         "Workload": [
@@ -165,6 +195,7 @@ public enum OpenAPIDocument {
                 "tenant": str, "owner": str, "seq": int, "spec": ref("WorkloadSpec"), "createdAt": time, "startedAt": time, "finishedAt": time,
                 "stopRequestedAt": time, "tasks": ["type": "array", "items": ref("Task")], "version": int,
                 "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
+                "imageReference": ["type": "string", "description": "the engine's reference of spec.image, resolved in the catalog at submit"],
             ],
         ],
         "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str]],
@@ -181,11 +212,15 @@ public enum OpenAPIDocument {
                 "allocatedCPUMillis": int, "allocatedMemoryMiB": int, "allocatedGPUs": ["type": "array", "items": int], "tasks": int,
             ],
         ],
-        "Queue": ["type": "object", "properties": ["name": str, "priority": int, "description": str, "pool": str, "pending": int, "running": int]],
+        "Queue": [
+            "type": "object",
+            "properties": ["name": str, "priority": int, "description": str, "pool": str, "allowRoot": ["type": "boolean"], "pending": int, "running": int],
+        ],
         "CreateQueue": closed(
             [
                 "name": name, "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "description": ["type": "string", "maxLength": 1024],
                 "pool": ["type": "string", "description": "an existing pool (400 otherwise)"],
+                "allowRoot": ["type": "boolean", "default": false, "description": "containers of the queue's workloads may run as root"],
             ], required: ["name"]),
         "Token": ["type": "object", "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str]],
         "CreateToken": closed(
@@ -202,6 +237,36 @@ public enum OpenAPIDocument {
     ]
 
     nonisolated(unsafe) static let id = path("id")
+    /// An image's name in a path (URL-encoded: busybox%3A1.36), and which catalog to look in.
+    nonisolated(unsafe) static let imageParams: [[String: Any]] = [
+        path("name", ["type": "string", "minLength": 1]),
+        query("public", ["type": "boolean"], "true: the public image of that name; false: your tenant's (default: yours, else the public one)"),
+        query("tenant", name, "admins: that tenant's image"),
+    ]
+
+    /// The answers of an upload operation.
+    static func uploadResponses(_ created: [String: Any]) -> [String: Any] {
+        let own: [String: Any] = [
+            "201": ok(created, "Added"), "409": ok(ref("Error"), "No container engine on this server, or the name is taken"),
+            "413": ok(ref("Error"), "Larger than 8 GiB"), "503": ok(ref("Error"), "The server is shutting down, or its disk is full; retry"),
+        ]
+        return own.merging(forbidden) { a, _ in a }.merging(errors) { a, _ in a }
+    }
+
+    /// An operation whose body is a file, streamed: `?name=` and `?public=`.
+    static func upload(_ id: String, _ summary: String, nameRequired: Bool, created: [String: Any]) -> [String: Any] {
+        [
+            "operationId": id, "summary": summary,
+            "parameters": [
+                query(
+                    "name", ["type": "string", "minLength": 1], "the catalog name, NAME:TAG" + (nameRequired ? "" : " (default: the names the archive gives)"),
+                    required: nameRequired),
+                query("public", ["type": "boolean"], "a public image (admins; default false)"),
+            ],
+            "requestBody": ["required": true, "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]]],
+            "responses": uploadResponses(created),
+        ]
+    }
 
     nonisolated(unsafe) static let paths: [String: Any] = [
         "/workloads": [
@@ -314,6 +379,35 @@ public enum OpenAPIDocument {
                 "responses": (["201": ok(ref("DataEntry"), "Written"), "409": ok(ref("Error"), "A file or directory is in the way"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
                     .merging(errors) { a, _ in a },
             ],
+        ],
+        "/images": [
+            "get": op("listImages", "Images the caller may run: public ones and its tenant's (every tenant's for an admin)", responses: ["200": ok(page("Image"))])
+        ],
+        "/images/{name}": [
+            "get": op("getImage", "An image of the catalog", params: imageParams, responses: ["200": ok(ref("Image"))]),
+            "delete": op(
+                "removeImage", "Remove an image: your tenant's, or a public one (admins)", params: imageParams,
+                responses: (["204": ["description": "Removed"], "409": ok(ref("Error"), "Unfinished workloads run it")] as [String: Any])
+                    .merging(forbidden) { a, _ in a }),
+        ],
+        "/images/import": [
+            "post": upload("importImage", "Import a root-filesystem tarball as an image (streamed, at most 8 GiB)", nameRequired: true, created: ref("Image"))
+        ],
+        "/images/load": [
+            "post": upload(
+                "loadImage", "Load an image archive (docker save); each image it holds joins the catalog (streamed, at most 8 GiB)", nameRequired: false,
+                created: page("Image"))
+        ],
+        "/images/pull": [
+            "post": op(
+                "pullImage", "Pull an image from its registry into the catalog; the answer streams progress lines, then the image", body: ref("PullImage"),
+                responses: ([
+                    "200": [
+                        "description": "NDJSON: {\"progress\": LINE} lines, then {\"image\": IMAGE}, or {\"error\": ERROR} if the pull fails once started",
+                        "content": ["application/x-ndjson": ["schema": ["type": "string"]]],
+                    ],
+                    "409": ok(ref("Error"), "No container engine on this server, or the name is taken"),
+                ] as [String: Any]).merging(forbidden) { a, _ in a })
         ],
         "/whoami": ["get": op("whoami", "The caller's identity", responses: ["200": ok(ref("Principal"))])],
         "/openapi.json": ["get": ["operationId": "openapi", "summary": "This document", "security": [], "responses": ["200": ["description": "OpenAPI document"]]]],
