@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 # libsqlite3-dev: GRDB builds against the system SQLite.
 # slurm-wlm, munge: a real three-node Slurm cluster on this host for the Slurm executor's tests.
 # python3-pip: schemathesis, which checks a live server against its OpenAPI document.
-packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge)
+# docker.io, busybox-static, curl: a real dockerd (its own socket and data root) and a test image made on the spot,
+# for the container runtime's tests.
+packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge docker.io busybox-static curl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,15 +33,18 @@ if ! python3 -m pip show schemathesis 2>/dev/null | grep -q "^Version: $schemath
         python3 -m pip install -q --break-system-packages "schemathesis==$schemathesis_version"
 fi
 
-# The Slurm cluster (scripts/slurm-cluster.sh; its daemons need root), stopped again however the tests end.
+# The Slurm cluster (scripts/slurm-cluster.sh) and a private dockerd (scripts/dockerd.sh); their daemons need root.
+# Both are stopped again however the tests end.
 if [ "$(id -u)" = 0 ]; then
     export CANOPY_TEST_SLURM_DIR=${CANOPY_TEST_SLURM_DIR:-$PWD/.build/slurm-test}
-    # The Slurm suite must run, not skip: a run as root without the cluster is a failure.
-    export CANOPY_REQUIRE_SLURM=1
-    trap 'scripts/slurm-cluster.sh down "$CANOPY_TEST_SLURM_DIR"' EXIT
+    export CANOPY_TEST_DOCKER_DIR=${CANOPY_TEST_DOCKER_DIR:-/tmp/canopy-test-dockerd-$$}
+    # The Slurm and container suites must run, not skip: a run as root without them is a failure.
+    export CANOPY_REQUIRE_SLURM=1 CANOPY_REQUIRE_DOCKER=1
+    trap 'scripts/slurm-cluster.sh down "$CANOPY_TEST_SLURM_DIR"; scripts/dockerd.sh down "$CANOPY_TEST_DOCKER_DIR"' EXIT
     scripts/slurm-cluster.sh up "$CANOPY_TEST_SLURM_DIR"
+    scripts/dockerd.sh up "$CANOPY_TEST_DOCKER_DIR"
 else
-    echo "not root: the Slurm cluster tests are skipped (its daemons need root)"
+    echo "not root: the Slurm cluster and container tests are skipped (their daemons need root)"
 fi
 
 swift test --skip-build "$@"

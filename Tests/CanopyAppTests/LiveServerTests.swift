@@ -20,7 +20,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts a server and waits until it has written its URL and admin token.
-    static func start(dataDir: String, extra: [String] = []) async throws -> ServerProcess {
+    static func start(dataDir: String, extra: [String] = [], imagePolicy: String = "processes") async throws -> ServerProcess {
         let server = ServerProcess(dataDir: dataDir)
         let process = server.process
         process.executableURL = URL(fileURLWithPath: buildProductsDir + "/canopy")
@@ -28,8 +28,8 @@ final class ServerProcess: @unchecked Sendable {
             [
                 "serve", "--data-dir", dataDir, "--port", "0", "--gpus", "T4:2", "--cpus", "4", "--memory",
                 "8Gi", "--stop-grace", "1",
-                // No container engine here: image workloads (client.py's) run as processes.
-                "--image-policy", "processes",
+                // Without a container engine, image workloads (client.py's) run as processes.
+                "--image-policy", imagePolicy,
                 "--log-level", "warning",
             ] + extra
         process.standardOutput = FileHandle.nullDevice
@@ -53,9 +53,9 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Runs `body` against a fresh server and stops the server afterwards, whatever `body` did.
     static func with<T>(
-        dataDir: String, removeAfter: Bool = false, _ body: (ServerProcess) async throws -> T
+        dataDir: String, removeAfter: Bool = false, extra: [String] = [], imagePolicy: String = "processes", _ body: (ServerProcess) async throws -> T
     ) async throws -> T {
-        let server = try await start(dataDir: dataDir)
+        let server = try await start(dataDir: dataDir, extra: extra, imagePolicy: imagePolicy)
         do {
             let result = try await body(server)
             await server.terminate()

@@ -31,9 +31,9 @@ struct LaunchResolverTests {
         arguments: [
             (
                 Mount(source: "data:/user/a/data", target: "/data", readOnly: true),
-                ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/data", readOnly: true)
+                ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/data", readOnly: true, fromDataStore: true)
             ),
-            (Mount(source: "data:/user//a/./data/", target: "/d"), ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/d", readOnly: false)),
+            (Mount(source: "data:/user//a/./data/", target: "/d"), ResolvedMount(hostPath: "/store/acme/user/a/data", target: "/d", readOnly: false, fromDataStore: true)),
             (
                 Mount(source: "host:/datasets/imagenet", target: "/imagenet", readOnly: true),
                 ResolvedMount(hostPath: "/datasets/imagenet", target: "/imagenet", readOnly: true)

@@ -1,0 +1,100 @@
+import CanopyCore
+import CanopyTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The dockerd `scripts/test.sh` starts (`scripts/dockerd.sh`), with its test image's root file system and archive.
+private enum LiveEngine {
+    static let dir = ProcessInfo.processInfo.environment["CANOPY_TEST_DOCKER_DIR"]
+    static var available: Bool { dir.map { FileManager.default.fileExists(atPath: $0 + "/docker.sock") } ?? false }
+    static var flags: [String] { ["--container-engine", "unix://\(dir!)/docker.sock"] }
+
+    /// The engine's containers of one workload.
+    static func containers(of workload: String) async throws -> Int {
+        let r = try await runProcess(
+            "/usr/bin/curl", ["-sf", "--unix-socket", dir! + "/docker.sock", "http://x/v1.41/containers/json?all=1&filters=%7B%22label%22%3A%5B%22canopy.workload%3D\(workload)%22%5D%7D"])
+        return ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [Any])?.count ?? -1
+    }
+}
+
+@Suite("containers through canopy serve, the CLI and the API, on a real dockerd", .serialized, .enabled(if: LiveEngine.available, "needs the dockerd scripts/test.sh starts"))
+struct ContainerLiveTests {
+    @Test("an admin imports an image; a user runs from it, sees its output and exit code; an unknown image is refused with how to add it")
+    func runFromImage() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-ctr-live"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") { server in
+            let imported = try await server.cli(["images", "import", LiveEngine.dir! + "/busybox-rootfs.tar", "--name", "busybox:1.36", "--public"])
+            #expect(imported.status == 0, "\(imported)")
+            let loaded = try await server.cli(["images", "load", LiveEngine.dir! + "/busybox-image.tar", "--name", "tensorflow:r2.3.1-py3", "--public"])
+            #expect(loaded.status == 0, "\(loaded)")
+            let ls = try await server.cli(["images", "ls"])
+            #expect(ls.stdout.contains("busybox:1.36") && ls.stdout.contains("tensorflow:r2.3.1-py3"), "\(ls)")
+
+            let run = try await server.cli(["run", "--image", "busybox:1.36", "--", "sh", "-c", "echo hello from $(id -u) in $(pwd)"])
+            #expect(run.status == 0, "\(run)")
+            #expect(run.stdout.hasPrefix("hello from ") && run.stdout.hasSuffix(" in /workspace\n"), "\(run)")
+            if geteuid() == 0 { #expect(!run.stdout.hasPrefix("hello from 0 "), "tasks never run as root in their container unless the queue allows it") }
+
+            let failing = try await server.cli(["run", "--image", "tensorflow:r2.3.1-py3", "--", "sh", "-c", "echo bad >&2; exit 3"])
+            #expect(failing.status == 3, "\(failing)")
+            #expect(failing.stderr.contains("bad"), "\(failing)")
+
+            let unknown = try await server.cli(["run", "--image", "pytorch:2.1", "--", "true"])
+            #expect(unknown.status != 0)
+            #expect(unknown.stderr.contains("pytorch:2.1") && unknown.stderr.contains("canopy images import"), "\(unknown)")
+
+            // A process workload still runs beside the containers.
+            let process = try await server.cli(["run", "--", "sh", "-c", "echo process"])
+            #expect(process.status == 0 && process.stdout == "process\n", "\(process)")
+        }
+    }
+
+    @Test("a data-store path mounted read-only at /data; the working directory's outputs staged out as with processes")
+    func mountsAndStaging() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-ctr-live"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") { server in
+            #expect(try await server.cli(["images", "import", LiveEngine.dir! + "/busybox-rootfs.tar", "--name", "busybox:1.36", "--public"]).status == 0)
+            let local = try makeTempDir("canopy-ds") + "/mnist.txt"
+            try "digits\n".write(toFile: local, atomically: true, encoding: .utf8)
+            #expect(try await server.cli(["data", "put", local, "/datasets/mnist/train.txt"]).status == 0)
+            let run = try await server.cli([
+                "run", "--image", "busybox:1.36", "--mount", "data:/datasets/mnist:/data:ro", "--", "sh", "-c",
+                "cat /data/train.txt; touch /data/x 2>/dev/null && echo writable || echo read-only",
+            ])
+            #expect(run.status == 0 && run.stdout == "digits\nread-only\n", "\(run)")
+            let badMount = try await server.cli(["run", "--image", "busybox:1.36", "--mount", "data:/datasets/mnist:/etc", "--", "true"])
+            #expect(badMount.status != 0 && badMount.stderr.contains("mounts[0].target"), "\(badMount)")
+        }
+    }
+
+    @Test("kill -9 of the server while a container runs: the restarted server re-adopts it, one container only, and the logs stay")
+    func readoptAfterKill9() async throws {
+        let dataDir = try makeTempDir("canopy-ctr-live")
+        let server = try await ServerProcess.start(dataDir: dataDir, extra: LiveEngine.flags, imagePolicy: "engine")
+        #expect(try await server.cli(["images", "import", LiveEngine.dir! + "/busybox-rootfs.tar", "--name", "busybox:1.36", "--public"]).status == 0)
+        let submitted = try await server.cli(["run", "--detach", "--image", "busybox:1.36", "--", "sh", "-c", "echo started; sleep 3; echo finished; exit 5"])
+        let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(submitted.status == 0 && !id.isEmpty, "\(submitted)")
+        #expect(await eventually { (try? await server.cli(["logs", id]).stdout) == "started\n" })
+        await server.kill9()
+
+        let again = try await ServerProcess.start(dataDir: dataDir, extra: LiveEngine.flags, imagePolicy: "engine")
+        defer { Task { await again.terminate() } }
+        #expect(
+            await eventually(timeout: .seconds(30)) {
+                let shown = try? await again.cli(["show", id, "-o", "json"])
+                return (try? JSONSerialization.jsonObject(with: Data((shown?.stdout ?? "").utf8)) as? [String: Any])?["phase"] as? String == "Failed"
+            })
+        let logs = try await again.cli(["logs", id])
+        #expect(logs.stdout == "started\nfinished\n", "\(logs)")
+        #expect(try await LiveEngine.containers(of: id) == 0, "finished containers are removed")
+        let shown = try await again.cli(["show", id, "-o", "json"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])
+        let tasks = try #require(json["tasks"] as? [[String: Any]])
+        #expect(tasks.first?["runtime"] as? String == "container", "\(shown.stdout)")
+        #expect(json["exitCode"] as? Int == 5)
+        await again.terminate()
+    }
+}
