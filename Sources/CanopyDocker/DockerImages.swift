@@ -112,6 +112,17 @@ public struct DockerImages: ImageEngine {
         return EngineImage(id: doc.Id, sizeBytes: doc.Size ?? 0, references: doc.RepoTags ?? [])
     }
 
+    public func allReferences() async throws -> [String: String] {
+        struct Summary: Decodable {
+            var Id: String
+            var RepoTags: [String]?
+        }
+        let list = try await engine.call([Summary].self, .GET, "/images/json")
+        var out: [String: String] = [:]
+        for image in list { for tag in image.RepoTags ?? [] where tag != "<none>:<none>" { out[tag] = image.Id } }
+        return out
+    }
+
     public func untag(_ reference: String) async throws {
         let (status, body) = try await engine.call(.DELETE, "/images/\(reference)")
         if status == 404 { return }

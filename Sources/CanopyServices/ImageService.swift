@@ -155,9 +155,11 @@ public final class ImageService: Sendable {
         let (source, target) = try await checkPull(reference: reference, name: name, public: isPublic, as: principal)
         guard let engine, let ref = target.name else { throw CanopyError(.conflict, ImagePolicy.noEngineMessage) }
         return try await adding(ref, tenant: target.tenant, as: principal) { engineRef in
+            // A name the engine already had (others may use it) stays; only a name this pull created is dropped.
+            let existed = (try? await engine.inspect(source.description)) != nil
             let image = try await Self.engineCall("pull \(source)", field: "reference") { try await engine.pull(source.description, progress: progress) }
             try await engine.tag(image.id, as: engineRef)
-            await Self.dropName(source.description, of: image, in: engine)
+            if !existed { await Self.dropName(source.description, of: image, in: engine) }
             return (image, .pull, source.description)
         }
     }
@@ -167,14 +169,25 @@ public final class ImageService: Sendable {
     public func load(file: String, name: String?, public isPublic: Bool, as principal: Principal) async throws -> [ImageRecord] {
         let target = try await checkAdd(name: name, public: isPublic, as: principal)
         guard let engine else { throw CanopyError(.conflict, ImagePolicy.noEngineMessage) }
+        // The engine's names before the load: a name the archive also carries is put back as it was afterwards
+        // (the engine may serve others, whose images must not lose or change their names), and only a name the
+        // load created is dropped.
+        let before = (try? await engine.allReferences()) ?? [:]
         let loaded = try await Self.engineCall("load the archive", field: "body") { try await engine.load(file: file) }
+        @Sendable func settleName(_ reference: String, of image: EngineImage) async {
+            if let old = before[reference] {
+                if old != image.id { try? await engine.tag(old, as: reference) }
+            } else {
+                await Self.dropName(reference, of: image, in: engine)
+            }
+        }
         // An archive can name any reference, the catalog's own included, and loading it moves that name: put every
         // catalog name it touched back where the catalog says, and refuse the archive.
         let hijacked = loaded.filter { item in (try? ImageReference.parse(item.reference)).map(Self.isCatalogNamespace) ?? false }
         if !hijacked.isEmpty {
             try await restore(hijacked.map(\.reference), in: engine)
             for item in loaded where !hijacked.contains(where: { $0.reference == item.reference }) {
-                await Self.dropName(item.reference, of: item.image, in: engine)
+                await settleName(item.reference, of: item.image)
             }
             throw CanopyError.invalid("body", "the archive names \(hijacked[0].reference): \(ImageRecord.engineNamespace)/... names are the catalog's own")
         }
@@ -200,7 +213,7 @@ public final class ImageService: Sendable {
                 }
             }
         } catch {
-            for item in loaded { await Self.dropName(item.reference, of: item.image, in: engine) }
+            for item in loaded { await settleName(item.reference, of: item.image) }
             throw error
         }
         var added: [ImageRecord] = []
@@ -208,7 +221,7 @@ public final class ImageService: Sendable {
             added.append(
                 try await adding(ref, tenant: target.tenant, as: principal) { engineRef in
                     try await engine.tag(image.id, as: engineRef)
-                    await Self.dropName(origin, of: image, in: engine)
+                    await settleName(origin, of: image)
                     return (image, .load, origin)
                 })
         }

@@ -38,10 +38,32 @@ final class BlockingHTTPClient {
         }
     }
 
+    /// A client of a server on a unix socket (the container engine's), sending no credentials.
+    init(unixSocket path: String) throws {
+        self.host = "docker"
+        self.token = ""
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BenchError("socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw BenchError("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            close(fd)
+            throw BenchError("connect to \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
     deinit { close(fd) }
 
     func request(_ method: String, _ path: String, body: String? = nil) throws -> Response {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nAuthorization: Bearer \(token)\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n" + (token.isEmpty ? "" : "Authorization: Bearer \(token)\r\n")
         if let body {
             head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
         }

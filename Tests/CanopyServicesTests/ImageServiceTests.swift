@@ -143,6 +143,7 @@ struct ImageServiceTests {
 private struct BrokenEngine: ImageEngine {
     struct Failure: Error {}
     func importRootfs(file: String, as reference: String) async throws -> EngineImage { throw Failure() }
+    func allReferences() async throws -> [String: String] { throw Failure() }
     func load(file: String) async throws -> [(reference: String, image: EngineImage)] { throw Failure() }
     func pull(_ reference: String, progress: @escaping @Sendable (String) -> Void) async throws -> EngineImage { throw Failure() }
     func tag(_ source: String, as reference: String) async throws { throw Failure() }

@@ -106,6 +106,8 @@ public final class FakeImageEngine: ImageEngine {
         state.withLock { s in s.references[reference].flatMap { s.images[$0] } ?? s.images[reference] }
     }
 
+    public func allReferences() async throws -> [String: String] { state.withLock { $0.references } }
+
     public func untag(_ reference: String) async throws {
         try state.withLock { s in
             s.calls.append("untag \(reference)")

@@ -30,6 +30,8 @@ public protocol ImageEngine: Sendable {
     func tag(_ source: String, as reference: String) async throws
     /// The image a reference names, or nil.
     func inspect(_ reference: String) async throws -> EngineImage?
+    /// Every reference the engine has, with the id of the image it names.
+    func allReferences() async throws -> [String: String]
     /// Removes a reference (and the image, once nothing else names it or uses it).
     func untag(_ reference: String) async throws
 }
