@@ -4,7 +4,8 @@
 //   swift run -c release canopy-bench            # everything
 //   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history | slurm
 //
-// `slurm` needs a Slurm cluster (scripts/slurm-cluster.sh up DIR; export SLURM_CONF=DIR/slurm.conf); it is not
+// `slurm` needs a Slurm cluster (scripts/slurm-cluster.sh up DIR; export SLURM_CONF=DIR/slurm.conf), and
+// `containers` a container engine with the test image (scripts/dockerd.sh up DIR; --docker-dir DIR); neither is
 // part of the default run.
 //
 // The server under test is the real `canopy serve` binary built next to this one, on loopback, with a fresh
@@ -21,12 +22,13 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("-h") || arguments.contains("--help") {
     say(
         """
-        usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N]
-          parts: fsync spawn submit start history slurm (default: all but slurm)
+        usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N] [--docker-dir DIR]
+          parts: fsync spawn submit start history slurm containers (default: all but slurm and containers)
           --seconds N   length of the submission-rate run (default 5)
           --history N   finished workloads seeded for the history run (default 100000)
           --slurm-jobs N    submissions timed through Canopy and raw sbatch (default 300)
           --slurm-known N   jobs Canopy follows when its status refresh is measured (default 10000)
+          --docker-dir DIR  what scripts/dockerd.sh up DIR made: the engine's socket and the test image's files
         """)
     exit(0)
 }
@@ -35,6 +37,7 @@ var seconds = 5.0
 var historySize = 100_000
 var slurmJobs = 300
 var slurmKnown = 10_000
+var dockerDir = ProcessInfo.processInfo.environment["CANOPY_TEST_DOCKER_DIR"] ?? ""
 var i = 0
 while i < arguments.count {
     switch arguments[i] {
@@ -47,6 +50,9 @@ while i < arguments.count {
     case "--slurm-jobs":
         i += 1
         slurmJobs = Int(arguments[safe: i] ?? "") ?? slurmJobs
+    case "--docker-dir":
+        i += 1
+        dockerDir = arguments[safe: i] ?? dockerDir
     case "--slurm-known":
         i += 1
         slurmKnown = Int(arguments[safe: i] ?? "") ?? slurmKnown
@@ -54,8 +60,8 @@ while i < arguments.count {
     }
     i += 1
 }
-let all = ["fsync", "spawn", "submit", "start", "history", "slurm"]
-if parts.isEmpty { parts = all.filter { $0 != "slurm" } }
+let all = ["fsync", "spawn", "submit", "start", "history", "slurm", "containers"]
+if parts.isEmpty { parts = all.filter { $0 != "slurm" && $0 != "containers" } }
 for p in parts where !all.contains(p) {
     FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
     exit(2)
@@ -89,6 +95,10 @@ do {
     }
     if parts.contains("history") {
         try await Benchmarks.history(count: historySize)
+    }
+    if parts.contains("containers") {
+        guard !dockerDir.isEmpty else { throw BenchError("containers: give --docker-dir DIR (scripts/dockerd.sh up DIR)") }
+        try ContainerBench.run(dockerDir: dockerDir)
     }
     if parts.contains("slurm") {
         try SlurmBench.run(submissions: slurmJobs, known: slurmKnown)
