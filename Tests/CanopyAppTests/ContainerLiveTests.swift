@@ -97,4 +97,23 @@ struct ContainerLiveTests {
         #expect(json["exitCode"] as? Int == 5)
         await again.terminate()
     }
+
+    @Test("the Data Forest client's workspace and seed-shaped app run in a container of the catalog's tensorflow:r2.3.1-py3")
+    func dataForestInContainers() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-df-ctr"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") { server in
+            // The vendor's image name, imported by an admin (here: the busybox test image under that name).
+            let loaded = try await server.cli(["images", "load", LiveEngine.dir! + "/busybox-image.tar", "--name", "tensorflow:r2.3.1-py3", "--public"])
+            #expect(loaded.status == 0, "\(loaded)")
+            let key = try await server.cli(["keys", "create", "-o", "json", "--description", "client.py"])
+            let object = try JSONSerialization.jsonObject(with: Data(key.stdout.utf8)) as? [String: Any] ?? [:]
+            let access = try #require(object["accessKey"] as? String)
+            let secret = try #require(object["secretKey"] as? String)
+            let run = try await runProcess("/usr/bin/python3", [DataForestLiveTests.client, server.url, access, secret, server.token, "json"])
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let ps = try await server.cli(["ps", "--all", "-o", "json"])
+            let all = try #require(try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [[String: Any]])
+            let ran = all.filter { (($0["tasks"] as? [[String: Any]])?.first?["runtime"] as? String) == "container" }
+            #expect(!ran.isEmpty, "the apps ran in containers: \(ps.stdout.prefix(400))")
+        }
+    }
 }
