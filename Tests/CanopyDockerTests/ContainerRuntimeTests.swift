@@ -194,6 +194,35 @@ struct ContainerRuntimeTests {
         }
     }
 
+    @Test("a container sees neither the server's data directory nor another task's directory or processes")
+    func isolation() async throws {
+        try await withRuntime { runtime, root in
+            let secret = (root as NSString).deletingLastPathComponent + "/" + (root as NSString).lastPathComponent + "-secret"
+            try "server secret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+            let victim = try await runtime.launch(Engine.launch("v1", ["sh", "-c", "echo mine > /workspace/private.txt; echo up; sleep 30"]))
+            #expect(await eventually { Engine.log(runtime, "v1").contains("up") })
+            let probe = """
+                cat \(secret) 2>/dev/null && echo read-secret
+                cat \(root)/v1/task-0/work/private.txt 2>/dev/null && echo read-other-task
+                ls \(root) 2>/dev/null && echo saw-workloads
+                kill -9 -1 2>/dev/null
+                for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $p; echo; done | grep -c '^sleep ' | sed 's/^/sleepers-visible=/'
+                ls /workspace/..; echo done
+                """
+            _ = try await runtime.launch(Engine.launch("a1", ["sh", "-c", probe]))
+            let exit = try #require(await nextExit(of: "a1", runtime.events))
+            let out = Engine.log(runtime, "a1")
+            #expect(exit.exitCode == 0, "\(out) \(Engine.log(runtime, "a1", "stderr"))")
+            #expect(!out.contains("read-secret") && !out.contains("read-other-task") && !out.contains("saw-workloads"), "\(out)")
+            #expect(out.contains("sleepers-visible=0"), "another task's processes are not visible: \(out)")
+            #expect(out.hasSuffix("done\n"))
+            // The other task lives on.
+            #expect(await Engine.containerExists(runtime, "v1"))
+            await runtime.stop(workloadID: "v1", taskIndex: 0, handle: victim.handle, grace: 1)
+            _ = await nextExit(of: "v1", runtime.events)
+        }
+    }
+
     @Test("GPUs by the task's indices: CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES, none when it asked for none")
     func fakeGPUs() async throws {
         try await withRuntime { runtime, _ in
