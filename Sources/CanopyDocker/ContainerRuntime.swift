@@ -26,7 +26,8 @@ public final class ContainerRuntime: PlacedRuntime {
         /// Where task directories go (`<data-dir>/workloads`).
         public var workloadsRoot: String
         /// The network containers join: `none` (loopback only), `bridge` or another engine network, or `host`;
-        /// nil: `bridge` where the engine has it, else `none`.
+        /// nil: the engine's default (Docker's `bridge` where it has one; where it has none, as with
+        /// `dockerd --bridge=none`, a network namespace of the container's own with only loopback).
         public var network: String?
         /// The most processes a task may have.
         public var pidsLimit: Int
@@ -66,8 +67,7 @@ public final class ContainerRuntime: PlacedRuntime {
     /// Why the engine cannot be reached, while it cannot.
     private let problem = Mutex<String?>(nil)
     private let nvidia = Mutex<Bool>(false)
-    /// The network in force (see `Configuration.network`).
-    private let network: Mutex<String>
+
 
     /// Creates the runtime; nothing is contacted until `run()` or a launch.
     public init(engine: DockerEngine, configuration: Configuration, identities: TaskIdentities?, logger: Logger = Logger(label: "canopy.container")) {
@@ -81,7 +81,6 @@ public final class ContainerRuntime: PlacedRuntime {
         }
         limitations = notes
         nvidia.withLock { $0 = configuration.nvidiaDevices ?? false }
-        network = Mutex(configuration.network ?? "none")
         (events, continuation) = AsyncStream.makeStream()
     }
 
@@ -111,11 +110,14 @@ public final class ContainerRuntime: PlacedRuntime {
             }
             for file in [layout.stdout, layout.stderr] { try? FileManager.default.removeItem(atPath: file) }
             let name = Self.name(task.workloadID, task.taskIndex)
-            // A container left by a launch that crashed half-way: it never ran for us (the task was not recorded
-            // as started), so it goes.
-            _ = try? await engine.call(.DELETE, "/containers/\(name)", query: [("force", "1"), ("v", "1")])
             let body = createBody(task, image: image, workdir: "/workspace" + workdir.dropFirst(layout.work.count), layout: layout, uid: owner?.uid)
-            let (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
+            var (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
+            if status == 409 {
+                // A container left by a launch that crashed half-way: it never ran for us (the task was not
+                // recorded as started), so it goes, and this launch creates the task's one container.
+                _ = try? await engine.call(.DELETE, "/containers/\(name)", query: [("force", "1"), ("v", "1")])
+                (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
+            }
             if status == 404 {
                 throw CanopyError(.notFound, "image \(task.spec.image ?? image) is not in the container engine any more (removed behind Canopy's back?); import or load it again")
             }
@@ -161,7 +163,7 @@ public final class ContainerRuntime: PlacedRuntime {
         for m in task.mounts { mounts.append(.init(Type: "bind", Source: m.hostPath, Target: m.target, ReadOnly: m.readOnly)) }
         var host = CreateContainer.Host(
             Mounts: mounts, Memory: Int64(task.spec.resources.memoryMiB) << 20, MemorySwap: Int64(task.spec.resources.memoryMiB) << 20,
-            NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: network.withLock { $0 },
+            NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: config.network,
             Privileged: false, SecurityOpt: ["no-new-privileges"], DeviceRequests: nil, Init: true)
         if nvidia.withLock({ $0 }), !task.gpus.isEmpty {
             host.DeviceRequests = [.init(Driver: "nvidia", DeviceIDs: task.gpus.map(String.init), Capabilities: [["gpu"]])]
@@ -338,9 +340,6 @@ public final class ContainerRuntime: PlacedRuntime {
         if config.nvidiaDevices == nil, let info = try? await engine.info() {
             nvidia.withLock { $0 = info.runtimes?["nvidia"] != nil }
         }
-        if config.network == nil, let (status, _) = try? await engine.call(.GET, "/networks/bridge") {
-            network.withLock { $0 = status == 200 ? "bridge" : "none" }
-        }
         while !Task.isCancelled {
             do {
                 let filters = #"{"type":["container"],"event":["die"],"label":["canopy.workload"]}"#
@@ -436,7 +435,7 @@ struct CreateContainer: Encodable {
         var MemorySwap: Int64
         var NanoCpus: Int64
         var PidsLimit: Int64
-        var NetworkMode: String
+        var NetworkMode: String?
         var Privileged: Bool
         var SecurityOpt: [String]
         var DeviceRequests: [DeviceRequest]?

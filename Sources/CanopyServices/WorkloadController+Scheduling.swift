@@ -37,6 +37,9 @@ extension WorkloadController {
         // deep queue would rewrite every pending row whenever anything ends; it is written along with the
         // workload's next real change.
         for (id, reason) in outcome.reasons { wait(id, reason) }
+        // Every start is placed before the first launch: a launch waits on its runtime, the actor runs other
+        // work meanwhile (another pass among it), and a workload still runnable then would be placed twice.
+        var placedIDs: [String] = []
         for start in outcome.starts {
             guard let w = active[start.workloadID] else { continue }
             untrackPending(w)
@@ -44,7 +47,20 @@ extension WorkloadController {
                 w, placements: start.placements.map { BackendPlacement(taskIndex: $0.taskIndex, node: $0.node, gpus: $0.gpus) }, at: now)
             active[w.id] = placed
             for t in placed.tasks { allocate(placed, task: t) }
-            await launch(w.id)
+            placedIDs.append(w.id)
+        }
+        // Workloads launch side by side, a few at a time (a container runtime's launch is a round trip to its
+        // engine); a workload's own tasks launch one after another.
+        await withTaskGroup(of: Void.self) { group in
+            var next = placedIDs.makeIterator()
+            for _ in 0..<launchConcurrency {
+                guard let id = next.next() else { break }
+                group.addTask { await self.launch(id) }
+            }
+            for await _ in group {
+                guard let id = next.next() else { continue }
+                group.addTask { await self.launch(id) }
+            }
         }
         await persist()
         notify()

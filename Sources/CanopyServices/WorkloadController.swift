@@ -41,6 +41,8 @@ public actor WorkloadController {
     var unreachable: [RuntimeKind: Unreachability] = [:]
     /// How many submissions to a backend run at once.
     let submitConcurrency = 8
+    /// How many workloads launch at once on placed runtimes.
+    let launchConcurrency = 16
     /// How long a runtime that failed a launch as unreachable, without saying so through its events, is left alone
     /// before the next pass tries it again.
     let unreachableRetry: Double

@@ -17,7 +17,7 @@ enum Engine {
     static var available: Bool { dir.map { FileManager.default.fileExists(atPath: $0 + "/docker.sock") } ?? false }
     static let image = "busybox:canopy-test"
 
-    static func runtime(root: String, network: String = "none") throws -> ContainerRuntime {
+    static func runtime(root: String, network: String? = nil) throws -> ContainerRuntime {
         let identities = geteuid() == 0 ? try TaskIdentities() : nil
         return ContainerRuntime(
             engine: DockerEngine(socketPath: dir! + "/docker.sock"), configuration: .init(workloadsRoot: root, network: network), identities: identities)
@@ -54,7 +54,7 @@ func engineIsThere() async throws {
 @Suite("container runtime on a real dockerd", .enabled(if: Engine.available, "needs the dockerd scripts/test.sh starts"))
 struct ContainerRuntimeTests {
     /// Starts a runtime with its engine watch running, for the body.
-    func withRuntime(network: String = "none", _ body: (ContainerRuntime, String) async throws -> Void) async throws {
+    func withRuntime(network: String? = nil, _ body: (ContainerRuntime, String) async throws -> Void) async throws {
         let root = try makeTempDir("canopy-ctr")
         let runtime = try Engine.runtime(root: root, network: network)
         let watch = Task { await runtime.run() }
