@@ -52,7 +52,7 @@ public struct ServerConfiguration: Sendable {
     public var containerEngine: String?
     /// `--container-network`, `CANOPY_CONTAINER_NETWORK`: the network containers join: `none` (loopback only),
     /// `bridge` or another engine network by name, or `host` (the host's own network; an admin's explicit choice).
-    /// Default: the engine's `bridge` network where it has one, else `none`.
+    /// Default: the engine's default network (Docker's `bridge` where it has one).
     public var containerNetwork: String?
     /// `--image-policy`, `CANOPY_IMAGE_POLICY`: what a workload that names an image gets: `engine` (run it as a
     /// container of the catalog's image), `processes` (run it as host processes, ignoring the image) or `refuse`.

@@ -34,7 +34,7 @@ struct ServeCommand: AsyncParsableCommand {
             podman's socket, if present).
             """)
     var containerEngine: String?
-    @Option(help: "The network containers join: none, bridge (or another engine network), or host (default: bridge where the engine has it, else none).")
+    @Option(help: "The network containers join: none, bridge (or another engine network), or host (default: the engine's default, bridge where it has one).")
     var containerNetwork: String?
     @Option(help: "A host path workloads may mount as host:/PATH, it or below it (repeatable; default none).") var hostMount: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
