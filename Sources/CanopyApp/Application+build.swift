@@ -101,7 +101,8 @@ public func buildApplication(
     let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool")
     let workloads = WorkloadService(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
-        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
+        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore,
+        imageRefusal: config.executor == "slurm" ? ImagePolicy.slurmMessage : ImagePolicy.noEngineMessage)
     let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)

@@ -17,7 +17,7 @@ extension WorkloadService {
             let ref = try ImageReference.parse(image, field: "image")
             switch policy {
             case .refuse:
-                throw CanopyError(.conflict, ImagePolicy.noEngineMessage, field: "image")
+                throw CanopyError(.conflict, imageRefusal, field: "image")
             case .runAsProcesses:
                 break
             case .engine:

@@ -14,6 +14,9 @@ public struct WorkloadService: Sendable {
     let imagePolicy: ImagePolicy
     let hostMountAllowList: [String]
     let dataStore: (any DataStore)?
+    /// Why a workload with an image is refused under the `refuse` policy (the server has no engine, or its backend
+    /// runs no containers).
+    let imageRefusal: String
 
     /// Creates the service. Images: `images` is the catalog workloads' images resolve in, `imagePolicy` what a
     /// workload with an image gets (`.engine` needs a catalog with an engine, else it is refused), and
@@ -21,7 +24,8 @@ public struct WorkloadService: Sendable {
     /// `dataStore` is where `data:` mounts must exist.
     public init(
         store: any Store, controller: WorkloadController, runtimes: Runtimes, ids: IDGenerator = .random, clock: Clock = .system,
-        images: ImageService? = nil, imagePolicy: ImagePolicy = .refuse, hostMountAllowList: [String] = [], dataStore: (any DataStore)? = nil
+        images: ImageService? = nil, imagePolicy: ImagePolicy = .refuse, hostMountAllowList: [String] = [], dataStore: (any DataStore)? = nil,
+        imageRefusal: String = ImagePolicy.noEngineMessage
     ) {
         self.store = store
         self.controller = controller
@@ -32,6 +36,7 @@ public struct WorkloadService: Sendable {
         self.imagePolicy = imagePolicy
         self.hostMountAllowList = hostMountAllowList
         self.dataStore = dataStore
+        self.imageRefusal = imageRefusal
     }
 
     /// Limits a request must respect.
