@@ -98,7 +98,7 @@ public func buildApplication(
     let keys = try AccessKeyService(store: store, keyFile: dataDir + "/secret.key")
     try await keys.load()
     // Images and mounts: the catalog, and what workloads with images or mounts get.
-    let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool")
+    let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool", pullRegistries: config.pullRegistries)
     let workloads = WorkloadService(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
         hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore,

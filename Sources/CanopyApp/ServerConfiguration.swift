@@ -54,6 +54,9 @@ public struct ServerConfiguration: Sendable {
     /// `bridge` or another engine network by name, or `host` (the host's own network; an admin's explicit choice).
     /// Default: the engine's default network (Docker's `bridge` where it has one).
     public var containerNetwork: String?
+    /// `--pull-registry HOST` (repeatable), `CANOPY_PULL_REGISTRIES` (comma-separated): the registries users may pull
+    /// images from (admins pull from any). Default `docker.io`.
+    public var pullRegistries: [String] = ["docker.io"]
     /// `--image-policy`, `CANOPY_IMAGE_POLICY`: what a workload that names an image gets: `engine` (run it as a
     /// container of the catalog's image), `processes` (run it as host processes, ignoring the image) or `refuse`.
     /// Default: `engine` when the server has a container engine, `refuse` otherwise.
@@ -88,6 +91,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_IMAGE_POLICY"], !v.isEmpty { imagePolicy = v }
         if let v = environment["CANOPY_CONTAINER_ENGINE"], !v.isEmpty { containerEngine = v }
         if let v = environment["CANOPY_CONTAINER_NETWORK"], !v.isEmpty { containerNetwork = v }
+        if let v = environment["CANOPY_PULL_REGISTRIES"], !v.isEmpty { pullRegistries = v.split(separator: ",").map { String($0) } }
         if let v = environment["CANOPY_HOST_MOUNTS"], !v.isEmpty { hostMounts = v.split(separator: ",").map { String($0) } }
         dataForest = DataForestConfiguration(environment: environment)
     }

@@ -82,7 +82,8 @@ enum Format {
             ("Command", w.spec.command.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")),
             ("Resources", resources(w.spec.resources, tasks: w.spec.tasks)),
         ]
-        if let image = w.spec.image { lines.append(("Image", image + (w.imageReference.map { " (\($0))" } ?? ""))) }
+        // The image by the id it was pinned to at submit, shortened as docker shows ids.
+        if let image = w.spec.image { lines.append(("Image", image + (w.imageReference.map { " (\($0.hasPrefix("sha256:") ? String($0.prefix(19)) : $0))" } ?? ""))) }
         for m in w.spec.mounts { lines.append(("Mount", "\(m.source) on \(m.target)\(m.readOnly ? " (read-only)" : "")")) }
         if let d = w.spec.maxDurationSeconds { lines.append(("Max duration", Quantity.formatDuration(d))) }
         if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }

@@ -36,6 +36,7 @@ struct ServeCommand: AsyncParsableCommand {
     var containerEngine: String?
     @Option(help: "The network containers join: none, bridge (or another engine network), or host (default: the engine's default, bridge where it has one).")
     var containerNetwork: String?
+    @Option(help: "A registry users may pull images from (repeatable; default docker.io; admins pull from any).") var pullRegistry: [String] = []
     @Option(help: "A host path workloads may mount as host:/PATH, it or below it (repeatable; default none).") var hostMount: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
@@ -61,6 +62,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let imagePolicy { config.imagePolicy = imagePolicy }
         if let containerEngine { config.containerEngine = containerEngine }
         if let containerNetwork { config.containerNetwork = containerNetwork }
+        if !pullRegistry.isEmpty { config.pullRegistries = pullRegistry }
         if !hostMount.isEmpty { config.hostMounts = hostMount }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in

@@ -62,6 +62,10 @@ public struct DockerImages: ImageEngine {
         return image
     }
 
+    public func archiveReferences(file: String) async throws -> [String] {
+        try ImageArchive.references(in: file)
+    }
+
     public func load(file: String) async throws -> [(reference: String, image: EngineImage)] {
         let (body, _) = try Self.fileBody(file)
         let response = try await engine.stream("/images/load", query: [("quiet", "1")], method: .POST, body: body, contentType: "application/x-tar")

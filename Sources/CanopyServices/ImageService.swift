@@ -35,11 +35,22 @@ public final class ImageService: Sendable {
 
     /// Creates the catalog over the store and the engine (nil: this server has no container engine). Uploads are
     /// spooled to `spoolDirectory` (under the server's data directory).
-    public init(store: any Store, engine: (any ImageEngine)?, spoolDirectory: String, clock: Clock = .system) {
+    public init(store: any Store, engine: (any ImageEngine)?, spoolDirectory: String, clock: Clock = .system, pullRegistries: [String] = ["docker.io"]) {
+        self.pullRegistries = Set(pullRegistries.map(Self.registryName))
         self.store = store
         self.engine = engine
         self.spoolDirectory = spoolDirectory
         self.clock = clock
+    }
+
+    /// The registries users may pull from (admins pull from any): the engine fetches what a pull names, so an open
+    /// pull would let any user make it connect to any address it can reach, and read the answer in its errors.
+    let pullRegistries: Set<String>
+
+    /// A registry's canonical name (Docker Hub's aliases are `docker.io`).
+    static func registryName(_ domain: String?) -> String {
+        guard let domain = domain?.lowercased() else { return "docker.io" }
+        return ["index.docker.io", "registry-1.docker.io"].contains(domain) ? "docker.io" : domain
     }
 
     /// Whether this server has a container engine.
@@ -141,6 +152,13 @@ public final class ImageService: Sendable {
             throw CanopyError.invalid(
                 "reference", "\(ImageRecord.engineNamespace)/... references are the catalog's own names in the engine; pull from another repository")
         }
+        let registry = Self.registryName(source.domain)
+        if principal.role != .admin, !pullRegistries.contains(registry) {
+            throw CanopyError(
+                .permissionDenied,
+                "pulls from \(registry) are not allowed on this server (allowed: \(pullRegistries.sorted().joined(separator: ", "))); an admin allows a registry with canopy serve --pull-registry HOST",
+                field: "reference")
+        }
         guard let catalogName = name ?? source.defaultCatalogName else {
             throw CanopyError.invalid("name", "\(reference) has a digest and no tag: give the catalog name to use (name, e.g. app:v1)")
         }
@@ -172,6 +190,16 @@ public final class ImageService: Sendable {
         // The engine's names before the load: a name the archive also carries is put back as it was afterwards
         // (the engine may serve others, whose images must not lose or change their names), and only a name the
         // load created is dropped.
+        // What the archive would name, read before the engine sees it: a catalog reference is refused here, so the
+        // engine never moves one, not even for a moment.
+        for reference in try await engine.archiveReferences(file: file) {
+            guard let parsed = try? ImageReference.parse(reference) else {
+                throw CanopyError.invalid("body", "the archive names \(reference), which is not an image reference")
+            }
+            if Self.isCatalogNamespace(parsed) {
+                throw CanopyError.invalid("body", "the archive names \(reference): \(ImageRecord.engineNamespace)/... names are the catalog's own")
+            }
+        }
         let before = (try? await engine.allReferences()) ?? [:]
         let loaded = try await Self.engineCall("load the archive", field: "body") { try await engine.load(file: file) }
         @Sendable func settleName(_ reference: String, of image: EngineImage) async {
@@ -290,7 +318,11 @@ public final class ImageService: Sendable {
         if record.isPublic, principal.role != .admin {
             throw CanopyError(.permissionDenied, "\(record.name) is a public image; only admins remove public images")
         }
-        let users = try await store.activeWorkloads().filter { $0.imageReference == record.engineReference }
+        // Workloads run the image by its id (or, recorded before that, by the catalog's reference); only those
+        // this record's scope can run count, so another tenant's use of the same content is never revealed.
+        let users = try await store.activeWorkloads().filter { w in
+            (w.imageReference == record.engineID || w.imageReference == record.engineReference) && (record.isPublic || w.tenant == record.tenant)
+        }
         if let first = users.first {
             throw CanopyError(
                 .conflict, "\(record.name) is the image of \(users.count) unfinished workload(s) (\(first.id)...); stop them or wait for them to end",

@@ -32,7 +32,9 @@ extension WorkloadService {
                 guard let images, let record = try await images.resolve(ref.catalogName, tenant: tenant) else {
                     throw CanopyError(.notFound, "no image named \(ref.catalogName) in the catalog (canopy images ls lists it): \(howToAdd)", field: "image")
                 }
-                engineReference = record.engineReference
+                // The image's id, not its name: a name in the engine can be moved (by a load, by the engine's other
+                // users), the content an id names cannot.
+                engineReference = record.engineID
             }
         }
         guard !spec.mounts.isEmpty else { return (spec, engineReference) }

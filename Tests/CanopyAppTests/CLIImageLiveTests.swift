@@ -39,10 +39,10 @@ struct CLIImageLiveTests {
             #expect(run.status == 0, "\(run)")
             let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let w = try await server.workloads.get(id, as: Principal(user: "admin", tenant: "default", role: .admin))
-            #expect(w.imageReference == "canopy/public/team/app:v1" && w.spec.mounts == [Mount(source: "data:/datasets", target: "/data", readOnly: true)])
+            #expect(w.imageReference == shown?["engineID"] as? String && w.imageReference?.hasPrefix("sha256:") == true && w.spec.mounts == [Mount(source: "data:/datasets", target: "/data", readOnly: true)])
             let described = try await canopy(["show", id])
             #expect(
-                described.stdout.contains("team/app:v1 (canopy/public/team/app:v1)") && described.stdout.contains("data:/datasets on /data (read-only)"),
+                described.stdout.contains("team/app:v1 (sha256:") && described.stdout.contains("data:/datasets on /data (read-only)"),
                 "\(described)")
             let inUse = try await canopy(["images", "rm", "team/app:v1"])
             #expect(inUse.status == 1 && inUse.stderr.contains("unfinished workload"), "\(inUse)")

@@ -47,7 +47,7 @@ struct DataForestImageTests {
             let (ok, app) = try await client.df("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok"], signer)
             #expect(ok == .ok, "\(app)")
             let w = try await server.workloads.get(app["id"] as? String ?? "", as: Principal(user: "admin", tenant: "default", role: .admin))
-            #expect(w.spec.image == "tensorflow:r2.3.1-py3" && w.imageReference == "canopy/public/tensorflow:r2.3.1-py3")
+            #expect(w.spec.image == "tensorflow:r2.3.1-py3" && w.imageReference?.hasPrefix("sha256:") == true)
             _ = try await client.df("aiapps/kill", ["id": w.id], signer)
 
             // The vendor's pattern allows what the catalog does not hold, and what is no reference at all.

@@ -11,7 +11,7 @@ import Testing
 private func catalog(engine: FakeImageEngine? = FakeImageEngine()) throws -> (ImageService, FakeImageEngine?, SQLiteStore, String) {
     let dir = try makeTempDir("canopy-images")
     let store = try SQLiteStore(path: dir + "/canopy.sqlite")
-    return (ImageService(store: store, engine: engine, spoolDirectory: dir + "/spool"), engine, store, dir)
+    return (ImageService(store: store, engine: engine, spoolDirectory: dir + "/spool", pullRegistries: ["docker.io", "ghcr.io"]), engine, store, dir)
 }
 
 private func file(_ dir: String, _ bytes: Int = 1024) throws -> String {
@@ -83,6 +83,23 @@ struct ImageServiceTests {
         #expect(try await images.list(as: alice).isEmpty)
     }
 
+    @Test("users pull only from allowed registries (an open pull makes the engine fetch any address); admins from any")
+    func pullRegistries() async throws {
+        let (images, _, _, _) = try catalog()
+        let alice = Principal(user: "alice", tenant: "acme", role: .user)
+        for reference in ["127.0.0.1:7420/x:1", "169.254.169.254/latest:1", "quay.io/org/app:1"] {
+            await #expect(throws: CanopyError.self) { _ = try await images.pull(reference: reference, name: "q:1", public: false, as: alice) }
+            do {
+                _ = try await images.pull(reference: reference, name: "q:1", public: false, as: alice)
+            } catch let e as CanopyError {
+                #expect(e.code == .permissionDenied && e.field == "reference" && e.message.contains("--pull-registry"), "\(e)")
+            }
+        }
+        _ = try await images.pull(reference: "index.docker.io/library/busybox:1.36", name: "bb:1", public: false, as: alice)
+        let admin = Principal(user: "admin", tenant: "default", role: .admin)
+        _ = try await images.pull(reference: "quay.io/org/app:1", name: nil, public: true, as: admin)
+    }
+
     @Test("a pull reports progress, takes the reference's name without the registry, and keeps only the catalog's name in the engine")
     func pull() async throws {
         let (images, engine, _, _) = try catalog()
@@ -132,7 +149,7 @@ struct ImageServiceTests {
         let (images, _, store, dir) = try catalog()
         let r = try await images.importRootfs(file: try file(dir), name: "job:1", public: false, as: alice)
         var w = Workload(id: "W1", tenant: "acme", owner: "alice", spec: WorkloadSpec(image: "job:1", command: ["true"]), createdAt: Date())
-        w.imageReference = r.engineReference
+        w.imageReference = r.engineID
         _ = try await store.insert(w)
         let e = await errorOf { _ = try await images.remove("job:1", as: alice) }
         #expect(e?.code == .conflict)
@@ -144,6 +161,7 @@ private struct BrokenEngine: ImageEngine {
     struct Failure: Error {}
     func importRootfs(file: String, as reference: String) async throws -> EngineImage { throw Failure() }
     func allReferences() async throws -> [String: String] { throw Failure() }
+    func archiveReferences(file: String) async throws -> [String] { [] }
     func load(file: String) async throws -> [(reference: String, image: EngineImage)] { throw Failure() }
     func pull(_ reference: String, progress: @escaping @Sendable (String) -> Void) async throws -> EngineImage { throw Failure() }
     func tag(_ source: String, as reference: String) async throws { throw Failure() }

@@ -68,6 +68,8 @@ public final class FakeImageEngine: ImageEngine {
         }
     }
 
+    public func archiveReferences(file: String) async throws -> [String] { archiveReferences.withLock { $0 } }
+
     public func load(file: String) async throws -> [(reference: String, image: EngineImage)] {
         let size = try Self.size(file)
         let refs = archiveReferences.withLock { $0 }

@@ -30,6 +30,7 @@ public func testConfiguration(dataDir: String? = nil, gpus: String = "T4:2", cpu
     c.shimPath = buildProductsDir + "/canopy-shim"
     // Tests that do not care about containers run image workloads as processes, as servers did before images.
     c.imagePolicy = "processes"
+    c.pullRegistries = ["docker.io", "ghcr.io"]
     return c
 }
 

@@ -22,6 +22,10 @@ public struct EngineImage: Sendable, Hashable, Codable {
 public protocol ImageEngine: Sendable {
     /// Creates an image from a root-filesystem tarball (as `docker import`), named `reference`.
     func importRootfs(file: String, as reference: String) async throws -> EngineImage
+    /// The references an image archive would give its images, read from the file before anything is loaded; throws
+    /// (naming the field `body`) when the file is not an archive the engine's `load` takes in a form whose names can
+    /// be read first.
+    func archiveReferences(file: String) async throws -> [String]
     /// Loads an image archive (as `docker load`); returns the references the archive named, with their images.
     func load(file: String) async throws -> [(reference: String, image: EngineImage)]
     /// Pulls `reference` from its registry, reporting progress lines as they come.

@@ -195,7 +195,7 @@ public enum OpenAPIDocument {
                 "tenant": str, "owner": str, "seq": int, "spec": ref("WorkloadSpec"), "createdAt": time, "startedAt": time, "finishedAt": time,
                 "stopRequestedAt": time, "tasks": ["type": "array", "items": ref("Task")], "version": int,
                 "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
-                "imageReference": ["type": "string", "description": "the engine's reference of spec.image, resolved in the catalog at submit"],
+                "imageReference": ["type": "string", "description": "the engine's content id (sha256:...) of spec.image, resolved in the catalog at submit"],
             ],
         ],
         "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str]],
