@@ -49,11 +49,11 @@ public struct LocalDataStore: DataStore {
 
     public func list(tenant: String, path: String) throws -> [DataEntry] {
         let clean = DataPath.normalize(path) ?? "/"
-        guard let (me, directory) = try look(tenant: tenant, path: clean, opening: true) else {
+        guard let found = try look(tenant: tenant, path: clean, opening: true) else {
             if clean == "/" { return [] }
             throw CanopyError(.notFound, "no such file or directory: \(clean)", field: "path")
         }
-        guard let directory else { return [me] }
+        guard let directory = found.directory else { return [found.entry] }
         let prefix = clean == "/" ? "" : clean
         // Links, FIFOs, sockets and devices are not listed.
         return FileTree.names(in: directory).compactMap { name in

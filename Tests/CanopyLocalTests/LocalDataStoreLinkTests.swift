@@ -28,8 +28,8 @@ struct LocalDataStoreLinkTests {
             try FileManager.default.createDirectory(atPath: outside + "/sub", withIntermediateDirectories: true)
             try "secret\n".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
             try "deep\n".write(toFile: outside + "/sub/f", atomically: false, encoding: .utf8)
-            try put("/x/real.txt", "real\n")
             tenantDirectory = store.localPath(tenant: "t", path: "/")
+            try put("/x/real.txt", "real\n")
             let x = tenantDirectory + "/x"
             #expect(symlink(outside + "/secret.txt", x + "/file-link") == 0)
             #expect(symlink(outside, x + "/dir-link") == 0)
