@@ -113,7 +113,8 @@ extension LocalDataStore {
     static func entry(_ st: stat, path: String) -> DataEntry? {
         guard FileTree.isDirectory(st) || FileTree.isRegular(st) else { return nil }
         let modified = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
-        return DataEntry(path: path, isDirectory: FileTree.isDirectory(st), size: FileTree.isRegular(st) ? Int64(st.st_size) : 0, modifiedAt: modified)
+        let size = FileTree.isRegular(st) ? Int64(st.st_size) : 0
+        return DataEntry(path: path, isDirectory: FileTree.isDirectory(st), size: size, modifiedAt: modified)
     }
 
     /// Opens the store's root (the server's own directory).

@@ -110,9 +110,9 @@ struct DataAndKeysTests {
     func plantedLinks() async throws {
         try await withServer { server, client in
             let token = server.adminToken
-            try await client.execute(uri: "/api/v1/data/content?path=/x/real.txt", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "real\n")) {
-                #expect($0.status == .created)
-            }
+            try await client.execute(
+                uri: "/api/v1/data/content?path=/x/real.txt", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "real\n")
+            ) { #expect($0.status == .created) }
             // What a task with `data:/x` mounted read-write at /shared could leave there.
             let root = server.store.directory + "/data"
             let tenant = try #require(try FileManager.default.contentsOfDirectory(atPath: root).first { $0 != ".scratch" })
@@ -140,7 +140,9 @@ struct DataAndKeysTests {
             let (listed, listBody) = try await client.json("/api/v1/data?path=/x/dir-link", token: token)
             #expect(listed == .notFound && field(listBody) == "path")
             for path in ["/x/dir-link/new.txt", "/x/dir-link/sub/new.txt", "/x/dir-link/made/new.txt"] {
-                try await client.execute(uri: "/api/v1/data/content?path=\(path)", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "evil")) {
+                try await client.execute(
+                    uri: "/api/v1/data/content?path=\(path)", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "evil")
+                ) {
                     let error = TestJSON.object($0.body)["error"] as? [String: Any]
                     #expect($0.status == .conflict && error?["field"] as? String == "path", "put \(path): \($0.status)")
                     #expect((error?["message"] as? String ?? "").contains("symbolic link"))
@@ -150,7 +152,8 @@ struct DataAndKeysTests {
 
             // Staging: an input or an output through the link fails the workload; nothing is copied either way.
             func run(_ data: [String: Any], _ command: String) async throws -> [String: Any] {
-                let (status, w) = try await client.json("/api/v1/workloads", .post, token: token, body: ["command": ["sh", "-c", command], "data": data])
+                let body: [String: Any] = ["command": ["sh", "-c", command], "data": data]
+                let (status, w) = try await client.json("/api/v1/workloads", .post, token: token, body: body)
                 #expect(status == .created, "\(w)")
                 return try await client.waitForPhase(w["id"] as? String ?? "", token: token, ["Succeeded", "Failed"])
             }

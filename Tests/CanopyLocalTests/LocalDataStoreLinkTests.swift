@@ -77,7 +77,8 @@ struct LocalDataStoreLinkTests {
         let p = try Planted()
         for path in ["/x/dir-link/new.txt", "/x/dir-link/sub/new.txt", "/x/dir-link/made/new.txt", "/x/relative-link/new.txt"] {
             let error = #expect(throws: CanopyError.self, "\(path)") { try p.put(path, "evil\n") }
-            #expect(error?.code == .conflict && error?.field == "path" && error?.message.contains("symbolic link") == true, "\(String(describing: error))")
+            #expect(error?.code == .conflict && error?.field == "path", "\(path)")
+            #expect(error?.message.contains("symbolic link") == true, "\(String(describing: error))")
         }
         // Replacing the link writes the store's own file, not the one it pointed to.
         try p.put("/x/file-link", "mine\n")
@@ -124,7 +125,8 @@ struct LocalDataStoreLinkTests {
         }
         #expect(p.outsideIsIntact())
         // Over a link at the last component: the link is replaced, its target untouched.
-        let over = StagedOutput(path: "out.txt", localDestination: p.store.localPath(tenant: "t", path: "/x/file-link"), destination: "/x/file-link", overwrite: true)
+        let over = StagedOutput(
+            path: "out.txt", localDestination: p.store.localPath(tenant: "t", path: "/x/file-link"), destination: "/x/file-link", overwrite: true)
         try layout.collect([over], workdir: nil)
         #expect(p.outsideIsIntact())
         #expect(try p.store.entry(tenant: "t", path: "/x/file-link")?.size == 7)
