@@ -20,19 +20,28 @@ package enum FileTree {
     package typealias Owner = (uid: uid_t, gid: gid_t)
 
     /// An open descriptor, closed when the value goes away.
-    final class Descriptor {
-        let fd: Int32
-        init(_ fd: Int32) { self.fd = fd }
+    package final class Descriptor {
+        /// The descriptor.
+        package let fd: Int32
+        /// Takes ownership of `fd`.
+        package init(_ fd: Int32) { self.fd = fd }
         deinit { close(fd) }
     }
 
     static func error(_ what: String) -> StagingError { StagingError("\(what): \(String(cString: strerror(errno)))") }
 
     /// Opens a directory the server owns, by its absolute path.
-    static func openDirectory(_ path: String) throws -> Descriptor {
+    package static func openDirectory(_ path: String) throws -> Descriptor {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw error("cannot open \(path)") }
         return Descriptor(fd)
+    }
+
+    /// Opens an absolute path as a directory from `/` without following a link in any component: for data-store
+    /// paths, where a task with a read-write mount may have left links (the store's root is resolved when the
+    /// store starts, so the server's own part of the path holds none).
+    static func openDirectoryWithoutLinks(_ path: String, display: String) throws -> Descriptor {
+        try openDirectory(beneath: try openDirectory("/"), path.split(separator: "/").map(String.init), display: display)
     }
 
     /// Opens `components` below `base` as a directory, refusing links and escapes.
@@ -59,6 +68,12 @@ package enum FileTree {
     static func makeDirectories(beneath base: Descriptor, _ components: [String], owner: Owner?, display: String) throws -> Descriptor {
         var current = Descriptor(dup(base.fd))
         for name in components {
+            // An existing directory is opened without trying to create it (the server may not own its parent).
+            let existing = canopy_open_beneath(current.fd, name, O_RDONLY | O_DIRECTORY, 0)
+            if existing >= 0 {
+                current = Descriptor(existing)
+                continue
+            }
             if mkdirat(current.fd, name, 0o755) == 0 {
                 if let owner { fchownat(current.fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
             } else if errno != EEXIST {
@@ -72,16 +87,18 @@ package enum FileTree {
     }
 
     /// The entry `name` in `dir`, not following a link: its stat, or nil if there is none.
-    static func lstatAt(_ dir: Descriptor, _ name: String) -> stat? {
+    package static func lstatAt(_ dir: Descriptor, _ name: String) -> stat? {
         var st = stat()
         return fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil
     }
 
-    static func isDirectory(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFDIR }
-    static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
+    /// Whether `st` is a directory's.
+    package static func isDirectory(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFDIR }
+    /// Whether `st` is a regular file's.
+    package static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
 
     /// The names in a directory, sorted, without `.` and `..`.
-    static func names(in dir: Descriptor) -> [String] {
+    package static func names(in dir: Descriptor) -> [String] {
         let copy = dup(dir.fd)
         guard copy >= 0, let stream = fdopendir(copy) else { return [] }
         defer { closedir(stream) }
@@ -131,7 +148,7 @@ package enum FileTree {
 
     /// Removes `name` from `dir`, a whole tree if it is a directory, without following links. Below `maxDepth`
     /// levels nothing is removed (the directories above stay, not empty).
-    static func remove(_ name: String, in dir: Descriptor, depth: Int = 0) {
+    package static func remove(_ name: String, in dir: Descriptor, depth: Int = 0) {
         guard let st = lstatAt(dir, name) else { return }
         if isDirectory(st) {
             guard depth < maxDepth else { return }
@@ -217,15 +234,16 @@ package enum FileTree {
         return true
     }
 
-    /// Copies the entry `name` of `source` to the server-side path `destination` atomically: into a sibling scratch
-    /// path, then renamed over it. An existing destination is replaced only when `overwrite` is true.
+    /// Copies the entry `name` of `source` to the server-side path `destination` (a data-store path) atomically:
+    /// into a sibling scratch path, then renamed over it. An existing destination is replaced only when `overwrite`
+    /// is true. The directories above it are opened (and created where missing) from `/` without following any
+    /// link: a task with a read-write mount of the data store may have planted links there.
     static func replace(
         _ destination: String, with name: String, in source: Descriptor, readableBy: uid_t?, overwrite: Bool, display: String
     ) throws {
-        let fm = FileManager.default
         let parent = (destination as NSString).deletingLastPathComponent
-        try? fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        let parentDir = try openDirectory(parent)
+        let parentDir = try makeDirectories(
+            beneath: try openDirectory("/"), parent.split(separator: "/").map(String.init), owner: nil, display: display)
         let scratch = ".canopy-staging-\(UUID().uuidString)"
         defer { remove(scratch, in: parentDir) }
         try copy(name, in: source, to: scratch, in: parentDir, readableBy: readableBy, display: display)

@@ -94,7 +94,8 @@ public struct TaskLayout: Sendable {
     }
 
     /// Copies inputs into the task's directory, replacing what is there; with `owner`, they and the directories
-    /// above them up to `work` become that user's. Nothing in `work` is followed if it is a link.
+    /// above them up to `work` become that user's. Nothing in `work`, nor in the source's path, is followed if it
+    /// is a link.
     public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
         guard !inputs.isEmpty else { return }
         let base = try FileTree.openDirectory(work)
@@ -106,7 +107,10 @@ public struct TaskLayout: Sendable {
             guard let name = parts.popLast() else { throw StagingError("input path \"\(input.path)\" names the working directory itself") }
             let parent = try FileTree.makeDirectories(beneath: base, parts, owner: owner, display: input.path)
             FileTree.remove(name, in: parent)
-            let source = try FileTree.openDirectory((input.localSource as NSString).deletingLastPathComponent)
+            // The source is a data-store path: a task with a read-write mount may have left links in it, so no
+            // component is followed, and the copy below skips links, FIFOs and devices.
+            let source = try FileTree.openDirectoryWithoutLinks(
+                (input.localSource as NSString).deletingLastPathComponent, display: "input \"\(input.path)\"")
             try FileTree.copy(
                 (input.localSource as NSString).lastPathComponent, in: source, to: name, in: parent, owner: owner, display: input.path)
         }

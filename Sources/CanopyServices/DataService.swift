@@ -23,13 +23,16 @@ public struct DataService: Sendable {
         try store.list(tenant: principal.tenant, path: try Self.path(path))
     }
 
-    /// The local file holding a stored file, for streaming it out; not-found for directories and missing files.
-    public func file(_ path: String, as principal: Principal) throws -> (local: String, entry: DataEntry) {
+    /// A stored file opened for streaming it out (read from the handle, never by path: a task may have left links
+    /// in the store); not-found for missing files and paths through a link, a conflict for directories.
+    public func file(_ path: String, as principal: Principal) throws -> (handle: FileHandle, entry: DataEntry) {
         let p = try Self.path(path)
-        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw CanopyError(.notFound, "no such file: \(p)", field: "path") }
+        let missing = CanopyError(.notFound, "no such file: \(p)", field: "path")
+        guard let entry = try store.entry(tenant: principal.tenant, path: p) else { throw missing }
         // The request is well formed; what is at the path is not a file: a conflict with the store's state.
         guard !entry.isDirectory else { throw CanopyError(.conflict, "\(p) is a directory; list it instead", field: "path") }
-        return (store.localPath(tenant: principal.tenant, path: p), entry)
+        guard let file = try store.openFile(tenant: principal.tenant, path: p) else { throw missing }
+        return file
     }
 
     /// Writes a file: `fill` writes its bytes into the upload, which is then put in place whole, or dropped if

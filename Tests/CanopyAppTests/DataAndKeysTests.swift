@@ -7,6 +7,10 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("access keys, the data store and data staging through the native API")
 struct DataAndKeysTests {
     @Test("access keys: the secret is shown once and never stored in plain text; revoked keys disappear")
@@ -99,6 +103,72 @@ struct DataAndKeysTests {
                 "/api/v1/workloads", .post, token: server.adminToken, body: ["command": ["true"], "data": ["outputs": [["path": "../x", "destination": "/r"]]]])
             #expect(status == .badRequest)
             #expect((bad["error"] as? [String: Any])?["field"] as? String == "data.outputs[0].path")
+        }
+    }
+
+    @Test("links a task left in the data store: get, ls, put, rm and staging answer 4xx and never touch what they point to")
+    func plantedLinks() async throws {
+        try await withServer { server, client in
+            let token = server.adminToken
+            try await client.execute(
+                uri: "/api/v1/data/content?path=/x/real.txt", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "real\n")
+            ) { #expect($0.status == .created) }
+            // What a task with `data:/x` mounted read-write at /shared could leave there.
+            let root = server.store.directory + "/data"
+            let tenant = try #require(try FileManager.default.contentsOfDirectory(atPath: root).first { $0 != ".scratch" })
+            let x = root + "/" + tenant + "/x"
+            let outside = try makeTempDir()
+            try FileManager.default.createDirectory(atPath: outside + "/sub", withIntermediateDirectories: true)
+            try "secret\n".write(toFile: outside + "/secret.txt", atomically: false, encoding: .utf8)
+            #expect(symlink(outside + "/secret.txt", x + "/file-link") == 0)
+            #expect(symlink(outside, x + "/dir-link") == 0)
+            #expect(mkfifo(x + "/fifo", 0o644) == 0)
+            func intact() -> Bool {
+                (try? FileManager.default.subpathsOfDirectory(atPath: outside))?.sorted() == ["secret.txt", "sub"]
+                    && (try? String(contentsOfFile: outside + "/secret.txt", encoding: .utf8)) == "secret\n"
+            }
+            func field(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["field"] as? String }
+
+            for path in ["/x/file-link", "/x/dir-link/secret.txt", "/x/dir-link/sub", "/x/fifo"] {
+                let (got, body) = try await client.json("/api/v1/data/content?path=\(path)", token: token)
+                #expect(got == .notFound && field(body) == "path", "get \(path): \(got) \(body)")
+                let (removed, rmBody) = try await client.json("/api/v1/data?path=\(path)", .delete, token: token)
+                #expect(removed == .notFound && field(rmBody) == "path", "rm \(path): \(removed) \(rmBody)")
+            }
+            let listing = try await client.json("/api/v1/data?path=/x", token: token).1["items"] as? [[String: Any]] ?? []
+            #expect(listing.map { $0["path"] as? String } == ["/x/real.txt"])
+            let (listed, listBody) = try await client.json("/api/v1/data?path=/x/dir-link", token: token)
+            #expect(listed == .notFound && field(listBody) == "path")
+            for path in ["/x/dir-link/new.txt", "/x/dir-link/sub/new.txt", "/x/dir-link/made/new.txt"] {
+                try await client.execute(
+                    uri: "/api/v1/data/content?path=\(path)", method: .put, headers: authHeaders(token), body: ByteBuffer(string: "evil")
+                ) {
+                    let error = TestJSON.object($0.body)["error"] as? [String: Any]
+                    #expect($0.status == .conflict && error?["field"] as? String == "path", "put \(path): \($0.status)")
+                    #expect((error?["message"] as? String ?? "").contains("symbolic link"))
+                }
+            }
+            #expect(intact())
+
+            // Staging: an input or an output through the link fails the workload; nothing is copied either way.
+            func run(_ data: [String: Any], _ command: String) async throws -> [String: Any] {
+                let body: [String: Any] = ["command": ["sh", "-c", command], "data": data]
+                let (status, w) = try await client.json("/api/v1/workloads", .post, token: token, body: body)
+                #expect(status == .created, "\(w)")
+                return try await client.waitForPhase(w["id"] as? String ?? "", token: token, ["Succeeded", "Failed"])
+            }
+            let input = try await run(["inputs": [["source": "/x/dir-link", "path": "in"]]], "cat in/secret.txt")
+            #expect(input["phase"] as? String == "Failed", "\(input)")
+            let deeper = try await run(["inputs": [["source": "/x/dir-link/secret.txt", "path": "in"]]], "cat in")
+            #expect(deeper["phase"] as? String == "Failed", "\(deeper)")
+            let output = try await run(["outputs": [["path": "o", "destination": "/x/dir-link/res", "overwrite": true]]], "echo evil > o")
+            #expect(output["phase"] as? String == "Failed", "\(output)")
+            #expect((output["reason"] as? [String: Any])?["code"] as? String == "OutputStagingFailed")
+            #expect(intact())
+
+            // Removing the directory that holds the links removes them, not what they point to.
+            #expect(try await client.json("/api/v1/data?path=/x", .delete, token: token).0 == .noContent)
+            #expect(intact())
         }
     }
 }

@@ -273,8 +273,8 @@ extension NativeAPI {
     }
 
     @Sendable func getData(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        let (local, entry) = try data.file(try Self.pathParameter(request), as: try context.requirePrincipal())
-        guard let file = FileHandle(forReadingAtPath: local) else { throw CanopyError(.notFound, "no such file: \(entry.path)", field: "path") }
+        // Opened by the store without following links; the size is the opened file's.
+        let (file, entry) = try data.file(try Self.pathParameter(request), as: try context.requirePrincipal())
         let body = ResponseBody(contentLength: Int(entry.size)) { writer in
             defer { try? file.close() }
             var remaining = Int(entry.size)
