@@ -105,8 +105,12 @@ public final class ContainerRuntime: PlacedRuntime {
             try layout.prepare(owner: owner)
             try layout.makeDirectories(workdir, owner: owner)
             try layout.stage(task.inputs, workdir: task.spec.workdir, owner: owner)
-            for m in task.mounts where m.fromDataStore {
-                try FileTree.prepareMount(m.hostPath, owner: owner, readOnly: m.readOnly)
+            for m in task.mounts {
+                if m.fromDataStore {
+                    try FileTree.prepareMount(m.hostPath, owner: owner, readOnly: m.readOnly)
+                } else {
+                    try FileTree.checkNoLinks(m.hostPath)
+                }
             }
             for file in [layout.stdout, layout.stderr] { try? FileManager.default.removeItem(atPath: file) }
             let name = Self.name(task.workloadID, task.taskIndex)

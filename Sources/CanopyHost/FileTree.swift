@@ -44,6 +44,19 @@ package enum FileTree {
         try openDirectory(beneath: try openDirectory("/"), path.split(separator: "/").map(String.init), display: display)
     }
 
+    /// Checks that a host path (an admin-allowed mount source) exists and that no component of it, from `/`, is a
+    /// symbolic link: a link planted inside an allowed directory must not turn a mount towards the rest of the host.
+    package static func checkNoLinks(_ path: String) throws {
+        let root = try openDirectory("/")
+        let relative = path.split(separator: "/").joined(separator: "/")
+        let fd = canopy_open_beneath(root.fd, relative.isEmpty ? "." : relative, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw StagingError("mount source \(path) does not exist") }
+            throw StagingError("mount source \(path) goes through a symbolic link or cannot be opened; refusing it")
+        }
+        close(fd)
+    }
+
     /// Opens `components` below `base` as a directory, refusing links and escapes.
     static func openDirectory(beneath base: Descriptor, _ components: [String], display: String) throws -> Descriptor {
         guard let dir = try openDirectoryIfPresent(beneath: base, components, display: display) else {
@@ -113,7 +126,7 @@ package enum FileTree {
 
     /// How deep a tree the copy and the removal descend: a stranger's directory may nest thousands of levels
     /// (each level costs a stack frame and two descriptors here), real data does not come near.
-    static let maxDepth = 128
+    package static let maxDepth = 128
 
     /// Opens a data-store path for a task's mount: every entry below it is made readable by anyone (read-only
     /// mounts) or given to `owner` (read-write mounts), without following links. The data store's root stays 0700,

@@ -99,7 +99,12 @@ public struct LocalDataStore: DataStore {
         else { throw missing }
         // Through the parent's descriptor, a tree at a time, never following a link inside it.
         FileTree.remove(name, in: parent)
-        guard FileTree.lstatAt(parent, name) == nil else { throw CanopyError(.internal, "cannot delete all of \(clean)") }
+        // What is left is deeper than the walk goes (a stranger's task can nest directories without end).
+        guard FileTree.lstatAt(parent, name) == nil else {
+            throw CanopyError(
+                .conflict, "\(clean) is nested deeper than \(FileTree.maxDepth) levels; delete its deepest directories first (canopy data ls)",
+                field: "path")
+        }
     }
 }
 

@@ -223,6 +223,24 @@ struct ContainerRuntimeTests {
         }
     }
 
+    @Test("a host path is mounted only if no component of it is a symbolic link (a link planted in an allowed directory)")
+    func hostMountLinks() async throws {
+        try await withRuntime { runtime, _ in
+            let allowed = try makeTempDir("canopy-allowed")
+            try "host file\n".write(toFile: allowed + "/f.txt", atomically: true, encoding: .utf8)
+            try FileManager.default.createSymbolicLink(atPath: allowed + "/escape", withDestinationPath: "/")
+            await #expect(throws: StagingError.self) {
+                _ = try await runtime.launch(
+                    Engine.launch("h1", ["ls", "/x"], mounts: [ResolvedMount(hostPath: allowed + "/escape/etc", target: "/x", readOnly: true)]))
+            }
+            #expect(await Engine.containerExists(runtime, "h1") == false)
+            _ = try await runtime.launch(
+                Engine.launch("h2", ["cat", "/x/f.txt"], mounts: [ResolvedMount(hostPath: allowed, target: "/x", readOnly: true)]))
+            let exit = try #require(await nextExit(of: "h2", runtime.events))
+            #expect(exit.exitCode == 0 && Engine.log(runtime, "h2") == "host file\n")
+        }
+    }
+
     @Test("GPUs by the task's indices: CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES, none when it asked for none")
     func fakeGPUs() async throws {
         try await withRuntime { runtime, _ in
@@ -308,5 +326,46 @@ struct EngineOutageTests {
         #expect(exit(of: "o1", in: away + back) != nil, "the task whose container died with the engine is reported once it answers again")
         _ = try await runtime.launch(Engine.launch("o3", ["sh", "-c", "exit 4"]))
         #expect(await nextExit(of: "o3", runtime.events)?.exitCode == 4)
+    }
+}
+
+
+@Suite("image archives read before the engine loads them")
+struct ImageArchiveTests {
+    /// Writes a tar archive with the given members (name, content) through Python's tarfile (gzip when asked).
+    func archive(_ members: [(String, String)], gzip: Bool = false) async throws -> String {
+        let path = try makeTempDir("canopy-archive") + "/a.tar" + (gzip ? ".gz" : "")
+        let script = """
+            import io, json, sys, tarfile
+            members = json.loads(sys.argv[2])
+            with tarfile.open(sys.argv[1], "w:gz" if sys.argv[1].endswith(".gz") else "w") as t:
+                for name, content in members:
+                    data = content.encode()
+                    info = tarfile.TarInfo(name); info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+            """
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: members.map { [$0.0, $0.1] }), as: UTF8.self)
+        let r = try await runProcess("/usr/bin/python3", ["-c", script, path, json])
+        try #require(r.status == 0, "\(r.stderr)")
+        return path
+    }
+
+    @Test("the names of a current archive are read; old-format, compressed and non-archives are refused before loading")
+    func names() async throws {
+        let current = try await archive([
+            ("abc/layer.tar", String(repeating: "x", count: 700)),
+            ("manifest.json", #"[{"Config":"c.json","RepoTags":["canopy/public/busybox:1.36","busybox:latest"],"Layers":["abc/layer.tar"]}]"#),
+        ])
+        #expect(try ImageArchive.references(in: current) == ["canopy/public/busybox:1.36", "busybox:latest"])
+        let legacy = try await archive([("repositories", #"{"canopy/public/busybox":{"1.36":"abc"}}"#), ("abc/layer.tar", "x")])
+        #expect(throws: CanopyError.self) { _ = try ImageArchive.references(in: legacy) }
+        let gz = try await archive([("manifest.json", "[]")], gzip: true)
+        #expect(throws: CanopyError.self) { _ = try ImageArchive.references(in: gz) }
+        let notTar = try makeTempDir("canopy-archive") + "/x"
+        try String(repeating: "garbage ", count: 200).write(toFile: notTar, atomically: true, encoding: .utf8)
+        #expect(throws: CanopyError.self) { _ = try ImageArchive.references(in: notTar) }
+        if let dir = Engine.dir {
+            #expect(try ImageArchive.references(in: dir + "/busybox-image.tar") == ["busybox:canopy-test"])
+        }
     }
 }
