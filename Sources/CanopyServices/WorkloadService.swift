@@ -82,6 +82,11 @@ public struct WorkloadService: Sendable {
             if v.utf8.contains(0) { throw CanopyError.invalid("env.\(k)", "values cannot contain NUL bytes") }
         }
         if let wd = spec.workdir, wd.utf8.count > 4096 || wd.utf8.contains(0) { throw CanopyError.invalid("workdir", "workdir is not a valid path") }
+        // Resolved inside the task's own directory (its /workspace in a container): one that would leave it is
+        // refused now, not when the task is launched.
+        if let wd = spec.workdir, !wd.isEmpty, TaskPath.segments(wd) == nil {
+            throw CanopyError.invalid("workdir", "workdir \"\(wd)\" leaves the task's working directory (no ..)")
+        }
         for (i, p) in spec.ports.enumerated() where !(1...65535).contains(p) {
             throw CanopyError.invalid("ports[\(i)]", "ports must be between 1 and 65535")
         }

@@ -158,6 +158,18 @@ struct InputHardeningTests {
         }
     }
 
+    @Test("a workdir that leaves the task's directory is a 400 naming workdir at submit, not a failed launch later")
+    func escapingWorkdir() async throws {
+        try await withServer { server, client in
+            for wd in ["../../x", "a/../../b", ".."] {
+                let (status, error) = try await Self.send(client, "/api/v1/workloads", token: server.adminToken, raw: #"{"command": ["true"], "workdir": "\#(wd)"}"#)
+                #expect(status == .badRequest && error["field"] as? String == "workdir", "\(wd) -> \(status) \(error)")
+            }
+            let (ok, _) = try await Self.send(client, "/api/v1/workloads", token: server.adminToken, raw: #"{"command": ["true"], "workdir": "a/../b", "hold": true}"#)
+            #expect(ok == .created)
+        }
+    }
+
     @Test("a data path with a name over 255 bytes, a NUL or over 4096 bytes is a 400 naming path, not a 500")
     func longDataPaths() async throws {
         try await withServer { server, client in
