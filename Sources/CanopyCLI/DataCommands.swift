@@ -187,23 +187,7 @@ struct DataCommand: AsyncParsableCommand {
 extension CanopyClient {
     /// Streams a local file as the body of a PUT.
     func upload(file: String, to path: String) async throws {
-        guard let handle = FileHandle(forReadingAtPath: file) else { throw CLIError("cannot read \(file)") }
-        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
-        let chunks = AsyncStream<ByteBuffer> { continuation in
-            while let data = try? handle.read(upToCount: 1 << 20), !data.isEmpty { continuation.yield(ByteBuffer(bytes: data)) }
-            try? handle.close()
-            continuation.finish()
-        }
-        var r = try request(.PUT, path)
-        r.headers.add(name: "Content-Type", value: "application/octet-stream")
-        r.body = .stream(chunks, length: .known(Int64(size)))
-        let response: HTTPClientResponse
-        do {
-            response = try await http.execute(r, timeout: .hours(24))
-        } catch {
-            throw CLIError("upload of \(file) failed: \(Self.cause(error))")
-        }
-        let buffer = try await response.body.collect(upTo: 1 << 20)
-        guard (200..<300).contains(response.status.code) else { throw CLIError.from(status: response.status.code, Data(buffer.readableBytesView)) }
+        // The same streamed upload as `canopy images import`: read as the network takes it, never whole.
+        _ = try await upload(file: file, method: .PUT, to: path)
     }
 }

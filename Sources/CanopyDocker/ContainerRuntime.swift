@@ -314,8 +314,10 @@ public final class ContainerRuntime: PlacedRuntime {
         do {
             (status, body) = try await engine.call(.GET, "/containers/\(ref)/json")
         } catch {
-            // The engine is away: the task is taken as running and checked again once the engine answers.
+            // The engine is away: the task is taken as running and checked again once the engine answers, and
+            // the outage is reported at once, so its workload shows it from the first read after the restart.
             running.withLock { $0[ref] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: ref, uid: nil, lockFD: nil) }
+            setProblem((error as? BackendUnavailable)?.message ?? "\(error)")
             return .running
         }
         guard status == 200, let inspect = try? JSONDecoder().decode(Inspect.self, from: body) else { return .vanished }
