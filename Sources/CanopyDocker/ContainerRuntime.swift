@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AsyncHTTPClient
+import CCanopySys
 import CanopyCore
 import CanopyHost
 import Foundation
@@ -48,7 +49,10 @@ public final class ContainerRuntime: PlacedRuntime {
         var taskIndex: Int
         var containerID: String
         var uid: uid_t?
+        /// The uid's lock, where no holder process took it.
         var lockFD: Int32?
+        /// The process that holds the uid's lock for as long as the container runs (see `holdLock`).
+        var holder: pid_t?
     }
 
     public let kind = RuntimeKind.container
@@ -128,16 +132,23 @@ public final class ContainerRuntime: PlacedRuntime {
             try DockerEngine.check(status, answer)
             struct Created: Decodable { var Id: String }
             let id = try JSONDecoder().decode(Created.self, from: answer).Id
+            // The uid stays locked machine-wide while the container runs, by a process of its own that outlives a
+            // server killed meanwhile (as a process task's shim holds its lock), so no other server hands it out.
+            let holder = lease.flatMap { holdLock($0.lockFD, uid: $0.uid, layout: layout) }
             running.withLock {
-                $0[id] = Running(workloadID: task.workloadID, taskIndex: task.taskIndex, containerID: id, uid: owner?.uid, lockFD: lease?.lockFD)
+                $0[id] = Running(
+                    workloadID: task.workloadID, taskIndex: task.taskIndex, containerID: id, uid: owner?.uid, lockFD: holder == nil ? lease?.lockFD : nil,
+                    holder: holder)
             }
             let (startStatus, startAnswer) = try await engine.call(.POST, "/containers/\(id)/start")
             if startStatus >= 300 {
-                running.withLock { _ = $0.removeValue(forKey: id) }
+                if let entry = running.withLock({ $0.removeValue(forKey: id) }) { Self.release(entry.holder) }
                 _ = try? await engine.call(.DELETE, "/containers/\(id)", query: [("force", "1"), ("v", "1")])
                 try DockerEngine.check(startStatus, startAnswer)
             }
             startPump(id, layout: layout, truncate: true)
+            // The holder has its own copy of the lock's descriptor; the server keeps one only where there is none.
+            if let lease, running.withLock({ $0[id]?.holder != nil }) { close(lease.lockFD) }
             return LaunchedTask(handle: id)
         } catch {
             if let lease {
@@ -251,6 +262,7 @@ public final class ContainerRuntime: PlacedRuntime {
         guard let entry = running.withLock({ $0.removeValue(forKey: id) }) else { return }
         let exit = await collect(id, workloadID: entry.workloadID, taskIndex: entry.taskIndex)
         if let fd = entry.lockFD { close(fd) }
+        Self.release(entry.holder)
         if let uid = entry.uid { identities?.release(uid) }
         continuation.yield(.exited(exit))
     }
@@ -316,16 +328,20 @@ public final class ContainerRuntime: PlacedRuntime {
         } catch {
             // The engine is away: the task is taken as running and checked again once the engine answers, and
             // the outage is reported at once, so its workload shows it from the first read after the restart.
-            running.withLock { $0[ref] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: ref, uid: nil, lockFD: nil) }
+            let held = Self.holder(layout(workloadID, taskIndex))
+            held.map { identities?.adopt($0.1) }
+            running.withLock {
+                $0[ref] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: ref, uid: held?.1, lockFD: nil, holder: held?.0)
+            }
             setProblem((error as? BackendUnavailable)?.message ?? "\(error)")
             return .running
         }
         guard status == 200, let inspect = try? JSONDecoder().decode(Inspect.self, from: body) else { return .vanished }
         let uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
         if inspect.State.Running == true || inspect.State.Status == "created" && handle != nil {
-            let fd = uid.flatMap { identities?.readopt($0) }
+            let (fd, holder) = adoptLock(uid, layout: layout(workloadID, taskIndex))
             running.withLock {
-                $0[inspect.Id] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: inspect.Id, uid: uid, lockFD: fd)
+                $0[inspect.Id] = Running(workloadID: workloadID, taskIndex: taskIndex, containerID: inspect.Id, uid: uid, lockFD: fd, holder: holder)
             }
             startPump(inspect.Id, layout: layout(workloadID, taskIndex), truncate: true)
             return .running
@@ -335,7 +351,56 @@ public final class ContainerRuntime: PlacedRuntime {
             _ = try? await engine.call(.DELETE, "/containers/\(inspect.Id)", query: [("force", "1"), ("v", "1")])
             return .vanished
         }
+        // It ended while the server was away: its lock's holder, if it still runs, goes now.
+        let layout = layout(workloadID, taskIndex)
+        if let (pid, _) = Self.holder(layout) { Self.release(pid) }
         return .exited(await collect(inspect.Id, workloadID: workloadID, taskIndex: taskIndex))
+    }
+
+    // MARK: uid locks
+
+    /// Starts the process that holds a container task's uid lock (descriptor 3 of a `sleep infinity` in a session of
+    /// its own) and records it in the task's directory; nil where it cannot be started (the server then holds it).
+    private func holdLock(_ lockFD: Int32, uid: uid_t, layout: TaskLayout) -> pid_t? {
+        guard let sleep = ["/bin/sleep", "/usr/bin/sleep"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }),
+            let pid = try? Spawner.spawn(path: sleep, argv: [sleep, "infinity"], env: [], stdout: "/dev/null", stderr: "/dev/null", keep: lockFD)
+        else { return nil }
+        try? "\(pid) \(canopy_process_start_time(pid)) \(uid)\n".write(toFile: layout.directory + "/uid.lock", atomically: true, encoding: .utf8)
+        return pid
+    }
+
+    /// The lock holder recorded in a task's directory, if that very process still runs.
+    private static func holder(_ layout: TaskLayout) -> (pid_t, uid_t)? {
+        guard let text = try? String(contentsOfFile: layout.directory + "/uid.lock", encoding: .utf8) else { return nil }
+        let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard f.count >= 3, let pid = pid_t(f[0]), let start = UInt64(f[1]), let uid = uid_t(f[2]), start != 0,
+            canopy_process_start_time(pid) == start
+        else { return nil }
+        return (pid, uid)
+    }
+
+    /// After a restart: the uid of a running container stays its own. Its holder still has the lock, or the lock is
+    /// taken again (and given to a new holder).
+    private func adoptLock(_ uid: uid_t?, layout: TaskLayout) -> (fd: Int32?, holder: pid_t?) {
+        guard let uid, let identities else { return (nil, nil) }
+        if let (pid, held) = Self.holder(layout), held == uid {
+            identities.adopt(uid)
+            return (nil, pid)
+        }
+        guard let fd = identities.readopt(uid) else { return (nil, nil) }
+        if let pid = holdLock(fd, uid: uid, layout: layout) {
+            close(fd)
+            return (nil, pid)
+        }
+        return (fd, nil)
+    }
+
+    /// Ends a lock holder (and reaps it when it is this server's child).
+    private static func release(_ holder: pid_t?) {
+        guard let holder, holder > 0 else { return }
+        kill(holder, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(holder, &status, 0) < 0 && errno == EINTR {}
     }
 
     // MARK: watching the engine
@@ -392,6 +457,7 @@ public final class ContainerRuntime: PlacedRuntime {
             if status == 404 {
                 guard running.withLock({ $0.removeValue(forKey: key) }) != nil else { continue }
                 if let fd = entry.lockFD { close(fd) }
+                Self.release(entry.holder)
                 if let uid = entry.uid { identities?.release(uid) }
                 continuation.yield(
                     .exited(
@@ -408,7 +474,11 @@ public final class ContainerRuntime: PlacedRuntime {
                     guard var r = $0.removeValue(forKey: key) else { return }
                     r.containerID = inspect.Id
                     r.uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
-                    r.lockFD = r.uid.flatMap { self.identities?.readopt($0) }
+                    if r.holder == nil && r.lockFD == nil {
+                        let (fd, holder) = self.adoptLock(r.uid, layout: self.layout(entry.workloadID, entry.taskIndex))
+                        r.lockFD = fd
+                        r.holder = holder
+                    }
                     $0[inspect.Id] = r
                 }
             }

@@ -155,8 +155,24 @@ struct ContainerRuntimeTests {
         }
         #expect(ended.exitCode == 5)
         #expect(await Engine.containerExists(second, "r2") == false)
-        let exit = try #require(await nextExit(of: "r1", second.events))
-        #expect(exit.exitCode == 7)
+        // The uid stays locked while the container runs, by a holder process that outlived the first runtime.
+        let lockText = try? String(contentsOfFile: root + "/r1/task-0/uid.lock", encoding: .utf8)
+        let fields = lockText?.split(separator: " ") ?? []
+        if geteuid() == 0 {
+            let holder = try #require(fields.first.flatMap { pid_t($0) }, "a uid lock holder is recorded: \(lockText ?? "none")")
+            let uid = String(fields[2]).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(kill(holder, 0) == 0)
+            let held = try await runProcess("/usr/bin/flock", ["-n", TaskIdentities.defaultLockDirectory + "/" + uid, "true"])
+            #expect(held.status != 0, "the uid's lock is held while its container runs")
+            let exit = try #require(await nextExit(of: "r1", second.events))
+            #expect(exit.exitCode == 7)
+            #expect(await eventually { kill(holder, 0) != 0 }, "the holder ends with its container")
+            let free = try await runProcess("/usr/bin/flock", ["-n", TaskIdentities.defaultLockDirectory + "/" + uid, "true"])
+            #expect(free.status == 0, "the uid's lock is free once the container ended")
+        } else {
+            let exit = try #require(await nextExit(of: "r1", second.events))
+            #expect(exit.exitCode == 7)
+        }
         #expect(Engine.log(second, "r1") == "before\nafter\n")
         // A task recorded as never started, with a container created by a launch that crashed half-way: not run.
         #expect(await second.recover(workloadID: "r3", taskIndex: 0, handle: nil) == .vanished)

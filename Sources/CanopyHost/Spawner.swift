@@ -5,11 +5,11 @@ import CCanopySys
 import CanopyCore
 
 /// Starts processes with posix_spawn: no copy of the server's address space and no polling wait.
-enum Spawner {
+package enum Spawner {
     /// Spawns `argv` in a new session with stdin from /dev/null, stdout/stderr appended to the given files, no other descriptor,
     /// signal dispositions reset (the server ignores SIGPIPE; its tasks must not inherit that) and the stop signals blocked.
     /// With `keep`, that descriptor becomes the child's descriptor 3 (the shim holds a task's uid lock there).
-    static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String, keep: Int32? = nil) throws -> pid_t {
+    package static func spawn(path: String, argv: [String], env: [String], stdout: String, stderr: String, keep: Int32? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
