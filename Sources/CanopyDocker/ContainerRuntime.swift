@@ -146,16 +146,32 @@ public final class ContainerRuntime: PlacedRuntime {
                 _ = try? await engine.call(.DELETE, "/containers/\(id)", query: [("force", "1"), ("v", "1")])
                 try DockerEngine.check(startStatus, startAnswer)
             }
-            startPump(id, layout: layout, truncate: true)
+            // Unless it already ended and was collected (its die event can come before this line runs).
+            if running.withLock({ $0[id] != nil }) { startPump(id, layout: layout, truncate: true) }
             // The holder has its own copy of the lock's descriptor; the server keeps one only where there is none.
             if let lease, running.withLock({ $0[id]?.holder != nil }) { close(lease.lockFD) }
             return LaunchedTask(handle: id)
         } catch {
+            // Whatever this launch registered goes with it: the entry (so no later event or reconcile ends a task
+            // that never started, or closes its lock twice), the lock's holder, and a container half made.
+            let left = running.withLock { r -> Running? in
+                guard let key = r.first(where: { $0.value.workloadID == task.workloadID && $0.value.taskIndex == task.taskIndex })?.key else { return nil }
+                return r.removeValue(forKey: key)
+            }
+            if let left {
+                Self.release(left.holder)
+                pumps.withLock { $0.removeValue(forKey: left.containerID) }?.cancel()
+                _ = try? await engine.call(.DELETE, "/containers/\(left.containerID)", query: [("force", "1"), ("v", "1")])
+            }
             if let lease {
+                // The server's copy of the lock is still open here (it is closed only on success), and the entry's
+                // was the same descriptor: closed once.
                 close(lease.lockFD)
                 identities?.release(lease.uid)
             }
             if let e = error as? DockerEngine.EngineError {
+                // The engine's own trouble (a 5xx) may pass: the launch is tried again later. A 4xx is about the task.
+                if e.status >= 500 { throw BackendUnavailable("the container engine failed task \(task.taskIndex): \(e.message)") }
                 throw CanopyError(.invalidArgument, "the container engine refused task \(task.taskIndex): \(e.message)")
             }
             throw error
@@ -203,7 +219,10 @@ public final class ContainerRuntime: PlacedRuntime {
         pumps.withLock { pumps in
             guard pumps[id] == nil else { return }
             pumps[id] = Task<Bool, Never> { [engine] in
-                await Self.copyLogs(engine: engine, id: id, layout: layout, follow: true, truncate: truncate)
+                let complete = await Self.copyLogs(engine: engine, id: id, layout: layout, follow: true, truncate: truncate)
+                // A copy cut short (the engine went away) leaves its place, so the next reconcile starts another.
+                if !complete { self.pumps.withLock { _ = $0.removeValue(forKey: id) } }
+                return complete
             }
         }
     }
@@ -271,7 +290,10 @@ public final class ContainerRuntime: PlacedRuntime {
     private func collect(_ id: String, workloadID: String, taskIndex: Int) async -> TaskExit {
         let layout = layout(workloadID, taskIndex)
         var exit = TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: nil, at: Date())
-        if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State {
+        if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State, state.Status == "created" {
+            // Made but never started (a launch cut off between create and start): it did not run at all.
+            exit.reason = Reason(.launchFailed, "task \(taskIndex)'s container was created but never started")
+        } else if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State {
             exit.exitCode = state.ExitCode
             if let finished = state.FinishedAt.flatMap(Self.parseTime) { exit.at = finished }
             if state.OOMKilled == true {
@@ -296,6 +318,8 @@ public final class ContainerRuntime: PlacedRuntime {
                 group.cancelAll()
                 return first ?? false
             }
+            // A copy still running after the wait stops writing before the files are rewritten below.
+            if !complete { pump.cancel() }
         }
         if !complete {
             _ = await Self.copyLogs(engine: engine, id: id, layout: layout, follow: false, truncate: true)
@@ -408,15 +432,15 @@ public final class ContainerRuntime: PlacedRuntime {
     /// Follows the engine's container events for as long as the server runs; while the engine is away, reports
     /// it (`reachability`), and once it is back, settles whatever ended meanwhile.
     public func run() async {
-        if config.nvidiaDevices == nil, let info = try? await engine.info() {
-            nvidia.withLock { $0 = info.runtimes?["nvidia"] != nil }
-        }
         while !Task.isCancelled {
             do {
                 let filters = #"{"type":["container"],"event":["die"],"label":["canopy.workload"]}"#
                 let response = try await engine.stream("/events", query: [("filters", filters)])
                 guard response.status.code == 200 else { throw BackendUnavailable("the container engine refused its event stream (\(response.status.code))") }
                 setProblem(nil)
+                if config.nvidiaDevices == nil, let info = try? await engine.info() {
+                    nvidia.withLock { $0 = info.runtimes?["nvidia"] != nil }
+                }
                 // Whatever ended before the stream opened (or while it was down) is settled now.
                 await reconcile()
                 var lines = LineSplitter()
@@ -468,19 +492,19 @@ public final class ContainerRuntime: PlacedRuntime {
                 continue
             }
             guard let inspect = try? JSONDecoder().decode(Inspect.self, from: body) else { continue }
-            if key != inspect.Id {
-                // Recovered by name while the engine was away: now it has an id.
-                running.withLock {
-                    guard var r = $0.removeValue(forKey: key) else { return }
-                    r.containerID = inspect.Id
-                    r.uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
-                    if r.holder == nil && r.lockFD == nil {
-                        let (fd, holder) = self.adoptLock(r.uid, layout: self.layout(entry.workloadID, entry.taskIndex))
-                        r.lockFD = fd
-                        r.holder = holder
-                    }
-                    $0[inspect.Id] = r
+            // Recovered while the engine was away: now it has its id, and its uid (from the label) is locked again
+            // unless a holder still has it.
+            let uid = inspect.Config?.Labels?["canopy.uid"].flatMap { uid_t($0) }
+            let lock = entry.holder == nil && entry.lockFD == nil && entry.uid == nil ? adoptLock(uid, layout: layout(entry.workloadID, entry.taskIndex)) : nil
+            running.withLock {
+                guard var r = $0.removeValue(forKey: key) else { return }
+                r.containerID = inspect.Id
+                if let lock {
+                    r.uid = uid
+                    r.lockFD = lock.fd
+                    r.holder = lock.holder
                 }
+                $0[inspect.Id] = r
             }
             if inspect.State.Running == true {
                 if pumps.withLock({ $0[inspect.Id] == nil }) { startPump(inspect.Id, layout: layout(entry.workloadID, entry.taskIndex), truncate: true) }

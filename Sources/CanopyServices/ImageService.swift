@@ -176,7 +176,7 @@ public final class ImageService: Sendable {
             // A name the engine already had (others may use it) stays; only a name this pull created is dropped.
             let existed = (try? await engine.inspect(source.description)) != nil
             let image = try await Self.engineCall("pull \(source)", field: "reference") { try await engine.pull(source.description, progress: progress) }
-            try await engine.tag(image.id, as: engineRef)
+            try await Self.engineCall("name the pulled image", field: "reference") { try await engine.tag(image.id, as: engineRef) }
             if !existed { await Self.dropName(source.description, of: image, in: engine) }
             return (image, .pull, source.description)
         }
@@ -248,7 +248,7 @@ public final class ImageService: Sendable {
         for (ref, origin, image) in plan {
             added.append(
                 try await adding(ref, tenant: target.tenant, as: principal) { engineRef in
-                    try await engine.tag(image.id, as: engineRef)
+                    try await Self.engineCall("name the loaded image", field: "body") { try await engine.tag(image.id, as: engineRef) }
                     await settleName(origin, of: image)
                     return (image, .load, origin)
                 })
@@ -347,6 +347,9 @@ public final class ImageService: Sendable {
             throw e
         } catch is CancellationError {
             throw CanopyError(.unavailable, "cancelled before the container engine could \(what)")
+        } catch let e as BackendUnavailable {
+            // The engine is away: nothing is wrong with the caller's file or reference; try again later.
+            throw CanopyError(.unavailable, "the container engine cannot be reached now, so it could not \(what): \(e.message)")
         } catch {
             throw CanopyError(.invalidArgument, "the container engine could not \(what): \(error)", field: field)
         }
