@@ -71,6 +71,9 @@ public final class ContainerRuntime: PlacedRuntime {
     /// Why the engine cannot be reached, while it cannot.
     private let problem = Mutex<String?>(nil)
     private let nvidia = Mutex<Bool>(false)
+    /// When this runtime started: containers of this server created before it and not re-adopted are orphans.
+    private let startedAt = Date()
+    private let swept = Mutex(false)
 
 
     /// Creates the runtime; nothing is contacted until `run()` or a launch.
@@ -207,6 +210,8 @@ public final class ContainerRuntime: PlacedRuntime {
             Labels: [
                 "canopy.workload": task.workloadID, "canopy.task": String(task.taskIndex), "canopy.tenant": task.tenant,
                 "canopy.uid": uid.map(String.init) ?? "",
+                // Which server's: the one whose data directory holds the task (several may share an engine).
+                "canopy.root": config.workloadsRoot,
             ],
             HostConfig: host)
     }
@@ -443,6 +448,7 @@ public final class ContainerRuntime: PlacedRuntime {
                 }
                 // Whatever ended before the stream opened (or while it was down) is settled now.
                 await reconcile()
+                if swept.withLock({ s in defer { s = true }; return !s }) { await sweepOrphans() }
                 var lines = LineSplitter()
                 for try await chunk in response.body {
                     for line in lines.feed(chunk) {
@@ -472,6 +478,26 @@ public final class ContainerRuntime: PlacedRuntime {
         guard changed else { return }
         if let p { logger.warning("container engine unreachable", metadata: ["problem": "\(p)"]) }
         continuation.yield(.reachability(problem: p))
+    }
+
+    /// Removes this server's containers that were made before it started and that no task owns: a server killed
+    /// between a container's create and the write of its task's new state leaves one, which would otherwise run on
+    /// with resources nobody accounts for. (The task itself is still pending, and is launched again.)
+    private func sweepOrphans() async {
+        struct Summary: Decodable {
+            var Id: String
+            var Names: [String]?
+            var Created: Int64
+        }
+        let filters = #"{"label":["canopy.root=\#(config.workloadsRoot)"]}"#
+        guard let list = try? await engine.call([Summary].self, .GET, "/containers/json", query: [("all", "1"), ("filters", filters)]) else { return }
+        let owned = Set(running.withLock { $0.values.map(\.containerID) })
+        for c in list where !owned.contains(c.Id) && Double(c.Created) < startedAt.timeIntervalSince1970 - 1 {
+            // An entry recovered by name (the engine was away then) owns its container too.
+            if (c.Names ?? []).contains(where: { owned.contains(String($0.drop(while: { $0 == "/" }))) }) { continue }
+            logger.notice("removing a container no task owns", metadata: ["container": "\(c.Id.prefix(12))"])
+            _ = try? await engine.call(.DELETE, "/containers/\(c.Id)", query: [("force", "1"), ("v", "1")])
+        }
     }
 
     /// Checks every container thought running; settles those that ended, or that the engine no longer has.

@@ -178,6 +178,25 @@ struct ContainerRuntimeTests {
         #expect(await second.recover(workloadID: "r3", taskIndex: 0, handle: nil) == .vanished)
     }
 
+    @Test("a restarted server removes its own containers that no task owns (a crash between create and the task's write)")
+    func orphansSwept() async throws {
+        let root = try makeTempDir("canopy-ctr")
+        let first = try Engine.runtime(root: root)
+        _ = try await first.launch(Engine.launch("orphan", ["sleep", "60"]))
+        first.cancelPumps()
+        try await Task.sleep(for: .milliseconds(2100))
+        // Another server's container on the same engine is not this server's to remove.
+        let other = try Engine.runtime(root: try makeTempDir("canopy-ctr-other"))
+        let kept = try await other.launch(Engine.launch("kept", ["sleep", "60"]))
+        let second = try Engine.runtime(root: root)
+        let watch = Task { await second.run() }
+        defer { watch.cancel() }
+        #expect(await eventually(timeout: .seconds(20)) { await Engine.containerExists(second, "orphan") == false })
+        #expect(await Engine.containerExists(other, "kept"))
+        await other.stop(workloadID: "kept", taskIndex: 0, handle: kept.handle, grace: 0)
+        _ = try? await other.engine.call(.DELETE, "/containers/\(kept.handle)", query: [("force", "1")])
+    }
+
     @Test("the working directory is /workspace: inputs staged in, outputs collected; mounts read-only and read-write")
     func filesAndMounts() async throws {
         try await withRuntime { runtime, _ in
