@@ -488,6 +488,7 @@ public final class ContainerRuntime: PlacedRuntime {
             var Id: String
             var Names: [String]?
             var Created: Int64
+            var Labels: [String: String]?
         }
         let filters = #"{"label":["canopy.root=\#(config.workloadsRoot)"]}"#
         guard let list = try? await engine.call([Summary].self, .GET, "/containers/json", query: [("all", "1"), ("filters", filters)]) else { return }
@@ -497,6 +498,10 @@ public final class ContainerRuntime: PlacedRuntime {
             if (c.Names ?? []).contains(where: { owned.contains(String($0.drop(while: { $0 == "/" }))) }) { continue }
             logger.notice("removing a container no task owns", metadata: ["container": "\(c.Id.prefix(12))"])
             _ = try? await engine.call(.DELETE, "/containers/\(c.Id)", query: [("force", "1"), ("v", "1")])
+            // And the holder of its uid's lock, if one still runs.
+            if let w = c.Labels?["canopy.workload"], let t = c.Labels?["canopy.task"].flatMap({ Int($0) }), let (pid, _) = Self.holder(layout(w, t)) {
+                Self.release(pid)
+            }
         }
     }
 

@@ -193,8 +193,16 @@ struct ContainerRuntimeTests {
         defer { watch.cancel() }
         #expect(await eventually(timeout: .seconds(20)) { await Engine.containerExists(second, "orphan") == false })
         #expect(await Engine.containerExists(other, "kept"))
-        await other.stop(workloadID: "kept", taskIndex: 0, handle: kept.handle, grace: 0)
+        // The other server, which never watched its engine here, is cleaned up by hand: container and lock holder.
         _ = try? await other.engine.call(.DELETE, "/containers/\(kept.handle)", query: [("force", "1")])
+        for dir in [other.logPath(workloadID: "kept", taskIndex: 0, stream: "stdout"), first.logPath(workloadID: "orphan", taskIndex: 0, stream: "stdout")] {
+            let lock = (dir as NSString).deletingLastPathComponent + "/uid.lock"
+            if let pid = (try? String(contentsOfFile: lock, encoding: .utf8))?.split(separator: " ").first.flatMap({ pid_t($0) }) {
+                #expect(dir.contains("orphan") ? kill(pid, 0) != 0 : true, "the orphan's lock holder went with it")
+                kill(pid, SIGKILL)
+                waitpid(pid, nil, 0)
+            }
+        }
     }
 
     @Test("the working directory is /workspace: inputs staged in, outputs collected; mounts read-only and read-write")
