@@ -112,16 +112,19 @@ public final class ContainerRuntime: PlacedRuntime {
             try layout.prepare(owner: owner)
             try layout.makeDirectories(workdir, owner: owner)
             try layout.stage(task.inputs, workdir: task.spec.workdir, owner: owner)
-            for m in task.mounts {
-                if m.fromDataStore {
-                    try FileTree.prepareMount(m.hostPath, owner: owner, readOnly: m.readOnly)
-                } else {
-                    try FileTree.checkNoLinks(m.hostPath)
-                }
+            var mounts: [ResolvedMount] = []
+            for (i, m) in task.mounts.enumerated() {
+                let fd = m.fromDataStore ? try FileTree.prepareMount(m.hostPath, owner: owner, readOnly: m.readOnly) : try FileTree.openWithoutLinks(m.hostPath)
+                defer { close(fd) }
+                var pinned = m
+                pinned.hostPath = try Self.pin(fd, as: i, layout: layout) ?? m.hostPath
+                mounts.append(pinned)
             }
             for file in [layout.stdout, layout.stderr] { try? FileManager.default.removeItem(atPath: file) }
             let name = Self.name(task.workloadID, task.taskIndex)
-            let body = createBody(task, image: image, workdir: "/workspace" + workdir.dropFirst(layout.work.count), layout: layout, uid: owner?.uid)
+            var pinnedTask = task
+            pinnedTask.mounts = mounts
+            let body = createBody(pinnedTask, image: image, workdir: "/workspace" + workdir.dropFirst(layout.work.count), layout: layout, uid: owner?.uid)
             var (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
             if status == 409 {
                 // A container left by a launch that crashed half-way: it never ran for us (the task was not
@@ -166,6 +169,7 @@ public final class ContainerRuntime: PlacedRuntime {
                 pumps.withLock { $0.removeValue(forKey: left.containerID) }?.cancel()
                 _ = try? await engine.call(.DELETE, "/containers/\(left.containerID)", query: [("force", "1"), ("v", "1")])
             }
+            Self.unpin(layout)
             if let lease {
                 // The server's copy of the lock is still open here (it is closed only on success), and the entry's
                 // was the same descriptor: closed once.
@@ -330,6 +334,7 @@ public final class ContainerRuntime: PlacedRuntime {
             _ = await Self.copyLogs(engine: engine, id: id, layout: layout, follow: false, truncate: true)
         }
         _ = try? await engine.call(.DELETE, "/containers/\(id)", query: [("force", "1"), ("v", "1")])
+        Self.unpin(layout)
         layout.seal()
         return exit
     }
@@ -384,6 +389,51 @@ public final class ContainerRuntime: PlacedRuntime {
         let layout = layout(workloadID, taskIndex)
         if let (pid, _) = Self.holder(layout) { Self.release(pid) }
         return .exited(await collect(inspect.Id, workloadID: workloadID, taskIndex: taskIndex))
+    }
+
+    // MARK: pinned mounts
+
+    /// Pins a mount source: the directory or file open as `fd` (opened without following any link) is bind-mounted
+    /// through its descriptor onto `task-N/mounts/I`, a point only the server can change, and the engine is given
+    /// that point. A task that swaps a component of the source's path for a link after the check (another task of
+    /// the tenant, with the same tree mounted read-write, can) therefore changes nothing: the engine binds what was
+    /// checked. Nil where the server cannot mount (not root): the engine is then given the checked path.
+    static func pin(_ fd: Int32, as index: Int, layout: TaskLayout) throws -> String? {
+        guard geteuid() == 0 else { return nil }
+        let dir = layout.directory + "/mounts"
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw StagingError("cannot create \(dir): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StagingError("cannot read a mount source: \(String(cString: strerror(errno)))") }
+        let point = "\(dir)/\(index)"
+        _ = umount2(point, Int32(MNT_DETACH))
+        if st.st_mode & S_IFMT == S_IFDIR {
+            if mkdir(point, 0o700) != 0 && errno != EEXIST { throw StagingError("cannot create \(point): \(String(cString: strerror(errno)))") }
+        } else {
+            let f = open(point, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard f >= 0 else { throw StagingError("cannot create \(point): \(String(cString: strerror(errno)))") }
+            close(f)
+        }
+        guard mount("/proc/self/fd/\(fd)", point, nil, UInt(MS_BIND), nil) == 0 else {
+            throw StagingError("cannot pin a mount source: \(String(cString: strerror(errno)))")
+        }
+        return point
+    }
+
+    /// Undoes `pin` for every mount of a task: each point is detached first and then removed only when empty, so
+    /// the mounted data is never touched.
+    static func unpin(_ layout: TaskLayout) {
+        let dir = layout.directory + "/mounts"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names {
+            let point = dir + "/" + name
+            _ = umount2(point, Int32(MNT_DETACH))
+            if rmdir(point) != 0 && errno == ENOTDIR {
+                var st = stat()
+                // A file point: removed only when it is the server's own empty file, not a mounted one.
+                if lstat(point, &st) == 0, st.st_size == 0, st.st_uid == geteuid() { unlink(point) }
+            }
+        }
+        rmdir(dir)
     }
 
     // MARK: uid locks
@@ -498,9 +548,10 @@ public final class ContainerRuntime: PlacedRuntime {
             if (c.Names ?? []).contains(where: { owned.contains(String($0.drop(while: { $0 == "/" }))) }) { continue }
             logger.notice("removing a container no task owns", metadata: ["container": "\(c.Id.prefix(12))"])
             _ = try? await engine.call(.DELETE, "/containers/\(c.Id)", query: [("force", "1"), ("v", "1")])
-            // And the holder of its uid's lock, if one still runs.
-            if let w = c.Labels?["canopy.workload"], let t = c.Labels?["canopy.task"].flatMap({ Int($0) }), let (pid, _) = Self.holder(layout(w, t)) {
-                Self.release(pid)
+            // And the holder of its uid's lock, if one still runs, and its pinned mounts.
+            if let w = c.Labels?["canopy.workload"], let t = c.Labels?["canopy.task"].flatMap({ Int($0) }) {
+                if let (pid, _) = Self.holder(layout(w, t)) { Self.release(pid) }
+                Self.unpin(layout(w, t))
             }
         }
     }

@@ -44,9 +44,10 @@ package enum FileTree {
         try openDirectory(beneath: try openDirectory("/"), path.split(separator: "/").map(String.init), display: display)
     }
 
-    /// Checks that a host path (an admin-allowed mount source) exists and that no component of it, from `/`, is a
-    /// symbolic link: a link planted inside an allowed directory must not turn a mount towards the rest of the host.
-    package static func checkNoLinks(_ path: String) throws {
+    /// Opens a host path (an admin-allowed mount source) from `/` without following a link in any component: a
+    /// link planted inside an allowed directory must not turn a mount towards the rest of the host. Returns the
+    /// open descriptor (the caller closes it).
+    package static func openWithoutLinks(_ path: String) throws -> Int32 {
         let root = try openDirectory("/")
         let relative = path.split(separator: "/").joined(separator: "/")
         let fd = canopy_open_beneath(root.fd, relative.isEmpty ? "." : relative, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
@@ -54,7 +55,7 @@ package enum FileTree {
             if errno == ENOENT { throw StagingError("mount source \(path) does not exist") }
             throw StagingError("mount source \(path) goes through a symbolic link or cannot be opened; refusing it")
         }
-        close(fd)
+        return fd
     }
 
     /// Opens `components` below `base` as a directory, refusing links and escapes.
@@ -133,11 +134,17 @@ package enum FileTree {
     /// so nothing outside a container that mounts the path can reach it. Trees deeper than `maxDepth` are refused.
     /// The whole path is opened from `/` without following any link: a task that mounted a data path read-write
     /// may have left links in it, and a link must never turn a mount (or this walk) towards the host's files.
-    package static func prepareMount(_ path: String, owner: Owner?, readOnly: Bool) throws {
+    /// Returns the source's own descriptor, opened in that walk (the caller closes it).
+    @discardableResult
+    package static func prepareMount(_ path: String, owner: Owner?, readOnly: Bool) throws -> Int32 {
         let parentPath = (path as NSString).deletingLastPathComponent
         let root = try openDirectory("/")
         let parent = try openDirectory(beneath: root, parentPath.split(separator: "/").map(String.init), display: "mount source \(path)")
-        try prepare((path as NSString).lastPathComponent, in: parent, owner: readOnly ? nil : owner, depth: 0)
+        let name = (path as NSString).lastPathComponent
+        try prepare(name, in: parent, owner: readOnly ? nil : owner, depth: 0)
+        let fd = canopy_open_beneath(parent.fd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
+        guard fd >= 0 else { throw StagingError("the mount source \(path) is a symbolic link or cannot be opened; refusing it") }
+        return fd
     }
 
     private static func prepare(_ name: String, in dir: Descriptor, owner: Owner?, depth: Int) throws {

@@ -266,6 +266,31 @@ struct ContainerRuntimeTests {
         }
     }
 
+    @Test("the engine is given pinned mount points (bind mounts of the checked descriptors), never a path a task could swap", .enabled(if: geteuid() == 0))
+    func pinnedMounts() async throws {
+        try await withRuntime { runtime, root in
+            let data = try makeTempDir("canopy-pin")
+            try "a\n".write(toFile: data + "/a", atomically: true, encoding: .utf8)
+            let launched = try await runtime.launch(
+                Engine.launch("p1", ["sh", "-c", "cat /data/a; sleep 30"], mounts: [ResolvedMount(hostPath: data, target: "/data", readOnly: true, fromDataStore: true)]))
+            #expect(await eventually { Engine.log(runtime, "p1") == "a\n" })
+            struct Doc: Decodable {
+                struct M: Decodable { var Source: String; var Destination: String }
+                var Mounts: [M]
+            }
+            let doc = try await runtime.engine.call(Doc.self, .GET, "/containers/\(launched.handle)/json")
+            let source = doc.Mounts.first { $0.Destination == "/data" }?.Source
+            #expect(source == root + "/p1/task-0/mounts/0", "\(doc.Mounts)")
+            // Swapping the original path for a link now changes nothing the container sees.
+            try FileManager.default.moveItem(atPath: data, toPath: data + ".old")
+            try FileManager.default.createSymbolicLink(atPath: data, withDestinationPath: "/etc")
+            await runtime.stop(workloadID: "p1", taskIndex: 0, handle: launched.handle, grace: 0)
+            _ = await nextExit(of: "p1", runtime.events)
+            #expect(!FileManager.default.fileExists(atPath: root + "/p1/task-0/mounts/0"), "the pinned point is gone with the container")
+            #expect(FileManager.default.fileExists(atPath: data + ".old/a"), "the mounted data itself is untouched")
+        }
+    }
+
     @Test("a host path is mounted only if no component of it is a symbolic link (a link planted in an allowed directory)")
     func hostMountLinks() async throws {
         try await withRuntime { runtime, _ in
