@@ -14,21 +14,11 @@ public struct DockerImages: ImageEngine {
     /// Creates the adapter.
     public init(engine: DockerEngine) { self.engine = engine }
 
-    /// Streams a file as a request body, without reading it whole into memory.
+    /// Streams a file as a request body, read a chunk at a time as the engine takes it (never whole, never ahead).
     private static func fileBody(_ path: String) throws -> (HTTPClientRequest.Body, Int64) {
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
         guard let handle = FileHandle(forReadingAtPath: path) else { throw CanopyError(.invalidArgument, "cannot read \(path)") }
-        let chunks = AsyncStream<ByteBuffer> { continuation in
-            Thread.detachNewThread {
-                defer { try? handle.close() }
-                while true {
-                    guard let data = try? handle.read(upToCount: 1 << 20), !data.isEmpty else { break }
-                    continuation.yield(ByteBuffer(data: data))
-                }
-                continuation.finish()
-            }
-        }
-        return (.stream(chunks, length: .known(size)), size)
+        return (.stream(FileChunks(handle: handle), length: .known(size)), size)
     }
 
     /// Reads the engine's progress stream (one JSON document per line); returns the documents, throwing on an error one.
@@ -140,6 +130,25 @@ public struct DockerImages: ImageEngine {
         }
         return (reference, "latest")
     }
+}
+
+/// A file's bytes in 1 MiB chunks, each read when the consumer asks for it.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let handle: FileHandle
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handle: FileHandle
+        mutating func next() async throws -> ByteBuffer? {
+            guard let data = try handle.read(upToCount: 1 << 20), !data.isEmpty else {
+                try? handle.close()
+                return nil
+            }
+            return ByteBuffer(data: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: handle) }
 }
 
 struct ProgressLine: Decodable {

@@ -8,6 +8,37 @@ import Foundation
 /// `manifest.json`) does so without the engine saying which names it set. So the archive is read first: only the
 /// current format is taken, and one that names a catalog reference is refused before anything is loaded.
 enum ImageArchive {
+    /// A member's name as an extractor sees it: `.` and empty parts dropped, `..` taken back (never above the top).
+    static func clean(_ name: String) -> String {
+        var parts: [Substring] = []
+        for part in name.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." {
+                if !parts.isEmpty { parts.removeLast() }
+                continue
+            }
+            parts.append(part)
+        }
+        return parts.joined(separator: "/")
+    }
+
+    /// The `path` record of a PAX extended header (`LEN path=VALUE\n` records), if it has one.
+    static func paxPath(_ content: Data) -> String? {
+        let bytes = [UInt8](content)
+        var i = 0
+        while i < bytes.count {
+            guard let space = bytes[i...].firstIndex(of: 32), let length = Int(String(decoding: bytes[i..<space], as: UTF8.self)), length > 0,
+                i + length <= bytes.count
+            else { return nil }
+            var body = bytes[(space + 1)..<(i + length)]
+            if body.last == 10 { body = body.dropLast() }
+            let text = String(decoding: body, as: UTF8.self)
+            if text.hasPrefix("path=") { return String(text.dropFirst(5)) }
+            i += length
+        }
+        return nil
+    }
+
     /// The references the archive's `manifest.json` names (its images' `RepoTags`).
     static func references(in file: String) throws -> [String] {
         guard let handle = FileHandle(forReadingAtPath: file) else { throw CanopyError.invalid("body", "the archive cannot be read") }
@@ -36,17 +67,22 @@ enum ImageArchive {
             }
             let type = bytes[156]
             let prefix = field(345, 155)
-            var name = longName ?? (prefix.isEmpty ? field(0, 100) : prefix + "/" + field(0, 100))
+            // The name as the engine reads it: a GNU long name or a PAX path before it wins, and it is cleaned
+            // (`x/../manifest.json` is `manifest.json` to the engine, so it is here).
+            let name = clean(longName ?? (prefix.isEmpty ? field(0, 100) : prefix + "/" + field(0, 100)))
             longName = nil
-            while name.hasPrefix("./") { name.removeFirst(2) }
             let padded = (size + 511) / 512 * 512
-            if type == UInt8(ascii: "L") || name == "manifest.json" || name == "repositories" {
+            let isPAX = type == UInt8(ascii: "x")
+            if type == UInt8(ascii: "L") || isPAX || name == "manifest.json" || name == "repositories" {
                 guard size <= 4 << 20 else { throw CanopyError.invalid("body", "the archive's \(name) is larger than 4 MiB") }
                 let content = try handle.read(upToCount: size) ?? Data()
                 if padded > size { try handle.seek(toOffset: handle.offsetInFile + UInt64(padded - size)) }
                 if type == UInt8(ascii: "L") {
                     longName = String(decoding: content.prefix { $0 != 0 }, as: UTF8.self)
+                } else if isPAX {
+                    longName = paxPath(content)
                 } else if name == "manifest.json" {
+                    guard manifest == nil else { throw CanopyError.invalid("body", "the archive holds more than one manifest.json") }
                     manifest = content
                 } else {
                     hasRepositories = true

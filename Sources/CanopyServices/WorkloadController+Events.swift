@@ -42,6 +42,12 @@ extension WorkloadController {
         } else {
             logger.notice("runtime reachable again", metadata: ["runtime": "\(kind)"])
             unreachable.removeValue(forKey: kind)
+            // Stops asked for while it was away may never have reached it: they are sent again (a stop of a task
+            // that already ended changes nothing).
+            for w in active.values where w.stopRequestedAt != nil && w.phase == .stopping {
+                let onIt = w.tasks.filter { ($0.phase == .running || $0.phase == .starting) && runtimes.kind(of: $0, spec: w.spec) == kind }
+                if !onIt.isEmpty { stopTasks(of: w) }
+            }
             requestPass()
         }
         notify()

@@ -435,5 +435,12 @@ struct ImageArchiveTests {
         if let dir = Engine.dir {
             #expect(try ImageArchive.references(in: dir + "/busybox-image.tar") == ["busybox:canopy-test"])
         }
+        // A decoy manifest first and the real one under a name the engine cleans to manifest.json: refused.
+        let decoy = try await archive([
+            ("manifest.json", #"[{"RepoTags":["x:1"]}]"#), ("a/../manifest.json", #"[{"RepoTags":["canopy/public/busybox:1.36"]}]"#),
+        ])
+        #expect(throws: CanopyError.self) { _ = try ImageArchive.references(in: decoy) }
+        #expect(ImageArchive.clean("./a/../b/./c") == "b/c" && ImageArchive.clean("../../manifest.json") == "manifest.json")
+        #expect(ImageArchive.paxPath(Data("30 mtime=1350244992.023960108\n22 path=manifest.json\n".utf8)) == "manifest.json")
     }
 }
