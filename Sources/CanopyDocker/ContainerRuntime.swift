@@ -133,7 +133,12 @@ public final class ContainerRuntime: PlacedRuntime {
                 (status, answer) = try await engine.call(.POST, "/containers/create", query: [("name", name)], json: body)
             }
             if status == 404 {
-                throw CanopyError(.notFound, "image \(task.spec.image ?? image) is not in the container engine any more (removed behind Canopy's back?); import or load it again")
+                // The engine lacks something the container names: its image (removed behind Canopy's back) or the
+                // configured network.
+                let said = (try? JSONDecoder().decode([String: String].self, from: answer))?["message"] ?? String(buffer: answer)
+                throw CanopyError(
+                    .notFound,
+                    "the container engine cannot create task \(task.taskIndex)'s container: \(said) (was image \(task.spec.image ?? image) removed from the engine behind Canopy's back, or does --container-network name a network it lacks?)")
             }
             try DockerEngine.check(status, answer)
             struct Created: Decodable { var Id: String }
