@@ -64,6 +64,8 @@ down)
     pkill -f "containerd-shim.*$K/exec" 2>/dev/null || true
     umount "$K/data/overlay2"/*/merged 2>/dev/null || true
     umount "$K/exec"/*/netns/* 2>/dev/null || true
+    # dockerd bind-mounts its data root onto itself; that mount stays after it exits.
+    umount "$K/data" 2>/dev/null || true
     rm -f "$S"
     ;;
 *)
