@@ -304,10 +304,11 @@ public final class ContainerRuntime: PlacedRuntime {
     private func collect(_ id: String, workloadID: String, taskIndex: Int) async -> TaskExit {
         let layout = layout(workloadID, taskIndex)
         var exit = TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: nil, at: Date())
-        if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State, state.Status == "created" {
+        let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State
+        if let state, state.Status == "created" {
             // Made but never started (a launch cut off between create and start): it did not run at all.
             exit.reason = Reason(.launchFailed, "task \(taskIndex)'s container was created but never started")
-        } else if let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State {
+        } else if let state {
             exit.exitCode = state.ExitCode
             if let finished = state.FinishedAt.flatMap(Self.parseTime) { exit.at = finished }
             if state.OOMKilled == true {

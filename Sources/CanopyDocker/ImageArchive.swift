@@ -27,8 +27,9 @@ enum ImageArchive {
         let bytes = [UInt8](content)
         var i = 0
         while i < bytes.count {
-            guard let space = bytes[i...].firstIndex(of: 32), let length = Int(String(decoding: bytes[i..<space], as: UTF8.self)), length > 0,
-                i + length <= bytes.count
+            // A record's length comes from the archive: compared with what is left, never added to (no overflow).
+            guard let space = bytes[i...].firstIndex(of: 32), let length = Int(String(decoding: bytes[i..<space], as: UTF8.self)),
+                length > space - i, length <= bytes.count - i
             else { return nil }
             var body = bytes[(space + 1)..<(i + length)]
             if body.last == 10 { body = body.dropLast() }

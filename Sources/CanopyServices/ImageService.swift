@@ -36,7 +36,7 @@ public final class ImageService: Sendable {
     /// Creates the catalog over the store and the engine (nil: this server has no container engine). Uploads are
     /// spooled to `spoolDirectory` (under the server's data directory).
     public init(store: any Store, engine: (any ImageEngine)?, spoolDirectory: String, clock: Clock = .system, pullRegistries: [String] = ["docker.io"]) {
-        self.pullRegistries = Set(pullRegistries.map(Self.registryName))
+        self.pullRegistries = Set(pullRegistries.map(ImageReference.canonicalRegistry))
         self.store = store
         self.engine = engine
         self.spoolDirectory = spoolDirectory
@@ -46,12 +46,6 @@ public final class ImageService: Sendable {
     /// The registries users may pull from (admins pull from any): the engine fetches what a pull names, so an open
     /// pull would let any user make it connect to any address it can reach, and read the answer in its errors.
     let pullRegistries: Set<String>
-
-    /// A registry's canonical name (Docker Hub's aliases are `docker.io`).
-    static func registryName(_ domain: String?) -> String {
-        guard let domain = domain?.lowercased() else { return "docker.io" }
-        return ["index.docker.io", "registry-1.docker.io"].contains(domain) ? "docker.io" : domain
-    }
 
     /// Whether this server has a container engine.
     public var hasEngine: Bool { engine != nil }
@@ -152,7 +146,7 @@ public final class ImageService: Sendable {
             throw CanopyError.invalid(
                 "reference", "\(ImageRecord.engineNamespace)/... references are the catalog's own names in the engine; pull from another repository")
         }
-        let registry = Self.registryName(source.domain)
+        let registry = source.registry
         if principal.role != .admin, !pullRegistries.contains(registry) {
             throw CanopyError(
                 .permissionDenied,
@@ -284,8 +278,7 @@ public final class ImageService: Sendable {
 
     /// Whether a reference lies in the engine namespace the catalog keeps for itself (`canopy/...` on Docker Hub).
     static func isCatalogNamespace(_ ref: ImageReference) -> Bool {
-        let hub = ref.domain == nil || ref.domain == "docker.io" || ref.domain == "index.docker.io" || ref.domain == "registry-1.docker.io"
-        return hub && ref.path.split(separator: "/").first.map(String.init) == ImageRecord.engineNamespace
+        ref.registry == "docker.io" && ref.path.split(separator: "/").first.map(String.init) == ImageRecord.engineNamespace
     }
 
     /// Drops the name an image came in under (a pulled reference, an archive's), keeping only the catalog's: only

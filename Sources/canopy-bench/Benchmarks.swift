@@ -123,6 +123,37 @@ final class ServerUnderTest: @unchecked Sendable {
     }
 
     func client() throws -> BlockingHTTPClient { try BlockingHTTPClient(port: port, token: token) }
+
+    /// Submits `total` workloads with `body`, from `clients` keep-alive clients at once; throws the first error.
+    func submitAll(_ total: Int, clients: Int, body: String) throws {
+        let failures = Samples()
+        onThreads(clients) { k in
+            do {
+                let c = try self.client()
+                for _ in stride(from: k, to: total, by: clients) {
+                    let r = try c.request("POST", "/api/v1/workloads", body: body)
+                    guard r.status == 201 else { throw BenchError("submit: \(r.status) \(r.text)") }
+                }
+            } catch {
+                failures.fail("\(error)")
+            }
+        }
+        if let first = failures.failures.first { throw BenchError(first) }
+    }
+
+    /// Waits until no workload is unfinished (at most `timeout` seconds after `start`); returns how many failed or
+    /// were cancelled.
+    func waitUntilIdle(since start: Double, timeout: Double, what: String) throws -> Int {
+        let client = try client()
+        while true {
+            let r = try client.request("GET", "/api/v1/workloads?phase=Pending,Starting,Running&limit=1")
+            if r.text.contains(#""items":[]"#) || r.text.contains(#""items" : []"#) { break }
+            guard monotonicNow() - start < timeout else { throw BenchError("\(what) did not finish within \(Int(timeout)) s") }
+            usleep(5_000)
+        }
+        let failed = try client.request("GET", "/api/v1/workloads?phase=Failed,Cancelled&limit=1000")
+        return failed.text.components(separatedBy: #""id":"#).count - 1
+    }
 }
 
 /// Thread-safe sample collection.
@@ -214,31 +245,12 @@ enum Benchmarks {
                 latencies.count, p50 * 1000, p99 * 1000, verdict(p50 <= 0.010 && p99 <= 0.100)))
 
         // 1,000 `true` workloads from 16 clients, then wait for the last to finish.
-        let total = 1000, clients = 16
-        let failures = Samples()
+        let total = 1000
         let start = monotonicNow()
-        onThreads(clients) { k in
-            do {
-                let c = try server.client()
-                for _ in stride(from: k, to: total, by: clients) {
-                    let r = try c.request("POST", "/api/v1/workloads", body: #"{"command": ["true"], \#(small)}"#)
-                    guard r.status == 201 else { throw BenchError("submit: \(r.status) \(r.text)") }
-                }
-            } catch {
-                failures.fail("\(error)")
-            }
-        }
+        try server.submitAll(total, clients: 16, body: #"{"command": ["true"], \#(small)}"#)
         let submitted = monotonicNow() - start
-        if let first = failures.failures.first { throw BenchError(first) }
-        while true {
-            let r = try client.request("GET", "/api/v1/workloads?phase=Pending,Starting,Running&limit=1")
-            if r.text.contains(#""items":[]"#) || r.text.contains(#""items" : []"#) { break }
-            guard monotonicNow() - start < 120 else { throw BenchError("1,000 workloads did not finish within 120 s") }
-            usleep(5_000)
-        }
+        let failedCount = try server.waitUntilIdle(since: start, timeout: 120, what: "1,000 workloads")
         let elapsed = monotonicNow() - start
-        let failed = try client.request("GET", "/api/v1/workloads?phase=Failed,Cancelled&limit=1000")
-        let failedCount = failed.text.components(separatedBy: #""id":"#).count - 1
         say(
             String(
                 format: "start     1,000 `true` submitted and finished       %8.2f s   (submitted in %.2f s; %.0f workloads/s; %d failed; spawn baseline %.0f/s)  target <= 10 s: %@",

@@ -87,27 +87,9 @@ enum ContainerBench {
 
         // The same through Canopy: submitted at once from 16 clients, until the last has finished.
         t = monotonicNow()
-        onThreads(clients) { k in
-            do {
-                let c = try server.client()
-                for _ in stride(from: k, to: total, by: clients) {
-                    let r = try c.request("POST", "/api/v1/workloads", body: #"{"command": ["true"], \#(small)}"#)
-                    guard r.status == 201 else { throw BenchError("submit: \(r.status) \(r.text)") }
-                }
-            } catch {
-                failures.fail("\(error)")
-            }
-        }
-        if let first = failures.failures.first { throw BenchError(first) }
-        while true {
-            let r = try client.request("GET", "/api/v1/workloads?phase=Pending,Starting,Running&limit=1")
-            if r.text.contains(#""items":[]"#) || r.text.contains(#""items" : []"#) { break }
-            guard monotonicNow() - t < 300 else { throw BenchError("200 container workloads did not finish within 300 s") }
-            usleep(10_000)
-        }
+        try server.submitAll(total, clients: clients, body: #"{"command": ["true"], \#(small)}"#)
+        let failedCount = try server.waitUntilIdle(since: t, timeout: 300, what: "200 container workloads")
         let rate = Double(total) / (monotonicNow() - t)
-        let failed = try client.request("GET", "/api/v1/workloads?phase=Failed,Cancelled&limit=1000")
-        let failedCount = failed.text.components(separatedBy: #""id":"#).count - 1
         say(String(format: "baseline  raw create/start/wait/remove, 16 at once  %8.1f containers/s", rawRate))
         say(
             String(

@@ -442,5 +442,7 @@ struct ImageArchiveTests {
         #expect(throws: CanopyError.self) { _ = try ImageArchive.references(in: decoy) }
         #expect(ImageArchive.clean("./a/../b/./c") == "b/c" && ImageArchive.clean("../../manifest.json") == "manifest.json")
         #expect(ImageArchive.paxPath(Data("30 mtime=1350244992.023960108\n22 path=manifest.json\n".utf8)) == "manifest.json")
+        // A record length from a hostile archive that would overflow an addition is refused, not a trap.
+        #expect(ImageArchive.paxPath(Data("4 a\n9223372036854775807 path=x\n".utf8)) == nil)
     }
 }

@@ -173,6 +173,15 @@ extension ImageReference {
         return r
     }
 
+    /// The registry's canonical name: `docker.io` for none and for Docker Hub's aliases.
+    public var registry: String { Self.canonicalRegistry(domain) }
+
+    /// A registry host's canonical name: `docker.io` for none and for Docker Hub's aliases.
+    public static func canonicalRegistry(_ domain: String?) -> String {
+        guard let domain = domain?.lowercased() else { return "docker.io" }
+        return ["index.docker.io", "registry-1.docker.io"].contains(domain) ? "docker.io" : domain
+    }
+
     /// The normalized catalog name of a catalog reference: `path:tag`.
     public var catalogName: String { "\(path):\(effectiveTag)" }
 
@@ -181,7 +190,7 @@ extension ImageReference {
     public var defaultCatalogName: String? {
         if digest != nil && tag == nil { return nil }
         var p = path
-        if domain == nil || domain == "docker.io" || domain == "index.docker.io" || domain == "registry-1.docker.io", p.hasPrefix("library/") {
+        if registry == "docker.io", p.hasPrefix("library/") {
             p.removeFirst("library/".count)
         }
         return "\(p):\(effectiveTag)"

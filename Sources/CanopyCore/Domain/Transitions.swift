@@ -50,13 +50,8 @@ public enum Transitions {
 
     /// A task could not be started: it failed, and the gang's tasks not started yet never will be.
     public static func launchFailed(_ w: Workload, task i: Int, reason: Reason, at now: Date) -> Workload {
-        var w = w
         guard w.tasks.indices.contains(i) else { return w }
-        w.tasks[i].move(to: .failed)
-        w.tasks[i].finishedAt = now
-        w.tasks[i].reason = reason
-        w.version += 1
-        return cancelUnlaunched(w, at: now).workload
+        return cancelUnlaunched(vanished(w, task: i, reason: reason, at: now), at: now).workload
     }
 
     /// The tasks that were placed but never launched (no handle) are cancelled; returns them, to free their share.
@@ -159,7 +154,8 @@ public enum Transitions {
         return w
     }
 
-    /// A task that was running before a restart is gone without a trace.
+    /// A task that was running before a restart is gone without a trace (and, as a launch that failed, a task
+    /// that never started): it failed, for `reason`.
     public static func vanished(_ w: Workload, task i: Int, reason: Reason, at now: Date) -> Workload {
         var w = w
         guard w.tasks.indices.contains(i) else { return w }
