@@ -491,7 +491,9 @@ public final class ContainerRuntime: PlacedRuntime {
     // MARK: watching the engine
 
     /// Follows the engine's container events for as long as the server runs; while the engine is away, reports
-    /// it (`reachability`), and once it is back, settles whatever ended meanwhile.
+    /// it (`reachability`), and once it is back, settles whatever ended meanwhile. Start it only after every task
+    /// of a restarted server was recovered (as the controller does): its first look removes this server's
+    /// containers that no task owns.
     public func run() async {
         while !Task.isCancelled {
             do {

@@ -146,13 +146,15 @@ struct ContainerRuntimeTests {
         try await Task.sleep(for: .milliseconds(500))
         first.cancelPumps()
         let second = try Engine.runtime(root: root)
-        let watch = Task { await second.run() }
-        defer { watch.cancel() }
+        // As the controller does: every task is recovered before the runtime starts watching its engine (which
+        // then sweeps the server's containers no task owns).
         #expect(await second.recover(workloadID: "r1", taskIndex: 0, handle: a.handle) == .running)
         guard case .exited(let ended) = await second.recover(workloadID: "r2", taskIndex: 0, handle: b.handle) else {
             Issue.record("a container that ended while the server was away is reported as exited")
             return
         }
+        let watch = Task { await second.run() }
+        defer { watch.cancel() }
         #expect(ended.exitCode == 5)
         #expect(await Engine.containerExists(second, "r2") == false)
         // The uid stays locked while the container runs, by a holder process that outlived the first runtime.
