@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # python3-pip: schemathesis, which checks a live server against its OpenAPI document.
 # docker.io, busybox-static, curl: a real dockerd (its own socket and data root) and a test image made on the spot,
 # for the container runtime's tests.
-packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge docker.io busybox-static curl)
+packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -90,7 +90,17 @@ public func buildApplication(
     for note in runtimes.limitations { logger.notice("\(note)") }
     let dataStore = try LocalDataStore(root: dataDir + "/data")
     chmod(dataDir + "/data", 0o700)
-    let controller = WorkloadController(store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, logger: logger)
+    // A backend that runs images without an engine on its nodes (Slurm) gets their root file systems unpacked in the
+    // data dir, which its nodes share; images/ is then traversable (0711) by the jobs, its spool/ stays private.
+    var imageFilesystems: ImageFilesystems?
+    if runtimes.delegates, let imageEngine {
+        try fm.createDirectory(atPath: dataDir + "/images", withIntermediateDirectories: true)
+        chmod(dataDir + "/images", 0o711)
+        imageFilesystems = try ImageFilesystems(root: dataDir + "/images/fs", engine: imageEngine)
+        await imageFilesystems?.removeLeftovers()
+    }
+    let controller = WorkloadController(
+        store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, imageFilesystems: imageFilesystems, logger: logger)
     try await controller.recover()
     let auth = AuthService(store: store)
     try await auth.load()
@@ -101,8 +111,7 @@ public func buildApplication(
     let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool", pullRegistries: config.pullRegistries)
     let workloads = WorkloadService(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
-        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore,
-        imageRefusal: config.executor == "slurm" ? ImagePolicy.slurmMessage : ImagePolicy.noEngineMessage)
+        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
     let data = DataService(store: dataStore)
 
     let router = Router(context: CanopyRequestContext.self)

@@ -97,17 +97,13 @@ public struct ServerConfiguration: Sendable {
     }
 
     /// The container engine's socket: the one configured (which need not answer yet: workloads wait for it), or
-    /// the first default socket present; nil for none. The Slurm backend runs no containers (yet): none there.
+    /// the first default socket present; nil for none. With the Slurm backend the engine holds the image catalog,
+    /// and the nodes run each image from its root file system, exported from the engine.
     func containerEngineSocket() throws -> String? {
         if let containerEngine {
             if containerEngine == "none" { return nil }
-            guard executor == "local" else {
-                throw CanopyError.invalid(
-                    "container-engine", "the Slurm backend does not run containers yet; image workloads there need --image-policy processes")
-            }
             return try DockerEngine.socketPath(fromURL: containerEngine)
         }
-        guard executor == "local" else { return nil }
         return DockerEngine.defaultSockets.first { FileManager.default.fileExists(atPath: $0) }
     }
 

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import CanopyCore
+import CanopyHost
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -121,6 +122,50 @@ public struct DockerImages: ImageEngine {
         let (status, body) = try await engine.call(.DELETE, "/images/\(reference)")
         if status == 404 { return }
         try DockerEngine.check(status, body)
+    }
+
+    public func exportFilesystem(_ reference: String, into directory: String) async throws -> [String] {
+        struct Doc: Decodable {
+            struct Config: Decodable { var Env: [String]? }
+            var Id: String
+            var Config: Config?
+        }
+        let (status, body) = try await engine.call(.GET, "/images/\(reference)/json")
+        if status == 404 { throw CanopyError(.notFound, "the container engine no longer has image \(reference)") }
+        try DockerEngine.check(status, body)
+        let env = try JSONDecoder().decode(Doc.self, from: body).Config?.Env ?? []
+        // The engine exports containers, not images: one is created (never started) to be exported, then removed.
+        // It names a command of its own, since an imported image has none and the engine will not create without.
+        struct Create: Encodable {
+            var Image: String
+            var Entrypoint: [String]
+            var Cmd: [String]
+            var Labels: [String: String]
+        }
+        struct Created: Decodable { var Id: String }
+        let created = try await engine.call(
+            Created.self, .POST, "/containers/create",
+            json: Create(Image: reference, Entrypoint: ["/canopy-export"], Cmd: [], Labels: ["canopy.export": "1"]))
+        let archive = directory + ".tar"
+        do {
+            defer { unlink(archive) }
+            let fd = open(archive, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw CanopyError(.internal, "cannot create \(archive): \(String(cString: strerror(errno)))") }
+            let out = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            let response = try await engine.stream("/containers/\(created.Id)/export")
+            guard response.status.code < 300 else {
+                try DockerEngine.check(Int(response.status.code), try await response.body.collect(upTo: 1 << 20))
+                return []
+            }
+            for try await chunk in response.body { try out.write(contentsOf: Data(buffer: chunk)) }
+            try out.close()
+            _ = try? await engine.call(.DELETE, "/containers/\(created.Id)", query: [("force", "1"), ("v", "1")])
+            try RootFilesystem.unpack(archive: archive, into: directory)
+        } catch {
+            _ = try? await engine.call(.DELETE, "/containers/\(created.Id)", query: [("force", "1"), ("v", "1")])
+            throw error
+        }
+        return env
     }
 
     /// Splits `repo[:tag]` (a registry's port is not a tag) into its repository and tag.

@@ -12,10 +12,6 @@ public enum ImagePolicy: String, Sendable, Hashable, CaseIterable {
     public static let choices = allCases.map(\.rawValue).joined(separator: ", ")
 
     /// The answer to a workload with an image on a server that has no container engine.
-    /// Why image workloads are refused on the Slurm backend.
-    public static let slurmMessage =
-        "the Slurm backend does not run containers yet, so this server cannot run images; an admin may start it with "
-        + "--image-policy processes to run image workloads as processes on the nodes"
     public static let noEngineMessage =
         "this server has no container engine, so it cannot run images; an admin starts it with "
         + "canopy serve --container-engine unix:///var/run/docker.sock (or --image-policy processes to run image workloads as host processes)"

@@ -195,10 +195,16 @@ extension WorkloadController {
     private func submitOne(_ id: String, to backend: any SchedulingBackend) async {
         guard let w = active[id], w.phase == .pending else { return }
         do {
+            // An image runs from its root file system on the nodes, exported from the engine once per image.
+            var image: PreparedImage?
+            if let reference = w.imageReference {
+                guard let imageFilesystems else { throw CanopyError(.internal, "this backend has no place to unpack images") }
+                image = try await imageFilesystems.prepare(reference)
+            }
             let submission = WorkloadSubmission(
                 workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try resolver.inputs(w),
                 mounts: try resolver.mounts(w),
-                imageReference: w.imageReference, allowRoot: allowRoot(w))
+                imageReference: w.imageReference, allowRoot: allowRoot(w), image: image)
             let handle = try await backend.submit(submission)
             guard let cur = active[id], !cur.phase.isTerminal else {
                 // Cancelled while it was being submitted.

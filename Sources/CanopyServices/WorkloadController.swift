@@ -21,6 +21,9 @@ public actor WorkloadController {
     /// The runtimes tasks run with; each task records its runtime's kind.
     let runtimes: Runtimes
     let resolver: LaunchResolver
+    /// Where image workloads' root file systems are unpacked for a backend that runs images without an engine
+    /// (Slurm); nil where none does.
+    let imageFilesystems: ImageFilesystems?
     let clock: Clock
     let logger: Logger
     let enforcer = Enforcer()
@@ -64,8 +67,9 @@ public actor WorkloadController {
     /// Creates a controller over its runtimes; call `recover()` before serving and run it as a service.
     public init(
         store: any Store, runtimes: Runtimes, dataStore: (any DataStore)? = nil, clock: Clock = .system, stopGrace: Double = 10,
-        unreachableRetry: Double = 5, logger: Logger = Logger(label: "canopy.controller")
+        unreachableRetry: Double = 5, imageFilesystems: ImageFilesystems? = nil, logger: Logger = Logger(label: "canopy.controller")
     ) {
+        self.imageFilesystems = imageFilesystems
         self.store = store
         self.runtimes = runtimes
         self.resolver = LaunchResolver(dataStore: dataStore)

@@ -57,6 +57,13 @@ extension WorkloadService {
             switch source {
             case .data(let path):
                 guard let dataStore else { throw CanopyError.invalid(sourceField, "this server has no data store to mount from") }
+                // A backend's nodes (Slurm's) do not reach the data store: it is the server's, private to it.
+                guard !runtimes.delegates else {
+                    throw CanopyError.invalid(
+                        sourceField,
+                        "data: mounts are not available with the Slurm backend, whose nodes cannot reach the server's data store; "
+                            + "stage the files with data.inputs, or mount a host: path an admin shares with the nodes")
+                }
                 guard (try? dataStore.entry(tenant: tenant, path: path)) ?? nil != nil else {
                     throw CanopyError.invalid(sourceField, "nothing at \(path) in your data store (canopy data ls \(path)); upload it with canopy data put")
                 }

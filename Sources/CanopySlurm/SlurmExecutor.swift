@@ -86,6 +86,8 @@ public actor SlurmExecutor: SchedulingBackend {
             throw CanopyError.invalid("executor", "--executor slurm needs the Slurm commands; \(tool) is not on PATH (\(path))")
         }
         try FileManager.default.createDirectory(atPath: configuration.workloadsRoot, withIntermediateDirectories: true)
+        // The jobs' user reaches its workload's directory by its full path (`canopy serve` runs with umask 077).
+        chmod(configuration.workloadsRoot, 0o711)
         // Jobs are submitted as the task user when the server is root, so they never run as root.
         runAs = try TaskUser.resolve(configuration.taskUser)
         (events, continuation) = AsyncStream<BackendEvent>.makeStream()
@@ -117,7 +119,17 @@ public actor SlurmExecutor: SchedulingBackend {
         }
         let workdir = try prepare(s, directory: directory)
         let script = directory + "/job.sh"
-        let text = SlurmText.batchScript(workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:])
+        var sandbox: SlurmText.ImageSandbox?
+        if let image = s.image {
+            let entries = try RootFilesystem.topLevel(of: image.rootfs).map { e -> SlurmText.ImageSandbox.Entry in
+                if case .link(let target) = e.kind { return .init(name: e.name, link: target) }
+                return .init(name: e.name)
+            }
+            sandbox = SlurmText.ImageSandbox(
+                rootfs: image.rootfs, entries: entries, tmpfs: RootFilesystem.directories(["var/tmp", "run"], in: image.rootfs), env: image.env,
+                nodeFiles: RootFilesystem.files(["etc/resolv.conf", "etc/hosts"], in: image.rootfs), mounts: s.mounts, asRoot: s.allowRoot)
+        }
+        let text = SlurmText.batchScript(workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:], sandbox: sandbox)
         try text.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
         let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil

@@ -250,7 +250,10 @@ public enum SlurmText {
     ///
     /// `directory` is the workload's directory (holding `task-N/`); `workdir` the working directory inside each task's
     /// `work`, relative ("" for `work` itself).
-    public static func batchScript(workloadID: String, directory: String, workdir: String, spec: WorkloadSpec, extraEnv: [String: String]) -> String {
+    /// With `sandbox`, each task runs in the image's root file system (see `ImageSandbox`).
+    public static func batchScript(
+        workloadID: String, directory: String, workdir: String, spec: WorkloadSpec, extraEnv: [String: String], sandbox: ImageSandbox? = nil
+    ) -> String {
         let q = shellQuote
         var env = spec.env
         for (k, v) in extraEnv { env[k] = v }
@@ -261,15 +264,27 @@ public enum SlurmText {
             "#!/bin/sh",
             "# Canopy workload \(workloadID), submitted by canopy serve.",
             "echo \"$SLURM_JOB_ID\" > \(q(directory + "/job.id"))",
+            // A stop sends SIGTERM to every process of the job: the shells wait for their command to end (a trap
+            // runs after the foreground command; an ignored signal would be inherited, a trap is not), so a task
+            // that handles SIGTERM has the grace period to finish, and its exit status is recorded.
+            "trap : TERM",
         ]
         for (k, v) in env.sorted(by: { $0.key < $1.key }) { lines.append("export \(k)=\(q(v))") }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
         // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
-        let task = """
-            d="$1/task-$SLURM_PROCID"; w="$d/work$2"; shift 2
+        var task = """
+            trap : TERM
+            d="$1/task-$SLURM_PROCID"; w="$d/work$2"; sub="$2"; shift 2
             export CANOPY_TASK_INDEX="$SLURM_PROCID" CANOPY_NODE="$SLURMD_NODENAME" HOME="$w"
             cd "$w" || { echo "exit 126" > "$d/exit"; exit 126; }
-            "$@"; c=$?
+
+            """
+        if let sandbox {
+            task += sandbox.wrap(userEnv: Set(env.keys)) + "\n"
+        } else {
+            task += "\"$@\"; c=$?\n"
+        }
+        task += """
             echo "exit $c" > "$d/exit"
             exit $c
             """
@@ -289,6 +304,109 @@ public enum SlurmText {
         lines.append("echo \"exit $c\" > \(q(directory + "/batch.exit"))")
         lines.append("exit $c")
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// How a task runs in an image's root file system on a node: in a bubblewrap sandbox (`bwrap`, unprivileged,
+    /// through a user namespace), as the job's user.
+    ///
+    /// The sandbox's `/` is a fresh tmpfs holding the image's top-level directories and files bound read-only and
+    /// its top-level links recreated (the image's files are shared by every task that runs it, so none may change
+    /// them); `/proc`, `/dev` and `/tmp` are the sandbox's own (plus a tmpfs on `/var/tmp` and `/run` where the
+    /// image has them); the task's `work` directory is bound at `/workspace`, read-write, and its working directory
+    /// is below it; the workload's mounts are bound at their targets; the node's `/etc/resolv.conf` and
+    /// `/etc/hosts` are bound over the image's (where it has them). Every namespace but the network is the sandbox's own (a Slurm job
+    /// uses the node's network, as MPI needs); the task gets no capabilities and `no_new_privs`. The node's NVIDIA
+    /// devices are bound in (Slurm's cgroup decides which the job may open); their driver
+    /// libraries are not, so CUDA images on Slurm need the driver's user-space libraries in the image.
+    ///
+    /// The environment: the job's (Slurm's variables, `CUDA_VISIBLE_DEVICES`), then the image's for what the
+    /// workload's `env` does not set, `PATH` included (a default one where the image has none), `HOME=/workspace`.
+    public struct ImageSandbox: Sendable, Hashable {
+        /// A top-level entry of the image's root: a directory or file (bound), or a link (recreated).
+        public struct Entry: Sendable, Hashable {
+            public var name: String
+            /// The link's target; nil for a directory or file.
+            public var link: String?
+            public init(name: String, link: String? = nil) {
+                self.name = name
+                self.link = link
+            }
+        }
+
+        /// The root file system's directory on the nodes.
+        public var rootfs: String
+        /// Its top-level entries.
+        public var entries: [Entry]
+        /// Directories of the image that get a tmpfs of their own (`var/tmp`, `run`), relative to its root.
+        public var tmpfs: [String]
+        /// The image's environment, `KEY=value`.
+        public var env: [String]
+        /// Files of the image the node's own are bound over (`etc/resolv.conf`, `etc/hosts`: where the image has
+        /// them as files, since a bind needs its target).
+        public var nodeFiles: [String]
+        /// The workload's mounts (host paths the job's user can read).
+        public var mounts: [ResolvedMount]
+        /// Whether the task is root inside the sandbox (its queue allows root): it is still the job's user outside.
+        public var asRoot: Bool
+
+        public init(
+            rootfs: String, entries: [Entry], tmpfs: [String], env: [String], nodeFiles: [String] = [], mounts: [ResolvedMount], asRoot: Bool
+        ) {
+            self.nodeFiles = nodeFiles
+            self.rootfs = rootfs
+            self.entries = entries
+            self.tmpfs = tmpfs
+            self.env = env
+            self.mounts = mounts
+            self.asRoot = asRoot
+        }
+
+        /// The PATH a task gets when its image sets none (Docker's default).
+        static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+        /// Shell lines that turn the task's arguments ("$@") into a bwrap command line; they run in the task's
+        /// shell, where `$d` is the task's directory and `$sub` the working directory below `work` ("" or "/x").
+        func wrap(userEnv: Set<String>) -> String {
+            let q = SlurmText.shellQuote
+            var options = ["--unshare-all", "--share-net"]
+            // Root in the sandbox keeps its capabilities there, which reach only what the namespace owns.
+            options += asRoot ? ["--uid", "0", "--gid", "0"] : ["--cap-drop", "ALL"]
+            for e in entries {
+                if let target = e.link {
+                    options += ["--symlink", q(target), q("/" + e.name)]
+                } else {
+                    options += ["--ro-bind", q(rootfs + "/" + e.name), q("/" + e.name)]
+                }
+            }
+            options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            for dir in tmpfs { options += ["--tmpfs", q("/" + dir)] }
+            for file in nodeFiles { options += ["--ro-bind-try", q("/" + file), q("/" + file)] }
+            for m in mounts { options += [m.readOnly ? "--ro-bind" : "--bind", q(m.hostPath), q(m.target)] }
+            var imageEnv: [(String, String)] = []
+            var hasPath = false
+            for entry in env {
+                guard let eq = entry.firstIndex(of: "="), eq != entry.startIndex else { continue }
+                let key = String(entry[..<eq])
+                if key == "PATH" { hasPath = true }
+                guard !userEnv.contains(key), key != "HOME", !key.hasPrefix("CANOPY_") else { continue }
+                imageEnv.append((key, String(entry[entry.index(after: eq)...])))
+            }
+            if !hasPath, !userEnv.contains("PATH") { imageEnv.append(("PATH", Self.defaultPath)) }
+            for (k, v) in imageEnv { options += ["--setenv", q(k), q(v)] }
+            options += ["--setenv", "HOME", "/workspace"]
+            // bwrap dies of a stop's SIGTERM at once, while the task inside may take its grace period: so the
+            // sandbox does not die with bwrap, and the shell waits for the sandbox's first process (whose pid bwrap
+            // reports on --info-fd) before it records the exit status (bwrap's: 143 after a stop). Slurm ends
+            // whatever remains of the job's processes when the job ends.
+            return """
+                command -v bwrap >/dev/null 2>&1 || { echo "canopy: node $SLURMD_NODENAME has no bwrap (bubblewrap), which image workloads on Slurm need" >&2; echo "exit 127" > "$d/exit"; exit 127; }
+                set -- -- "$@"
+                for g in /dev/nvidia*; do [ -c "$g" ] && set -- --dev-bind "$g" "$g" "$@"; done
+                bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
+                p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/sandbox.info" 2>/dev/null)
+                while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.2; done
+                """
+        }
     }
 
     /// sbatch's options for a workload: one job, one Slurm task per Canopy task, all allocated at once (a gang).

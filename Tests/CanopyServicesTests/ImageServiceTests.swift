@@ -167,6 +167,7 @@ private struct BrokenEngine: ImageEngine {
     func tag(_ source: String, as reference: String) async throws { throw Failure() }
     func inspect(_ reference: String) async throws -> EngineImage? { throw Failure() }
     func untag(_ reference: String) async throws { throw Failure() }
+    func exportFilesystem(_ reference: String, into directory: String) async throws -> [String] { throw Failure() }
 }
 
 @Suite("the image catalog over a failing engine")

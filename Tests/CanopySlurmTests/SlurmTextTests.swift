@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyHost
 import CanopyTesting
 import Foundation
 import Testing
@@ -96,6 +97,59 @@ struct SlurmTextTests {
         #expect(script.contains("'printf' '%s|' 'it'\\''s' '$HOME' 'a b'"))
         let out = try await runProcess("/bin/sh", ["-c", "printf '%s\\n' " + spec.command.dropFirst().map(SlurmText.shellQuote).joined(separator: " ")])
         #expect(out.stdout == "%s|\nit's\n$HOME\na b\n")
+    }
+
+    @Test("an image task's sandbox: image env under the workload's, links recreated, binds quoted, root only when allowed")
+    func sandboxText() {
+        let sandbox = SlurmText.ImageSandbox(
+            rootfs: "/data/images/fs/ab/rootfs", entries: [.init(name: "usr"), .init(name: "bin", link: "usr/bin"), .init(name: "it's")],
+            tmpfs: ["var/tmp"], env: ["PATH=/opt/conda/bin:/usr/bin", "GREETING=image", "HOME=/root", "CANOPY_TASK_INDEX=9", "=x", "NOEQUALS"],
+            mounts: [ResolvedMount(hostPath: "/srv/shared data", target: "/data", readOnly: true)], asRoot: false)
+        let spec = WorkloadSpec(command: ["python", "train.py"], env: ["GREETING": "spec"])
+        let script = SlurmText.batchScript(workloadID: "w", directory: "/tmp/d", workdir: "", spec: spec, extraEnv: [:], sandbox: sandbox)
+        #expect(script.contains("--setenv '\\''PATH'\\'' '\\''/opt/conda/bin:/usr/bin'\\''"), "\(script)")
+        #expect(!script.contains("GREETING'\\'' '\\''image"), "the workload's env wins over the image's")
+        #expect(!script.contains("HOME'\\'' '\\''/root") && !script.contains("CANOPY_TASK_INDEX'\\'' '\\''9"), "HOME and CANOPY_ variables are Canopy's")
+        #expect(script.contains("--symlink '\\''usr/bin'\\'' '\\''/bin'\\''"))
+        #expect(script.contains("--ro-bind '\\''/srv/shared data'\\'' '\\''/data'\\''"))
+        #expect(script.contains("--cap-drop ALL") && !script.contains("--uid 0"))
+        var root = sandbox
+        root.asRoot = true
+        let rootScript = SlurmText.batchScript(workloadID: "w", directory: "/tmp/d", workdir: "", spec: spec, extraEnv: [:], sandbox: root)
+        #expect(rootScript.contains("--uid 0 --gid 0") && !rootScript.contains("--cap-drop"))
+    }
+
+    @Test(
+        "the batch script runs an image task in a real bubblewrap sandbox: its own root, /workspace, the exit status recorded",
+        .enabled(if: TaskUser.findProgram("bwrap", path: "/usr/bin:/bin") != nil || Cluster.required, "needs bwrap (scripts/test.sh installs it)"))
+    func sandboxRuns() async throws {
+        let dir = try makeTempDir("canopy-sandbox")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let rootfs = dir + "/rootfs"
+        try FileManager.default.createDirectory(atPath: rootfs + "/usr/bin", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: rootfs + "/etc", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try #require(TaskUser.findProgram("busybox", path: "/usr/bin:/bin")), toPath: rootfs + "/usr/bin/busybox")
+        try FileManager.default.createSymbolicLink(atPath: rootfs + "/usr/bin/sh", withDestinationPath: "busybox")
+        try FileManager.default.createSymbolicLink(atPath: rootfs + "/bin", withDestinationPath: "usr/bin")
+        try "image\n".write(toFile: rootfs + "/etc/marker", atomically: true, encoding: .utf8)
+        let entries = try RootFilesystem.topLevel(of: rootfs).map { e -> SlurmText.ImageSandbox.Entry in
+            if case .link(let target) = e.kind { return .init(name: e.name, link: target) }
+            return .init(name: e.name)
+        }
+        #expect(Set(entries.map(\.name)) == ["usr", "etc", "bin"])
+        let sandbox = SlurmText.ImageSandbox(rootfs: rootfs, entries: entries, tmpfs: [], env: ["PATH=/usr/bin"], mounts: [], asRoot: false)
+        let spec = WorkloadSpec(command: ["sh", "-c", "cat /etc/marker; pwd; echo $PATH; [ -e /etc/debian_version ] || echo no-host-files; echo made > out; exit 4"])
+        try FileManager.default.createDirectory(atPath: dir + "/w/task-0/work", withIntermediateDirectories: true)
+        let script = SlurmText.batchScript(workloadID: "w", directory: dir + "/w", workdir: "", spec: spec, extraEnv: [:], sandbox: sandbox)
+        try script.write(toFile: dir + "/job.sh", atomically: true, encoding: .utf8)
+        let r = try await runProcess("/bin/sh", [dir + "/job.sh"], env: ["SLURM_JOB_ID": "1", "SLURMD_NODENAME": "n1", "PATH": "/usr/bin:/bin"])
+        #expect(r.status == 4, "\(r)")
+        let out = (try? String(contentsOfFile: dir + "/w/task-0/stdout.log", encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: dir + "/w/task-0/stderr.log", encoding: .utf8)) ?? ""
+        #expect(out == "image\n/workspace\n/usr/bin\nno-host-files\n", "\(out) \(err)")
+        #expect((try? String(contentsOfFile: dir + "/w/task-0/exit", encoding: .utf8)) == "exit 4\n")
+        #expect((try? String(contentsOfFile: dir + "/w/task-0/work/out", encoding: .utf8)) == "made\n")
     }
 
     @Test("unreachable controller versus refusal")

@@ -110,6 +110,19 @@ public final class FakeImageEngine: ImageEngine {
 
     public func allReferences() async throws -> [String: String] { state.withLock { $0.references } }
 
+    /// Writes a root file system of one file, `image-id`, holding the image's id (the real export is tested against
+    /// dockerd); the environment is `PATH=/fake/bin`.
+    public func exportFilesystem(_ reference: String, into directory: String) async throws -> [String] {
+        let id = try state.withLock { s -> String in
+            s.calls.append("export \(reference)")
+            guard let id = s.images[reference] != nil ? reference : s.references[reference] else { throw CanopyError(.notFound, "no such image: \(reference)") }
+            return id
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try id.write(toFile: directory + "/image-id", atomically: false, encoding: .utf8)
+        return ["PATH=/fake/bin"]
+    }
+
     public func untag(_ reference: String) async throws {
         try state.withLock { s in
             s.calls.append("untag \(reference)")

@@ -147,11 +147,14 @@ public struct WorkloadSubmission: Sendable, Hashable {
     public var imageReference: String?
     /// Whether tasks may run as root in their containers.
     public var allowRoot: Bool
+    /// The image's root file system where the nodes can read it, for backends that run images without a
+    /// container engine; nil for processes.
+    public var image: PreparedImage?
 
     /// Creates a submission.
     public init(
         workloadID: String, tenant: String, spec: WorkloadSpec, pool: String?, inputs: [StagedInput] = [], mounts: [ResolvedMount] = [],
-        imageReference: String? = nil, allowRoot: Bool = false
+        imageReference: String? = nil, allowRoot: Bool = false, image: PreparedImage? = nil
     ) {
         self.workloadID = workloadID
         self.tenant = tenant
@@ -161,6 +164,7 @@ public struct WorkloadSubmission: Sendable, Hashable {
         self.mounts = mounts
         self.imageReference = imageReference
         self.allowRoot = allowRoot
+        self.image = image
     }
 }
 
@@ -214,4 +218,21 @@ public struct Clock: Sendable {
 
     /// The system clock.
     public static let system = Clock { Date() }
+}
+
+/// An image's root file system, unpacked where a backend's nodes read it (see `ImageEngine.exportFilesystem`).
+public struct PreparedImage: Sendable, Hashable {
+    /// The engine's id of the image.
+    public var id: String
+    /// The directory holding the root file system, on storage the nodes share.
+    public var rootfs: String
+    /// The image's environment, `KEY=value` entries.
+    public var env: [String]
+
+    /// Creates one.
+    public init(id: String, rootfs: String, env: [String]) {
+        self.id = id
+        self.rootfs = rootfs
+        self.env = env
+    }
 }

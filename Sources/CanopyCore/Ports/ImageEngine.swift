@@ -38,4 +38,9 @@ public protocol ImageEngine: Sendable {
     func allReferences() async throws -> [String: String]
     /// Removes a reference (and the image, once nothing else names it or uses it).
     func untag(_ reference: String) async throws
+    /// Writes the root file system of the image `reference` names into `directory` (which must not exist; it is
+    /// created private to the server), made safe to hand to tasks: no device files, no set-id bits, every file the
+    /// server's. Returns the image's environment (`KEY=value` entries), which a runtime gives its tasks. For
+    /// runtimes that run images without the engine (the Slurm backend).
+    func exportFilesystem(_ reference: String, into directory: String) async throws -> [String]
 }
