@@ -23,6 +23,14 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Two cluster accounts for the Slurm suite's tenant test: tenants mapped to accounts of their own
+# (--slurm-tenant-user) cannot reach each other's jobs. System accounts, no home, no login shell.
+if [ "$(id -u)" = 0 ]; then
+    for u in canopy-slurm-a canopy-slurm-b; do
+        id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+    done
+fi
+
 swift build --build-tests
 
 # schemathesis (PyPI), pinned; installed once.

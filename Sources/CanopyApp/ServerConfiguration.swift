@@ -25,6 +25,10 @@ public struct ServerConfiguration: Sendable {
     public var memory: String?
     /// `--task-user`, `CANOPY_TASK_USER`: with the Slurm executor, who jobs run as when the server is root. Default `nobody`.
     public var taskUser: String = "nobody"
+    /// `--slurm-tenant-user TENANT=USER` (repeatable), `CANOPY_SLURM_TENANT_USERS` (comma-separated): with the Slurm
+    /// executor, the cluster account each tenant's jobs run as, so that one tenant's jobs cannot read or change
+    /// another's files; tenants not listed run as `taskUser`.
+    public var slurmTenantUsers: [String] = []
     /// `--task-uids LOW-HIGH`, `CANOPY_TASK_UIDS`: with the local executor and the server running as root, the uids
     /// handed to running tasks, one each. Default 61184-65519 (systemd's dynamic-user range).
     public var taskUIDs: String = "61184-65519"
@@ -80,6 +84,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_CPUS"], !v.isEmpty { cpus = v }
         if let v = environment["CANOPY_MEMORY"], !v.isEmpty { memory = v }
         if let v = environment["CANOPY_TASK_USER"], !v.isEmpty { taskUser = v }
+        if let v = environment["CANOPY_SLURM_TENANT_USERS"], !v.isEmpty { slurmTenantUsers = v.split(separator: ",").map { String($0) } }
         if let v = environment["CANOPY_TASK_UIDS"], !v.isEmpty { taskUIDs = v }
         if let v = environment["CANOPY_STOP_GRACE"], let g = Double(v) { stopGrace = g }
         if let v = environment["CANOPY_ADMIN_TOKEN"], !v.isEmpty { adminToken = v }
@@ -125,6 +130,20 @@ public struct ServerConfiguration: Sendable {
         return policy
     }
 
+    /// The tenant-to-account map for Slurm jobs, from `TENANT=USER` entries.
+    func checkedSlurmTenantUsers() throws -> [String: String] {
+        var map: [String: String] = [:]
+        for entry in slurmTenantUsers {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw CanopyError.invalid("slurm-tenant-user", "\"\(entry)\" is not TENANT=USER")
+            }
+            guard map[parts[0]] == nil else { throw CanopyError.invalid("slurm-tenant-user", "tenant \(parts[0]) is mapped twice") }
+            map[parts[0]] = parts[1]
+        }
+        return map
+    }
+
     /// The host mount allow-list, each entry an absolute path without "..".
     func checkedHostMounts() throws -> [String] {
         try hostMounts.map { entry in
@@ -157,7 +176,8 @@ public struct ServerConfiguration: Sendable {
             return Runtimes(
                 backend: try SlurmExecutor(
                     configuration: SlurmExecutor.Configuration(
-                        workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser, environment: environment),
+                        workloadsRoot: absoluteDataDir + "/workloads", pollInterval: slurmPollInterval, taskUser: taskUser,
+                        tenantUsers: try checkedSlurmTenantUsers(), environment: environment),
                     logger: logger))
         default:
             throw CanopyError.invalid("executor", "unknown executor \"\(executor)\"; use local or slurm")

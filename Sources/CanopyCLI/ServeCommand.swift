@@ -16,6 +16,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Allocatable CPUs of this node (default: all online CPUs).") var cpus: String?
     @Option(help: "Allocatable memory of this node, e.g. 16Gi (default: all of it).") var memory: String?
     @Option(help: "With --executor slurm and the server running as root: the user jobs run as (default: nobody).") var taskUser: String?
+    @Option(
+        help: """
+            With --executor slurm and the server running as root: the cluster account one tenant's jobs run as, TENANT=USER (repeatable); \
+            tenants not listed run as --task-user, and share it.
+            """)
+    var slurmTenantUser: [String] = []
     @Option(help: "With the local executor and the server running as root: uids given to running tasks, one each, LOW-HIGH (default: 61184-65519).")
     var taskUids: String?
     @Option(help: "Seconds between SIGTERM and SIGKILL when stopping a task (default: 10).") var stopGrace: Double?
@@ -54,6 +60,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let cpus { config.cpus = cpus }
         if let memory { config.memory = memory }
         if let taskUser { config.taskUser = taskUser }
+        if !slurmTenantUser.isEmpty { config.slurmTenantUsers = slurmTenantUser }
         if let taskUids { config.taskUIDs = taskUids }
         if let stopGrace { config.stopGrace = stopGrace }
         if let executor { config.executor = executor }

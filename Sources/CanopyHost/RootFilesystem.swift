@@ -12,7 +12,8 @@ import Foundation
 /// set-user-id root, device nodes, or links that point anywhere. So it is unpacked by GNU tar as root into a
 /// directory nobody else can reach, with every file owned by root (`--no-same-owner`; tar itself refuses members
 /// named with `..` and delays links that leave the tree), then walked without following links: device nodes,
-/// FIFOs and sockets are removed, set-user-id and set-group-id bits cleared, and `etc/hosts`, `etc/resolv.conf` made
+/// FIFOs and sockets are removed, set-user-id, set-group-id and group and world write bits cleared (a job's user outside the sandbox must not
+/// change what every tenant's tasks run), and `etc/hosts`, `etc/resolv.conf` made
 /// to exist (a task's sandbox binds the node's over them). Only then does the caller make it readable.
 package enum RootFilesystem {
     /// How deep the walk descends; real images stay far below it.
@@ -63,13 +64,14 @@ package enum RootFilesystem {
             guard let st = FileTree.lstatAt(dir, name) else { continue }
             let kind = st.st_mode & S_IFMT
             switch kind {
+            // Nothing may be writable by the jobs' users outside the sandbox either: one image serves every tenant.
             case S_IFDIR:
-                if st.st_mode & (S_ISUID | S_ISGID) != 0 { fchmodat(dir.fd, name, st.st_mode & 0o1777, 0) }
+                if st.st_mode & (S_ISUID | S_ISGID | 0o022) != 0 { fchmodat(dir.fd, name, st.st_mode & 0o1755, 0) }
                 let fd = openat(dir.fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard fd >= 0 else { throw CanopyError(.internal, "cannot open \(name) in the unpacked image") }
                 try sanitize(FileTree.Descriptor(fd), depth: depth + 1)
             case S_IFREG:
-                if st.st_mode & (S_ISUID | S_ISGID) != 0 { fchmodat(dir.fd, name, st.st_mode & 0o777, 0) }
+                if st.st_mode & (S_ISUID | S_ISGID | 0o022) != 0 { fchmodat(dir.fd, name, st.st_mode & 0o755, 0) }
             case S_IFLNK:
                 break
             default:

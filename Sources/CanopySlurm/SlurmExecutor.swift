@@ -30,13 +30,18 @@ public actor SlurmExecutor: SchedulingBackend {
         public var pollInterval: Double
         /// The user jobs are submitted as when the server runs as root (never root itself).
         public var taskUser: String
+        /// Per tenant, the account its jobs are submitted as instead (when the server runs as root), so tenants'
+        /// jobs cannot reach each other's files.
+        public var tenantUsers: [String: String]
         /// The server's environment, for PATH and SLURM_CONF.
         public var environment: [String: String]
 
         /// Creates a configuration.
         public init(
-            workloadsRoot: String, pollInterval: Double = 2, taskUser: String = "nobody", environment: [String: String] = ProcessInfo.processInfo.environment
+            workloadsRoot: String, pollInterval: Double = 2, taskUser: String = "nobody", tenantUsers: [String: String] = [:],
+            environment: [String: String] = ProcessInfo.processInfo.environment
         ) {
+            self.tenantUsers = tenantUsers
             self.workloadsRoot = workloadsRoot
             self.pollInterval = pollInterval
             self.taskUser = taskUser
@@ -59,11 +64,13 @@ public actor SlurmExecutor: SchedulingBackend {
     private let command: Command
     private let logger: Logger
     private let runAs: (uid: uid_t, gid: gid_t)?
+    /// The tenants with accounts of their own, resolved.
+    private let tenantRunAs: [String: (uid: uid_t, gid: gid_t)]
     private let continuation: AsyncStream<BackendEvent>.Continuation
     /// Waits, starts, exits, reachability and inventory, as the polls find them.
     public nonisolated let events: AsyncStream<BackendEvent>
-    /// Nothing to note: Slurm enforces its own limits.
-    public nonisolated let limitations: [String] = []
+    /// What it cannot isolate: tenants that share the task user share their files.
+    public nonisolated let limitations: [String]
     /// Tasks it runs are Slurm jobs.
     public nonisolated var kind: RuntimeKind { .slurm }
 
@@ -90,6 +97,20 @@ public actor SlurmExecutor: SchedulingBackend {
         chmod(configuration.workloadsRoot, 0o711)
         // Jobs are submitted as the task user when the server is root, so they never run as root.
         runAs = try TaskUser.resolve(configuration.taskUser)
+        var resolved: [String: (uid: uid_t, gid: gid_t)] = [:]
+        for (tenant, user) in configuration.tenantUsers {
+            guard let id = try TaskUser.resolve(user) else { continue }
+            guard id.uid != 0 else { throw CanopyError.invalid("slurm-tenant-user", "tenant \(tenant)'s jobs cannot run as root") }
+            resolved[tenant] = id
+        }
+        tenantRunAs = resolved
+        limitations =
+            runAs == nil
+            ? []
+            : [
+                "Slurm jobs of tenants without an account of their own (--slurm-tenant-user TENANT=USER) all run as \(configuration.taskUser): "
+                    + "they can read and change each other's workload files"
+            ]
         (events, continuation) = AsyncStream<BackendEvent>.makeStream()
     }
 
@@ -117,7 +138,8 @@ public actor SlurmExecutor: SchedulingBackend {
             adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
             return id
         }
-        let workdir = try prepare(s, directory: directory)
+        let owner = tenantRunAs[s.tenant] ?? runAs
+        let workdir = try prepare(s, directory: directory, owner: owner)
         let script = directory + "/job.sh"
         var sandbox: SlurmText.ImageSandbox?
         if let image = s.image {
@@ -135,7 +157,7 @@ public actor SlurmExecutor: SchedulingBackend {
         let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil
         var argv =
             ["sbatch"] + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory) + [script]
-        if let runAs { argv = ["setpriv", "--reuid=\(runAs.uid)", "--regid=\(runAs.gid)", "--init-groups"] + argv }
+        if let owner { argv = ["setpriv", "--reuid=\(owner.uid)", "--regid=\(owner.gid)", "--init-groups"] + argv }
         let r = try await command.run(argv)
         guard r.ok, let id = String(decoding: r.stdout, as: UTF8.self).split(whereSeparator: { $0 == ";" || $0 == "\n" }).first.map(String.init), !id.isEmpty
         else {
@@ -152,7 +174,7 @@ public actor SlurmExecutor: SchedulingBackend {
 
     /// Creates the task directories (the job's user owns their `work`), stages inputs; returns the working directory
     /// relative to each task's `work`.
-    private func prepare(_ s: WorkloadSubmission, directory: String) throws -> String {
+    private func prepare(_ s: WorkloadSubmission, directory: String, owner runAs: (uid: uid_t, gid: gid_t)?) throws -> String {
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var relative = ""
@@ -165,11 +187,15 @@ public actor SlurmExecutor: SchedulingBackend {
             try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
             try? fm.removeItem(atPath: layout.exitFile)
             layout.give(workdir, to: runAs)
-            // Slurm opens the log files as the job's user, and the task's shell writes its exit file.
+            // Slurm opens the log files as the job's user, and the task's shell writes its exit file. Private to
+            // that user, whatever the server's umask: another tenant's jobs may run as another account.
             if let runAs { chown(layout.directory, runAs.uid, runAs.gid) }
+            chmod(layout.directory, 0o700)
+            chmod(layout.work, 0o700)
             try layout.stage(s.inputs, workdir: s.spec.workdir, owner: runAs)
         }
         if let runAs { chown(directory, runAs.uid, runAs.gid) }
+        chmod(directory, 0o700)
         return relative
     }
 
@@ -181,7 +207,9 @@ public actor SlurmExecutor: SchedulingBackend {
             return
         }
         // SIGTERM to its processes (the batch step's too: a single task runs there), then Slurm's own cancel
-        // (SIGTERM, SIGKILL after KillWait) once the grace is over.
+        // (SIGTERM, SIGKILL after KillWait) once the grace is over. A single task handles the SIGTERM within the
+        // grace period. A gang runs in an srun step, which Slurm 22.05 cancels on SIGTERM (signalled through srun
+        // or directly): its tasks are killed without the grace period.
         _ = try? await command.run(["scancel", "--signal=TERM", "--full", backendID])
         let deadline = Date().addingTimeInterval(grace)
         while Date() < deadline, tracks[backendID] != nil {

@@ -240,6 +240,12 @@ public enum SlurmText {
 
     // MARK: sbatch
 
+    /// Whether `name` is a shell variable name: letters, digits and _, not starting with a digit.
+    static func isShellName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(first >= 48 && first <= 57) else { return false }
+        return name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 }
+    }
+
     /// Quotes a word for `/bin/sh`.
     public static func shellQuote(_ s: String) -> String {
         "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
@@ -269,7 +275,8 @@ public enum SlurmText {
             // that handles SIGTERM has the grace period to finish, and its exit status is recorded.
             "trap : TERM",
         ]
-        for (k, v) in env.sorted(by: { $0.key < $1.key }) { lines.append("export \(k)=\(q(v))") }
+        // Names are checked at submit (letters, digits, _); one that is not a shell name never reaches the script.
+        for (k, v) in env.sorted(by: { $0.key < $1.key }) where isShellName(k) { lines.append("export \(k)=\(q(v))") }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
         // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
         var task = """
@@ -381,7 +388,6 @@ public enum SlurmText {
             options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
             for dir in tmpfs { options += ["--tmpfs", q("/" + dir)] }
             for file in nodeFiles { options += ["--ro-bind-try", q("/" + file), q("/" + file)] }
-            for m in mounts { options += [m.readOnly ? "--ro-bind" : "--bind", q(m.hostPath), q(m.target)] }
             var imageEnv: [(String, String)] = []
             var hasPath = false
             for entry in env {
@@ -394,6 +400,9 @@ public enum SlurmText {
             if !hasPath, !userEnv.contains("PATH") { imageEnv.append(("PATH", Self.defaultPath)) }
             for (k, v) in imageEnv { options += ["--setenv", q(k), q(v)] }
             options += ["--setenv", "HOME", "/workspace"]
+            // After /workspace, so that a mount below it is not hidden by it.
+            var mountOptions: [String] = []
+            for m in mounts { mountOptions += [m.readOnly ? "--ro-bind" : "--bind", q(m.hostPath), q(m.target)] }
             // bwrap dies of a stop's SIGTERM at once, while the task inside may take its grace period: so the
             // sandbox does not die with bwrap, and the shell waits for the sandbox's first process (whose pid bwrap
             // reports on --info-fd) before it records the exit status (bwrap's: 143 after a stop). Slurm ends
@@ -402,7 +411,7 @@ public enum SlurmText {
                 command -v bwrap >/dev/null 2>&1 || { echo "canopy: node $SLURMD_NODENAME has no bwrap (bubblewrap), which image workloads on Slurm need" >&2; echo "exit 127" > "$d/exit"; exit 127; }
                 set -- -- "$@"
                 for g in /dev/nvidia*; do [ -c "$g" ] && set -- --dev-bind "$g" "$g" "$@"; done
-                bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
+                bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace \(mountOptions.joined(separator: " ")) --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
                 p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/sandbox.info" 2>/dev/null)
                 while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.2; done
                 """

@@ -58,6 +58,8 @@ struct NativeAPITests {
         (#"{"command": ["true"], "priority": 99999999999}"#, "InvalidArgument", "priority"),
         (#"{"command": ["true"], "gpu": 1}"#, "InvalidArgument", "gpu"),
         (#"{"command": ["true"], "env": {"1BAD": "x"}}"#, "InvalidArgument", "env.1BAD"),
+        (#"{"command": ["true"], "env": {"A;echo x;B": "x"}}"#, "InvalidArgument", "env.A;echo x;B"),
+        (#"{"command": ["true"], "env": {"A B": "x"}}"#, "InvalidArgument", "env.A B"),
         (#"{"command": ["true"], "env": {"A": 5}}"#, "InvalidArgument", "env.A"),
         (#"{"command": ["true"], "ports": [70000]}"#, "InvalidArgument", "ports[0]"),
         (#"{"command": ["true"], "hold": "yes"}"#, "InvalidArgument", "hold"),

@@ -32,7 +32,7 @@ struct RootFilesystemTests {
         #expect(r.status == 0, "\(r)")
     }
 
-    @Test("set-id bits cleared, devices and FIFOs removed, files the server's, links kept as links, etc/hosts made")
+    @Test("set-id and group/world write bits cleared, devices and FIFOs removed, files the server's, links kept as links, etc/hosts made")
     func sanitized() async throws {
         let dir = try makeTempDir("canopy-rootfs")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -42,7 +42,8 @@ struct RootFilesystemTests {
                 ("bin", "dir", 0o755, ""), ("bin/su", "file", 0o4755, "#!/bin/sh\n"), ("bin/wall", "file", 0o2755, "x"),
                 ("etc", "dir", 0o755, ""), ("etc/shadow", "file", 0o600, "secret"), ("etc/link", "symlink", 0o777, "/etc/shadow"),
                 ("dev", "dir", 0o755, ""), ("dev/null", "char", 0o666, ""), ("tmp", "dir", 0o1777, ""), ("tmp/fifo", "fifo", 0o666, ""),
-                ("bin/su2", "hardlink", 0o4755, "bin/su"), ("shared", "dir", 0o2775, ""),
+                ("bin/su2", "hardlink", 0o4755, "bin/su"), ("shared", "dir", 0o2777, ""), ("shared/run.sh", "file", 0o777, "x"),
+                ("etc/profile", "file", 0o666, "x"),
             ])
         let root = dir + "/rootfs"
         try RootFilesystem.unpack(archive: dir + "/image.tar", into: root)
@@ -57,8 +58,9 @@ struct RootFilesystemTests {
         #expect(mode("bin/su").map { $0 & 0o7777 } == 0o755)
         #expect(mode("bin/su2").map { $0 & 0o7777 } == 0o755)
         #expect(mode("bin/wall").map { $0 & 0o7777 } == 0o755)
-        #expect(mode("shared").map { $0 & 0o7777 } == 0o775)
-        #expect(mode("tmp").map { $0 & 0o7777 } == 0o1777, "the sticky bit stays")
+        #expect(mode("shared").map { $0 & 0o7777 } == 0o755, "nothing stays writable by the jobs' users outside the sandbox")
+        #expect(mode("shared/run.sh").map { $0 & 0o7777 } == 0o755 && mode("etc/profile").map { $0 & 0o7777 } == 0o644)
+        #expect(mode("tmp").map { $0 & 0o7777 } == 0o1755, "the sticky bit stays")
         #expect(mode("dev/null") == nil && mode("tmp/fifo") == nil)
         #expect(mode("etc/link").map { $0 & S_IFMT } == S_IFLNK)
         #expect(owner("etc/shadow") == 0 && owner("bin/su") == 0, "every file the server's, not the archive's uid 1000")
