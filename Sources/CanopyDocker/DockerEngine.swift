@@ -121,9 +121,10 @@ public final class DockerEngine: Sendable {
     }
 
     /// Opens a long-lived stream (logs, events); the response body is read by the caller.
-    func stream(_ path: String, query: [(String, String)] = [], method: HTTPMethod = .GET, body: HTTPClientRequest.Body? = nil, contentType: String? = nil)
-        async throws -> HTTPClientResponse
-    {
+    func stream(
+        _ path: String, query: [(String, String)] = [], method: HTTPMethod = .GET, body: HTTPClientRequest.Body? = nil, contentType: String? = nil,
+        deadline: NIODeadline = .distantFuture
+    ) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: url(path, query))
         request.method = method
         request.headers.add(name: "Host", value: "docker")
@@ -132,7 +133,7 @@ public final class DockerEngine: Sendable {
             if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
         }
         do {
-            return try await streams.execute(request, deadline: .distantFuture)
+            return try await streams.execute(request, deadline: deadline)
         } catch {
             throw BackendUnavailable("the container engine at \(socketPath) cannot be reached (\(error))")
         }

@@ -152,15 +152,31 @@ public struct DockerImages: ImageEngine {
             let fd = open(archive, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw CanopyError(.internal, "cannot create \(archive): \(String(cString: strerror(errno)))") }
             let out = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-            let response = try await engine.stream("/containers/\(created.Id)/export")
+            // A stalled engine must not hold the workloads of this image for ever: the export has an hour.
+            let response = try await engine.stream("/containers/\(created.Id)/export", deadline: .now() + .hours(1))
             guard response.status.code < 300 else {
-                try DockerEngine.check(Int(response.status.code), try await response.body.collect(upTo: 1 << 20))
-                return []
+                let body = try await response.body.collect(upTo: 1 << 20)
+                try DockerEngine.check(Int(response.status.code), body)
+                throw CanopyError(.internal, "the container engine answered \(response.status.code) to an export")
             }
-            for try await chunk in response.body { try out.write(contentsOf: Data(buffer: chunk)) }
+            do {
+                for try await chunk in response.body { try out.write(contentsOf: Data(buffer: chunk)) }
+            } catch {
+                throw BackendUnavailable("the container engine broke off the export of image \(reference) (\(error))")
+            }
             try out.close()
             _ = try? await engine.call(.DELETE, "/containers/\(created.Id)", query: [("force", "1"), ("v", "1")])
-            try RootFilesystem.unpack(archive: archive, into: directory)
+            // tar and the walk block: on a thread of their own, not the concurrency pool's.
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                DispatchQueue.global().async {
+                    do {
+                        try RootFilesystem.unpack(archive: archive, into: directory)
+                        continuation.resume()
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            }
         } catch {
             _ = try? await engine.call(.DELETE, "/containers/\(created.Id)", query: [("force", "1"), ("v", "1")])
             throw error

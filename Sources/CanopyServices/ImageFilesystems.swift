@@ -34,7 +34,13 @@ public actor ImageFilesystems {
         if let running = inFlight[hex] { return try await running.value }
         let engine = engine
         let root = root
-        let task = Task<PreparedImage, any Error> {
+        // Off the actor: unpacking and removing trees take a while, and other images' exports must not wait.
+        let task = Task<PreparedImage, any Error>.detached {
+            // A directory without its env.json is one an earlier export or a hand left incomplete: it goes.
+            if FileManager.default.fileExists(atPath: directory) {
+                let aside = root + "/.staging-broken-" + hex + "-" + UUID().uuidString.prefix(8).lowercased()
+                if rename(directory, aside) == 0 { Self.remove(aside) }
+            }
             let staging = root + "/.staging-" + hex + "-" + UUID().uuidString.prefix(8).lowercased()
             guard mkdir(staging, 0o700) == 0 else { throw CanopyError(.internal, "cannot create \(staging): \(String(cString: strerror(errno)))") }
             do {

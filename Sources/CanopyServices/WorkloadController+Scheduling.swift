@@ -192,6 +192,22 @@ extension WorkloadController {
         notify()
     }
 
+    /// Asks for a pass after `unreachableRetry` seconds (once, however many ask meanwhile).
+    func retryPassLater() {
+        guard !retryPassDue else { return }
+        retryPassDue = true
+        let delay = unreachableRetry
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            await self.retryPassNow()
+        }
+    }
+
+    private func retryPassNow() {
+        retryPassDue = false
+        requestPass()
+    }
+
     private func submitOne(_ id: String, to backend: any SchedulingBackend) async {
         guard let w = active[id], w.phase == .pending else { return }
         do {
@@ -225,6 +241,8 @@ extension WorkloadController {
             cur.reason = Reason(.backendUnavailable, "waiting for the backend to answer again: \(e.message)")
             active[id] = cur
             track(cur)
+            // The backend may be fine and the image engine not: nothing else would bring a pass, so one comes later.
+            retryPassLater()
         } catch {
             guard let cur = active[id], cur.phase == .pending else { return }
             let message = (error as? CanopyError)?.message ?? (error as? StagingError)?.message ?? "\(error)"

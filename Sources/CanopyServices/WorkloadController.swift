@@ -49,6 +49,9 @@ public actor WorkloadController {
     /// How long a runtime that failed a launch as unreachable, without saying so through its events, is left alone
     /// before the next pass tries it again.
     let unreachableRetry: Double
+    /// Whether a pass is already due after `unreachableRetry` (a submission waited for something the backend's
+    /// own answers do not report, such as the image engine).
+    var retryPassDue = false
 
     let jobs: AsyncStream<@Sendable () async -> Void>
     let jobContinuation: AsyncStream<@Sendable () async -> Void>.Continuation

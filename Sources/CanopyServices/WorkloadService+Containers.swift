@@ -61,7 +61,7 @@ extension WorkloadService {
                 guard !runtimes.delegates else {
                     throw CanopyError.invalid(
                         sourceField,
-                        "data: mounts are not available with the Slurm backend, whose nodes cannot reach the server's data store; "
+                        "data: mounts are not available with this server's backend, whose nodes cannot reach the server's data store; "
                             + "stage the files with data.inputs, or mount a host: path an admin shares with the nodes")
                 }
                 guard (try? dataStore.entry(tenant: tenant, path: path)) ?? nil != nil else {
@@ -70,7 +70,9 @@ extension WorkloadService {
             case .host(let path):
                 guard MountRules.isAllowed(host: path, by: hostMountAllowList) else {
                     throw CanopyError.invalid(
-                        sourceField, "host path \(path) is not one an admin allowed for mounts (canopy serve --host-mount PATH); use a data: source instead")
+                        sourceField,
+                        "host path \(path) is not one an admin allowed for mounts (canopy serve --host-mount PATH)"
+                            + (runtimes.delegates ? "" : "; use a data: source instead"))
                 }
             }
             let target: String

@@ -143,10 +143,13 @@ public actor SlurmExecutor: SchedulingBackend {
         let script = directory + "/job.sh"
         var sandbox: SlurmText.ImageSandbox?
         if let image = s.image {
-            let entries = try RootFilesystem.topLevel(of: image.rootfs).map { e -> SlurmText.ImageSandbox.Entry in
+            // `/workspace` is the task's own, whatever the image has there (a link would turn the bind elsewhere).
+            let top = try RootFilesystem.topLevel(of: image.rootfs).filter { $0.name != "workspace" }
+            let entries = top.map { e -> SlurmText.ImageSandbox.Entry in
                 if case .link(let target) = e.kind { return .init(name: e.name, link: target) }
                 return .init(name: e.name)
             }
+            try Self.checkTargets(s.mounts, image: image.rootfs, top: top)
             sandbox = SlurmText.ImageSandbox(
                 rootfs: image.rootfs, entries: entries, tmpfs: RootFilesystem.directories(["var/tmp", "run"], in: image.rootfs), env: image.env,
                 nodeFiles: RootFilesystem.files(["etc/resolv.conf", "etc/hosts"], in: image.rootfs), mounts: s.mounts, asRoot: s.allowRoot)
@@ -170,6 +173,22 @@ public actor SlurmExecutor: SchedulingBackend {
         }
         adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: Date())
         return id
+    }
+
+    /// Refuses mount targets the sandbox could not make: the image's tree is read-only, so a target must be below
+    /// `/workspace`, a top-level directory the image lacks, or a directory the image has (reached without links).
+    static func checkTargets(_ mounts: [ResolvedMount], image rootfs: String, top: [ImageRootEntry]) throws {
+        for (i, m) in mounts.enumerated() {
+            let parts = m.target.split(separator: "/").map(String.init)
+            guard let first = parts.first, first != "workspace" else { continue }
+            guard let entry = top.first(where: { $0.name == first }) else { continue }
+            guard entry.kind == .directory, !RootFilesystem.directories([parts.joined(separator: "/")], in: rootfs).isEmpty else {
+                throw CanopyError.invalid(
+                    "mounts[\(i)].target",
+                    "\(m.target) cannot be mounted in this image: /\(first) is the image's (read-only) and \(m.target) is not a directory in it; "
+                        + "mount below /workspace or at a new top-level directory")
+            }
+        }
     }
 
     /// Creates the task directories (the job's user owns their `work`), stages inputs; returns the working directory

@@ -276,7 +276,11 @@ public enum SlurmText {
             "trap : TERM",
         ]
         // Names are checked at submit (letters, digits, _); one that is not a shell name never reaches the script.
-        for (k, v) in env.sorted(by: { $0.key < $1.key }) where isShellName(k) { lines.append("export \(k)=\(q(v))") }
+        // In a sandbox, the workload's own variables are the sandbox's only (bwrap --setenv): its PATH or
+        // LD_PRELOAD must not change the node's srun, bwrap and shell around it.
+        for (k, v) in env.sorted(by: { $0.key < $1.key }) where isShellName(k) && (sandbox == nil || spec.env[k] == nil) {
+            lines.append("export \(k)=\(q(v))")
+        }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
         // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
         var task = """
@@ -287,7 +291,7 @@ public enum SlurmText {
 
             """
         if let sandbox {
-            task += sandbox.wrap(userEnv: Set(env.keys)) + "\n"
+            task += sandbox.wrap(workloadEnv: spec.env.filter { isShellName($0.key) }) + "\n"
         } else {
             task += "\"$@\"; c=$?\n"
         }
@@ -373,7 +377,7 @@ public enum SlurmText {
 
         /// Shell lines that turn the task's arguments ("$@") into a bwrap command line; they run in the task's
         /// shell, where `$d` is the task's directory and `$sub` the working directory below `work` ("" or "/x").
-        func wrap(userEnv: Set<String>) -> String {
+        func wrap(workloadEnv: [String: String]) -> String {
             let q = SlurmText.shellQuote
             var options = ["--unshare-all", "--share-net"]
             // Root in the sandbox keeps its capabilities there, which reach only what the namespace owns.
@@ -385,7 +389,8 @@ public enum SlurmText {
                     options += ["--ro-bind", q(rootfs + "/" + e.name), q("/" + e.name)]
                 }
             }
-            options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            // /sys read-only, as a container has it (NCCL and PyTorch read the topology there).
+            options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind-try", "/sys", "/sys"]
             for dir in tmpfs { options += ["--tmpfs", q("/" + dir)] }
             for file in nodeFiles { options += ["--ro-bind-try", q("/" + file), q("/" + file)] }
             var imageEnv: [(String, String)] = []
@@ -394,11 +399,12 @@ public enum SlurmText {
                 guard let eq = entry.firstIndex(of: "="), eq != entry.startIndex else { continue }
                 let key = String(entry[..<eq])
                 if key == "PATH" { hasPath = true }
-                guard !userEnv.contains(key), key != "HOME", !key.hasPrefix("CANOPY_") else { continue }
+                guard workloadEnv[key] == nil, key != "HOME", !key.hasPrefix("CANOPY_") else { continue }
                 imageEnv.append((key, String(entry[entry.index(after: eq)...])))
             }
-            if !hasPath, !userEnv.contains("PATH") { imageEnv.append(("PATH", Self.defaultPath)) }
+            if !hasPath, workloadEnv["PATH"] == nil { imageEnv.append(("PATH", Self.defaultPath)) }
             for (k, v) in imageEnv { options += ["--setenv", q(k), q(v)] }
+            for (k, v) in workloadEnv.sorted(by: { $0.key < $1.key }) where !k.hasPrefix("CANOPY_") { options += ["--setenv", q(k), q(v)] }
             options += ["--setenv", "HOME", "/workspace"]
             // After /workspace, so that a mount below it is not hidden by it.
             var mountOptions: [String] = []
@@ -411,6 +417,7 @@ public enum SlurmText {
                 command -v bwrap >/dev/null 2>&1 || { echo "canopy: node $SLURMD_NODENAME has no bwrap (bubblewrap), which image workloads on Slurm need" >&2; echo "exit 127" > "$d/exit"; exit 127; }
                 set -- -- "$@"
                 for g in /dev/nvidia*; do [ -c "$g" ] && set -- --dev-bind "$g" "$g" "$@"; done
+                [ -d /dev/nvidia-caps ] && set -- --dev-bind /dev/nvidia-caps /dev/nvidia-caps "$@"
                 bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace \(mountOptions.joined(separator: " ")) --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
                 p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/sandbox.info" 2>/dev/null)
                 while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.2; done

@@ -36,6 +36,12 @@ struct ImageFilesystemsTests {
         #expect(try await again.prepare(image.id) == p)
         #expect(engine.calls.filter { $0.hasPrefix("export") }.count == 1)
 
+        // A directory left incomplete (no env.json) is exported again, not a failure for ever.
+        try FileManager.default.removeItem(atPath: dir + "/fs/\(hex)/env.json")
+        let third = try ImageFilesystems(root: dir + "/fs", engine: engine)
+        #expect(try await third.prepare(image.id) == p)
+        #expect(engine.calls.filter { $0.hasPrefix("export") }.count == 2)
+
         // What an interrupted export left goes; an image the engine lacks fails and leaves nothing.
         try FileManager.default.createDirectory(atPath: dir + "/fs/.staging-\(hex)-dead", withIntermediateDirectories: false)
         await again.removeLeftovers()

@@ -76,12 +76,20 @@ extension SlurmClusterTests {
             let f = try await client.waitForPhase(failing, token: t, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(f["exitCode"] as? Int == 3 && reason(f) == "NonZeroExit", "\(f)")
 
+            // A target inside the image's read-only tree that the image lacks cannot be made: the workload fails
+            // with why, before its job is submitted.
+            let badTarget = try await client.submit(
+                ["image": "busybox:1.36", "command": ["true"], "mounts": [["source": "host:" + shared, "target": "/home/data"]]], token: t)
+            let bt = try await client.waitForPhase(badTarget, token: t, ["Succeeded", "Failed"], timeout: Cluster.timeout)
+            #expect(reason(bt) == "LaunchFailed" && "\(bt)".contains("/home/data cannot be mounted"), "\(bt)")
+            #expect(try await Cluster.jobsTagged(badTarget).isEmpty)
+
             // A data: mount cannot reach the nodes: refused at submit, naming the field.
             let (status, refused) = try await client.json(
                 "/api/v1/workloads", .post, token: t,
                 body: ["image": "busybox:1.36", "command": ["true"], "mounts": [["source": "data:/x", "target": "/x"]]])
             #expect(status == .badRequest, "\(refused)")
-            #expect("\(refused)".contains("mounts[0].source") && "\(refused)".contains("Slurm"), "\(refused)")
+            #expect("\(refused)".contains("mounts[0].source") && "\(refused)".contains("data store"), "\(refused)")
 
             // A stop: the task's SIGTERM handler runs inside the sandbox within the grace period (a single task, in
             // the batch step; a gang's srun step is cancelled by Slurm on SIGTERM, see SlurmExecutor.stop).
@@ -100,7 +108,7 @@ extension SlurmClusterTests {
                 let (stopStatus, _) = try await client.json("/api/v1/workloads/\(trapping)/stop", .post, token: t)
                 #expect(stopStatus == .ok || stopStatus == .accepted)
                 let s = try await client.waitForPhase(trapping, token: t, ["Cancelled", "Failed", "Succeeded"], timeout: Cluster.timeout)
-                #expect(s["phase"] as? String == "Cancelled", "\(s)")
+                #expect(s["phase"] as? String == "Cancelled" && s["exitCode"] as? Int == 143, "\(s)")
                 for log in logs {
                     let stopped = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                     #expect(stopped.contains("got TERM"), "\(tasks) tasks: \(log): \(stopped)")

@@ -109,6 +109,8 @@ struct SlurmTextTests {
         let script = SlurmText.batchScript(workloadID: "w", directory: "/tmp/d", workdir: "", spec: spec, extraEnv: [:], sandbox: sandbox)
         #expect(script.contains("--setenv '\\''PATH'\\'' '\\''/opt/conda/bin:/usr/bin'\\''"), "\(script)")
         #expect(!script.contains("GREETING'\\'' '\\''image"), "the workload's env wins over the image's")
+        #expect(script.contains("--setenv '\\''GREETING'\\'' '\\''spec'\\''"), "the workload's env is the sandbox's")
+        #expect(!script.contains("export GREETING"), "and not the node shell's, around the sandbox")
         #expect(!script.contains("HOME'\\'' '\\''/root") && !script.contains("CANOPY_TASK_INDEX'\\'' '\\''9"), "HOME and CANOPY_ variables are Canopy's")
         #expect(script.contains("--symlink '\\''usr/bin'\\'' '\\''/bin'\\''"))
         #expect(script.contains("--ro-bind '\\''/srv/shared data'\\'' '\\''/data'\\''"))
