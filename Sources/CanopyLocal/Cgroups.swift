@@ -21,7 +21,9 @@ struct Cgroups: Sendable {
         func writableParent(_ dir: String) -> String? {
             let parent = "\(dir)/\(name)"
             try? fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
-            let probe = "\(parent)/probe-\(getpid())"
+            // Unique per probe, not per process: two executors probing at once (tests do) would otherwise collide,
+            // and the loser would run its tasks without limits.
+            let probe = "\(parent)/probe-\(getpid())-\(UUID().uuidString.prefix(8))"
             guard (try? fm.createDirectory(atPath: probe, withIntermediateDirectories: false)) != nil else { return nil }
             rmdir(probe)
             return parent
