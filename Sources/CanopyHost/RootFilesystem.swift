@@ -45,14 +45,10 @@ package enum RootFilesystem {
         let root = try FileTree.openDirectory(directory)
         try sanitize(root, depth: 0)
         // The sandbox binds the node's name service files over these; a bind needs its target to exist.
-        if let etc = FileTree.lstatAt(root, "etc"), FileTree.isDirectory(etc) {
-            let fd = openat(root.fd, "etc", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            if fd >= 0 {
-                let etcDir = FileTree.Descriptor(fd)
-                for name in ["hosts", "resolv.conf"] where FileTree.lstatAt(etcDir, name) == nil {
-                    let f = openat(etcDir.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-                    if f >= 0 { close(f) }
-                }
+        if let etc = try? FileTree.openDirectoryIfPresent(beneath: root, ["etc"], display: "etc") {
+            for name in ["hosts", "resolv.conf"] where FileTree.lstatAt(etc, name) == nil {
+                let f = openat(etc.fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                if f >= 0 { close(f) }
             }
         }
     }
@@ -131,9 +127,9 @@ extension RootFilesystem {
 }
 
 /// A top-level entry of an unpacked image.
-package struct ImageRootEntry: Sendable, Hashable {
+public struct ImageRootEntry: Sendable, Hashable {
     /// What it is.
-    package enum Kind: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
         case directory
         case file
         /// A symbolic link, with its target.
@@ -141,7 +137,13 @@ package struct ImageRootEntry: Sendable, Hashable {
     }
 
     /// Its name in `/`.
-    package var name: String
+    public var name: String
     /// What it is.
-    package var kind: Kind
+    public var kind: Kind
+
+    /// Creates one.
+    public init(name: String, kind: Kind) {
+        self.name = name
+        self.kind = kind
+    }
 }

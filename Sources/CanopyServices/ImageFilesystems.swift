@@ -5,15 +5,15 @@ import Foundation
     import Glibc
 #endif
 
-/// The images' root file systems, unpacked where a backend's nodes read them (the Slurm backend runs each task of an
-/// image workload in one; see `ImageEngine.exportFilesystem`).
+/// The images' root file systems, unpacked where a scheduling backend's nodes read them (a backend without a container
+/// engine on its nodes runs each task of an image workload in one; see `ImageEngine.exportFilesystem`).
 ///
 /// One directory per image id under `root` (`ID-HEX/rootfs` and `ID-HEX/env.json`): ids name content, so a
 /// directory, once there, is never stale, and every workload of that image shares it. A directory appears whole or
 /// not at all: the engine writes into a private staging directory, renamed into place when complete. Concurrent
 /// requests for one image share one export.
 public actor ImageFilesystems {
-    /// Where the directories go; on storage the nodes share (the data dir, for the Slurm backend).
+    /// Where the directories go; on storage the nodes share (the data dir, which such a backend requires shared).
     public nonisolated let root: String
     private let engine: any ImageEngine
     private var inFlight: [String: Task<PreparedImage, any Error>] = [:]

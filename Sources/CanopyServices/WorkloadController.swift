@@ -22,7 +22,7 @@ public actor WorkloadController {
     let runtimes: Runtimes
     let resolver: LaunchResolver
     /// Where image workloads' root file systems are unpacked for a backend that runs images without an engine
-    /// (Slurm); nil where none does.
+    /// (a scheduling backend's nodes); nil where none does.
     let imageFilesystems: ImageFilesystems?
     let clock: Clock
     let logger: Logger

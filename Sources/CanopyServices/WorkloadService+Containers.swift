@@ -57,7 +57,7 @@ extension WorkloadService {
             switch source {
             case .data(let path):
                 guard let dataStore else { throw CanopyError.invalid(sourceField, "this server has no data store to mount from") }
-                // A backend's nodes (Slurm's) do not reach the data store: it is the server's, private to it.
+                // A scheduling backend's nodes do not reach the data store: it is the server's, private to it.
                 guard !runtimes.delegates else {
                     throw CanopyError.invalid(
                         sourceField,

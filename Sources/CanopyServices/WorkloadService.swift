@@ -77,11 +77,7 @@ public struct WorkloadService: Sendable {
         }
         if spec.env.count > Limits.maxEnv { throw CanopyError.invalid("env", "at most \(Limits.maxEnv) variables") }
         for (k, v) in spec.env {
-            // A POSIX name, as the API documents it: a backend writes them into shell scripts (Slurm's batch script).
-            let valid =
-                (1...256).contains(k.utf8.count) && k.utf8.first.map { !($0 >= 48 && $0 <= 57) } == true
-                && k.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 }
-            if !valid {
+            if !WorkloadSpec.isValidEnvName(k) {
                 throw CanopyError.invalid("env.\(k)", "\"\(k)\" is not a valid environment variable name (letters, digits and _, not starting with a digit)")
             }
             if v.utf8.contains(0) { throw CanopyError.invalid("env.\(k)", "values cannot contain NUL bytes") }

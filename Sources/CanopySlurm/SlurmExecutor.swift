@@ -145,13 +145,9 @@ public actor SlurmExecutor: SchedulingBackend {
         if let image = s.image {
             // `/workspace` is the task's own, whatever the image has there (a link would turn the bind elsewhere).
             let top = try RootFilesystem.topLevel(of: image.rootfs).filter { $0.name != "workspace" }
-            let entries = top.map { e -> SlurmText.ImageSandbox.Entry in
-                if case .link(let target) = e.kind { return .init(name: e.name, link: target) }
-                return .init(name: e.name)
-            }
             try Self.checkTargets(s.mounts, image: image.rootfs, top: top)
             sandbox = SlurmText.ImageSandbox(
-                rootfs: image.rootfs, entries: entries, tmpfs: RootFilesystem.directories(["var/tmp", "run"], in: image.rootfs), env: image.env,
+                rootfs: image.rootfs, entries: top, tmpfs: RootFilesystem.directories(["var/tmp", "run"], in: image.rootfs), env: image.env,
                 nodeFiles: RootFilesystem.files(["etc/resolv.conf", "etc/hosts"], in: image.rootfs), mounts: s.mounts, asRoot: s.allowRoot)
         }
         let text = SlurmText.batchScript(workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:], sandbox: sandbox)

@@ -1,4 +1,5 @@
 import CanopyCore
+import CanopyHost
 import Foundation
 
 /// What Canopy reads from and writes for the Slurm commands, as pure functions (tested without a cluster).
@@ -240,12 +241,6 @@ public enum SlurmText {
 
     // MARK: sbatch
 
-    /// Whether `name` is a shell variable name: letters, digits and _, not starting with a digit.
-    static func isShellName(_ name: String) -> Bool {
-        guard let first = name.utf8.first, !(first >= 48 && first <= 57) else { return false }
-        return name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 }
-    }
-
     /// Quotes a word for `/bin/sh`.
     public static func shellQuote(_ s: String) -> String {
         "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
@@ -278,7 +273,7 @@ public enum SlurmText {
         // Names are checked at submit (letters, digits, _); one that is not a shell name never reaches the script.
         // In a sandbox, the workload's own variables are the sandbox's only (bwrap --setenv): its PATH or
         // LD_PRELOAD must not change the node's srun, bwrap and shell around it.
-        for (k, v) in env.sorted(by: { $0.key < $1.key }) where isShellName(k) && (sandbox == nil || spec.env[k] == nil) {
+        for (k, v) in env.sorted(by: { $0.key < $1.key }) where WorkloadSpec.isValidEnvName(k) && (sandbox == nil || spec.env[k] == nil) {
             lines.append("export \(k)=\(q(v))")
         }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
@@ -291,7 +286,7 @@ public enum SlurmText {
 
             """
         if let sandbox {
-            task += sandbox.wrap(workloadEnv: spec.env.filter { isShellName($0.key) }) + "\n"
+            task += sandbox.wrap(workloadEnv: spec.env.filter { WorkloadSpec.isValidEnvName($0.key) }) + "\n"
         } else {
             task += "\"$@\"; c=$?\n"
         }
@@ -333,21 +328,10 @@ public enum SlurmText {
     /// The environment: the job's (Slurm's variables, `CUDA_VISIBLE_DEVICES`), then the image's for what the
     /// workload's `env` does not set, `PATH` included (a default one where the image has none), `HOME=/workspace`.
     public struct ImageSandbox: Sendable, Hashable {
-        /// A top-level entry of the image's root: a directory or file (bound), or a link (recreated).
-        public struct Entry: Sendable, Hashable {
-            public var name: String
-            /// The link's target; nil for a directory or file.
-            public var link: String?
-            public init(name: String, link: String? = nil) {
-                self.name = name
-                self.link = link
-            }
-        }
-
         /// The root file system's directory on the nodes.
         public var rootfs: String
-        /// Its top-level entries.
-        public var entries: [Entry]
+        /// Its top-level entries: directories and files are bound, links recreated.
+        public var entries: [ImageRootEntry]
         /// Directories of the image that get a tmpfs of their own (`var/tmp`, `run`), relative to its root.
         public var tmpfs: [String]
         /// The image's environment, `KEY=value`.
@@ -361,7 +345,7 @@ public enum SlurmText {
         public var asRoot: Bool
 
         public init(
-            rootfs: String, entries: [Entry], tmpfs: [String], env: [String], nodeFiles: [String] = [], mounts: [ResolvedMount], asRoot: Bool
+            rootfs: String, entries: [ImageRootEntry], tmpfs: [String], env: [String], nodeFiles: [String] = [], mounts: [ResolvedMount], asRoot: Bool
         ) {
             self.nodeFiles = nodeFiles
             self.rootfs = rootfs
@@ -383,7 +367,7 @@ public enum SlurmText {
             // Root in the sandbox keeps its capabilities there, which reach only what the namespace owns.
             options += asRoot ? ["--uid", "0", "--gid", "0"] : ["--cap-drop", "ALL"]
             for e in entries {
-                if let target = e.link {
+                if case .link(let target) = e.kind {
                     options += ["--symlink", q(target), q("/" + e.name)]
                 } else {
                     options += ["--ro-bind", q(rootfs + "/" + e.name), q("/" + e.name)]

@@ -1,5 +1,6 @@
 import CanopyApp
 import CanopyCore
+import CanopySlurm
 import CanopyTesting
 import Foundation
 import Testing
@@ -35,7 +36,7 @@ extension SlurmClusterTests {
             let secret = dataDir + "/workloads/\(a)/task-0/work/mine.txt"
             #expect(try await eventually(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: secret) })
             let b = try await client.submit(
-                ["command": ["sh", "-c", "id -un; cat \(SlurmTextTestsQuote.q(secret)) 2>/dev/null && echo READ-IT || echo denied"]], token: bob)
+                ["command": ["sh", "-c", "id -un; cat \(SlurmText.shellQuote(secret)) 2>/dev/null && echo READ-IT || echo denied"]], token: bob)
             let done = try await client.waitForPhase(b, token: bob, ["Succeeded", "Failed"], timeout: Cluster.timeout)
             #expect(done["phase"] as? String == "Succeeded", "\(done)")
             let out = (try? String(contentsOfFile: dataDir + "/workloads/\(b)/task-0/stdout.log", encoding: .utf8)) ?? ""
@@ -46,9 +47,4 @@ extension SlurmClusterTests {
             _ = try await client.waitForPhase(a, token: alice, ["Cancelled", "Failed", "Succeeded"], timeout: Cluster.timeout)
         }
     }
-}
-
-/// Shell quoting for the test's command lines.
-enum SlurmTextTestsQuote {
-    static func q(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 }

@@ -102,7 +102,7 @@ struct SlurmTextTests {
     @Test("an image task's sandbox: image env under the workload's, links recreated, binds quoted, root only when allowed")
     func sandboxText() {
         let sandbox = SlurmText.ImageSandbox(
-            rootfs: "/data/images/fs/ab/rootfs", entries: [.init(name: "usr"), .init(name: "bin", link: "usr/bin"), .init(name: "it's")],
+            rootfs: "/data/images/fs/ab/rootfs", entries: [.init(name: "usr", kind: .directory), .init(name: "bin", kind: .link("usr/bin")), .init(name: "it's", kind: .directory)],
             tmpfs: ["var/tmp"], env: ["PATH=/opt/conda/bin:/usr/bin", "GREETING=image", "HOME=/root", "CANOPY_TASK_INDEX=9", "=x", "NOEQUALS"],
             mounts: [ResolvedMount(hostPath: "/srv/shared data", target: "/data", readOnly: true)], asRoot: false)
         let spec = WorkloadSpec(command: ["python", "train.py"], env: ["GREETING": "spec"])
@@ -135,10 +135,7 @@ struct SlurmTextTests {
         try FileManager.default.createSymbolicLink(atPath: rootfs + "/usr/bin/sh", withDestinationPath: "busybox")
         try FileManager.default.createSymbolicLink(atPath: rootfs + "/bin", withDestinationPath: "usr/bin")
         try "image\n".write(toFile: rootfs + "/etc/marker", atomically: true, encoding: .utf8)
-        let entries = try RootFilesystem.topLevel(of: rootfs).map { e -> SlurmText.ImageSandbox.Entry in
-            if case .link(let target) = e.kind { return .init(name: e.name, link: target) }
-            return .init(name: e.name)
-        }
+        let entries = try RootFilesystem.topLevel(of: rootfs)
         #expect(Set(entries.map(\.name)) == ["usr", "etc", "bin"])
         let sandbox = SlurmText.ImageSandbox(rootfs: rootfs, entries: entries, tmpfs: [], env: ["PATH=/usr/bin"], mounts: [], asRoot: false)
         let spec = WorkloadSpec(command: ["sh", "-c", "cat /etc/marker; pwd; echo $PATH; [ -e /etc/debian_version ] || echo no-host-files; echo made > out; exit 4"])

@@ -92,6 +92,13 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
 
     /// All tasks' demand together.
     public var totalResources: Resources { resources.times(tasks) }
+
+    /// Whether `name` is an acceptable environment variable name: a POSIX name (letters, digits and _, not starting
+    /// with a digit), at most 256 bytes. Runtimes may write names into shell scripts; nothing else is safe there.
+    public static func isValidEnvName(_ name: String) -> Bool {
+        guard (1...256).contains(name.utf8.count), let first = name.utf8.first, !(first >= 48 && first <= 57) else { return false }
+        return name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 }
+    }
 }
 
 /// A path mounted into a task's container.
