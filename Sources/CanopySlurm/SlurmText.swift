@@ -396,7 +396,9 @@ public enum SlurmText {
             // bwrap dies of a stop's SIGTERM at once, while the task inside may take its grace period: so the
             // sandbox does not die with bwrap, and the shell waits for the sandbox's first process (whose pid bwrap
             // reports on --info-fd) before it records the exit status (bwrap's: 143 after a stop). Slurm ends
-            // whatever remains of the job's processes when the job ends.
+            // whatever remains of the job's processes when the job ends. bwrap never reaps that process itself: once
+            // bwrap is gone it is a zombie until its new parent reaps it (seconds where PID 1 is slow to, never where
+            // it does not), so a zombie counts as ended.
             return """
                 command -v bwrap >/dev/null 2>&1 || { echo "canopy: node $SLURMD_NODENAME has no bwrap (bubblewrap), which image workloads on Slurm need" >&2; echo "exit 127" > "$d/exit"; exit 127; }
                 set -- -- "$@"
@@ -404,7 +406,7 @@ public enum SlurmText {
                 [ -d /dev/nvidia-caps ] && set -- --dev-bind /dev/nvidia-caps /dev/nvidia-caps "$@"
                 bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace \(mountOptions.joined(separator: " ")) --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
                 p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/sandbox.info" 2>/dev/null)
-                while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.2; done
+                while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null)" != Z ]; do sleep 0.2; done
                 """
         }
     }
