@@ -140,7 +140,10 @@ struct ContainerRuntimeTests {
     func readoption() async throws {
         let root = try makeTempDir("canopy-ctr")
         let first = try Engine.runtime(root: root)
-        let a = try await first.launch(Engine.launch("r1", ["sh", "-c", "echo before; sleep 2; echo after; exit 7"]))
+        // r1 runs until the test lets it end (a file in its /workspace), not for a time a loaded machine may outrun.
+        let a = try await first.launch(
+            Engine.launch("r1", ["sh", "-c", "echo before; while [ ! -e /workspace/go ]; do sleep 0.1; done; echo after; exit 7"]))
+        let letGo = { FileManager.default.createFile(atPath: root + "/r1/task-0/work/go", contents: nil) }
         let b = try await first.launch(Engine.launch("r2", ["sh", "-c", "exit 5"]))
         // The first server goes away without a word (its watch never ran); a second one recovers both tasks.
         try await Task.sleep(for: .milliseconds(500))
@@ -166,12 +169,14 @@ struct ContainerRuntimeTests {
             #expect(kill(holder, 0) == 0)
             let held = try await runProcess("/usr/bin/flock", ["-n", TaskIdentities.defaultLockDirectory + "/" + uid, "true"])
             #expect(held.status != 0, "the uid's lock is held while its container runs")
+            _ = letGo()
             let exit = try #require(await nextExit(of: "r1", second.events))
             #expect(exit.exitCode == 7)
             #expect(await eventually { kill(holder, 0) != 0 }, "the holder ends with its container")
             let free = try await runProcess("/usr/bin/flock", ["-n", TaskIdentities.defaultLockDirectory + "/" + uid, "true"])
             #expect(free.status == 0, "the uid's lock is free once the container ended")
         } else {
+            _ = letGo()
             let exit = try #require(await nextExit(of: "r1", second.events))
             #expect(exit.exitCode == 7)
         }
