@@ -73,6 +73,13 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 include-name = ["POST /workloads", "POST /queues"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 
+# Leases and restarts: a lease request names exactly one of extend, until and unlimited (a 400 otherwise, which
+# the schema cannot state), a lease or an extension must stay within the queue's cap, and only a stopped
+# interactive workload restarts (409 for any other).
+[[operations]]
+include-name = ["POST /workloads/{id}/lease", "POST /workloads/{id}/restart"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
 # Images: this server has no container engine, so adding one is a documented 409, and a name must also be one the
 # catalog has (404) and a valid reference (400), which the schema cannot state.
 [[operations]]

@@ -17,10 +17,11 @@ struct QueuesCommand: AsyncParsableCommand {
                 if format.json { return printOut(try Format.json(page.items)) }
                 printOut(
                     Format.table(
-                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "DESCRIPTION"],
+                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "LEASE", "LEASE CAP", "DESCRIPTION"],
                         page.items.map {
                             [
                                 $0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-",
+                                Quantity.formatDuration($0.defaultLeaseSeconds ?? Queue.builtInDefaultLease), $0.maxLeaseSeconds.map(Quantity.formatDuration) ?? "none",
                                 $0.description,
                             ]
                         }))
@@ -35,13 +36,20 @@ struct QueuesCommand: AsyncParsableCommand {
         @Option(help: "A description.") var description: String?
         @Option(help: "The pool its workloads run in (with --executor slurm: a partition); default any.") var pool: String?
         @Flag(help: "Let containers of the queue's workloads run as root (otherwise they run as their own uid).") var allowRoot = false
+        @Option(help: "The lease interactive workloads get when they ask for none, e.g. 8h (default: 12h).") var defaultLease: String?
+        @Option(help: "The longest lease, from now, a workload may hold or extend to, e.g. 72h (default: no cap).") var maxLease: String?
         @OptionGroup var format: OutputOption
 
         func run() async throws {
             try await client { c in
                 let q = try await c.call(
                     .POST, "/queues",
-                    body: CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil),
+                    body: try {
+                        var b = CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil)
+                        if let defaultLease { b.defaultLease = DurationValue(seconds: try ResourceArguments.duration(defaultLease, option: "--default-lease")) }
+                        if let maxLease { b.maxLease = DurationValue(seconds: try ResourceArguments.duration(maxLease, option: "--max-lease")) }
+                        return b
+                    }(),
                     as: QueueView.self)
                 printOut(format.json ? try Format.json(q) : q.name)
             }

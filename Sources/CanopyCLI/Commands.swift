@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
@@ -161,6 +161,51 @@ struct ReleaseCommand: AsyncParsableCommand {
                 let w = try await c.call(.POST, "/workloads/\(id)/release", as: Workload.self)
                 printOut("\(w.id) \(w.phase.rawValue)")
             }
+        }
+    }
+}
+
+struct RestartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restart", abstract: "Start stopped interactive workloads again, their files kept, with a fresh lease.")
+
+    @Argument(help: "Workload ids.") var ids: [String]
+
+    func run() async throws {
+        try await client { c in
+            for id in ids {
+                let w = try await c.call(.POST, "/workloads/\(id)/restart", as: Workload.self)
+                printOut("\(w.id) \(w.phase.rawValue)")
+            }
+        }
+    }
+}
+
+struct LeaseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lease", abstract: "Extend an interactive workload's lease without a restart: +2h, --until TIME, or unlimited.",
+        discussion: "The queue's cap (canopy queues ls) bounds the lease, counted from now.")
+
+    @Argument(help: "The workload.") var id: String
+    @Argument(help: "+DURATION (e.g. +2h) to extend from the current end, or unlimited.") var change: String?
+    @Option(help: "A new end, as an ISO 8601 time (2026-12-05T18:00:00Z).") var until: String?
+
+    func run() async throws {
+        var body = LeaseRequest()
+        switch (change, until) {
+        case (nil, let until?):
+            guard let date = ISO8601DateFormatter().date(from: until) else { throw ValidationError("--until takes a time such as 2026-12-05T18:00:00Z") }
+            body.until = date
+        case ("unlimited"?, nil):
+            body.unlimited = true
+        case (let c?, nil) where c.hasPrefix("+"):
+            body.extend = DurationValue(seconds: try ResourceArguments.duration(String(c.dropFirst()), option: "lease"))
+        default:
+            throw ValidationError("give +DURATION (e.g. +2h), unlimited, or --until TIME")
+        }
+        try await client { c in
+            let w = try await c.call(.POST, "/workloads/\(id)/lease", body: body, as: Workload.self)
+            printOut("\(w.id) lease ends \(w.leaseExpiresAt.map { Format.timestamp($0) } ?? (w.spec.lease == .unlimited ? "never (unlimited)" : "when it next runs: " + (w.spec.lease?.description ?? "-")))")
         }
     }
 }

@@ -4,6 +4,13 @@ import Foundation
 
 /// Output helpers: aligned tables for people, the API's JSON for `-o json`.
 enum Format {
+    /// A time as Canopy prints it (UTC, to the second).
+    static func timestamp(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: date)
+    }
+
     static func table(_ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
@@ -86,6 +93,11 @@ enum Format {
         if let image = w.spec.image { lines.append(("Image", image + (w.imageReference.map { " (\($0.hasPrefix("sha256:") ? String($0.prefix(19)) : $0))" } ?? ""))) }
         for m in w.spec.mounts { lines.append(("Mount", "\(m.source) on \(m.target)\(m.readOnly ? " (read-only)" : "")")) }
         if let d = w.spec.maxDurationSeconds { lines.append(("Max duration", Quantity.formatDuration(d))) }
+        if w.spec.kind == .interactive {
+            let lease = w.spec.lease?.description ?? "-"
+            lines.append(("Lease", w.leaseExpiresAt.map { "\(lease), ends \(Format.timestamp($0))" } ?? lease))
+            if let r = w.restarts, r > 0 { lines.append(("Restarts", String(r))) }
+        }
         if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }
         for (k, v) in w.spec.env.sorted(by: { $0.key < $1.key }) { lines.append(("Env", "\(k)=\(v)")) }
         lines.append(("Created", "\(w.createdAt) (\(age(w.createdAt)))"))

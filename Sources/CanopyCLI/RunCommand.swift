@@ -36,6 +36,10 @@ struct RunCommand: AsyncParsableCommand {
     var output: [String] = []
     @Flag(help: "Let --output replace what is already at its destination.") var overwrite = false
     @Flag(help: "Submit on hold: pending until `canopy release`.") var hold = false
+    @Flag(help: "An interactive workload: `canopy stop` stops it (files kept) and `canopy restart` starts it again; it has a lease.")
+    var interactive = false
+    @Option(help: "Interactive workloads: how long each start may run, e.g. 2h, or unlimited where the queue allows (default: the queue's).")
+    var lease: String?
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
     // Captured after `--`; `CanopyCommand.runMain` inserts the `--` before the first word that is not an option.
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after -- or after the options.", valueName: "command"))
@@ -60,6 +64,12 @@ struct RunCommand: AsyncParsableCommand {
         body.image = image
         if !mount.isEmpty { body.mounts = try mount.map(RunArguments.mount) }
         body.hold = hold ? true : nil
+        if interactive { body.kind = .interactive }
+        if let lease {
+            guard interactive else { throw ValidationError("--lease is for interactive workloads (add --interactive); batch ones have --max-duration") }
+            guard let l = Lease.parse(lease) else { throw ValidationError("--lease takes a duration such as 2h or 90m, or unlimited") }
+            body.lease = l
+        }
         if let maxDuration { body.maxDuration = DurationValue(seconds: try ResourceArguments.duration(maxDuration, option: "--max-duration")) }
         if cpus != nil || memory != nil || gpus != nil || gpuModel != nil {
             var r = Resources()

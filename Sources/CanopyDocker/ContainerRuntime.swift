@@ -272,6 +272,11 @@ public final class ContainerRuntime: PlacedRuntime {
         }
     }
 
+    /// Writes the notice into the task's directory (see `TaskLayout.post`).
+    public func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
+        TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).post(notice)
+    }
+
     public func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
         let l = layout(workloadID, taskIndex)
         return stream == "stderr" ? l.stderr : l.stdout

@@ -166,6 +166,22 @@ package enum FileTree {
         for child in names(in: entry) { try prepare(child, in: entry, owner: owner, depth: depth + 1) }
     }
 
+    /// Gives what `previous` owns in the tree below `dir` to `owner`, without following links (links themselves
+    /// change owner, their targets never): a restarted task's new uid takes over the files its earlier attempt,
+    /// under another uid, left in `work`. Entries of anyone else (a hard link to another's file) stay as they are.
+    /// Below `maxDepth` levels nothing changes.
+    package static func give(_ dir: Descriptor, from previous: uid_t, to owner: Owner, depth: Int = 0) {
+        guard depth < maxDepth else { return }
+        for name in names(in: dir) {
+            guard let st = lstatAt(dir, name), st.st_uid == previous else { continue }
+            fchownat(dir.fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW)
+            guard isDirectory(st) else { continue }
+            let fd = canopy_open_beneath(dir.fd, name, O_RDONLY | O_DIRECTORY, 0)
+            guard fd >= 0 else { continue }
+            give(Descriptor(fd), from: previous, to: owner, depth: depth + 1)
+        }
+    }
+
     /// Removes `name` from `dir`, a whole tree if it is a directory, without following links. Below `maxDepth`
     /// levels nothing is removed (the directories above stay, not empty).
     package static func remove(_ name: String, in dir: Descriptor, depth: Int = 0) {

@@ -28,6 +28,41 @@ public struct TaskLayout: Sendable {
     /// The task's /tmp (and /var/tmp), private to it, when the server can give it a mount namespace.
     public var tmp: String { "\(directory)/tmp" }
 
+    /// Writes a notice into `work/.canopy/NAME` and appends its log line to `stdout.log`. `work` belongs to the
+    /// task, which may have put links anywhere in it: `.canopy` is opened without following links (a link or file
+    /// there is replaced by a directory of the server's), and the file is written beside and renamed over, never
+    /// opened through a name the task controls. Does nothing when `work` is not there.
+    public func post(_ notice: TaskNotice) {
+        guard !notice.name.isEmpty, notice.name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || "-_.".utf8.contains($0) }),
+            notice.name != ".", notice.name != ".."
+        else { return }
+        if let line = notice.logLine {
+            let fd = open(stdout, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 {
+                _ = (line + "\n").withCString { Glibc.write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+        }
+        guard let workDir = try? FileTree.openDirectory(work) else { return }
+        var dir = openat(workDir.fd, ".canopy", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if dir < 0 {
+            // Missing, or the task put a link or a file there: the server's own directory takes its place.
+            if unlinkat(workDir.fd, ".canopy", 0) != 0 && errno != ENOENT { FileTree.remove(".canopy", in: workDir) }
+            guard mkdirat(workDir.fd, ".canopy", 0o755) == 0 || errno == EEXIST else { return }
+            dir = openat(workDir.fd, ".canopy", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard dir >= 0 else { return }
+        }
+        defer { close(dir) }
+        let temporary = ".\(notice.name).\(getpid()).tmp"
+        unlinkat(dir, temporary, 0)
+        let fd = openat(dir, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        fchmod(fd, 0o644)
+        _ = notice.contents.withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+        if renameat(dir, temporary, dir, notice.name) != 0 { unlinkat(dir, temporary, 0) }
+    }
+
     /// Resolves a requested working directory inside `work`, absolute or relative; nil if it would escape.
     public func resolve(workdir: String?) -> String? {
         guard let workdir, !workdir.isEmpty else { return work }
@@ -63,6 +98,10 @@ public struct TaskLayout: Sendable {
         if mkdir(work, 0o700) != 0 && errno != EEXIST { throw FileTree.error("cannot create \(work)") }
         var st = stat()
         guard lstat(work, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw StagingError("\(work) is not a directory") }
+        // A restart: an earlier attempt ran as another uid, and its files are this one's now.
+        if let owner, st.st_uid != owner.uid, st.st_uid != geteuid(), let dir = try? FileTree.openDirectory(work) {
+            FileTree.give(dir, from: st.st_uid, to: owner)
+        }
         if let owner { lchown(work, owner.uid, owner.gid) }
         chmod(work, 0o700)
         if owner != nil {

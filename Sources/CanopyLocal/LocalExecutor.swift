@@ -221,11 +221,13 @@ public final class LocalExecutor: PlacedRuntime {
         guard let pid = running.withLock({ $0[Self.key(workloadID, taskIndex)]?.pid }) else { return }
         kill(-pid, SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
+        // The same task, not merely the same key: a restarted interactive workload's next attempt may already run
+        // under it, and must not be killed for its predecessor.
         while Date() < deadline {
             try? await Task.sleep(for: .milliseconds(50))
-            if running.withLock({ $0[Self.key(workloadID, taskIndex)] == nil }) { return }
+            if running.withLock({ $0[Self.key(workloadID, taskIndex)]?.pid != pid }) { return }
         }
-        if running.withLock({ $0[Self.key(workloadID, taskIndex)] != nil }) {
+        if running.withLock({ $0[Self.key(workloadID, taskIndex)]?.pid == pid }) {
             logger.info("task did not stop in time; killing", metadata: ["workload.id": "\(workloadID)", "task": "\(taskIndex)"])
             kill(-pid, SIGKILL)
             cgroups.killAll(key: Self.key(workloadID, taskIndex))
@@ -284,6 +286,11 @@ public final class LocalExecutor: PlacedRuntime {
 
     /// Nothing to do in the background: the reaper reports exits as they happen.
     public func run() async {}
+
+    /// Writes the notice into the task's directory (see `TaskLayout.post`).
+    public func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
+        TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).post(notice)
+    }
 
     /// The task's log file for a stream ("stdout" or "stderr").
     public func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {

@@ -107,6 +107,8 @@ extension WorkloadController {
                 guard let cur = active[id] else { return }
                 let next = Transitions.launched(cur, task: t.index, runtime: kind, launched: launched, at: clock.now())
                 active[id] = next
+                // The last task started: the lease runs from now, and the tasks learn when it ends.
+                if cur.phase != .running, next.phase == .running, next.spec.kind == .interactive { await postLease(next) }
                 if next.stopRequestedAt != nil {
                     // The stop came while this task was being launched, when it had no handle to signal yet.
                     stopTask(of: next, index: t.index, handle: launched.handle)

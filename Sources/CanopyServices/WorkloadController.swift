@@ -121,6 +121,9 @@ public actor WorkloadController {
         guard var w = active[id] else { return nil }
         if w.phase == .pending { w.queuePosition = queueOrders[w.spec.queue]?.position(of: key(w)) }
         if let problem = unreachable[runtimeKind(of: w)]?.problem { w.conditions = [Reason(.backendUnavailable, problem)] }
+        if w.leaseWarned == true, let end = w.leaseExpiresAt, w.phase == .running {
+            w.conditions = (w.conditions ?? []) + [Reason(.leaseExpiring, "the lease ends at \(Enforcer.timestamp(end)); extend it with canopy lease \(w.id) +1h")]
+        }
         return w
     }
 
@@ -215,6 +218,66 @@ public actor WorkloadController {
         await persist()
         requestPass()
         return live(id) ?? w
+    }
+
+    /// Starts a stopped interactive workload again: it waits in its queue as a new attempt, its files where they
+    /// were, with a fresh lease when it runs.
+    public func restart(_ id: String) async throws -> Workload {
+        guard let before = try await current(id) else { throw CanopyError.notFound("workload", id) }
+        guard before.phase == .stopped else {
+            throw CanopyError(.conflict, "workload \(id) is \(before.phase.rawValue); only a stopped interactive workload can be restarted")
+        }
+        guard !runtimes.delegates else {
+            throw CanopyError(.conflict, "restarting is not available with this server's backend yet; submit the workload again")
+        }
+        let w = Transitions.restarted(before, at: clock.now())
+        track(w)
+        markDirty(id)
+        await persist()
+        requestPass()
+        notify()
+        return live(id) ?? w
+    }
+
+    /// Sets an interactive workload's lease: `lease` for its next starts, `expiresAt` (nil: unlimited) for the run
+    /// it is in, if it runs. The caller checked the queue's cap.
+    public func setLease(_ id: String, lease: Lease, expiresAt: Date?) async throws -> Workload {
+        guard let before = try await current(id) else { throw CanopyError.notFound("workload", id) }
+        let runs = before.phase == .running || before.phase == .starting
+        let w = Transitions.leaseSet(before, expiresAt: runs ? expiresAt : before.leaseExpiresAt, lease: lease)
+        if active[id] != nil {
+            active[id] = w
+            markDirty(id)
+            await persist()
+        } else {
+            try await store.update([w])
+        }
+        if runs { await postLease(w) }
+        notify()
+        return live(id) ?? w
+    }
+
+    /// A workload as it is now: the live one, or the stored one once it left memory.
+    func current(_ id: String) async throws -> Workload? {
+        if let w = active[id] { return w }
+        return try await store.workload(id: id)
+    }
+
+    /// Tells the workload's running tasks when their lease ends (`.canopy/lease`), with a line in their logs when
+    /// `warning`.
+    func postLease(_ w: Workload, warning: Bool = false) async {
+        let text: String
+        if let end = w.leaseExpiresAt {
+            text = "expires=\(Enforcer.timestamp(end))\nextend=canopy lease \(w.id) +1h\n"
+        } else {
+            text = "expires=unlimited\n"
+        }
+        let line =
+            warning ? w.leaseExpiresAt.map { "canopy: the lease of workload \(w.id) ends at \(Enforcer.timestamp($0)); extend it with canopy lease \(w.id) +1h" } : nil
+        for t in w.tasks where t.phase == .running {
+            guard let runtime = runtimes.runtime(runtimeKind(of: w)) else { continue }
+            await runtime.post(TaskNotice(name: "lease", contents: text, logLine: line), workloadID: w.id, taskIndex: t.index)
+        }
     }
 
     /// Stops a workload: a pending one is cancelled at once; a running one gets SIGTERM, then SIGKILL after the grace period.

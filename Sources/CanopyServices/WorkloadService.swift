@@ -152,10 +152,74 @@ public struct WorkloadService: Sendable {
         }
     }
 
+    /// The lease an interactive workload gets in its queue: the one asked for (refused beyond the queue's cap), else
+    /// the queue's default (capped). Batch workloads have none (`maxDuration` bounds them).
+    func resolveLease(_ spec: WorkloadSpec) async throws -> Lease? {
+        guard spec.kind == .interactive else {
+            if spec.lease != nil { throw CanopyError.invalid("lease", "only interactive workloads have a lease; a batch workload has maxDuration") }
+            return nil
+        }
+        guard let queue = await controller.queue(named: spec.queue) else { return spec.lease }
+        if let requested = spec.lease {
+            try Self.check(requested, cap: queue.maxLeaseSeconds, queue: queue.name, field: "lease")
+            if let s = requested.seconds, s < 60 { throw CanopyError.invalid("lease", "a lease is at least 1m") }
+        }
+        return queue.lease(for: spec.lease)
+    }
+
+    /// Refuses a lease beyond the queue's cap (unlimited included, where there is a cap).
+    static func check(_ lease: Lease, cap: Int?, queue: String, field: String) throws {
+        guard let cap else { return }
+        guard let s = lease.seconds, s <= cap else {
+            throw CanopyError.invalid(
+                field, "queue \(queue) allows leases of at most \(Quantity.formatDuration(cap)) from now; ask for that or less (unlimited is not allowed there)")
+        }
+    }
+
+    /// Restarts a stopped interactive workload (its owner or an admin).
+    public func restart(_ id: String, as principal: Principal) async throws -> Workload {
+        let w = try await getForChange(id, as: principal, to: "restart")
+        return try await controller.restart(w.id)
+    }
+
+    /// Changes an interactive workload's lease (its owner or an admin): `extend` from its current end (or from now
+    /// when it does not run), or `until` a time, or `unlimited`; never past the queue's cap, counted from now.
+    public func setLease(_ id: String, extend: Int?, until: Date?, unlimited: Bool, as principal: Principal) async throws -> Workload {
+        let w = try await getForChange(id, as: principal, to: "change the lease of")
+        guard w.spec.kind == .interactive else { throw CanopyError(.conflict, "workload \(id) is a batch workload; only interactive ones have a lease") }
+        guard !w.phase.isTerminal else { throw CanopyError(.conflict, "workload \(id) has ended (\(w.phase.rawValue)); its lease cannot change") }
+        let cap = await controller.queue(named: w.spec.queue)?.maxLeaseSeconds
+        let now = clock.now()
+        let field = unlimited ? "unlimited" : until != nil ? "until" : "extend"
+        let lease: Lease
+        let end: Date?
+        if unlimited {
+            lease = .unlimited
+            end = nil
+        } else if let until {
+            guard until > now.addingTimeInterval(60) else { throw CanopyError.invalid("until", "until must be at least a minute from now") }
+            end = until
+            lease = .seconds(Int(until.timeIntervalSince(now).rounded(.up)))
+        } else if let extend {
+            guard extend >= 60 else { throw CanopyError.invalid("extend", "an extension is at least 1m") }
+            let base = w.leaseExpiresAt.map { max($0, now) } ?? now
+            end = base.addingTimeInterval(Double(extend))
+            lease = .seconds(Int(end!.timeIntervalSince(now).rounded(.up)))
+        } else {
+            throw CanopyError.invalid("extend", "give extend (a duration), until (a time) or unlimited")
+        }
+        try Self.check(lease, cap: cap, queue: w.spec.queue, field: field)
+        // A workload that does not run keeps the duration for its next start.
+        let running = w.phase == .running || w.phase == .starting
+        let next: Lease = running ? (w.spec.lease ?? lease) : lease
+        return try await controller.setLease(w.id, lease: unlimited ? .unlimited : next, expiresAt: end)
+    }
+
     /// Validates, stores durably, and hands a workload to the scheduler. Returns it with its position.
     public func submit(_ spec: WorkloadSpec, by principal: Principal) async throws -> Workload {
         var spec = spec
         try await validate(spec)
+        spec.lease = try await resolveLease(spec)
         let imageReference: String?
         (spec, imageReference) = try await checkContainer(spec, tenant: principal.tenant)
         let id = ids()

@@ -246,6 +246,11 @@ public actor SlurmExecutor: SchedulingBackend {
         return .running
     }
 
+    /// Writes the notice into the task's directory (see `TaskLayout.post`).
+    public nonisolated func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
+        TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).post(notice)
+    }
+
     /// The task's log file, as the job writes it.
     public nonisolated func logPath(workloadID: String, taskIndex: Int, stream: String) -> String {
         let l = TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex)

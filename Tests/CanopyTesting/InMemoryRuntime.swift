@@ -26,6 +26,7 @@ public final class InMemoryRuntime: PlacedRuntime {
         var unreachable: String?
         var exitOnStop = true
         var next = 0
+        var notices: [(task: String, notice: TaskNotice)] = []
     }
 
     /// Its kind.
@@ -83,6 +84,11 @@ public final class InMemoryRuntime: PlacedRuntime {
         "/in-memory/\(kind)/\(workloadID)/task-\(taskIndex)/\(stream).log"
     }
 
+    /// Records the notice (see `notices`).
+    public func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
+        state.withLock { $0.notices.append((Self.key(workloadID, taskIndex), notice)) }
+    }
+
     /// Nothing to copy.
     public func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws {}
 
@@ -96,6 +102,8 @@ public final class InMemoryRuntime: PlacedRuntime {
 
     /// Every stop so far.
     public var stops: [Stop] { state.withLock { $0.stops } }
+    /// The notices posted, with `WORKLOAD/TASK` keys, in order.
+    public var notices: [(task: String, notice: TaskNotice)] { state.withLock { $0.notices } }
 
     /// Every recovery asked for so far: workload, task, handle.
     public var recoveries: [(workloadID: String, taskIndex: Int, handle: String?)] { state.withLock { $0.recovered } }

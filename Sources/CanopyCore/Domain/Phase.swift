@@ -88,6 +88,12 @@ public struct Reason: Sendable, Hashable, Codable {
         case nodeFailure = "NodeFailure"
         case preempted = "Preempted"
         case cancelledInBackend = "CancelledInBackend"
+        /// An interactive workload's lease ran out: it was stopped (and may be restarted).
+        case leaseExpired = "LeaseExpired"
+        /// A condition: an interactive workload's lease ends soon.
+        case leaseExpiring = "LeaseExpiring"
+        /// A stopped interactive workload was started again.
+        case restarted = "Restarted"
     }
 
     /// The code.

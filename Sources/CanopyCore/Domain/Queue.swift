@@ -10,12 +10,23 @@ public struct Queue: Sendable, Hashable, Codable {
     public var pool: String?
     /// Whether containers of its workloads may run as root (an admin's choice); otherwise they run as their own uid.
     public var allowRoot: Bool
+    /// The lease an interactive workload of this queue gets when it asks for none, in seconds (nil: the built-in
+    /// default, `builtInDefaultLease`).
+    public var defaultLeaseSeconds: Int?
+    /// The longest lease a workload may hold, counted from now whenever it is set or extended, in seconds; nil for
+    /// no cap (then `unlimited` is allowed). Users cannot switch it off.
+    public var maxLeaseSeconds: Int?
 
     /// The queue that always exists.
     public static let defaultName = "default"
 
     /// Creates a queue.
-    public init(name: String, priority: Int = 0, description: String = "", pool: String? = nil, allowRoot: Bool = false) {
+    public init(
+        name: String, priority: Int = 0, description: String = "", pool: String? = nil, allowRoot: Bool = false, defaultLeaseSeconds: Int? = nil,
+        maxLeaseSeconds: Int? = nil
+    ) {
+        self.defaultLeaseSeconds = defaultLeaseSeconds
+        self.maxLeaseSeconds = maxLeaseSeconds
         self.name = name
         self.priority = priority
         self.description = description
@@ -23,7 +34,7 @@ public struct Queue: Sendable, Hashable, Codable {
         self.allowRoot = allowRoot
     }
 
-    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot }
+    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, defaultLeaseSeconds, maxLeaseSeconds }
 
     /// Decodes a stored queue; `allowRoot` is false in records written before it existed.
     public init(from decoder: any Decoder) throws {
@@ -33,6 +44,18 @@ public struct Queue: Sendable, Hashable, Codable {
         description = try c.decode(String.self, forKey: .description)
         pool = try c.decodeIfPresent(String.self, forKey: .pool)
         allowRoot = try c.decodeIfPresent(Bool.self, forKey: .allowRoot) ?? false
+        defaultLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .defaultLeaseSeconds)
+        maxLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .maxLeaseSeconds)
+    }
+
+    /// The lease an interactive workload gets where neither it nor its queue names one: 12 hours.
+    public static let builtInDefaultLease = 12 * 3600
+
+    /// The lease a workload of this queue gets when it asks for `requested` (nil: the queue's default), capped.
+    public func lease(for requested: Lease?) -> Lease {
+        let chosen = requested ?? .seconds(defaultLeaseSeconds ?? Queue.builtInDefaultLease)
+        guard let cap = maxLeaseSeconds else { return chosen }
+        return .seconds(min(chosen.seconds ?? cap, cap))
     }
 
     /// The naming rule, as errors state it.

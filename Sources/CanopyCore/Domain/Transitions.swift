@@ -43,9 +43,16 @@ public enum Transitions {
         // An exit handled while the launch was awaited has already ended the task.
         if w.tasks[i].phase == .starting { w.tasks[i].move(to: .running) }
         w.tasks[i].startedAt = now
-        if w.phase == .starting, w.tasks.allSatisfy({ $0.phase == .running }) { w.move(to: .running, at: now) }
+        if w.phase == .starting, w.tasks.allSatisfy({ $0.phase == .running }), w.move(to: .running, at: now) { startLease(&w, at: now) }
         w.version += 1
         return w
+    }
+
+    /// An interactive workload that starts running gets its lease, counted from now (each start gets a fresh one).
+    static func startLease(_ w: inout Workload, at now: Date) {
+        guard w.spec.kind == .interactive, w.leaseExpiresAt == nil, let seconds = w.spec.lease?.seconds else { return }
+        w.leaseExpiresAt = now.addingTimeInterval(Double(seconds))
+        w.leaseWarned = nil
     }
 
     /// A task could not be started: it failed, and the gang's tasks not started yet never will be.
@@ -122,7 +129,7 @@ public enum Transitions {
             w.tasks[p.taskIndex].node = p.node
             w.tasks[p.taskIndex].gpus = p.gpus
         }
-        w.move(to: .running, reason: nil, at: at)
+        if w.move(to: .running, reason: nil, at: at) { startLease(&w, at: at) }
         w.version += 1
         return w
     }
@@ -223,6 +230,46 @@ public enum Transitions {
         }
         w.version += 1
         return .ended(w)
+    }
+
+    // MARK: leases and restarts
+
+    /// The lease now ends at `expiresAt` (nil: unlimited); the warning will be given again before the new end.
+    public static func leaseSet(_ w: Workload, expiresAt: Date?, lease: Lease) -> Workload {
+        var w = w
+        w.spec.lease = lease
+        w.leaseExpiresAt = expiresAt
+        w.leaseWarned = nil
+        w.version += 1
+        return w
+    }
+
+    /// The warning that the lease ends soon was given.
+    public static func leaseWarningGiven(_ w: Workload) -> Workload {
+        var w = w
+        w.leaseWarned = true
+        w.version += 1
+        return w
+    }
+
+    /// A stopped interactive workload starts again: it waits in its queue as a new attempt, every task fresh
+    /// (unplaced, without handle, exit code or times), its files where they were. Unchanged unless stopped.
+    public static func restarted(_ w: Workload, at now: Date) -> Workload {
+        guard w.phase == .stopped else { return w }
+        var w = w
+        w.move(to: .pending, reason: Reason(.restarted, "restarted: waiting for a scheduling pass"), at: now)
+        // A new attempt: the tasks of the last one ended (terminal phases never move again), so each is a new
+        // task status, not a moved one.
+        w.tasks = (0..<w.spec.tasks).map(TaskStatus.init(index:))
+        w.exitCode = nil
+        w.startedAt = nil
+        w.finishedAt = nil
+        w.stopRequestedAt = nil
+        w.leaseExpiresAt = nil
+        w.leaseWarned = nil
+        w.restarts = (w.restarts ?? 0) + 1
+        w.version += 1
+        return w
     }
 
     // MARK: stopping

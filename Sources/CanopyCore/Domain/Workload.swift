@@ -39,13 +39,16 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var data: DataStaging?
     /// Paths mounted into each task's container.
     public var mounts: [Mount]
+    /// How long an interactive workload may run from each start (its lease); nil for batch workloads. Filled in
+    /// at submit from the queue's default when the request names none.
+    public var lease: Lease?
 
     /// Creates a spec.
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
         tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:],
-        data: DataStaging? = nil, mounts: [Mount] = []
+        data: DataStaging? = nil, mounts: [Mount] = [], lease: Lease? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -63,10 +66,11 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         self.labels = labels
         self.data = data
         self.mounts = mounts
+        self.lease = lease
     }
 
     private enum CodingKeys: String, CodingKey {
-        case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts
+        case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts, lease
     }
 
     /// Decodes a stored spec; fields added in later versions default when a record written before them lacks them.
@@ -88,6 +92,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         labels = try c.decode([String: String].self, forKey: .labels)
         data = try c.decodeIfPresent(DataStaging.self, forKey: .data)
         mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
+        lease = try c.decodeIfPresent(Lease.self, forKey: .lease)
     }
 
     /// All tasks' demand together.
@@ -196,6 +201,13 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
     public var version: Int
     /// The engine's reference of `spec.image`, resolved in the image catalog when it was submitted.
     public var imageReference: String?
+    /// When an interactive workload's lease ends (set when it starts, moved by extensions); nil while it does not
+    /// run, or when its lease is unlimited.
+    public var leaseExpiresAt: Date?
+    /// Whether the warning that the lease ends soon was given for the current `leaseExpiresAt`.
+    public var leaseWarned: Bool?
+    /// How many times it was restarted.
+    public var restarts: Int?
 
     /// A new pending workload.
     public init(id: String, tenant: String, owner: String, seq: Int64 = 0, spec: WorkloadSpec, createdAt: Date) {
@@ -221,5 +233,51 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
         if next == .running, startedAt == nil { startedAt = time }
         if next.isTerminal || next == .stopped { finishedAt = time }
         return true
+    }
+}
+
+/// An interactive workload's lease: a duration from each start, or unlimited (where the queue's cap allows).
+public enum Lease: Sendable, Hashable, Codable {
+    case seconds(Int)
+    case unlimited
+
+    /// How the API and the CLI spell it: "unlimited", or a duration ("2h", "90m") or a number of seconds.
+    public static func parse(_ text: String) -> Lease? {
+        if text == "unlimited" { return .unlimited }
+        if let n = Int(text) { return n > 0 ? .seconds(n) : nil }
+        return Quantity.parseDuration(text).flatMap { $0 > 0 ? .seconds($0) : nil }
+    }
+
+    /// "unlimited" or a duration such as "2h".
+    public var description: String {
+        switch self {
+        case .seconds(let s): Quantity.formatDuration(s)
+        case .unlimited: "unlimited"
+        }
+    }
+
+    /// Seconds, nil when unlimited.
+    public var seconds: Int? {
+        if case .seconds(let s) = self { return s }
+        return nil
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(Int.self), n > 0 {
+            self = .seconds(n)
+        } else if let s = try? c.decode(String.self), let lease = Lease.parse(s) {
+            self = lease
+        } else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "a lease is a duration such as \"2h\" or \"90m\", a number of seconds, or \"unlimited\"")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .seconds(let s): try c.encode(s)
+        case .unlimited: try c.encode("unlimited")
+        }
     }
 }

@@ -64,6 +64,10 @@ public protocol TaskRuntime: Sendable {
     /// a task's output to this file (a container runtime copies the engine's log stream into it), so readers have
     /// one form to read, with byte offsets, whichever runtime ran the task.
     func logPath(workloadID: String, taskIndex: Int, stream: String) -> String
+    /// Tells a running task something through its files: writes `.canopy/NAME` in its working directory (the
+    /// container's `/workspace/.canopy/NAME`), and appends `logLine`, if any, to its standard output log. Best
+    /// effort: a task that has no directory (yet) is not told.
+    func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async
     /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
     /// throws a message-bearing error naming the output that could not be copied.
     func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws
@@ -90,4 +94,21 @@ public protocol SchedulingBackend: TaskRuntime, NodeInventory {
     /// the backend already has (say, submitted just before a crash) is not submitted again; its existing handle is
     /// returned. Throws `BackendUnavailable` when the backend cannot be reached, any other error when it refuses it.
     func submit(_ submission: WorkloadSubmission) async throws -> String
+}
+
+/// Something Canopy tells a running task (see `TaskRuntime.post`): the lease file, say.
+public struct TaskNotice: Sendable, Hashable {
+    /// The file's name under the working directory's `.canopy/`: letters, digits, '-', '_' and '.'.
+    public var name: String
+    /// What the file holds.
+    public var contents: String
+    /// A line for the task's output log, or nil.
+    public var logLine: String?
+
+    /// Creates a notice.
+    public init(name: String, contents: String, logLine: String? = nil) {
+        self.name = name
+        self.contents = contents
+        self.logLine = logLine
+    }
 }

@@ -20,6 +20,8 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var data: DataStaging?
     /// Paths mounted into each task's container (`data:/PATH` or an allowed `host:/PATH`); needs an image.
     public var mounts: [MountRequest]?
+    /// An interactive workload's lease: "2h", seconds, or "unlimited" (default: its queue's).
+    public var lease: Lease?
 
     /// The fields a request may carry, nested objects included; anything else is refused.
     public static let shape = BodyShape.object([
@@ -27,7 +29,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
         "maxDuration": .integer, "hold": .value, "ports": .array(.integer), "labels": .map(.value),
         "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
-        "mounts": .array(.flat("source", "target", "readOnly")),
+        "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value,
     ])
 
     /// Creates a request.
@@ -39,7 +41,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
             name: name ?? "", kind: kind ?? .batch, queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image, command: command,
             env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
             hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data,
-            mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) })
+            mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) }, lease: lease)
     }
 }
 
@@ -109,8 +111,14 @@ public struct CreateQueueRequest: Codable, Sendable {
     public var pool: String?
     /// Whether containers in the queue may run as root (default false).
     public var allowRoot: Bool?
+    /// The lease its interactive workloads get when they ask for none (default 12h).
+    public var defaultLease: DurationValue?
+    /// The longest lease, from now, any of its workloads may hold (default: no cap).
+    public var maxLease: DurationValue?
     /// The fields it may carry.
-    public static let shape = BodyShape.object(["name": .value, "priority": .integer, "description": .value, "pool": .value, "allowRoot": .value])
+    public static let shape = BodyShape.object([
+        "name": .value, "priority": .integer, "description": .value, "pool": .value, "allowRoot": .value, "defaultLease": .value, "maxLease": .value,
+    ])
 
     public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil, allowRoot: Bool? = nil) {
         self.name = name
@@ -118,6 +126,24 @@ public struct CreateQueueRequest: Codable, Sendable {
         self.description = description
         self.pool = pool
         self.allowRoot = allowRoot
+    }
+}
+
+/// `POST /api/v1/workloads/{id}/lease`: one of `extend`, `until`, `unlimited`.
+public struct LeaseRequest: Codable, Sendable {
+    /// How much longer, from the lease's current end.
+    public var extend: DurationValue?
+    /// A new end.
+    public var until: Date?
+    /// No end (where the queue has no cap).
+    public var unlimited: Bool?
+    /// The fields it may carry.
+    public static let shape = BodyShape.object(["extend": .value, "until": .value, "unlimited": .value])
+
+    public init(extend: DurationValue? = nil, until: Date? = nil, unlimited: Bool? = nil) {
+        self.extend = extend
+        self.until = until
+        self.unlimited = unlimited
     }
 }
 
@@ -131,8 +157,17 @@ public struct QueueView: Codable, Sendable {
     public var allowRoot: Bool
     public var pending: Int
     public var running: Int
+    /// The lease its interactive workloads get by default, in seconds.
+    public var defaultLeaseSeconds: Int?
+    /// Its lease cap, in seconds; none when absent.
+    public var maxLeaseSeconds: Int?
 
-    public init(name: String, priority: Int, description: String, pool: String?, allowRoot: Bool = false, pending: Int, running: Int) {
+    public init(
+        name: String, priority: Int, description: String, pool: String?, allowRoot: Bool = false, pending: Int, running: Int,
+        defaultLeaseSeconds: Int? = nil, maxLeaseSeconds: Int? = nil
+    ) {
+        self.defaultLeaseSeconds = defaultLeaseSeconds
+        self.maxLeaseSeconds = maxLeaseSeconds
         self.name = name
         self.priority = priority
         self.description = description
@@ -142,7 +177,7 @@ public struct QueueView: Codable, Sendable {
         self.running = running
     }
 
-    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, pending, running }
+    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, pending, running, defaultLeaseSeconds, maxLeaseSeconds }
 
     /// Decodes a view; `allowRoot` is false from a server older than it.
     public init(from decoder: any Decoder) throws {
@@ -154,6 +189,8 @@ public struct QueueView: Codable, Sendable {
         allowRoot = try c.decodeIfPresent(Bool.self, forKey: .allowRoot) ?? false
         pending = try c.decode(Int.self, forKey: .pending)
         running = try c.decode(Int.self, forKey: .running)
+        defaultLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .defaultLeaseSeconds)
+        maxLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .maxLeaseSeconds)
     }
 }
 

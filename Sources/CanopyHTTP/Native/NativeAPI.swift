@@ -33,7 +33,8 @@ public struct NativeAPI: Sendable {
     var authedRoutes: [(method: HTTPRequest.Method, path: String, handler: Handler)] {
         [
             (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get),
-            (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release),
+            (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release), (.post, "/workloads/{id}/restart", restart),
+            (.post, "/workloads/{id}/lease", lease),
             (.get, "/workloads/{id}/tasks/{index}/logs", logs),
             (.get, "/nodes", nodes), (.get, "/queues", queues), (.post, "/queues", createQueue), (.delete, "/queues/{name}", deleteQueue),
             (.get, "/tokens", tokens), (.post, "/tokens", createToken), (.delete, "/tokens/{id}", revokeToken),
@@ -117,6 +118,20 @@ public struct NativeAPI: Sendable {
         try APIJSON.response(try await workloads.release(try context.parameters.require("id"), as: try context.requirePrincipal()))
     }
 
+    @Sendable func restart(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try APIJSON.response(try await workloads.restart(try context.parameters.require("id"), as: try context.requirePrincipal()))
+    }
+
+    @Sendable func lease(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await RequestDecoding.decode(LeaseRequest.self, from: request, context: context, shape: LeaseRequest.shape)
+        let given = [body.extend != nil, body.until != nil, body.unlimited == true].filter { $0 }.count
+        guard given == 1 else { throw CanopyError.invalid("extend", "give exactly one of extend (a duration), until (a time) or unlimited: true") }
+        return try APIJSON.response(
+            try await workloads.setLease(
+                try context.parameters.require("id"), extend: body.extend?.seconds, until: body.until, unlimited: body.unlimited == true, as: principal))
+    }
+
     /// Task output: the whole file from `offset`, or with `follow=true` a stream that ends when the task does.
     @Sendable func logs(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
@@ -155,7 +170,8 @@ public struct NativeAPI: Sendable {
         let views = await controller.allQueues().map {
             QueueView(
                 name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, allowRoot: $0.allowRoot,
-                pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0)
+                pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0, defaultLeaseSeconds: $0.defaultLeaseSeconds,
+                maxLeaseSeconds: $0.maxLeaseSeconds)
         }
         return try APIJSON.response(Page(items: views, nextCursor: nil))
     }
@@ -179,13 +195,19 @@ public struct NativeAPI: Sendable {
                 throw CanopyError.invalid("pool", "no pool named \"\(pool)\"; pools: \(pools.sorted().joined(separator: ", "))")
             }
         }
+        if let d = body.defaultLease?.seconds, d < 60 { throw CanopyError.invalid("defaultLease", "a lease is at least 1m") }
+        if let m = body.maxLease?.seconds, m < 60 { throw CanopyError.invalid("maxLease", "a lease is at least 1m") }
+        if let d = body.defaultLease?.seconds, let m = body.maxLease?.seconds, d > m {
+            throw CanopyError.invalid("defaultLease", "the default lease is longer than the cap (maxLease)")
+        }
         let queue = Queue(
-            name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false)
+            name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false,
+            defaultLeaseSeconds: body.defaultLease?.seconds, maxLeaseSeconds: body.maxLease?.seconds)
         try await controller.save(queue: queue)
         return try APIJSON.response(
             QueueView(
                 name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, allowRoot: queue.allowRoot, pending: 0,
-                running: 0),
+                running: 0, defaultLeaseSeconds: queue.defaultLeaseSeconds, maxLeaseSeconds: queue.maxLeaseSeconds),
             status: .created)
     }
 

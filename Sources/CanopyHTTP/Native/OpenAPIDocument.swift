@@ -110,7 +110,17 @@ public enum OpenAPIDocument {
                     "type": "array", "maxItems": 32, "items": ref("MountRequest"),
                     "description": "paths mounted into each task's container; needs an image that runs as a container",
                 ],
+                "lease": [
+                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]],
+                    "description": "interactive workloads only: seconds, \"2h\", or \"unlimited\" (where the queue has no cap); default: the queue's",
+                ],
             ], required: ["command"]),
+        "LeaseRequest": closed(
+            [
+                "extend": ["oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "how much longer: seconds or \"1h\""],
+                "until": ["type": "string", "format": "date-time", "description": "a new end, at least a minute from now"],
+                "unlimited": ["type": "boolean", "description": "no end, where the queue has no cap"],
+            ]),
         "MountRequest": closed(
             [
                 "source": ["type": "string", "description": "data:/PATH (your data store; must exist) or host:/PATH (below a path an admin allowed)"],
@@ -186,6 +196,7 @@ public enum OpenAPIDocument {
                 "workdir": str, "resources": ref("Resources"), "tasks": int, "maxDurationSeconds": int, "hold": ["type": "boolean"],
                 "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
                 "mounts": ["type": "array", "items": ref("Mount")],
+                "lease": ["oneOf": [int, str], "description": "seconds from each start, or \"unlimited\""],
             ],
         ],
         "Workload": [
@@ -196,6 +207,7 @@ public enum OpenAPIDocument {
                 "stopRequestedAt": time, "tasks": ["type": "array", "items": ref("Task")], "version": int,
                 "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
                 "imageReference": ["type": "string", "description": "the engine's content id (sha256:...) of spec.image, resolved in the catalog at submit"],
+                "leaseExpiresAt": time, "leaseWarned": ["type": "boolean"], "restarts": int,
             ],
         ],
         "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str]],
@@ -214,13 +226,22 @@ public enum OpenAPIDocument {
         ],
         "Queue": [
             "type": "object",
-            "properties": ["name": str, "priority": int, "description": str, "pool": str, "allowRoot": ["type": "boolean"], "pending": int, "running": int],
+            "properties": [
+                "name": str, "priority": int, "description": str, "pool": str, "allowRoot": ["type": "boolean"], "pending": int, "running": int,
+                "defaultLeaseSeconds": int, "maxLeaseSeconds": int,
+            ],
         ],
         "CreateQueue": closed(
             [
                 "name": name, "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "description": ["type": "string", "maxLength": 1024],
                 "pool": ["type": "string", "description": "an existing pool (400 otherwise)"],
                 "allowRoot": ["type": "boolean", "default": false, "description": "containers of the queue's workloads may run as root"],
+                "defaultLease": [
+                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "interactive workloads' lease when they ask for none (12h)",
+                ],
+                "maxLease": [
+                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "the longest lease from now (default: no cap)",
+                ],
             ], required: ["name"]),
         "Token": ["type": "object", "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str]],
         "CreateToken": closed(
@@ -295,6 +316,23 @@ public enum OpenAPIDocument {
             "post": op(
                 "releaseWorkload", "Release a held workload; its owner or an admin", params: [id],
                 responses: ["200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"), "409": ok(ref("Error"), "Not held")])
+        ],
+        "/workloads/{id}/restart": [
+            "post": op(
+                "restartWorkload", "Start a stopped interactive workload again, its files kept; its owner or an admin", params: [id],
+                responses: [
+                    "200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
+                    "409": ok(ref("Error"), "Not a stopped interactive workload"),
+                ])
+        ],
+        "/workloads/{id}/lease": [
+            "post": op(
+                "setLease", "Extend or change an interactive workload's lease, within its queue's cap; its owner or an admin", params: [id],
+                body: ref("LeaseRequest"),
+                responses: [
+                    "200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
+                    "409": ok(ref("Error"), "A batch workload, or one that ended"),
+                ])
         ],
         "/workloads/{id}/tasks/{index}/logs": [
             "get": op(
