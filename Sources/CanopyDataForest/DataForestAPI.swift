@@ -387,7 +387,9 @@ public struct DataForestAPI: Sendable {
             command: DataForestMapping.commandLine(docker),
             env: docker.env ?? [:], workdir: DataForestMapping.nonEmpty(docker.workdir), resources: resources,
             // The vendor's samples send [0] as a placeholder: 0 is no port.
-            ports: (docker.exposeTcpPorts ?? []).filter { $0 != 0 },
+            ports: (docker.exposeTcpPorts ?? []).reduce(into: [PortSpec]()) { ports, p in
+                if p != 0, !ports.contains(where: { $0.port == p }) { ports.append(PortSpec(p, .tcp)) }
+            },
             labels: [Self.workspaceLabel: ws.id, "dataforest.workspaceName": ws.name, "dataforest.queue": vendorQueue],
             data: staging.isEmpty ? nil : staging)
         // The app belongs to the workspace's account, also when an admin submits it.

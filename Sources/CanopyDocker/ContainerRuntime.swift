@@ -197,10 +197,14 @@ public final class ContainerRuntime: PlacedRuntime {
         env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
         env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)
         env["CANOPY_NODE"] = task.node
-        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map(String.init).joined(separator: ",") }
+        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map { String($0.port) }.joined(separator: ",") }
         // A task sees exactly its own GPUs (none when it asked for none), whether the engine has real ones or not.
         let gpuList = task.gpus.map(String.init).joined(separator: ",")
-        env["CUDA_VISIBLE_DEVICES"] = gpuList
+        let withDevices = nvidia.withLock({ $0 }) && !task.gpus.isEmpty
+        // With the engine's NVIDIA runtime the container holds only its own devices, and CUDA numbers what it
+        // sees from 0: the host's indices (CANOPY_GPUS) would name GPUs that are not there.
+        env["CUDA_VISIBLE_DEVICES"] = withDevices ? task.gpus.indices.map(String.init).joined(separator: ",") : gpuList
+        env["CANOPY_GPUS"] = gpuList
         env["NVIDIA_VISIBLE_DEVICES"] = task.gpus.isEmpty ? "void" : gpuList
         var mounts = [CreateContainer.MountSpec(Type: "bind", Source: layout.work, Target: "/workspace", ReadOnly: false)]
         for m in task.mounts { mounts.append(.init(Type: "bind", Source: m.hostPath, Target: m.target, ReadOnly: m.readOnly)) }
@@ -208,7 +212,7 @@ public final class ContainerRuntime: PlacedRuntime {
             Mounts: mounts, Memory: Int64(task.spec.resources.memoryMiB) << 20, MemorySwap: Int64(task.spec.resources.memoryMiB) << 20,
             NanoCpus: Int64(task.spec.resources.cpuMillis) * 1_000_000, PidsLimit: Int64(config.pidsLimit), NetworkMode: config.network,
             Privileged: false, SecurityOpt: ["no-new-privileges"], DeviceRequests: nil, Init: true)
-        if nvidia.withLock({ $0 }), !task.gpus.isEmpty {
+        if withDevices {
             host.DeviceRequests = [.init(Driver: "nvidia", DeviceIDs: task.gpus.map(String.init), Capabilities: [["gpu"]])]
         }
         let command = task.spec.command

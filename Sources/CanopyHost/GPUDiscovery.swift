@@ -16,13 +16,35 @@ public enum GPUDiscovery {
         return gpus
     }
 
-    /// Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits`.
-    public static func parseNvidiaSMI(_ output: String) -> [GPU] {
+    /// Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid,pci.bus_id --format=csv,noheader,nounits`;
+    /// `minors` maps a PCI bus id (lowercase, 4-digit domain: `0000:18:00.0`) to the device's minor number.
+    public static func parseNvidiaSMI(_ output: String, minors: [String: Int] = [:]) -> [GPU] {
         output.split(separator: "\n").compactMap { line in
             let f = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             guard f.count >= 4, let index = Int(f[0]) else { return nil }
-            return GPU(index: index, model: f[1], memoryMiB: Int(f[2]), uuid: f[3])
+            let minor = f.count >= 5 ? minors[normalizedBusID(f[4])] : nil
+            return GPU(index: index, model: f[1], memoryMiB: Int(f[2]), uuid: f[3], minor: minor)
         }
+    }
+
+    /// `00000000:18:00.0` (nvidia-smi) and `0000:18:00.0` (/proc) as one form: 4-digit domain, lowercase.
+    static func normalizedBusID(_ id: String) -> String {
+        let lower = id.lowercased()
+        guard let colon = lower.firstIndex(of: ":") else { return lower }
+        let domain = lower[..<colon]
+        return String(domain.suffix(4)) + lower[colon...]
+    }
+
+    /// Reads the driver's `Device Minor` per PCI bus id from `/proc/driver/nvidia/gpus/BUS/information`.
+    public static func deviceMinors(root: String = "/proc/driver/nvidia/gpus") -> [String: Int] {
+        var minors: [String: Int] = [:]
+        for bus in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            guard let text = try? String(contentsOfFile: "\(root)/\(bus)/information", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") where line.hasPrefix("Device Minor:") {
+                if let n = Int(line.dropFirst("Device Minor:".count).trimmingCharacters(in: .whitespaces)) { minors[normalizedBusID(bus)] = n }
+            }
+        }
+        return minors
     }
 
     /// Runs nvidia-smi if it is on the PATH; nil where it is not, or fails.
@@ -30,7 +52,7 @@ public enum GPUDiscovery {
         guard let smi = TaskUser.findProgram("nvidia-smi", path: ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin") else { return nil }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: smi)
-        p.arguments = ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]
+        p.arguments = ["--query-gpu=index,name,memory.total,uuid,pci.bus_id", "--format=csv,noheader,nounits"]
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
@@ -38,6 +60,6 @@ public enum GPUDiscovery {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { return nil }
-        return parseNvidiaSMI(String(decoding: data, as: UTF8.self))
+        return parseNvidiaSMI(String(decoding: data, as: UTF8.self), minors: deviceMinors())
     }
 }

@@ -34,6 +34,8 @@ public final class LocalExecutor: PlacedRuntime {
         public var cgroupRoot: String
         /// The node's name.
         public var nodeName: String
+        /// Where the GPUs' device nodes are (`nvidiaN` by minor number): `/dev`.
+        public var gpuDeviceDirectory = "/dev"
 
         /// Creates a configuration.
         public init(
@@ -142,6 +144,9 @@ public final class LocalExecutor: PlacedRuntime {
             argv += ["--exit-file", layout.exitFile, "--chdir", workdir]
             // Tasks with an identity of their own get a /tmp of their own too (not shared with other tenants).
             if uid != nil { argv += ["--private-tmp", layout.tmp] }
+            // Real GPUs the task was not given are unusable in its namespace, whatever it does with
+            // CUDA_VISIBLE_DEVICES (declared GPUs have no devices).
+            for device in Self.hiddenDevices(node: node, given: task.gpus, directory: config.gpuDeviceDirectory) { argv += ["--hide-device", device] }
             for g in groups { argv += ["--cgroup", g] }
             if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
             argv.append("--")
@@ -169,6 +174,15 @@ public final class LocalExecutor: PlacedRuntime {
         try layout.collect(outputs, workdir: spec.workdir, readableBy: layout.workOwner())
     }
 
+    /// The device nodes of the node's discovered GPUs that are not in `given`; only where the task has its own
+    /// identity does the shim have the mount namespace to hide them in.
+    static func hiddenDevices(node: Node, given: [Int], directory: String) -> [String] {
+        node.gpus.compactMap { gpu in
+            guard let minor = gpu.minor, !given.contains(gpu.index) else { return nil }
+            return "\(directory)/nvidia\(minor)"
+        }
+    }
+
     /// The PATH a task gets unless it sets its own: the standard one, never the server's (root's PATH may name
     /// directories the task cannot read, which turns "not found" into "Permission denied").
     public static let standardPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -187,10 +201,14 @@ public final class LocalExecutor: PlacedRuntime {
         env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
         env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)
         env["CANOPY_NODE"] = task.node
-        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map(String.init).joined(separator: ",") }
+        if !task.spec.ports.isEmpty { env["CANOPY_PORTS"] = task.spec.ports.map { String($0.port) }.joined(separator: ",") }
         if !node.gpus.isEmpty || !task.gpus.isEmpty {
-            // A task sees exactly its own GPUs; one that asked for none sees none.
-            env["CUDA_VISIBLE_DEVICES"] = task.gpus.map(String.init).joined(separator: ",")
+            // A task sees exactly its own GPUs; one that asked for none sees none. Discovered GPUs are named by
+            // UUID, which CUDA resolves whatever order it enumerates devices in (its default is fastest first,
+            // not nvidia-smi's bus order); CANOPY_GPUS keeps the indices.
+            let byIndex = Dictionary(node.gpus.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+            env["CUDA_VISIBLE_DEVICES"] = task.gpus.map { byIndex[$0]?.uuid ?? String($0) }.joined(separator: ",")
+            env["CANOPY_GPUS"] = task.gpus.map(String.init).joined(separator: ",")
         }
         return env.map { "\($0.key)=\($0.value)" }
     }

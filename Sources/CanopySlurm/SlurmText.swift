@@ -260,7 +260,7 @@ public enum SlurmText {
         for (k, v) in extraEnv { env[k] = v }
         env["CANOPY_WORKLOAD_ID"] = workloadID
         env["CANOPY_TASK_COUNT"] = String(spec.tasks)
-        if !spec.ports.isEmpty { env["CANOPY_PORTS"] = spec.ports.map(String.init).joined(separator: ",") }
+        if !spec.ports.isEmpty { env["CANOPY_PORTS"] = spec.ports.map { String($0.port) }.joined(separator: ",") }
         var lines = [
             "#!/bin/sh",
             "# Canopy workload \(workloadID), submitted by canopy serve.",

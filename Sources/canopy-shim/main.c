@@ -29,7 +29,13 @@
  * by another, and no command line of another task can be read. Where
  * the kernel refuses a mount namespace the task still runs, with the host's /tmp, and the shim says so on stderr.
  *
+ * With --hide-device PATH (repeatable; a GPU's /dev/nvidiaN that the task was not given), that device is covered in
+ * the task's mount namespace by an empty root-owned file of mode 0: opening it fails with EACCES, as with a device
+ * cgroup's refusal, so a task that ignores CUDA_VISIBLE_DEVICES still cannot use another task's GPU. This needs the
+ * mount namespace of --private-tmp; without one, a task with devices to hide is not run at all (exit 126).
+ *
  * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] [--private-tmp DIR]
+ *                    [--hide-device PATH]...
  *                    -- CMD [ARGS...]
  *        canopy-shim --kill-uid N
  *   The second form kills every process of user N (which must not be 0): it becomes that user and sends SIGKILL
@@ -139,6 +145,27 @@ static int private_tmp(const char *dir, const char *workdir) {
     return 0;
 }
 
+/* Covers each device in `paths` with an empty root-owned file of mode 0, made in the namespace's own fresh tmpfs
+   (/dev/shm) and unlinked once bound, so nothing of it is left for the task to find; 0, or -1 with errno. A path
+   that does not exist (fewer devices than GPUs) is skipped. Runs as root, in the task's mount namespace. */
+static int hide_devices(char **paths, int n) {
+    if (n == 0) return 0;
+    char blank[] = "/dev/shm/.canopy-hidden-XXXXXX";
+    int fd = mkstemp(blank);
+    if (fd < 0) return -1;
+    fchmod(fd, 0);
+    close(fd);
+    int failed = 0;
+    for (int i = 0; i < n && !failed; i++) {
+        struct stat st;
+        if (lstat(paths[i], &st) != 0) continue;
+        if (mount(blank, paths[i], NULL, MS_BIND, NULL) != 0) failed = errno;
+    }
+    unlink(blank);
+    if (failed) { errno = failed; return -1; }
+    return 0;
+}
+
 static int kill_user(long uid) {
     if (uid <= 0) { fprintf(stderr, "canopy-shim: --kill-uid needs a user other than root\n"); return 125; }
     if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0) die("setuid");
@@ -165,6 +192,8 @@ int main(int argc, char **argv) {
     const char *exit_file = NULL, *chdir_to = NULL, *tmp_dir = NULL;
     const char *cgroups[16];
     int ncgroups = 0;
+    char *hidden[64];
+    int nhidden = 0;
     long uid = -1, gid = -1;
     int i = 1;
     for (; i < argc; i++) {
@@ -176,6 +205,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--gid") == 0) gid = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--chdir") == 0) chdir_to = argv[++i];
         else if (strcmp(argv[i], "--private-tmp") == 0) tmp_dir = argv[++i];
+        else if (strcmp(argv[i], "--hide-device") == 0 && nhidden < 64) hidden[nhidden++] = argv[++i];
         else { fprintf(stderr, "canopy-shim: unknown option %s\n", argv[i]); return 125; }
     }
     if (!exit_file || i >= argc) {
@@ -223,8 +253,14 @@ int main(int argc, char **argv) {
         umask(022);
         /* Change directory while still privileged: the task user owns its working directory but may not be
            able to traverse the data directory's ancestors (e.g. /root is 0700). */
-        if (tmp_dir && private_tmp(tmp_dir, chdir_to) != 0)
+        int isolated = tmp_dir && private_tmp(tmp_dir, chdir_to) == 0;
+        if (tmp_dir && !isolated)
             fprintf(stderr, "canopy-shim: no private /tmp for this task (%s); it shares the host's\n", strerror(errno));
+        if (nhidden > 0 && (!isolated || hide_devices(hidden, nhidden) != 0)) {
+            fprintf(stderr, "canopy: cannot hide the GPUs this task was not given (%s); not running it\n",
+                    isolated ? strerror(errno) : "no mount namespace");
+            _exit(126);
+        }
         if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
         if (gid >= 0) {
             if (setgroups(0, NULL) != 0) die("setgroups");

@@ -154,6 +154,32 @@ struct IsolationTests {
         _ = try await exit(of: "tmpbob", e)
     }
 
+    @Test("a GPU the task was not given cannot be opened, whatever it does with CUDA_VISIBLE_DEVICES", .enabled(if: IsolationTests.root))
+    func otherGPUsHidden() async throws {
+        // Stand-in device nodes (regular files): the shim covers what it is told to, in the task's namespace only.
+        // The same mechanism was seen on a real H200 (see the README's GPU section).
+        let root = try makeTempDir()
+        // Not under /tmp, which the task's namespace replaces.
+        let devices = "/run/canopy-test-gpus-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: devices, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: devices) }
+        chmod(devices, 0o755)
+        for n in 0..<2 { FileManager.default.createFile(atPath: "\(devices)/nvidia\(n)", contents: Data("gpu\(n)\n".utf8), attributes: [.posixPermissions: 0o666]) }
+        var config = LocalExecutor.Configuration(
+            workloadsRoot: root + "/workloads", shimPath: buildProductsDir + "/canopy-shim",
+            declaredGPUs: [GPU(index: 0, model: "fake", uuid: "GPU-a", minor: 0), GPU(index: 1, model: "fake", uuid: "GPU-b", minor: 1)],
+            cpuMillis: 2000, memoryMiB: 4096)
+        config.gpuDeviceDirectory = devices
+        let e = try LocalExecutor(configuration: config)
+        let spec = WorkloadSpec(command: ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES $CANOPY_GPUS; cat \(devices)/nvidia0 \(devices)/nvidia1"], resources: Resources(cpuMillis: 500, memoryMiB: 256))
+        _ = try await e.launch(TaskLaunch(workloadID: "gpu1", tenant: "t", spec: spec, taskIndex: 0, node: "local", gpus: [1]))
+        #expect(try await exit(of: "gpu1", e).exitCode == 1)
+        #expect(log(e, "gpu1") == "GPU-b 1\ngpu1\n")
+        #expect(log(e, "gpu1", "stderr").contains("nvidia0: Permission denied"))
+        // Nothing changed outside the task's namespace.
+        #expect((try? String(contentsOfFile: devices + "/nvidia0", encoding: .utf8)) == "gpu0\n")
+    }
+
     @Test("a daemon started with setsid dies with its task", .enabled(if: IsolationTests.rootWithCgroups))
     func noSurvivors() async throws {
         let e = try executor(try makeTempDir())

@@ -125,5 +125,14 @@ struct LocalExecutorTests {
         #expect(throws: CanopyError.self) { try GPUDiscovery.parseDeclared("T4:-1") }
         let smi = GPUDiscovery.parseNvidiaSMI("0, NVIDIA H100 80GB HBM3, 81559, GPU-1a2b\n1, NVIDIA H100 80GB HBM3, 81559, GPU-3c4d\n")
         #expect(smi.count == 2 && smi[1].index == 1 && smi[0].memoryMiB == 81559 && smi[1].uuid == "GPU-3c4d")
+        // As a real H200 machine answered (driver 580.159.04): the bus id joins nvidia-smi to the driver's minor.
+        let proc = try makeTempDir()
+        try FileManager.default.createDirectory(atPath: proc + "/0000:00:06.0", withIntermediateDirectories: true)
+        try "Model: \t\t NVIDIA H200\nBus Location: \t 0000:00:06.0\nDevice Minor: \t 3\nGPU Excluded:\t No\n".write(
+            toFile: proc + "/0000:00:06.0/information", atomically: true, encoding: .utf8)
+        let minors = GPUDiscovery.deviceMinors(root: proc)
+        #expect(minors == ["0000:00:06.0": 3])
+        let h200 = GPUDiscovery.parseNvidiaSMI("0, NVIDIA H200, 143771, GPU-fa79d183-5a32-3cd4-fd42-9fb742f524d4, 00000000:00:06.0\n", minors: minors)
+        #expect(h200 == [GPU(index: 0, model: "NVIDIA H200", memoryMiB: 143771, uuid: "GPU-fa79d183-5a32-3cd4-fd42-9fb742f524d4", minor: 3)])
     }
 }

@@ -8,13 +8,17 @@ public struct GPU: Sendable, Hashable, Codable {
     public var memoryMiB: Int?
     /// The device UUID, when known.
     public var uuid: String?
+    /// The device's minor number (its node is `/dev/nvidiaN`), when known: discovered GPUs only. It need not equal
+    /// `index`, which follows PCI bus order.
+    public var minor: Int?
 
     /// Creates a GPU description.
-    public init(index: Int, model: String, memoryMiB: Int? = nil, uuid: String? = nil) {
+    public init(index: Int, model: String, memoryMiB: Int? = nil, uuid: String? = nil, minor: Int? = nil) {
         self.index = index
         self.model = model
         self.memoryMiB = memoryMiB
         self.uuid = uuid
+        self.minor = minor
     }
 
     /// Whether this GPU satisfies a requested model (nil = any): case-insensitive substring, so "H100" matches "NVIDIA H100 80GB HBM3".

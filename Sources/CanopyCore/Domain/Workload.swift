@@ -31,8 +31,8 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var maxDurationSeconds: Int?
     /// Submitted on hold: pending until released.
     public var hold: Bool
-    /// Ports the workload serves (interactive workloads).
-    public var ports: [Int]
+    /// Ports each task serves: HTTP ones get an access URL on the proxy, TCP ones are reached by forwarding.
+    public var ports: [PortSpec]
     /// Free-form labels.
     public var labels: [String: String]
     /// Files staged in from the data store before it starts and out after it ends.
@@ -47,7 +47,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
-        tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [Int] = [], labels: [String: String] = [:],
+        tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [PortSpec] = [], labels: [String: String] = [:],
         data: DataStaging? = nil, mounts: [Mount] = [], lease: Lease? = nil
     ) {
         self.name = name
@@ -88,7 +88,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         tasks = try c.decode(Int.self, forKey: .tasks)
         maxDurationSeconds = try c.decodeIfPresent(Int.self, forKey: .maxDurationSeconds)
         hold = try c.decode(Bool.self, forKey: .hold)
-        ports = try c.decode([Int].self, forKey: .ports)
+        ports = try c.decode([PortSpec].self, forKey: .ports)
         labels = try c.decode([String: String].self, forKey: .labels)
         data = try c.decodeIfPresent(DataStaging.self, forKey: .data)
         mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
@@ -103,6 +103,52 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public static func isValidEnvName(_ name: String) -> Bool {
         guard (1...256).contains(name.utf8.count), let first = name.utf8.first, !(first >= 48 && first <= 57) else { return false }
         return name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 }
+    }
+}
+
+/// How a declared port is reached.
+public enum PortProtocol: String, Sendable, Hashable, Codable, CaseIterable {
+    /// HTTP and WebSocket, through the authenticating proxy, with an access URL.
+    case http
+    /// Plain TCP: reached by port forwarding (no URL).
+    case tcp
+}
+
+/// A port a workload's tasks serve. Decodes from `8888` (HTTP) as well as `{"port": 8888, "protocol": "http"}`.
+public struct PortSpec: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The port the task listens on (on loopback or any address, in its own network).
+    public var port: Int
+    /// How it is reached.
+    public var `protocol`: PortProtocol
+
+    /// Creates a port.
+    public init(_ port: Int, _ proto: PortProtocol = .http) {
+        self.port = port
+        self.protocol = proto
+    }
+
+    private enum CodingKeys: String, CodingKey { case port, `protocol` }
+
+    /// Decodes a bare number or an object.
+    public init(from decoder: any Decoder) throws {
+        if let single = try? decoder.singleValueContainer(), let n = try? single.decode(Int.self) {
+            self.init(n)
+            return
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(try c.decode(Int.self, forKey: .port), try c.decodeIfPresent(PortProtocol.self, forKey: .protocol) ?? .http)
+    }
+
+    /// `8888/http`.
+    public var description: String { "\(port)/\(`protocol`.rawValue)" }
+
+    /// Parses `8888`, `8888/http` or `22/tcp`; nil when it is neither.
+    public static func parse(_ text: String) -> PortSpec? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let n = Int(parts[0]), (1...65535).contains(n) else { return nil }
+        if parts.count == 1 { return PortSpec(n) }
+        guard let proto = PortProtocol(rawValue: String(parts[1]).lowercased()) else { return nil }
+        return PortSpec(n, proto)
     }
 }
 

@@ -17,6 +17,8 @@ public indirect enum BodyShape: Sendable {
     /// A field that takes whole numbers: a number given must fit a 64-bit integer (decoding would say only that the
     /// body is not valid JSON, without the field). Other types are left to decoding.
     case integer
+    /// A whole number (checked as `integer`) or an object of this shape (`ports`: `8888` or `{"port": 8888}`).
+    case integerOr(BodyShape)
 
     /// The field names of an object shape, sorted; empty for other shapes.
     public var fieldNames: [String] {
@@ -36,6 +38,8 @@ public indirect enum BodyShape: Sendable {
         case .integer:
             guard let n = json as? NSNumber, !(json is Bool), Int(n.stringValue) == nil else { return }
             throw CanopyError.invalid(path, "\"\(path)\" must be a whole number from \(Int.min) to \(Int.max)")
+        case .integerOr(let shape):
+            if json is [String: Any] { try shape.check(json, at: path) } else { try BodyShape.integer.check(json, at: path) }
         case .object(let fields):
             guard let dict = json as? [String: Any] else { return }
             for key in dict.keys.sorted() {

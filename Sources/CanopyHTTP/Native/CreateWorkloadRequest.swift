@@ -15,7 +15,8 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var tasks: Int?
     public var maxDuration: DurationValue?
     public var hold: Bool?
-    public var ports: [Int]?
+    /// Ports each task serves: `8888` or `{"port": 8888, "protocol": "http"|"tcp"}`.
+    public var ports: [PortSpec]?
     public var labels: [String: String]?
     public var data: DataStaging?
     /// Paths mounted into each task's container (`data:/PATH` or an allowed `host:/PATH`); needs an image.
@@ -27,7 +28,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public static let shape = BodyShape.object([
         "name": .value, "kind": .value, "queue": .value, "priority": .integer, "image": .value, "command": .array(.value), "env": .map(.value),
         "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
-        "maxDuration": .integer, "hold": .value, "ports": .array(.integer), "labels": .map(.value),
+        "maxDuration": .integer, "hold": .value, "ports": .array(.integerOr(.flat("port", "protocol"))), "labels": .map(.value),
         "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
         "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value,
     ])

@@ -104,7 +104,17 @@ public enum OpenAPIDocument {
                     "oneOf": [["type": "integer", "minimum": 1, "maximum": 31_622_400], ["type": "string"]],
                     "description": "seconds, or \"90s\", \"15m\", \"1h30m\", at most 366 days",
                 ],
-                "hold": ["type": "boolean"], "ports": ["type": "array", "items": ["type": "integer", "minimum": 1, "maximum": 65535]], "labels": strMap,
+                "hold": ["type": "boolean"], "ports": [
+                    "type": "array", "maxItems": 32,
+                    "items": [
+                        "oneOf": [
+                            ["type": "integer", "minimum": 1, "maximum": 65535],
+                            closed(["port": ["type": "integer", "minimum": 1, "maximum": 65535], "protocol": ["type": "string", "enum": ["http", "tcp"]]], required: ["port"]),
+                        ]
+                    ],
+                    "description": "ports each task serves; a bare number is HTTP",
+                ],
+                "labels": strMap,
                 "data": ref("DataStagingRequest"),
                 "mounts": [
                     "type": "array", "maxItems": 32, "items": ref("MountRequest"),
@@ -194,7 +204,7 @@ public enum OpenAPIDocument {
             "properties": [
                 "name": str, "kind": str, "queue": str, "priority": int, "image": str, "command": ["type": "array", "items": str], "env": strMap,
                 "workdir": str, "resources": ref("Resources"), "tasks": int, "maxDurationSeconds": int, "hold": ["type": "boolean"],
-                "ports": ["type": "array", "items": int], "labels": strMap, "data": ref("DataStaging"),
+                "ports": ["type": "array", "items": ref("PortSpec")], "labels": strMap, "data": ref("DataStaging"),
                 "mounts": ["type": "array", "items": ref("Mount")],
                 "lease": ["oneOf": [int, str], "description": "seconds from each start, or \"unlimited\""],
             ],
@@ -210,7 +220,12 @@ public enum OpenAPIDocument {
                 "leaseExpiresAt": time, "leaseWarned": ["type": "boolean"], "restarts": int,
             ],
         ],
-        "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str]],
+        "PortSpec": ["type": "object", "properties": ["port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]]]],
+        "Endpoint": [
+            "type": "object",
+            "properties": ["port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]], "url": ["type": "string", "description": "the access URL on the proxy (HTTP ports)"]],
+        ],
+        "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str, "minor": int]],
         "NodeView": [
             "type": "object",
             "properties": [
