@@ -90,6 +90,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The proxy listener: HTTP and WebSocket traffic to tasks' ports, authenticated, streamed both ways.
+        .target(
+            name: "CanopyProxy",
+            dependencies: [
+                "CanopyCore", "CanopyServices",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Dialect: NCP Data Forest (AI apps, AI workspaces, accounts; signature v2; JSON and XML).
         .target(
             name: "CanopyDataForest",
@@ -107,6 +120,7 @@ let package = Package(
             name: "CanopyApp",
             dependencies: [
                 "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopyProxy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

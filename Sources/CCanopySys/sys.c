@@ -7,6 +7,12 @@
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -112,4 +118,67 @@ int canopy_open_beneath(int dirfd, const char *path, int flags, mode_t mode) {
     int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
     if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd;
     return open_beneath_walk(dirfd, path, flags, mode);
+}
+
+struct connect_job {
+    const char *netns_path, *ip;
+    int port, timeout_ms, result;
+};
+
+static int connect_here(const char *ip, int port, int timeout_ms) {
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    socklen_t len;
+    int family;
+    if (inet_pton(AF_INET, ip, &((struct sockaddr_in *)&addr)->sin_addr) == 1) {
+        family = AF_INET;
+        ((struct sockaddr_in *)&addr)->sin_family = AF_INET;
+        ((struct sockaddr_in *)&addr)->sin_port = htons((unsigned short)port);
+        len = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)&addr)->sin6_addr) == 1) {
+        family = AF_INET6;
+        ((struct sockaddr_in6 *)&addr)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)&addr)->sin6_port = htons((unsigned short)port);
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        return -EINVAL;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, len) != 0) {
+        if (errno != EINPROGRESS) { int e = errno; close(fd); return -e; }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int n;
+        do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
+        if (n == 0) { close(fd); return -ETIMEDOUT; }
+        int err = 0;
+        socklen_t elen = sizeof err;
+        if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) { int e = errno; close(fd); return -e; }
+        if (err != 0) { close(fd); return -err; }
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    return fd;
+}
+
+static void *connect_in_namespace(void *arg) {
+    struct connect_job *job = arg;
+    int ns = open(job->netns_path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) { job->result = -errno; return NULL; }
+    /* This thread alone enters the namespace, and ends right after. */
+    if (setns(ns, CLONE_NEWNET) != 0) { job->result = -errno; close(ns); return NULL; }
+    close(ns);
+    job->result = connect_here(job->ip, job->port, job->timeout_ms);
+    return NULL;
+}
+
+int canopy_connect_tcp(const char *netns_path, const char *ip, int port, int timeout_ms) {
+    if (port < 1 || port > 65535) return -EINVAL;
+    if (!netns_path) return connect_here(ip, port, timeout_ms);
+    struct connect_job job = {.netns_path = netns_path, .ip = ip, .port = port, .timeout_ms = timeout_ms, .result = -EIO};
+    pthread_t thread;
+    int e = pthread_create(&thread, NULL, connect_in_namespace, &job);
+    if (e != 0) return -e;
+    pthread_join(thread, NULL);
+    return job.result;
 }

@@ -4,6 +4,7 @@ import CanopyHost
 import CanopyDataForest
 import CanopyHTTP
 import CanopyLocal
+import CanopyProxy
 import CanopySQLite
 import CanopyServices
 import Foundation
@@ -33,6 +34,8 @@ public struct CanopyServer: Sendable {
     public var images: ImageService
     /// Notices about what this machine cannot do (no cgroups, ...).
     public var limitations: [String]
+    /// Access to tasks' ports: the proxy's URL once bound, login links.
+    public var endpoints: EndpointService
 }
 
 extension CanopyServer {
@@ -113,9 +116,19 @@ public func buildApplication(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
         hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
     let data = DataService(store: dataStore)
+    let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes)
+    var services: [any Service] = [controller]
+    if let proxyPort = try config.resolvedProxyPort() {
+        let publicURL = try config.checkedProxyURL()
+        let host = config.host.contains(":") ? "[\(config.host)]" : config.host
+        services.append(
+            ProxyServer(host: config.host, port: proxyPort, endpoints: endpoints, logger: logger) { port in
+                endpoints.setBaseURL(publicURL ?? "http://\(host):\(port)")
+            })
+    }
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images).register(on: router)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints).register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)
@@ -123,7 +136,7 @@ public func buildApplication(
     let app = Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "canopy"),
-        services: [controller],
+        services: services,
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? config.port
             try? "\(address):\(port)\n".write(toFile: dataDir + "/url", atomically: true, encoding: .utf8)
@@ -132,7 +145,7 @@ public func buildApplication(
         logger: logger)
     return CanopyServer(
         application: app, generatedAdminToken: generated, adminToken: adminToken, workloads: workloads, controller: controller, store: store,
-        images: images, limitations: runtimes.limitations)
+        images: images, limitations: runtimes.limitations, endpoints: endpoints)
 }
 
 /// The admin credential: `CANOPY_ADMIN_TOKEN` if set, otherwise generated on first start; kept in the data dir (mode 0600)

@@ -69,6 +69,14 @@ public struct ServerConfiguration: Sendable {
     /// (`host:/PATH` below one of them). Default none.
     public var hostMounts: [String] = []
 
+    /// `--proxy-port`, `CANOPY_PROXY_PORT`: the port of the proxy listener that serves tasks' HTTP ports
+    /// (`/proxy/ID/TASK/PORT/`), on `host`, never on the API's own port (origin). Default: the API's port + 1
+    /// (7421), or a free one when the API's is 0; `off` (-1) turns the proxy off.
+    public var proxyPort: Int?
+    /// `--proxy-url`, `CANOPY_PROXY_URL`: the URL users reach the proxy at, where that is not `http://HOST:PORT`
+    /// (behind a TLS terminator or another host name), e.g. `https://apps.example.com`.
+    public var proxyURL: String?
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -98,7 +106,32 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_CONTAINER_NETWORK"], !v.isEmpty { containerNetwork = v }
         if let v = environment["CANOPY_PULL_REGISTRIES"], !v.isEmpty { pullRegistries = v.split(separator: ",").map { String($0) } }
         if let v = environment["CANOPY_HOST_MOUNTS"], !v.isEmpty { hostMounts = v.split(separator: ",").map { String($0) } }
+        if let v = environment["CANOPY_PROXY_PORT"], !v.isEmpty { proxyPort = v == "off" ? -1 : Int(v) }
+        if let v = environment["CANOPY_PROXY_URL"], !v.isEmpty { proxyURL = v }
         dataForest = DataForestConfiguration(environment: environment)
+    }
+
+    /// The proxy's port: nil when it is off.
+    func resolvedProxyPort() throws -> Int? {
+        switch proxyPort {
+        case .some(let p) where p < 0: return nil
+        case .some(let p):
+            guard p <= 65535 else { throw CanopyError.invalid("proxy-port", "proxy-port must be from 0 to 65535, or off") }
+            guard p == 0 || p != port else { throw CanopyError.invalid("proxy-port", "the proxy needs a port of its own, not the API's (\(port))") }
+            return p
+        case .none: return port == 0 ? 0 : port + 1
+        }
+    }
+
+    /// The proxy's public URL, checked.
+    func checkedProxyURL() throws -> String? {
+        guard let proxyURL else { return nil }
+        guard let u = URLComponents(string: proxyURL), u.scheme == "http" || u.scheme == "https", u.host?.isEmpty == false, u.query == nil,
+            u.path.isEmpty || u.path == "/"
+        else {
+            throw CanopyError.invalid("proxy-url", "proxy-url must be http(s)://HOST[:PORT], without a path, e.g. https://apps.example.com")
+        }
+        return proxyURL
     }
 
     /// The container engine's socket: the one configured (which need not answer yet: workloads wait for it), or

@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, OpenCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
@@ -206,6 +206,34 @@ struct LeaseCommand: AsyncParsableCommand {
         try await client { c in
             let w = try await c.call(.POST, "/workloads/\(id)/lease", body: body, as: Workload.self)
             printOut("\(w.id) lease ends \(w.leaseExpiresAt.map { Format.timestamp($0) } ?? (w.spec.lease == .unlimited ? "never (unlimited)" : "when it next runs: " + (w.spec.lease?.description ?? "-")))")
+        }
+    }
+}
+
+struct OpenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "open", abstract: "Print a one-time login link to a task's HTTP port, for a browser.",
+        discussion: """
+            The link works once, within two minutes: it sets a cookie for this workload on Canopy's proxy, so the \
+            browser needs no token. Scripts can instead send Authorization: Bearer TOKEN to the port's access URL \
+            (canopy show).
+            """)
+
+    @Argument(help: "The workload.") var id: String
+    @Option(help: "The task (default 0).") var task: Int?
+    @Option(help: "The HTTP port (default: the workload's first).") var port: Int?
+
+    func run() async throws {
+        struct Body: Encodable {
+            var task: Int?
+            var port: Int?
+        }
+        struct Link: Decodable {
+            var url: String
+        }
+        try await client { c in
+            let link = try await c.call(.POST, "/workloads/\(id)/open", body: Body(task: task, port: port), as: Link.self)
+            printOut(link.url)
         }
     }
 }

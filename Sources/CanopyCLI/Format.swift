@@ -98,6 +98,10 @@ enum Format {
             lines.append(("Lease", w.leaseExpiresAt.map { "\(lease), ends \(Format.timestamp($0))" } ?? lease))
             if let r = w.restarts, r > 0 { lines.append(("Restarts", String(r))) }
         }
+        for p in w.spec.ports {
+            let urls = w.tasks.compactMap { t in t.endpoints?.first(where: { $0.port == p.port })?.url.map { w.tasks.count > 1 ? "task \(t.index): \($0)" : $0 } }
+            lines.append(("Port", p.description + (urls.isEmpty ? "" : "  " + urls.joined(separator: "  "))))
+        }
         if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }
         for (k, v) in w.spec.env.sorted(by: { $0.key < $1.key }) { lines.append(("Env", "\(k)=\(v)")) }
         lines.append(("Created", "\(w.createdAt) (\(age(w.createdAt)))"))

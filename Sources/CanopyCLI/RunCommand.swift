@@ -38,6 +38,8 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Submit on hold: pending until `canopy release`.") var hold = false
     @Flag(help: "An interactive workload: `canopy stop` stops it (files kept) and `canopy restart` starts it again; it has a lease.")
     var interactive = false
+    @Option(help: "A port each task serves, PORT[/http|/tcp] (repeatable): HTTP ports get an access URL on the proxy (canopy show, canopy open).")
+    var port: [String] = []
     @Option(help: "Interactive workloads: how long each start may run, e.g. 2h, or unlimited where the queue allows (default: the queue's).")
     var lease: String?
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
@@ -65,6 +67,12 @@ struct RunCommand: AsyncParsableCommand {
         if !mount.isEmpty { body.mounts = try mount.map(RunArguments.mount) }
         body.hold = hold ? true : nil
         if interactive { body.kind = .interactive }
+        if !port.isEmpty {
+            body.ports = try port.map { text in
+                guard let p = PortSpec.parse(text) else { throw ValidationError("--port takes PORT, PORT/http or PORT/tcp (1 to 65535), got \"\(text)\"") }
+                return p
+            }
+        }
         if let lease {
             guard interactive else { throw ValidationError("--lease is for interactive workloads (add --interactive); batch ones have --max-duration") }
             guard let l = Lease.parse(lease) else { throw ValidationError("--lease takes a duration such as 2h or 90m, or unlimited") }

@@ -44,6 +44,9 @@ struct ServeCommand: AsyncParsableCommand {
     var containerNetwork: String?
     @Option(help: "A registry users may pull images from (repeatable; default docker.io; admins pull from any).") var pullRegistry: [String] = []
     @Option(help: "A host path workloads may mount as host:/PATH, it or below it (repeatable; default none).") var hostMount: [String] = []
+    @Option(help: "Port of the proxy that serves tasks' HTTP ports, a separate origin from the API (default: the API's port + 1; off: no proxy).")
+    var proxyPort: String?
+    @Option(help: "The URL users reach the proxy at, when not http://HOST:PROXY-PORT (e.g. behind TLS: https://apps.example.com).") var proxyURL: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func validate() throws {
@@ -71,6 +74,11 @@ struct ServeCommand: AsyncParsableCommand {
         if let containerNetwork { config.containerNetwork = containerNetwork }
         if !pullRegistry.isEmpty { config.pullRegistries = pullRegistry }
         if !hostMount.isEmpty { config.hostMounts = hostMount }
+        if let proxyPort {
+            guard proxyPort == "off" || Int(proxyPort) != nil else { throw ValidationError("--proxy-port must be a port number or off") }
+            config.proxyPort = proxyPort == "off" ? -1 : Int(proxyPort)
+        }
+        if let proxyURL { config.proxyURL = proxyURL }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

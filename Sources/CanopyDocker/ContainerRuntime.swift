@@ -658,6 +658,7 @@ struct Inspect: Decodable {
         var ExitCode: Int?
         var Error: String?
         var FinishedAt: String?
+        var Pid: Int?
     }
     struct Config: Decodable {
         var Labels: [String: String]?
@@ -698,5 +699,26 @@ struct LineSplitter {
             pending.removeSubrange(...nl)
         }
         return lines
+    }
+}
+
+extension ContainerRuntime: TaskPortConnector {
+    /// A container's ports are reached inside its own network namespace (entered through its first process), on
+    /// loopback: nothing is published on the host, the service may listen on 127.0.0.1 in the container, and this
+    /// works whatever network the container has (even none). Needs the server to be root.
+    public func connect(workloadID: String, taskIndex: Int, handle: String, port: Int) async throws -> Int32 {
+        guard let inspect = try? await engine.call(Inspect.self, .GET, "/containers/\(handle)/json"),
+            inspect.Config?.Labels?["canopy.workload"] == workloadID, inspect.Config?.Labels?["canopy.task"] == String(taskIndex),
+            inspect.State.Running == true, let pid = inspect.State.Pid, pid > 0
+        else {
+            throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) has no running container")
+        }
+        var fd = canopy_connect_tcp("/proc/\(pid)/ns/net", "127.0.0.1", Int32(port), 5000)
+        if fd == -ECONNREFUSED { fd = canopy_connect_tcp("/proc/\(pid)/ns/net", "::1", Int32(port), 5000) }
+        guard fd >= 0 else {
+            let why = -fd == ECONNREFUSED ? "nothing listens there (yet?)" : String(cString: strerror(-fd))
+            throw CanopyError(.unavailable, "cannot connect to port \(port) of task \(taskIndex): \(why)")
+        }
+        return fd
     }
 }

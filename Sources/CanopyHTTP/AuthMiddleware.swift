@@ -18,6 +18,7 @@ public struct BearerAuthMiddleware: RouterMiddleware {
         }
         var context = context
         context.principal = principal
+        context.credentialHash = AuthService.hash(String(parts[1]))
         context.logger[metadataKey: "user"] = .string(principal.user)
         return try await next(request, context)
     }

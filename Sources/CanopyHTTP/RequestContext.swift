@@ -7,12 +7,15 @@ public struct CanopyRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Who is calling, once authenticated.
     public var principal: Principal?
+    /// The SHA-256 of the bearer token the caller authenticated with (what proxy sessions are tied to).
+    public var credentialHash: String?
     /// The connection the request came on (to notice a client that has gone).
     public let channel: (any Channel)?
 
     public init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        credentialHash = nil
         channel = source.channel
     }
 

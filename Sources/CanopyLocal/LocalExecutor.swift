@@ -316,3 +316,28 @@ public final class LocalExecutor: PlacedRuntime {
         return stream == "stderr" ? l.stderr : l.stdout
     }
 }
+
+extension LocalExecutor: TaskPortConnector {
+    /// Tasks share the host's network, so a task's port is on loopback; it is connected to only when the socket
+    /// listening there belongs to the task's own uid (where tasks have one): a port another task grabbed first is
+    /// refused, not connected to.
+    public func connect(workloadID: String, taskIndex: Int, handle: String, port: Int) async throws -> Int32 {
+        let key = Self.key(workloadID, taskIndex)
+        guard let task = running.withLock({ $0[key] }), String(task.pid) == handle else {
+            throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) is not running")
+        }
+        let listeners = ListeningSockets.on(port: port)
+        guard !listeners.isEmpty else {
+            throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) (yet?)")
+        }
+        let owner = task.uid ?? getuid()
+        guard let own = listeners.first(where: { $0.uid == owner }) else {
+            throw CanopyError(.unavailable, "port \(port) is held by another user's process, not by task \(taskIndex); Canopy does not connect to it")
+        }
+        let fd = canopy_connect_tcp(nil, own.connectAddress, Int32(port), 5000)
+        guard fd >= 0 else {
+            throw CanopyError(.unavailable, "cannot connect to port \(port) of task \(taskIndex): \(String(cString: strerror(-fd)))")
+        }
+        return fd
+    }
+}

@@ -35,6 +35,11 @@ public final class AuthService: Sendable {
         return byHash.withLock { $0[h]?.principal }
     }
 
+    /// The principal of a token given by its hash (`hash(_:)`), while that token stands; nil once it is revoked.
+    public func authenticate(hash: String) -> Principal? {
+        byHash.withLock { $0[hash]?.principal }
+    }
+
     /// Issues a token; returns the record and the token itself (shown once).
     public func issue(for principal: Principal, description: String, token: String? = nil) async throws -> (TokenRecord, String) {
         let secret = token ?? Self.newToken()

@@ -91,8 +91,8 @@ public struct WorkloadService: Sendable {
         if spec.ports.count > 32 { throw CanopyError.invalid("ports", "at most 32 ports") }
         var seenPorts = Set<Int>()
         for (i, p) in spec.ports.enumerated() {
-            guard (1...65535).contains(p.port) else { throw CanopyError.invalid("ports[\(i)].port", "ports must be between 1 and 65535") }
-            guard seenPorts.insert(p.port).inserted else { throw CanopyError.invalid("ports[\(i)].port", "port \(p.port) is declared twice") }
+            guard (1...65535).contains(p.port) else { throw CanopyError.invalid("ports[\(i)]", "ports must be between 1 and 65535") }
+            guard seenPorts.insert(p.port).inserted else { throw CanopyError.invalid("ports[\(i)]", "port \(p.port) is declared twice") }
         }
         if let data = spec.data {
             if data.inputs.count > 64 { throw CanopyError.invalid("data.inputs", "at most 64 inputs") }

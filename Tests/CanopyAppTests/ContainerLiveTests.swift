@@ -16,12 +16,18 @@ private enum LiveEngine {
     /// The engine's containers of one workload.
     static func containers(of workload: String) async throws -> Int {
         let r = try await runProcess(
-            "/usr/bin/curl", ["-sf", "--unix-socket", dir! + "/docker.sock", "http://x/v1.41/containers/json?all=1&filters=%7B%22label%22%3A%5B%22canopy.workload%3D\(workload)%22%5D%7D"])
+            "/usr/bin/curl",
+            [
+                "-sf", "--unix-socket", dir! + "/docker.sock",
+                "http://x/v1.41/containers/json?all=1&filters=%7B%22label%22%3A%5B%22canopy.workload%3D\(workload)%22%5D%7D",
+            ])
         return ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [Any])?.count ?? -1
     }
 }
 
-@Suite("containers through canopy serve, the CLI and the API, on a real dockerd", .serialized, .enabled(if: LiveEngine.available, "needs the dockerd scripts/test.sh starts"))
+@Suite(
+    "containers through canopy serve, the CLI and the API, on a real dockerd", .serialized,
+    .enabled(if: LiveEngine.available, "needs the dockerd scripts/test.sh starts"))
 struct ContainerLiveTests {
     @Test("an admin imports an image; a user runs from it, sees its output and exit code; an unknown image is refused with how to add it")
     func runFromImage() async throws {
@@ -114,6 +120,41 @@ struct ContainerLiveTests {
             let all = try #require(try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [[String: Any]])
             let ran = all.filter { (($0["tasks"] as? [[String: Any]])?.first?["runtime"] as? String) == "container" }
             #expect(!ran.isEmpty, "the apps ran in containers: \(ps.stdout.prefix(400))")
+        }
+    }
+
+    @Test("an interactive container: its port reached through the proxy inside the container's own network, then stopped and restarted with its files")
+    func interactiveContainer() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-ctr-proxy"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") {
+            server in
+            #expect(try await server.cli(["images", "import", LiveEngine.dir! + "/busybox-rootfs.tar", "--name", "busybox:1.36", "--public"]).status == 0)
+            // The server listens on the container's loopback only: nothing of it is on the host's network.
+            let script = """
+                echo start >> /workspace/starts; d=/workspace/www/proxy/$CANOPY_WORKLOAD_ID/0/8080; mkdir -p $d
+                echo hello-from-container > $d/index.html; exec httpd -f -p 127.0.0.1:8080 -h /workspace/www
+                """
+            let run = try await server.cli(["run", "-d", "--interactive", "--image", "busybox:1.36", "--port", "8080", "--", "sh", "-c", script])
+            #expect(run.status == 0, "\(run)")
+            let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            var link: String?
+            _ = try await eventually(timeout: .seconds(30)) {
+                let open = try await server.cli(["open", id])
+                link = open.status == 0 ? open.stdout.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+                return link != nil
+            }
+            let base = String((link ?? "").split(separator: "?").first ?? "")
+            #expect(base.hasSuffix("/proxy/\(id)/0/8080/"), "\(String(describing: link))")
+            let auth = "Authorization=Bearer \(server.token)"
+            #expect(try await eventually(timeout: .seconds(20)) { try await ProxyLiveTests.call("get", base, [auth]).body.contains("hello-from-container") })
+            _ = try await server.cli(["stop", id])
+            #expect(try await eventually(timeout: .seconds(30)) { try await server.phase(id) == "Stopped" })
+            #expect(try await ProxyLiveTests.call("get", base, [auth]).status == 503)
+            #expect(try await server.cli(["restart", id]).status == 0)
+            #expect(try await eventually(timeout: .seconds(30)) { try await ProxyLiveTests.call("get", base, [auth]).body.contains("hello-from-container") })
+            let starts = server.dataDir + "/workloads/\(id)/task-0/work/starts"
+            #expect((try? String(contentsOfFile: starts, encoding: .utf8)) == "start\nstart\n")
+            #expect(try await LiveEngine.containers(of: id) == 1, "one container per running task, the stopped one removed")
+            _ = try await server.cli(["stop", id])
         }
     }
 }

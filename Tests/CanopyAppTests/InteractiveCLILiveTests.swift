@@ -21,7 +21,7 @@ struct InteractiveCLILiveTests {
             let run = try await server.cli(["run", "-d", "--interactive", "--queue", "dev", "--", "sh", "-c", "echo run >> runs.txt; sleep 300"])
             #expect(run.status == 0, "\(run)")
             let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(try await eventually(timeout: .seconds(20)) { try await server.cli(["show", id]).stdout.contains("Running") })
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
             let lease = try await server.cli(["lease", id, "+1h"])
             #expect(lease.status == 0 && lease.stdout.contains("lease ends"), "\(lease)")
             let show = try await server.cli(["show", id])
@@ -30,10 +30,10 @@ struct InteractiveCLILiveTests {
             #expect(tooFar.status != 0 && tooFar.stderr.contains("at most 4h"), "\(tooFar)")
 
             #expect(try await server.cli(["stop", id]).status == 0)
-            #expect(try await eventually(timeout: .seconds(20)) { try await server.cli(["show", id]).stdout.contains("Stopped") })
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Stopped" })
             let restart = try await server.cli(["restart", id])
             #expect(restart.status == 0, "\(restart)")
-            #expect(try await eventually(timeout: .seconds(20)) { try await server.cli(["show", id]).stdout.contains("Running") })
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
             let runs = server.dataDir + "/workloads/\(id)/task-0/work/runs.txt"
             #expect(try await eventually(timeout: .seconds(20)) { ((try? String(contentsOfFile: runs, encoding: .utf8)) ?? "") == "run\nrun\n" })
             #expect(try await server.cli(["show", id]).stdout.contains("Restarts"))

@@ -97,6 +97,12 @@ final class ServerProcess: @unchecked Sendable {
         return (load, out)
     }
 
+    /// A workload's phase, as `canopy show -o json` says (nil if it cannot be read).
+    func phase(_ id: String) async throws -> String? {
+        let show = try await cli(["show", id, "-o", "json"])
+        return ((try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any])?["phase"] as? String
+    }
+
     /// Runs the CLI against this server.
     func cli(_ args: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await runProcess(

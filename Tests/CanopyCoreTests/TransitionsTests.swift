@@ -181,17 +181,14 @@ struct TransitionsTests {
         #expect(placed.phase == .starting)
         #expect(placed.tasks.map(\.phase) == [.starting, .starting])
         #expect(placed.tasks[0].gpus == [1])
-        let endpoint = TaskEndpoint(port: 8888, host: "10.0.0.2", hostPort: 8888)
-        let first = Transitions.launched(placed, task: 0, runtime: .container, launched: LaunchedTask(handle: "c1", endpoints: [endpoint]), at: Self.t0)
+        let first = Transitions.launched(placed, task: 0, runtime: .container, launched: LaunchedTask(handle: "c1"), at: Self.t0)
         #expect(first.phase == .starting)
         #expect(first.tasks[0].phase == .running)
         #expect(first.tasks[0].runtime == .container)
         #expect(first.tasks[0].backendID == "c1")
-        #expect(first.tasks[0].endpoints == [endpoint])
         let both = Transitions.launched(first, task: 1, runtime: .container, launched: LaunchedTask(handle: "c2"), at: Self.t0.addingTimeInterval(1))
         #expect(both.phase == .running)
         #expect(both.startedAt == Self.t0.addingTimeInterval(1))
-        #expect(both.tasks[1].endpoints == nil)
     }
 
     @Test("a failed launch fails its task and cancels the tasks never launched")

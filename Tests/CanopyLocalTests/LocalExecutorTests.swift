@@ -117,6 +117,26 @@ struct LocalExecutorTests {
         #expect(adopted?.workloadID == "long" && adopted?.exitCode == 5)
     }
 
+    @Test("listening sockets are read from /proc/net/tcp and tcp6 with their owners")
+    func listeners() {
+        let v4 = """
+              sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+               0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 61184        0 1234 1 0000000000000000 100 0 0 10 0
+               1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0
+               2: 0100007F:1F90 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000 61184        0 0 1 0000000000000000 100 0 0 10 0
+            """
+        let found = ListeningSockets.parse(v4, v6: false)
+        #expect(found == [.init(address: "127.0.0.1", port: 8080, uid: 61184), .init(address: "0.0.0.0", port: 22, uid: 0)])
+        #expect(found[1].connectAddress == "127.0.0.1")
+        let v6 = """
+              sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+               0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1
+               1: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 2 1
+            """
+        let six = ListeningSockets.parse(v6, v6: true)
+        #expect(six.map(\.address) == ["::", "::1"] && six.map(\.port) == [8080, 80] && six[0].connectAddress == "::1")
+    }
+
     @Test("declared and discovered GPU inventories parse")
     func gpuInventory() throws {
         let gpus = try GPUDiscovery.parseDeclared("A100:2,T4:1")

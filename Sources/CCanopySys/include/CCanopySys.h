@@ -31,4 +31,10 @@ int canopy_spawn_closefrom(posix_spawn_file_actions_t *actions, int lowfd);
 /// Returns -1 and sets errno (ELOOP for a link, EXDEV for an escape) on failure.
 int canopy_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 
+/// A TCP connection to `ip` (numeric IPv4 or IPv6) port `port`, made in the network namespace of `netns_path`
+/// (`/proc/PID/ns/net`) when it is not NULL, else in the caller's. The namespace is entered on a short-lived
+/// thread of its own, so no other thread of the server changes namespace. Connecting waits at most
+/// `timeout_ms`. Returns the connected descriptor (blocking, close-on-exec), or -errno.
+int canopy_connect_tcp(const char *netns_path, const char *ip, int port, int timeout_ms);
+
 #endif

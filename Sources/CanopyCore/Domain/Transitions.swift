@@ -39,7 +39,6 @@ public enum Transitions {
         guard w.tasks.indices.contains(i) else { return w }
         w.tasks[i].backendID = launched.handle
         w.tasks[i].runtime = runtime
-        w.tasks[i].endpoints = launched.endpoints.isEmpty ? nil : launched.endpoints
         // An exit handled while the launch was awaited has already ended the task.
         if w.tasks[i].phase == .starting { w.tasks[i].move(to: .running) }
         w.tasks[i].startedAt = now

@@ -152,6 +152,24 @@ public struct PortSpec: Sendable, Hashable, Codable, CustomStringConvertible {
     }
 }
 
+/// A declared port of a task as the API shows it: HTTP ones carry their access URL on the proxy while the task
+/// runs. Filled in when a workload is shown, never stored.
+public struct TaskEndpoint: Sendable, Hashable, Codable {
+    /// The port the task listens on.
+    public var port: Int
+    /// How it is reached.
+    public var `protocol`: PortProtocol
+    /// The access URL (HTTP ports of running tasks, where the server has a proxy).
+    public var url: String?
+
+    /// Creates an endpoint.
+    public init(port: Int, protocol proto: PortProtocol, url: String? = nil) {
+        self.port = port
+        self.protocol = proto
+        self.url = url
+    }
+}
+
 /// A path mounted into a task's container.
 public struct Mount: Sendable, Hashable, Codable {
     /// `data:/PATH` for a path of the caller's own data store, or `host:/PATH` for a host path an admin allowed.

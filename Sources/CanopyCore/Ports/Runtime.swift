@@ -14,34 +14,23 @@ public struct RuntimeKind: RawRepresentable, Hashable, Sendable, Codable, Custom
     public var description: String { rawValue }
 }
 
-/// Where a task serves one of its declared ports.
-public struct TaskEndpoint: Sendable, Hashable, Codable {
-    /// The port the task listens on.
-    public var port: Int
-    /// Where Canopy reaches it (an address on the host, or the container's).
-    public var host: String
-    /// The port to connect to there.
-    public var hostPort: Int
-
-    /// Creates an endpoint.
-    public init(port: Int, host: String, hostPort: Int) {
-        self.port = port
-        self.host = host
-        self.hostPort = hostPort
-    }
+/// Opens connections to the ports a running task serves, for the proxy (and port forwarding): only a listener that
+/// belongs to the task itself is ever connected to, so another tenant's task that grabs the port first cannot
+/// receive its traffic.
+public protocol TaskPortConnector: Sendable {
+    /// A connected TCP socket to `port` of the running task `handle`, as a file descriptor the caller then owns.
+    /// Throws `CanopyError` (`.unavailable`) naming why when nothing of the task's listens there.
+    func connect(workloadID: String, taskIndex: Int, handle: String, port: Int) async throws -> Int32
 }
 
 /// What a runtime gives back for a task it started.
 public struct LaunchedTask: Sendable, Hashable {
     /// The runtime's handle for it: a pid, a container id.
     public var handle: String
-    /// Where it serves its ports (empty when it declares none).
-    public var endpoints: [TaskEndpoint]
 
     /// Creates the result of a launch.
-    public init(handle: String, endpoints: [TaskEndpoint] = []) {
+    public init(handle: String) {
         self.handle = handle
-        self.endpoints = endpoints
     }
 }
 

@@ -13,11 +13,14 @@ public struct NativeAPI: Sendable {
     let keys: AccessKeyService
     let data: DataService
     let images: ImageService
+    let endpoints: EndpointService?
 
     /// Creates the API over its services.
     public init(
-        workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService
+        workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService,
+        endpoints: EndpointService? = nil
     ) {
+        self.endpoints = endpoints
         self.workloads = workloads
         self.controller = controller
         self.auth = auth
@@ -34,7 +37,7 @@ public struct NativeAPI: Sendable {
         [
             (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get),
             (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release), (.post, "/workloads/{id}/restart", restart),
-            (.post, "/workloads/{id}/lease", lease),
+            (.post, "/workloads/{id}/lease", lease), (.post, "/workloads/{id}/open", open),
             (.get, "/workloads/{id}/tasks/{index}/logs", logs),
             (.get, "/nodes", nodes), (.get, "/queues", queues), (.post, "/queues", createQueue), (.delete, "/queues/{name}", deleteQueue),
             (.get, "/tokens", tokens), (.post, "/tokens", createToken), (.delete, "/tokens/{id}", revokeToken),
@@ -71,7 +74,7 @@ public struct NativeAPI: Sendable {
         let principal = try context.requirePrincipal()
         let body = try await RequestDecoding.decode(CreateWorkloadRequest.self, from: request, context: context, shape: CreateWorkloadRequest.shape)
         let w = try await workloads.submit(body.spec, by: principal)
-        var response = try APIJSON.response(w, status: .created)
+        var response = try APIJSON.response(shown(w), status: .created)
         response.headers[.location] = "/api/v1/workloads/\(w.id)"
         return response
     }
@@ -103,23 +106,40 @@ public struct NativeAPI: Sendable {
         if let tenant = q.get("tenant"), principal.role == .admin { query.tenant = tenant }
         let items = try await workloads.list(query, as: principal)
         let next = items.count == query.limit ? items.last.map { String($0.seq) } : nil
-        return try APIJSON.response(Page(items: items, nextCursor: next))
+        return try APIJSON.response(Page(items: items.map(shown), nextCursor: next))
     }
 
+    /// A workload as the API shows it: its tasks' endpoints (access URLs) filled in.
+    func shown(_ w: Workload) -> Workload { endpoints?.withEndpoints(w) ?? w }
+
     @Sendable func get(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        try APIJSON.response(try await workloads.get(try context.parameters.require("id"), as: try context.requirePrincipal()))
+        try APIJSON.response(shown(try await workloads.get(try context.parameters.require("id"), as: try context.requirePrincipal())))
     }
 
     @Sendable func stop(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        try APIJSON.response(try await workloads.stop(try context.parameters.require("id"), as: try context.requirePrincipal()))
+        try APIJSON.response(shown(try await workloads.stop(try context.parameters.require("id"), as: try context.requirePrincipal())))
     }
 
     @Sendable func release(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        try APIJSON.response(try await workloads.release(try context.parameters.require("id"), as: try context.requirePrincipal()))
+        try APIJSON.response(shown(try await workloads.release(try context.parameters.require("id"), as: try context.requirePrincipal())))
     }
 
     @Sendable func restart(_ request: Request, context: CanopyRequestContext) async throws -> Response {
-        try APIJSON.response(try await workloads.restart(try context.parameters.require("id"), as: try context.requirePrincipal()))
+        try APIJSON.response(shown(try await workloads.restart(try context.parameters.require("id"), as: try context.requirePrincipal())))
+    }
+
+    /// A one-time login link to a task's HTTP port: opened in a browser, it sets a session cookie for that workload
+    /// on the proxy.
+    @Sendable func open(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await RequestDecoding.decodeIfPresent(OpenRequest.self, from: request, context: context, shape: OpenRequest.shape) ?? OpenRequest()
+        guard let endpoints else { throw CanopyError(.unavailable, "this server has no proxy (canopy serve --proxy-port)") }
+        let task = body.task ?? 0
+        guard (0..<WorkloadService.Limits.maxTasks).contains(task) else { throw CanopyError.invalid("task", "task must be from 0 to \(WorkloadService.Limits.maxTasks - 1)") }
+        if let port = body.port, !(1...65535).contains(port) { throw CanopyError.invalid("port", "port must be from 1 to 65535") }
+        let link = try await endpoints.loginLink(
+            try context.parameters.require("id"), task: task, port: body.port, as: principal, tokenHash: context.credentialHash ?? "")
+        return try APIJSON.response(OpenResponse(url: link.url, expiresAt: link.expiresAt))
     }
 
     @Sendable func lease(_ request: Request, context: CanopyRequestContext) async throws -> Response {
@@ -128,8 +148,9 @@ public struct NativeAPI: Sendable {
         let given = [body.extend != nil, body.until != nil, body.unlimited == true].filter { $0 }.count
         guard given == 1 else { throw CanopyError.invalid("extend", "give exactly one of extend (a duration), until (a time) or unlimited: true") }
         return try APIJSON.response(
-            try await workloads.setLease(
-                try context.parameters.require("id"), extend: body.extend?.seconds, until: body.until, unlimited: body.unlimited == true, as: principal))
+            shown(
+                try await workloads.setLease(
+                    try context.parameters.require("id"), extend: body.extend?.seconds, until: body.until, unlimited: body.unlimited == true, as: principal)))
     }
 
     /// Task output: the whole file from `offset`, or with `follow=true` a stream that ends when the task does.
@@ -359,4 +380,17 @@ public enum LogReader {
             return nil
         }
     }
+}
+
+/// The body of `POST /workloads/{id}/open` (may be empty): which task (default 0) and HTTP port (default: the first).
+struct OpenRequest: Codable, Sendable {
+    var task: Int?
+    var port: Int?
+    static let shape = BodyShape.object(["task": .integer, "port": .integer])
+}
+
+/// A login link and when it stops working.
+struct OpenResponse: Codable, Sendable {
+    var url: String
+    var expiresAt: Date
 }

@@ -197,6 +197,7 @@ public enum OpenAPIDocument {
             "properties": [
                 "index": int, "phase": ["type": "string", "enum": phases], "node": str, "gpus": ["type": "array", "items": int], "backendID": str,
                 "exitCode": int, "reason": ref("Reason"), "startedAt": time, "finishedAt": time,
+                "endpoints": ["type": "array", "items": ref("Endpoint"), "description": "the declared ports, with access URLs while the task runs"],
             ],
         ],
         "WorkloadSpec": [
@@ -347,6 +348,20 @@ public enum OpenAPIDocument {
                 responses: [
                     "200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
                     "409": ok(ref("Error"), "A batch workload, or one that ended"),
+                ])
+        ],
+        "/workloads/{id}/open": [
+            "post": op(
+                "openWorkload", "A one-time login link (2 minutes) to a task's HTTP port on the proxy, for a browser; its owner or an admin", params: [id],
+                body: closed([
+                    "task": ["type": "integer", "minimum": 0, "maximum": 1023, "description": "default 0"],
+                    "port": ["type": "integer", "minimum": 1, "maximum": 65535, "description": "an HTTP port the workload declares (default: its first)"],
+                ]),
+                responses: [
+                    "200": ok(closed(["url": ["type": "string"], "expiresAt": time], required: ["url", "expiresAt"])),
+                    "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
+                    "409": ok(ref("Error"), "The task is not running"),
+                    "503": ok(ref("Error"), "This server has no proxy"),
                 ])
         ],
         "/workloads/{id}/tasks/{index}/logs": [

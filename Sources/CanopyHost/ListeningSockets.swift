@@ -1,0 +1,76 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The TCP sockets listening in the server's network namespace, as `/proc/net/tcp` and `/proc/net/tcp6` list
+/// them, with the uid that owns each: how the process runtime tells a task's own listener from one another user
+/// put on the same port.
+public enum ListeningSockets {
+    /// One listening socket.
+    public struct Listener: Sendable, Hashable {
+        /// The address it is bound to, numeric (`0.0.0.0`, `127.0.0.1`, `::`).
+        public var address: String
+        /// Its port.
+        public var port: Int
+        /// The uid that owns it.
+        public var uid: UInt32
+
+        /// Creates one.
+        public init(address: String, port: Int, uid: UInt32) {
+            self.address = address
+            self.port = port
+            self.uid = uid
+        }
+
+        /// Where to connect to reach it from this machine: loopback for a wildcard bind, else its own address.
+        public var connectAddress: String {
+            switch address {
+            case "0.0.0.0": "127.0.0.1"
+            case "::": "::1"
+            default: address
+            }
+        }
+    }
+
+    /// The listeners on `port`, from both tables.
+    public static func on(port: Int, procNet: String = "/proc/net") -> [Listener] {
+        var found: [Listener] = []
+        for (file, v6) in [("tcp", false), ("tcp6", true)] {
+            guard let text = try? String(contentsOfFile: "\(procNet)/\(file)", encoding: .utf8) else { continue }
+            found += parse(text, v6: v6).filter { $0.port == port }
+        }
+        return found
+    }
+
+    /// Parses one table; rows that are not listening sockets, or do not parse, are skipped.
+    public static func parse(_ text: String, v6: Bool) -> [Listener] {
+        text.split(separator: "\n").dropFirst().compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 8, f[3] == "0A", let uid = UInt32(f[7]) else { return nil }
+            let local = f[1].split(separator: ":")
+            guard local.count == 2, let port = Int(local[1], radix: 16), let address = decode(String(local[0]), v6: v6) else { return nil }
+            return Listener(address: address, port: port, uid: uid)
+        }
+    }
+
+    /// The kernel prints addresses as 32-bit words in host (little-endian) order.
+    static func decode(_ hex: String, v6: Bool) -> String? {
+        let words = v6 ? 4 : 1
+        guard hex.utf8.count == words * 8 else { return nil }
+        var bytes: [UInt8] = []
+        var i = hex.startIndex
+        for _ in 0..<words {
+            let end = hex.index(i, offsetBy: 8)
+            guard let word = UInt32(hex[i..<end], radix: 16) else { return nil }
+            let le = word.littleEndian
+            bytes += [UInt8(le & 0xff), UInt8((le >> 8) & 0xff), UInt8((le >> 16) & 0xff), UInt8(le >> 24)]
+            i = end
+        }
+        var out = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        let ok = bytes.withUnsafeBytes { raw in inet_ntop(v6 ? AF_INET6 : AF_INET, raw.baseAddress, &out, socklen_t(out.count)) != nil }
+        guard ok else { return nil }
+        return String(cString: out)
+    }
+}

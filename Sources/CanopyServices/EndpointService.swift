@@ -1,0 +1,200 @@
+import CanopyCore
+import Crypto
+import Foundation
+import Synchronization
+
+/// Who may open which task ports through the proxy, and how: access URLs, short-lived login links, the sessions
+/// those links start, and connections to the ports themselves.
+///
+/// Only a workload's owner (or an admin) opens it; another tenant's workload is a missing one (404), and a
+/// colleague's is refused (403). A session opens one workload only and ends with the token that started it.
+/// Links and sessions are kept in memory, as SHA-256 hashes: a restart of the server ends them, and a new
+/// `canopy open` starts a new one.
+public final class EndpointService: Sendable {
+    /// A port of a running task, once the caller is allowed to open it.
+    public struct Target: Sendable, Hashable {
+        public var workloadID: String
+        public var taskIndex: Int
+        public var port: PortSpec
+        /// The runtime that runs the task, and its handle there.
+        public var runtime: RuntimeKind
+        public var handle: String
+    }
+
+    /// How long a login link may be used, once.
+    public static let linkLifetime: TimeInterval = 120
+    /// How long a session lasts at most (it ends earlier with its token).
+    public static let sessionLifetime: TimeInterval = 12 * 3600
+    /// The most links and sessions kept at once; the oldest go first.
+    static let maxLinks = 10_000
+    static let maxSessions = 100_000
+
+    private struct Link {
+        var workloadID: String
+        var tokenHash: String
+        var expires: Date
+    }
+    private struct Session {
+        var workloadID: String
+        var tokenHash: String
+        var expires: Date
+    }
+    private struct State {
+        var links: [String: Link] = [:]
+        var sessions: [String: Session] = [:]
+        var base: String?
+    }
+
+    private let workloads: WorkloadService
+    private let auth: AuthService
+    private let runtimes: Runtimes
+    private let clock: Clock
+    private let state = Mutex(State())
+
+    /// Creates the service.
+    public init(workloads: WorkloadService, auth: AuthService, runtimes: Runtimes, clock: Clock = .system) {
+        self.workloads = workloads
+        self.auth = auth
+        self.runtimes = runtimes
+        self.clock = clock
+    }
+
+    /// The URL users reach the proxy at (`http://host:port`, no trailing slash); nil while it has none (no proxy).
+    public var baseURL: String? { state.withLock { $0.base } }
+
+    /// Sets the proxy's public URL, once its listener is bound.
+    public func setBaseURL(_ url: String) {
+        var u = url
+        while u.hasSuffix("/") { u.removeLast() }
+        state.withLock { $0.base = u }
+    }
+
+    /// The path of a task port on the proxy: `/proxy/ID/TASK/PORT/`. The instance is served under it, prefix kept.
+    public static func path(workloadID: String, task: Int, port: Int) -> String { "/proxy/\(workloadID)/\(task)/\(port)/" }
+
+    /// The access URL of an HTTP port, when there is a proxy.
+    public func url(workloadID: String, task: Int, port: Int) -> String? {
+        baseURL.map { $0 + Self.path(workloadID: workloadID, task: task, port: port) }
+    }
+
+    /// The endpoints of a task as the API shows them: every declared port, with a URL for HTTP ones while the task
+    /// runs.
+    public func endpoints(of w: Workload, task: Int) -> [TaskEndpoint] {
+        guard w.tasks.indices.contains(task) else { return [] }
+        let running = w.tasks[task].phase == .running
+        return w.spec.ports.map { p in
+            TaskEndpoint(port: p.port, protocol: p.protocol, url: running && p.protocol == .http ? url(workloadID: w.id, task: task, port: p.port) : nil)
+        }
+    }
+
+    /// The workload with its tasks' endpoints filled in, as the API shows it.
+    public func withEndpoints(_ w: Workload) -> Workload {
+        guard !w.spec.ports.isEmpty else { return w }
+        var shown = w
+        for i in shown.tasks.indices { shown.tasks[i].endpoints = endpoints(of: w, task: i) }
+        return shown
+    }
+
+    /// The workload, task and port a principal asks to open, checked: the caller may open it, the port is declared
+    /// and the task runs.
+    public func authorize(_ principal: Principal, workloadID: String, task: Int, port: Int) async throws -> Target {
+        let w = try await workloads.getForChange(workloadID, as: principal, to: "open")
+        guard w.tasks.indices.contains(task) else {
+            throw CanopyError(.notFound, "workload \(w.id) has no task \(task)", field: "task")
+        }
+        guard let declared = w.spec.ports.first(where: { $0.port == port }) else {
+            throw CanopyError(
+                .notFound,
+                "workload \(w.id) declares no port \(port)\(w.spec.ports.isEmpty ? "" : " (it declares \(w.spec.ports.map(\.description).joined(separator: ", ")))")",
+                field: "port")
+        }
+        let t = w.tasks[task]
+        guard t.phase == .running, let handle = t.backendID else {
+            throw CanopyError(.conflict, "task \(task) of workload \(w.id) is not running (it is \(t.phase.rawValue))")
+        }
+        return Target(workloadID: w.id, taskIndex: task, port: declared, runtime: runtimes.kind(of: t, spec: w.spec), handle: handle)
+    }
+
+    /// A connected socket to the target's port (the caller owns the descriptor).
+    public func connect(_ target: Target) async throws -> Int32 {
+        guard let connector = runtimes.runtime(target.runtime) as? any TaskPortConnector else {
+            throw CanopyError(.unavailable, "tasks of the \(target.runtime) runtime cannot be reached through the proxy yet")
+        }
+        return try await connector.connect(workloadID: target.workloadID, taskIndex: target.taskIndex, handle: target.handle, port: target.port.port)
+    }
+
+    /// A one-time login link for an HTTP port the principal may open: the proxy turns it into a session cookie
+    /// for that workload. `tokenHash` is the hash of the token the caller authenticated with; the session ends
+    /// when that token is revoked.
+    public func loginLink(_ id: String, task: Int, port: Int?, as principal: Principal, tokenHash: String) async throws -> (url: String, expiresAt: Date) {
+        guard let base = baseURL else { throw CanopyError(.unavailable, "this server has no proxy (canopy serve --proxy-port)") }
+        let w = try await workloads.getForChange(id, as: principal, to: "open")
+        let http = w.spec.ports.filter { $0.protocol == .http }
+        guard let chosen = port ?? http.first?.port else {
+            throw CanopyError(.invalidArgument, "workload \(w.id) declares no HTTP port to open", field: "port")
+        }
+        let target = try await authorize(principal, workloadID: w.id, task: task, port: chosen)
+        guard target.port.protocol == .http else {
+            throw CanopyError(.invalidArgument, "port \(chosen) is TCP; only HTTP ports open in a browser", field: "port")
+        }
+        let code = Self.secret()
+        let expires = clock.now().addingTimeInterval(Self.linkLifetime)
+        state.withLock { s in
+            Self.sweep(&s.links, now: clock.now(), max: Self.maxLinks, expires: \.expires)
+            s.links[Self.digest(code)] = Link(workloadID: w.id, tokenHash: tokenHash, expires: expires)
+        }
+        let path = Self.path(workloadID: w.id, task: task, port: chosen)
+        return (base + path + "?" + Self.loginParameter + "=" + code, expires)
+    }
+
+    /// The query parameter a login link carries.
+    public static let loginParameter = "canopy-login"
+    /// The cookie a session is kept in (scoped by path to one workload).
+    public static let sessionCookie = "canopy-session"
+
+    /// Redeems a login link's code for workload `workloadID`: a new session secret and its lifetime in seconds, or
+    /// nil for a code that is unknown, used, expired, for another workload, or whose token was revoked.
+    public func redeem(code: String, workloadID: String) -> (session: String, maxAge: Int)? {
+        let now = clock.now()
+        let digest = Self.digest(code)
+        return state.withLock { s -> (String, Int)? in
+            guard let link = s.links.removeValue(forKey: digest), link.expires > now, link.workloadID == workloadID,
+                auth.authenticate(hash: link.tokenHash) != nil
+            else { return nil }
+            let secret = Self.secret()
+            Self.sweep(&s.sessions, now: now, max: Self.maxSessions, expires: \.expires)
+            s.sessions[Self.digest(secret)] = Session(workloadID: workloadID, tokenHash: link.tokenHash, expires: now.addingTimeInterval(Self.sessionLifetime))
+            return (secret, Int(Self.sessionLifetime))
+        }
+    }
+
+    /// The principal of a session for `workloadID`, while the session and its token last.
+    public func principal(session: String, workloadID: String) -> Principal? {
+        let now = clock.now()
+        let digest = Self.digest(session)
+        guard let s = state.withLock({ $0.sessions[digest] }), s.workloadID == workloadID, s.expires > now else { return nil }
+        guard let principal = auth.authenticate(hash: s.tokenHash) else {
+            _ = state.withLock { $0.sessions.removeValue(forKey: digest) }
+            return nil
+        }
+        return principal
+    }
+
+    /// The principal of a bearer token.
+    public func principal(bearer token: String) -> Principal? { auth.authenticate(token) }
+
+    static func secret() -> String {
+        Base62.encode(.random(in: .min ... .max), .random(in: .min ... .max)) + Base62.encode(.random(in: .min ... .max), .random(in: .min ... .max))
+    }
+
+    static func digest(_ text: String) -> String { AuthService.hash(text) }
+
+    /// Drops expired entries, then the soonest-expiring ones while there are too many.
+    static func sweep<V>(_ table: inout [String: V], now: Date, max: Int, expires: KeyPath<V, Date>) {
+        table = table.filter { $0.value[keyPath: expires] > now }
+        if table.count >= max {
+            let keep = table.sorted { $0.value[keyPath: expires] > $1.value[keyPath: expires] }.prefix(max - 1)
+            table = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+        }
+    }
+}
