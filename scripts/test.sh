@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 # python3: the live-server tests drive the server with an independent HTTP client (Python's standard library).
 # libsqlite3-dev: GRDB builds against the system SQLite.
 # slurm-wlm, munge: a real three-node Slurm cluster on this host for the Slurm executor's tests.
-# python3-pip: schemathesis, which checks a live server against its OpenAPI document.
+# python3-pip: schemathesis, which checks a live server against its OpenAPI document; python3-venv: JupyterLab.
 # docker.io, busybox-static, curl: a real dockerd (its own socket and data root) and a test image made on the spot,
 # for the container runtime's tests.
-packages=(python3 python3-pip libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap)
+packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,13 +41,26 @@ if ! python3 -m pip show schemathesis 2>/dev/null | grep -q "^Version: $schemath
         python3 -m pip install -q --break-system-packages "schemathesis==$schemathesis_version"
 fi
 
+# JupyterLab (PyPI), pinned, in a virtual environment of Debian's python3 under /opt, where the tasks' own uids can
+# read it: the live test of `canopy jupyter` runs it as a task and uses it through the proxy. Installed once.
+jupyterlab_version=4.6.6
+jupyter_venv=/opt/canopy-test/jupyter
+if [ "$(id -u)" = 0 ] && ! "$jupyter_venv/bin/python3" -m pip show jupyterlab 2>/dev/null | grep -q "^Version: $jupyterlab_version\$"; then
+    echo "installing jupyterlab $jupyterlab_version into $jupyter_venv"
+    rm -rf "$jupyter_venv"
+    mkdir -p "$(dirname "$jupyter_venv")"
+    /usr/bin/python3 -m venv "$jupyter_venv"
+    "$jupyter_venv/bin/python3" -m pip install -q "jupyterlab==$jupyterlab_version"
+    chmod -R a+rX "$jupyter_venv"
+fi
+
 # The Slurm cluster (scripts/slurm-cluster.sh) and a private dockerd (scripts/dockerd.sh); their daemons need root.
 # Both are stopped again however the tests end.
 if [ "$(id -u)" = 0 ]; then
     export CANOPY_TEST_SLURM_DIR=${CANOPY_TEST_SLURM_DIR:-$PWD/.build/slurm-test}
     export CANOPY_TEST_DOCKER_DIR=${CANOPY_TEST_DOCKER_DIR:-/tmp/canopy-test-dockerd-$$}
     # The Slurm and container suites must run, not skip: a run as root without them is a failure.
-    export CANOPY_REQUIRE_SLURM=1 CANOPY_REQUIRE_DOCKER=1
+    export CANOPY_REQUIRE_SLURM=1 CANOPY_REQUIRE_DOCKER=1 CANOPY_REQUIRE_JUPYTER=1
     trap 'scripts/slurm-cluster.sh down "$CANOPY_TEST_SLURM_DIR"; scripts/dockerd.sh down "$CANOPY_TEST_DOCKER_DIR"' EXIT
     scripts/slurm-cluster.sh up "$CANOPY_TEST_SLURM_DIR"
     scripts/dockerd.sh up "$CANOPY_TEST_DOCKER_DIR"

@@ -102,8 +102,9 @@ public func buildApplication(
         imageFilesystems = try ImageFilesystems(root: dataDir + "/images/fs", engine: imageEngine)
         await imageFilesystems?.removeLeftovers()
     }
+    let apps = try AppService(keyFile: dataDir + "/app.key", configured: try config.loadedApps())
     let controller = WorkloadController(
-        store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, imageFilesystems: imageFilesystems, logger: logger)
+        store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, imageFilesystems: imageFilesystems, apps: apps, logger: logger)
     try await controller.recover()
     let auth = AuthService(store: store)
     try await auth.load()
@@ -114,9 +115,9 @@ public func buildApplication(
     let images = ImageService(store: store, engine: imageEngine, spoolDirectory: dataDir + "/images/spool", pullRegistries: config.pullRegistries)
     let workloads = WorkloadService(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
-        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore)
+        hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore, apps: apps)
     let data = DataService(store: dataStore)
-    let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes)
+    let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes, apps: apps)
     var services: [any Service] = [controller]
     if let proxyPort = try config.resolvedProxyPort() {
         let publicURL = try config.checkedProxyURL()
@@ -128,7 +129,8 @@ public func buildApplication(
     }
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints).register(on: router)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps)
+        .register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)

@@ -77,6 +77,11 @@ public struct ServerConfiguration: Sendable {
     /// (behind a TLS terminator or another host name), e.g. `https://apps.example.com`.
     public var proxyURL: String?
 
+    /// `--apps FILE`, `CANOPY_APPS`: a JSON file of the apps an admin configures (code-server, RStudio, ...), each
+    /// `{"name", "command": [...], "port", "image"?, "tokenEnv"?, "tokenHeader"?, "description"?}`; they join the
+    /// built-in `jupyter` (one of the same name replaces it).
+    public var appsFile: String?
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -108,6 +113,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_HOST_MOUNTS"], !v.isEmpty { hostMounts = v.split(separator: ",").map { String($0) } }
         if let v = environment["CANOPY_PROXY_PORT"], !v.isEmpty { proxyPort = v == "off" ? -1 : Int(v) }
         if let v = environment["CANOPY_PROXY_URL"], !v.isEmpty { proxyURL = v }
+        if let v = environment["CANOPY_APPS"], !v.isEmpty { appsFile = v }
         dataForest = DataForestConfiguration(environment: environment)
     }
 
@@ -121,6 +127,26 @@ public struct ServerConfiguration: Sendable {
             return p
         case .none: return port == 0 ? 0 : port + 1
         }
+    }
+
+    /// The configured apps, read and checked.
+    func loadedApps() throws -> [AppDefinition] {
+        guard let appsFile else { return [] }
+        guard let data = FileManager.default.contents(atPath: appsFile) else { throw CanopyError.invalid("apps", "cannot read \(appsFile)") }
+        let apps: [AppDefinition]
+        do { apps = try JSONDecoder().decode([AppDefinition].self, from: data) } catch {
+            throw CanopyError.invalid("apps", "\(appsFile) is not a JSON array of apps ({\"name\", \"command\": [...], \"port\", ...}): \(error)")
+        }
+        for app in apps {
+            guard Queue.isValidName(app.name) else { throw CanopyError.invalid("apps", "app name \"\(app.name)\": \(Queue.nameRule)") }
+            guard !app.command.isEmpty, !app.command[0].isEmpty else { throw CanopyError.invalid("apps", "app \(app.name) has no command") }
+            guard (1...65535).contains(app.port) else { throw CanopyError.invalid("apps", "app \(app.name): port must be from 1 to 65535") }
+            if let v = app.tokenEnv, !WorkloadSpec.isValidEnvName(v) { throw CanopyError.invalid("apps", "app \(app.name): tokenEnv is not a variable name") }
+            if let h = app.tokenHeader, app.header(token: "x") == nil || h.contains("\r") || h.contains("\n") {
+                throw CanopyError.invalid("apps", "app \(app.name): tokenHeader must be \"Name: value with {token}\"")
+            }
+        }
+        return apps
     }
 
     /// The proxy's public URL, checked.

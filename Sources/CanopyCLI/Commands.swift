@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, OpenCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, OpenCommand.self, JupyterCommand.self, AppsCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
@@ -45,6 +45,11 @@ func client(_ body: (CanopyClient) async throws -> Void) async throws {
         FileHandle.standardError.write(Data("canopy: \(e.description)\n".utf8))
         throw ExitCode(e.exitCode)
     }
+}
+
+/// Writes a line to standard error (progress, not results).
+func printErr(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
 }
 
 func printOut(_ s: String) {
@@ -234,6 +239,38 @@ struct OpenCommand: AsyncParsableCommand {
         try await client { c in
             let link = try await c.call(.POST, "/workloads/\(id)/open", body: Body(task: task, port: port), as: Link.self)
             printOut(link.url)
+        }
+    }
+}
+
+struct JupyterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jupyter", abstract: "Start JupyterLab as an interactive workload and print where to open it.",
+        usage: "canopy jupyter [<canopy run options>]",
+        discussion: """
+            canopy jupyter takes canopy run's options (--image, --gpus, --memory, --lease, --env, ...) and is \
+            canopy run --app jupyter: JupyterLab with its base URL on Canopy's proxy and its own token known only to \
+            Canopy. It prints the workload's id, waits until JupyterLab answers, then prints its access URL and a \
+            one-time login link for a browser. Without --image, jupyter must be on the task's PATH (--env PATH=...).
+            """)
+
+    func run() async throws {
+        throw CLIError("canopy jupyter takes canopy run's options, e.g. canopy jupyter --gpus 1 --image pytorch:2")
+    }
+}
+
+struct AppsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apps", abstract: "The apps workloads may run by name (canopy run --app NAME).")
+
+    @OptionGroup var format: OutputOption
+
+    func run() async throws {
+        try await client { c in
+            let page = try await c.call(.GET, "/apps", as: Page<AppDefinition>.self)
+            if format.json { return printOut(try Format.json(page.items)) }
+            printOut(
+                Format.table(
+                    ["NAME", "PORT", "IMAGE", "DESCRIPTION"], page.items.map { [$0.name, String($0.port), $0.image ?? "-", $0.description] }))
         }
     }
 }

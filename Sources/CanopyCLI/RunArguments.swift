@@ -10,7 +10,7 @@ enum RunArguments {
     /// `canopy run`'s options that take a value (checked against the command's own definition by a test).
     static let valueOptions: Set<String> = [
         "--name", "--cpus", "--memory", "--gpus", "--gpu-model", "--tasks", "--queue", "--priority", "--env", "-e", "--workdir",
-        "--max-duration", "--input", "--output", "--image", "--mount", "--lease", "--port",
+        "--max-duration", "--input", "--output", "--image", "--mount", "--lease", "--port", "--app",
     ]
 
     /// The arguments after `run` with a `--` inserted before the command when the user left it out, so that the
@@ -33,6 +33,10 @@ enum RunArguments {
 
     /// The command line with `canopy run`'s arguments normalized (others are left as they are).
     static func normalizeCommandLine(_ arguments: [String]) -> [String] {
+        // `canopy jupyter [run options]` is `canopy run --app jupyter` that waits and prints where to open it.
+        if arguments.first == "jupyter", !arguments.dropFirst().contains(where: { $0 == "-h" || $0 == "--help" }) {
+            return ["run", "--app", "jupyter", "--print-link"] + normalize(Array(arguments.dropFirst()))
+        }
         guard arguments.first == "run" else { return arguments }
         return ["run"] + normalize(Array(arguments.dropFirst()))
     }

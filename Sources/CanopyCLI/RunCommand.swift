@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import ArgumentParser
 import CanopyCore
 import CanopyHTTP
@@ -40,6 +41,9 @@ struct RunCommand: AsyncParsableCommand {
     var interactive = false
     @Option(help: "A port each task serves, PORT[/http|/tcp] (repeatable): HTTP ports get an access URL on the proxy (canopy show, canopy open).")
     var port: [String] = []
+    @Option(help: "Run an app by name (canopy apps): its command, image and port unless given; interactive unless it is a batch workload.")
+    var app: String?
+    @Flag(help: .hidden) var printLink = false
     @Option(help: "Interactive workloads: how long each start may run, e.g. 2h, or unlimited where the queue allows (default: the queue's).")
     var lease: String?
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
@@ -53,8 +57,10 @@ struct RunCommand: AsyncParsableCommand {
 
     /// The submission the options describe; a `ValidationError` (exit 64, nothing submitted) for any bad option.
     func workloadRequest() throws -> CreateWorkloadRequest {
-        guard !command.isEmpty else { throw ValidationError("give the command to run, e.g. canopy run -- echo hello") }
+        guard !command.isEmpty || app != nil else { throw ValidationError("give the command to run, e.g. canopy run -- echo hello") }
         var body = CreateWorkloadRequest(command: command)
+        if command.isEmpty { body.command = nil }
+        body.app = app
         body.name = name
         body.queue = queue
         body.priority = priority
@@ -74,7 +80,9 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if let lease {
-            guard interactive else { throw ValidationError("--lease is for interactive workloads (add --interactive); batch ones have --max-duration") }
+            guard interactive || app != nil else {
+                throw ValidationError("--lease is for interactive workloads (add --interactive); batch ones have --max-duration")
+            }
             guard let l = Lease.parse(lease) else { throw ValidationError("--lease takes a duration such as 2h or 90m, or unlimited") }
             body.lease = l
         }
@@ -120,9 +128,47 @@ struct RunCommand: AsyncParsableCommand {
             } catch let e as CLIError {
                 throw CLIError(e.description, exitCode: 125)
             }
+            if printLink { return try await waitAndPrintLink(c, w) }
             if detach { return printOut(w.id) }
             let code = try await attach(c, w)
             throw ExitCode(code)
         }
+    }
+}
+
+extension RunCommand {
+    /// `canopy jupyter`: prints the id, waits until the app answers through the proxy, then prints its access URL
+    /// and a login link for a browser.
+    func waitAndPrintLink(_ c: CanopyClient, _ submitted: Workload) async throws {
+        printOut(submitted.id)
+        printErr("canopy: waiting for \(submitted.id) to start...")
+        let deadline = Date().addingTimeInterval(600)
+        var w = submitted
+        while w.phase != .running {
+            if w.phase.isTerminal || w.phase == .stopped {
+                throw CLIError("workload \(w.id) is \(w.phase.rawValue)\(w.reason.map { ": \($0.message)" } ?? ""); see canopy logs \(w.id)")
+            }
+            guard Date() < deadline else { throw CLIError("workload \(w.id) did not start within 10 minutes; see canopy show \(w.id)") }
+            try await Task.sleep(for: .milliseconds(500))
+            w = try await c.call(.GET, "/workloads/\(w.id)", as: Workload.self)
+        }
+        guard let url = w.tasks.first?.endpoints?.first(where: { $0.url != nil })?.url else {
+            throw CLIError("workload \(w.id) runs, but the server has no proxy to reach it (canopy serve --proxy-port)")
+        }
+        // The app needs a moment to listen: until it does, the proxy answers 502.
+        while Date() < deadline {
+            var probe = HTTPClientRequest(url: url)
+            if let token = c.token { probe.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            if let r = try? await c.http.execute(probe, timeout: .seconds(10)), r.status.code != 502, r.status.code != 503 { break }
+            let now = try await c.call(.GET, "/workloads/\(w.id)", as: Workload.self)
+            if now.phase != .running { throw CLIError("workload \(w.id) is \(now.phase.rawValue); see canopy logs \(w.id)") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        struct Body: Encodable {}
+        struct Link: Decodable { var url: String }
+        let link = try await c.call(.POST, "/workloads/\(w.id)/open", body: Body(), as: Link.self)
+        printErr("canopy: \(w.id) is ready")
+        printOut("url:   \(url)")
+        printOut("login: \(link.url)")
     }
 }

@@ -47,6 +47,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port of the proxy that serves tasks' HTTP ports, a separate origin from the API (default: the API's port + 1; off: no proxy).")
     var proxyPort: String?
     @Option(help: "The URL users reach the proxy at, when not http://HOST:PROXY-PORT (e.g. behind TLS: https://apps.example.com).") var proxyURL: String?
+    @Option(help: "A JSON file of apps workloads may run by name (canopy run --app NAME), beside the built-in jupyter.") var apps: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func validate() throws {
@@ -79,6 +80,7 @@ struct ServeCommand: AsyncParsableCommand {
             config.proxyPort = proxyPort == "off" ? -1 : Int(proxyPort)
         }
         if let proxyURL { config.proxyURL = proxyURL }
+        if let apps { config.appsFile = apps }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

@@ -193,6 +193,7 @@ public final class ContainerRuntime: PlacedRuntime {
     private func createBody(_ task: TaskLaunch, image: String, workdir: String, layout: TaskLayout, uid: uid_t?) -> CreateContainer {
         var env: [String: String] = ["HOME": "/workspace", "LANG": "C.UTF-8"]
         for (k, v) in task.spec.env { env[k] = v }
+        for (k, v) in task.secretEnv { env[k] = v }
         env["CANOPY_WORKLOAD_ID"] = task.workloadID
         env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
         env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)

@@ -197,6 +197,7 @@ public final class LocalExecutor: PlacedRuntime {
             "LOGNAME": user,
         ]
         for (k, v) in task.spec.env { env[k] = v }
+        for (k, v) in task.secretEnv { env[k] = v }
         env["CANOPY_WORKLOAD_ID"] = task.workloadID
         env["CANOPY_TASK_INDEX"] = String(task.taskIndex)
         env["CANOPY_TASK_COUNT"] = String(task.spec.tasks)

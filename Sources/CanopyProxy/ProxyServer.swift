@@ -316,6 +316,15 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         case fresh(EndpointService.Target, Int32)
     }
 
+    /// The request head with the target's own header (an app's credential), replacing the client's.
+    static func withTargetHeader(_ head: HTTPRequestHead, _ target: EndpointService.Target?) -> HTTPRequestHead {
+        guard let target, let name = target.headerName, let value = target.headerValue else { return head }
+        var h = head
+        h.headers.remove(name: name)
+        h.headers.add(name: name, value: value)
+        return h
+    }
+
     private func connected(_ connected: Connected, head: HTTPRequestHead) {
         guard let context, context.channel.isActive else {
             if case .fresh(_, let fd) = connected { close(fd) }
@@ -323,8 +332,8 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         switch connected {
         case .reuse:
-            guard let (channel, handler, _) = upstream else { return failed(CanopyError(.unavailable, "the upstream connection went away")) }
-            send(head, to: channel, handler: handler)
+            guard let (channel, handler, target) = upstream else { return failed(CanopyError(.unavailable, "the upstream connection went away")) }
+            send(Self.withTargetHeader(head, target), to: channel, handler: handler)
         case .fresh(let target, let fd):
             upstream?.0.close(promise: nil)
             upstream = nil
@@ -350,7 +359,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                         return me.failed(CanopyError(.unavailable, "the upstream connection could not be set up"))
                     }
                     me.upstream = (channel, handler, target)
-                    me.send(head, to: channel, handler: handler)
+                    me.send(Self.withTargetHeader(head, target), to: channel, handler: handler)
                 case .failure(let error):
                     close(fd)
                     me.failed(error)

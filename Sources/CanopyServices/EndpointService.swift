@@ -19,6 +19,10 @@ public final class EndpointService: Sendable {
         /// The runtime that runs the task, and its handle there.
         public var runtime: RuntimeKind
         public var handle: String
+        /// A header the proxy adds on every request (an app's own credential, presented for the user), which
+        /// replaces any the client sent.
+        public var headerName: String?
+        public var headerValue: String?
     }
 
     /// How long a login link may be used, once.
@@ -48,11 +52,13 @@ public final class EndpointService: Sendable {
     private let workloads: WorkloadService
     private let auth: AuthService
     private let runtimes: Runtimes
+    private let apps: AppService?
     private let clock: Clock
     private let state = Mutex(State())
 
     /// Creates the service.
-    public init(workloads: WorkloadService, auth: AuthService, runtimes: Runtimes, clock: Clock = .system) {
+    public init(workloads: WorkloadService, auth: AuthService, runtimes: Runtimes, apps: AppService? = nil, clock: Clock = .system) {
+        self.apps = apps
         self.workloads = workloads
         self.auth = auth
         self.runtimes = runtimes
@@ -112,7 +118,10 @@ public final class EndpointService: Sendable {
         guard t.phase == .running, let handle = t.backendID else {
             throw CanopyError(.conflict, "task \(task) of workload \(w.id) is not running (it is \(t.phase.rawValue))")
         }
-        return Target(workloadID: w.id, taskIndex: task, port: declared, runtime: runtimes.kind(of: t, spec: w.spec), handle: handle)
+        let header = apps?.header(for: w, port: port)
+        return Target(
+            workloadID: w.id, taskIndex: task, port: declared, runtime: runtimes.kind(of: t, spec: w.spec), handle: handle, headerName: header?.name,
+            headerValue: header?.value)
     }
 
     /// A connected socket to the target's port (the caller owns the descriptor).

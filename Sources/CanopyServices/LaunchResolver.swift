@@ -6,6 +6,8 @@ import Foundation
 struct LaunchResolver: Sendable {
     /// The data store; nil on a server without one (then anything naming it fails).
     let dataStore: (any DataStore)?
+    /// The apps: an app workload's launch gets its command and secret from them.
+    var apps: AppService? = nil
 
     /// The workload's inputs, resolved in the data store.
     func inputs(_ w: Workload) throws -> [StagedInput] {

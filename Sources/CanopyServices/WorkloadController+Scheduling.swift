@@ -100,9 +100,10 @@ extension WorkloadController {
             }
             do {
                 guard let runtime = runtimes.placed[kind] else { throw CanopyError(.internal, "no \(kind) runtime is configured") }
-                let launch = TaskLaunch(
+                var launch = TaskLaunch(
                     workloadID: w.id, tenant: w.tenant, spec: w.spec, taskIndex: t.index, node: t.node ?? "", gpus: t.gpus, inputs: try resolver.inputs(w),
                     mounts: try resolver.mounts(w), imageReference: w.imageReference, allowRoot: allowRoot(w))
+                resolver.apps?.prepare(&launch)
                 let launched = try await runtime.launch(launch)
                 guard let cur = active[id] else { return }
                 let next = Transitions.launched(cur, task: t.index, runtime: kind, launched: launched, at: clock.now())

@@ -70,12 +70,13 @@ public actor WorkloadController {
     /// Creates a controller over its runtimes; call `recover()` before serving and run it as a service.
     public init(
         store: any Store, runtimes: Runtimes, dataStore: (any DataStore)? = nil, clock: Clock = .system, stopGrace: Double = 10,
-        unreachableRetry: Double = 5, imageFilesystems: ImageFilesystems? = nil, logger: Logger = Logger(label: "canopy.controller")
+        unreachableRetry: Double = 5, imageFilesystems: ImageFilesystems? = nil, apps: AppService? = nil,
+        logger: Logger = Logger(label: "canopy.controller")
     ) {
         self.imageFilesystems = imageFilesystems
         self.store = store
         self.runtimes = runtimes
-        self.resolver = LaunchResolver(dataStore: dataStore)
+        self.resolver = LaunchResolver(dataStore: dataStore, apps: apps)
         self.clock = clock
         self.stopGrace = stopGrace
         self.unreachableRetry = unreachableRetry
@@ -137,6 +138,12 @@ public actor WorkloadController {
 
     /// A queue by name.
     public func queue(named name: String) -> Queue? { queues[name] }
+
+    /// The ports declared by unfinished workloads of a runtime (processes share the host's network, so an app
+    /// there gets a port no other one declares).
+    public func declaredPorts(runtime: RuntimeKind) -> Set<Int> {
+        Set(active.values.filter { runtimes.kind(for: $0.spec) == runtime }.flatMap { $0.spec.ports.map(\.port) })
+    }
 
     /// Pending and running counts per queue.
     public func queueCounts() -> [String: (pending: Int, running: Int)] {

@@ -17,6 +17,8 @@ public struct WorkloadService: Sendable {
     /// Why a workload with an image is refused under the `refuse` policy (the server has no engine, or its backend
     /// runs no containers).
     let imageRefusal: String
+    /// The apps workloads may run by name.
+    let apps: AppService?
 
     /// Creates the service. Images: `images` is the catalog workloads' images resolve in, `imagePolicy` what a
     /// workload with an image gets (`.engine` needs a catalog with an engine, else it is refused), and
@@ -25,8 +27,9 @@ public struct WorkloadService: Sendable {
     public init(
         store: any Store, controller: WorkloadController, runtimes: Runtimes, ids: IDGenerator = .random, clock: Clock = .system,
         images: ImageService? = nil, imagePolicy: ImagePolicy = .refuse, hostMountAllowList: [String] = [], dataStore: (any DataStore)? = nil,
-        imageRefusal: String = ImagePolicy.noEngineMessage
+        imageRefusal: String = ImagePolicy.noEngineMessage, apps: AppService? = nil
     ) {
+        self.apps = apps
         self.store = store
         self.controller = controller
         self.runtimes = runtimes
@@ -220,7 +223,7 @@ public struct WorkloadService: Sendable {
 
     /// Validates, stores durably, and hands a workload to the scheduler. Returns it with its position.
     public func submit(_ spec: WorkloadSpec, by principal: Principal) async throws -> Workload {
-        var spec = spec
+        var spec = try await applyApp(spec)
         try await validate(spec)
         spec.lease = try await resolveLease(spec)
         let imageReference: String?
@@ -232,6 +235,35 @@ public struct WorkloadService: Sendable {
         let stored = try await store.insert(workload)
         await controller.admit(stored)
         return await controller.live(stored.id) ?? stored
+    }
+
+    /// An app workload's spec completed from its app: the app's command where it gives none, its image where it
+    /// names none, and the app's HTTP port as its first port (on the host's shared network, one that no other
+    /// unfinished workload declares).
+    func applyApp(_ spec: WorkloadSpec) async throws -> WorkloadSpec {
+        guard let name = spec.app else { return spec }
+        guard let apps else { throw CanopyError.invalid("app", "this server runs no apps") }
+        let app = try apps.definition(name)
+        if runtimes.delegates {
+            throw CanopyError.invalid("app", "apps run with the local executor for now: the proxy cannot reach tasks on this server's backend yet")
+        }
+        var s = spec
+        if s.command.isEmpty { s.command = app.command }
+        if s.image == nil { s.image = app.image }
+        s.ports.removeAll { $0.port == app.port }
+        var port = app.port
+        if runtimes.kind(for: s) == .process {
+            if s.tasks > 1 {
+                throw CanopyError.invalid("tasks", "an app runs as one task on this host's processes (its tasks would share the host's network and port)")
+            }
+            let taken = await controller.declaredPorts(runtime: .process).union(s.ports.map(\.port))
+            guard let free = (app.port..<min(app.port + 1000, 65536)).first(where: { !taken.contains($0) }) else {
+                throw CanopyError(.unavailable, "no port near \(app.port) is free for another \(name) on this host")
+            }
+            port = free
+        }
+        s.ports.insert(PortSpec(port, .http), at: 0)
+        return s
     }
 
     /// Creates a queue with default settings if none has that name (dialects whose clients name queues freely).

@@ -259,4 +259,54 @@ struct ProxyLiveTests {
             _ = try await server.cli(["stop", id])
         }
     }
+
+    @Test("an admin's app: its command filled in per task, its secret handed to it at launch and presented by the proxy; an unknown app is a 400")
+    func adminApp() async throws {
+        let dir = try makeTempDir("canopy-apps")
+        let script = """
+            import os, sys, json, http.server
+            port, base = int(sys.argv[1]), sys.argv[2]
+            class H(http.server.BaseHTTPRequestHandler):
+                def log_message(self, *a): pass
+                def do_GET(self):
+                    body = json.dumps({"secretMatches": self.headers.get("X-App-Token") == os.environ.get("APP_SECRET") != None,
+                                       "base": base, "path": self.path, "authorization": self.headers.get("Authorization")}).encode()
+                    self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+            http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+            """
+        let apps: [[String: Any]] = [
+            [
+                "name": "echo-app", "port": Self.freePort(), "command": ["python3", "-c", script, "{port}", "{base_url}"], "tokenEnv": "APP_SECRET",
+                "tokenHeader": "X-App-Token: {token}", "description": "a test app",
+            ]
+        ]
+        try JSONSerialization.data(withJSONObject: apps).write(to: URL(fileURLWithPath: dir + "/apps.json"))
+        try await ServerProcess.with(dataDir: dir + "/data", removeAfter: true, extra: ["--apps", dir + "/apps.json"]) { server in
+            let list = try await server.cli(["apps"])
+            #expect(list.stdout.contains("echo-app") && list.stdout.contains("jupyter"), "\(list)")
+            let unknown = try await server.cli(["run", "--app", "nope"])
+            #expect(unknown.status != 0 && unknown.stderr.contains("app \"nope\" is not configured") && unknown.stderr.contains("echo-app"), "\(unknown)")
+            let run = try await server.cli(["run", "-d", "--app", "echo-app"])
+            let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(run.status == 0, "\(run)")
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
+            let show = try await server.cli(["show", id, "-o", "json"])
+            let w = (try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any] ?? [:]
+            let spec = w["spec"] as? [String: Any] ?? [:]
+            #expect(spec["kind"] as? String == "interactive" && spec["app"] as? String == "echo-app" && (spec["env"] as? [String: String] ?? [:]).isEmpty)
+            let port = ((spec["ports"] as? [[String: Any]])?.first?["port"] as? Int) ?? 0
+            let open = try await server.cli(["open", id])
+            let base = String(open.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "?").first ?? "")
+            var reply = Reply(status: 0, headers: [:], body: "")
+            _ = try await eventually(timeout: .seconds(20)) {
+                reply = try await Self.call("get", base + "x", ["Authorization=Bearer \(server.token)", "X-App-Token=forged"])
+                return reply.status == 200
+            }
+            #expect(reply.json["secretMatches"] as? Bool == true, "\(reply)")
+            #expect(reply.json["base"] as? String == "/proxy/\(id)/0/\(port)/" && reply.json["path"] as? String == "/proxy/\(id)/0/\(port)/x", "\(reply)")
+            #expect(reply.json["authorization"] is NSNull, "\(reply)")
+            _ = try await server.cli(["stop", id])
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 }

@@ -42,13 +42,15 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     /// How long an interactive workload may run from each start (its lease); nil for batch workloads. Filled in
     /// at submit from the queue's default when the request names none.
     public var lease: Lease?
+    /// The application it runs (`AppDefinition`), by name; nil for a plain command.
+    public var app: String?
 
     /// Creates a spec.
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
         tasks: Int = 1, maxDurationSeconds: Int? = nil, hold: Bool = false, ports: [PortSpec] = [], labels: [String: String] = [:],
-        data: DataStaging? = nil, mounts: [Mount] = [], lease: Lease? = nil
+        data: DataStaging? = nil, mounts: [Mount] = [], lease: Lease? = nil, app: String? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -67,10 +69,11 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         self.data = data
         self.mounts = mounts
         self.lease = lease
+        self.app = app
     }
 
     private enum CodingKeys: String, CodingKey {
-        case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts, lease
+        case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts, lease, app
     }
 
     /// Decodes a stored spec; fields added in later versions default when a record written before them lacks them.
@@ -93,6 +96,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         data = try c.decodeIfPresent(DataStaging.self, forKey: .data)
         mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
         lease = try c.decodeIfPresent(Lease.self, forKey: .lease)
+        app = try c.decodeIfPresent(String.self, forKey: .app)
     }
 
     /// All tasks' demand together.

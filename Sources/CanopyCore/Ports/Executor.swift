@@ -22,6 +22,8 @@ public struct TaskLaunch: Sendable, Hashable {
     public var imageReference: String?
     /// Whether the task may run as root in its container (its queue allows it); otherwise it runs as its own uid.
     public var allowRoot: Bool
+    /// Environment for this launch only, never stored with the workload nor shown by the API (an app's secret).
+    public var secretEnv: [String: String] = [:]
 
     /// Creates a launch.
     public init(

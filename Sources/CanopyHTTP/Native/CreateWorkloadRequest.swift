@@ -1,14 +1,14 @@
 import Foundation
 import CanopyCore
 
-/// The body of `POST /api/v1/workloads`. Only `command` is required.
+/// The body of `POST /api/v1/workloads`. Only `command` is required, unless an `app` gives it.
 public struct CreateWorkloadRequest: Codable, Sendable {
     public var name: String?
     public var kind: WorkloadKind?
     public var queue: String?
     public var priority: Int?
     public var image: String?
-    public var command: [String]
+    public var command: [String]?
     public var env: [String: String]?
     public var workdir: String?
     public var resources: Resources?
@@ -23,6 +23,8 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var mounts: [MountRequest]?
     /// An interactive workload's lease: "2h", seconds, or "unlimited" (default: its queue's).
     public var lease: Lease?
+    /// An app to run by name (its command, image and port unless given).
+    public var app: String?
 
     /// The fields a request may carry, nested objects included; anything else is refused.
     public static let shape = BodyShape.object([
@@ -30,7 +32,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
         "maxDuration": .integer, "hold": .value, "ports": .array(.integerOr(.flat("port", "protocol"))), "labels": .map(.value),
         "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
-        "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value,
+        "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value, "app": .value,
     ])
 
     /// Creates a request.
@@ -39,10 +41,11 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     /// The spec it asks for, defaults filled in.
     public var spec: WorkloadSpec {
         WorkloadSpec(
-            name: name ?? "", kind: kind ?? .batch, queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image, command: command,
+            name: name ?? "", kind: kind ?? (app != nil ? .interactive : .batch), queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image,
+            command: command ?? [],
             env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
             hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data,
-            mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) }, lease: lease)
+            mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) }, lease: lease, app: app)
     }
 }
 

@@ -14,12 +14,14 @@ public struct NativeAPI: Sendable {
     let data: DataService
     let images: ImageService
     let endpoints: EndpointService?
+    let apps: AppService?
 
     /// Creates the API over its services.
     public init(
         workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService,
-        endpoints: EndpointService? = nil
+        endpoints: EndpointService? = nil, apps: AppService? = nil
     ) {
+        self.apps = apps
         self.endpoints = endpoints
         self.workloads = workloads
         self.controller = controller
@@ -46,6 +48,7 @@ public struct NativeAPI: Sendable {
             (.get, "/data", listData), (.delete, "/data", deleteData), (.get, "/data/content", getData), (.put, "/data/content", putData),
             (.get, "/images", listImages), (.get, "/images/{name}", getImage), (.delete, "/images/{name}", removeImage),
             (.post, "/images/import", importImage), (.post, "/images/load", loadImage), (.post, "/images/pull", pullImage),
+            (.get, "/apps", listApps),
             (.get, "/whoami", { _, context in try APIJSON.response(try context.requirePrincipal()) }),
         ]
     }
@@ -126,6 +129,12 @@ public struct NativeAPI: Sendable {
 
     @Sendable func restart(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         try APIJSON.response(shown(try await workloads.restart(try context.parameters.require("id"), as: try context.requirePrincipal())))
+    }
+
+    /// The apps workloads may run by name.
+    @Sendable func listApps(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        return try APIJSON.response(Page(items: apps?.all ?? [], nextCursor: nil))
     }
 
     /// A one-time login link to a task's HTTP port: opened in a browser, it sets a session cookie for that workload

@@ -124,7 +124,11 @@ public enum OpenAPIDocument {
                     "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]],
                     "description": "interactive workloads only: seconds, \"2h\", or \"unlimited\" (where the queue has no cap); default: the queue's",
                 ],
-            ], required: ["command"]),
+                "app": [
+                    "type": "string", "maxLength": 64,
+                    "description": "an app to run (GET /apps): its command, image and HTTP port unless given; the workload is interactive unless kind says otherwise",
+                ],
+            ], required: []),
         "LeaseRequest": closed(
             [
                 "extend": ["oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "how much longer: seconds or \"1h\""],
@@ -207,7 +211,7 @@ public enum OpenAPIDocument {
                 "workdir": str, "resources": ref("Resources"), "tasks": int, "maxDurationSeconds": int, "hold": ["type": "boolean"],
                 "ports": ["type": "array", "items": ref("PortSpec")], "labels": strMap, "data": ref("DataStaging"),
                 "mounts": ["type": "array", "items": ref("Mount")],
-                "lease": ["oneOf": [int, str], "description": "seconds from each start, or \"unlimited\""],
+                "lease": ["oneOf": [int, str], "description": "seconds from each start, or \"unlimited\""], "app": str,
             ],
         ],
         "Workload": [
@@ -219,6 +223,12 @@ public enum OpenAPIDocument {
                 "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
                 "imageReference": ["type": "string", "description": "the engine's content id (sha256:...) of spec.image, resolved in the catalog at submit"],
                 "leaseExpiresAt": time, "leaseWarned": ["type": "boolean"], "restarts": int,
+            ],
+        ],
+        "App": [
+            "type": "object",
+            "properties": [
+                "name": str, "command": ["type": "array", "items": str], "port": int, "image": str, "tokenEnv": str, "tokenHeader": str, "description": str,
             ],
         ],
         "PortSpec": ["type": "object", "properties": ["port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]]]],
@@ -349,6 +359,11 @@ public enum OpenAPIDocument {
                     "200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
                     "409": ok(ref("Error"), "A batch workload, or one that ended"),
                 ])
+        ],
+        "/apps": [
+            "get": op(
+                "listApps", "The apps workloads may run by name (\"app\" in a workload): the built-in jupyter and those an admin configured",
+                responses: ["200": ok(["type": "object", "properties": ["items": ["type": "array", "items": ref("App")], "nextCursor": str]])])
         ],
         "/workloads/{id}/open": [
             "post": op(

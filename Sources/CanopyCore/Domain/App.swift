@@ -1,0 +1,65 @@
+import Foundation
+
+/// An application a workload can run by name (`"app": "jupyter"`, `canopy run --app NAME`, `canopy jupyter`):
+/// the command to start it, the HTTP port it serves, and how Canopy's proxy authenticates to it, so that the app
+/// keeps its own authentication on (other tasks on the host cannot use it) while users only ever present their
+/// Canopy credentials.
+public struct AppDefinition: Sendable, Hashable, Codable {
+    /// Its name.
+    public var name: String
+    /// The command, with placeholders expanded for each task at launch: `{port}`, `{base_url}` (the task's path on
+    /// the proxy, `/proxy/ID/TASK/PORT/`), `{workload}`, `{task}`.
+    public var command: [String]
+    /// The HTTP port it serves.
+    public var port: Int
+    /// The image it runs in when the workload names none (nil: as a process on the host).
+    public var image: String?
+    /// The environment variable that hands the app its per-workload secret (Jupyter: `JUPYTER_TOKEN`); nil for none.
+    public var tokenEnv: String?
+    /// The header the proxy sends the app on every request, `{token}` replaced by that secret (Jupyter:
+    /// `Authorization: token {token}`); nil for none.
+    public var tokenHeader: String?
+    /// What it is, for `canopy apps`.
+    public var description: String
+
+    /// Creates one.
+    public init(
+        name: String, command: [String], port: Int, image: String? = nil, tokenEnv: String? = nil, tokenHeader: String? = nil, description: String = ""
+    ) {
+        self.name = name
+        self.command = command
+        self.port = port
+        self.image = image
+        self.tokenEnv = tokenEnv
+        self.tokenHeader = tokenHeader
+        self.description = description
+    }
+
+    /// JupyterLab, with its base URL set to the proxy path and its token from `JUPYTER_TOKEN`, which the proxy
+    /// presents for the user; it listens on loopback only.
+    public static let jupyter = AppDefinition(
+        name: "jupyter",
+        command: [
+            "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", "--port={port}", "--ServerApp.port_retries=0", "--ServerApp.base_url={base_url}",
+            "--ServerApp.allow_remote_access=True", "--ServerApp.trust_xheaders=True",
+        ],
+        port: 8888, tokenEnv: "JUPYTER_TOKEN", tokenHeader: "Authorization: token {token}",
+        description: "JupyterLab (jupyter lab from the image, or from the host's PATH for processes)")
+
+    /// The command for task `task` of workload `workload`.
+    public func command(workload: String, task: Int, port: Int) -> [String] {
+        let base = "/proxy/\(workload)/\(task)/\(port)/"
+        return command.map {
+            $0.replacingOccurrences(of: "{port}", with: String(port)).replacingOccurrences(of: "{base_url}", with: base)
+                .replacingOccurrences(of: "{workload}", with: workload).replacingOccurrences(of: "{task}", with: String(task))
+        }
+    }
+
+    /// The header to send the app, split into name and value, for a secret.
+    public func header(token: String) -> (name: String, value: String)? {
+        guard let tokenHeader, let colon = tokenHeader.firstIndex(of: ":") else { return nil }
+        let name = tokenHeader[..<colon].trimmingCharacters(in: .whitespaces)
+        let value = tokenHeader[tokenHeader.index(after: colon)...].trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "{token}", with: token)
+        return (name, value)
+    }
+}
