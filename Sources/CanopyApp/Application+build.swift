@@ -118,6 +118,7 @@ public func buildApplication(
         hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore, apps: apps)
     let data = DataService(store: dataStore)
     let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes, apps: apps)
+    endpoints.onActivity { id in Task { await controller.recordActivity(id, source: "proxy") } }
     var services: [any Service] = [controller]
     if let proxyPort = try config.resolvedProxyPort() {
         let publicURL = try config.checkedProxyURL()

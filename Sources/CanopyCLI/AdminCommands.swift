@@ -17,11 +17,12 @@ struct QueuesCommand: AsyncParsableCommand {
                 if format.json { return printOut(try Format.json(page.items)) }
                 printOut(
                     Format.table(
-                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "LEASE", "LEASE CAP", "DESCRIPTION"],
+                        ["NAME", "PRIORITY", "PENDING", "RUNNING", "POOL", "ROOT", "LEASE", "LEASE CAP", "IDLE STOP", "DESCRIPTION"],
                         page.items.map {
                             [
                                 $0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-",
                                 Quantity.formatDuration($0.defaultLeaseSeconds ?? Queue.builtInDefaultLease), $0.maxLeaseSeconds.map(Quantity.formatDuration) ?? "none",
+                                $0.idleTimeoutSeconds.map(Quantity.formatDuration) ?? "never",
                                 $0.description,
                             ]
                         }))
@@ -38,6 +39,7 @@ struct QueuesCommand: AsyncParsableCommand {
         @Flag(help: "Let containers of the queue's workloads run as root (otherwise they run as their own uid).") var allowRoot = false
         @Option(help: "The lease interactive workloads get when they ask for none, e.g. 8h (default: 12h).") var defaultLease: String?
         @Option(help: "The longest lease, from now, a workload may hold or extend to, e.g. 72h (default: no cap).") var maxLease: String?
+        @Option(help: "Stop interactive workloads idle this long, e.g. 1h (default: never).") var idleTimeout: String?
         @OptionGroup var format: OutputOption
 
         func run() async throws {
@@ -48,6 +50,7 @@ struct QueuesCommand: AsyncParsableCommand {
                         var b = CreateQueueRequest(name: name, priority: priority, description: description, pool: pool, allowRoot: allowRoot ? true : nil)
                         if let defaultLease { b.defaultLease = DurationValue(seconds: try ResourceArguments.duration(defaultLease, option: "--default-lease")) }
                         if let maxLease { b.maxLease = DurationValue(seconds: try ResourceArguments.duration(maxLease, option: "--max-lease")) }
+                        if let idleTimeout { b.idleTimeout = DurationValue(seconds: try ResourceArguments.duration(idleTimeout, option: "--idle-timeout")) }
                         return b
                     }(),
                     as: QueueView.self)

@@ -97,6 +97,9 @@ enum Format {
             let lease = w.spec.lease?.description ?? "-"
             lines.append(("Lease", w.leaseExpiresAt.map { "\(lease), ends \(Format.timestamp($0))" } ?? lease))
             if let r = w.restarts, r > 0 { lines.append(("Restarts", String(r))) }
+            if let at = w.lastActivityAt, w.phase == .running {
+                lines.append(("Last activity", "\(w.lastActivitySource ?? "-") at \(Format.timestamp(at)) (\(age(at)))"))
+            }
         }
         for p in w.spec.ports {
             let urls = w.tasks.compactMap { t in t.endpoints?.first(where: { $0.port == p.port })?.url.map { w.tasks.count > 1 ? "task \(t.index): \($0)" : $0 } }

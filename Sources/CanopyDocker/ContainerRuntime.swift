@@ -723,3 +723,20 @@ extension ContainerRuntime: TaskPortConnector {
         return fd
     }
 }
+
+extension ContainerRuntime: TaskUsageProbe {
+    /// The container's CPU time, from the engine's one-shot stats.
+    public func cpuSeconds(workloadID: String, taskIndex: Int, handle: String) async -> Double? {
+        struct Stats: Decodable {
+            struct CPU: Decodable {
+                struct Usage: Decodable { var total_usage: Double? }
+                var cpu_usage: Usage?
+            }
+            var cpu_stats: CPU?
+        }
+        guard let stats = try? await engine.call(Stats.self, .GET, "/containers/\(handle)/stats", query: [("stream", "false"), ("one-shot", "true")]),
+            let ns = stats.cpu_stats?.cpu_usage?.total_usage
+        else { return nil }
+        return ns / 1e9
+    }
+}

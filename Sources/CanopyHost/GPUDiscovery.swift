@@ -47,12 +47,28 @@ public enum GPUDiscovery {
         return minors
     }
 
-    /// Runs nvidia-smi if it is on the PATH; nil where it is not, or fails.
-    public static func discover() -> [GPU]? {
+    /// Parses `nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader,nounits` (`0, 100`); a GPU whose
+    /// utilisation reads `[N/A]` is left out.
+    public static func parseUtilization(_ output: String) -> [Int: Int] {
+        var found: [Int: Int] = [:]
+        for line in output.split(separator: "\n") {
+            let f = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if f.count >= 2, let index = Int(f[0]), let percent = Int(f[1]) { found[index] = percent }
+        }
+        return found
+    }
+
+    /// Each GPU's current utilisation, from nvidia-smi; nil where it is missing or fails.
+    public static func utilization() -> [Int: Int]? {
+        guard let out = runSMI(["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits"]) else { return nil }
+        return parseUtilization(out)
+    }
+
+    static func runSMI(_ arguments: [String]) -> String? {
         guard let smi = TaskUser.findProgram("nvidia-smi", path: ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin") else { return nil }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: smi)
-        p.arguments = ["--query-gpu=index,name,memory.total,uuid,pci.bus_id", "--format=csv,noheader,nounits"]
+        p.arguments = arguments
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
@@ -60,6 +76,12 @@ public enum GPUDiscovery {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { return nil }
-        return parseNvidiaSMI(String(decoding: data, as: UTF8.self), minors: deviceMinors())
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Runs nvidia-smi if it is on the PATH; nil where it is not, or fails.
+    public static func discover() -> [GPU]? {
+        guard let out = runSMI(["--query-gpu=index,name,memory.total,uuid,pci.bus_id", "--format=csv,noheader,nounits"]) else { return nil }
+        return parseNvidiaSMI(out, minors: deviceMinors())
     }
 }

@@ -96,6 +96,23 @@ struct Cgroups: Sendable {
     }
 
     /// Whether the kernel killed something in the task's group for lack of memory.
+    /// The CPU time a task's cgroup has used, in seconds: `cpu.stat`'s usage_usec (v2) or cpuacct.usage (v1).
+    func cpuSeconds(key: String) -> Double? {
+        switch mode {
+        case .v2(let root):
+            guard let text = try? String(contentsOfFile: "\(root)/\(key)/cpu.stat", encoding: .utf8) else { return nil }
+            for line in text.split(separator: "\n") where line.hasPrefix("usage_usec ") {
+                return Double(line.dropFirst("usage_usec ".count)).map { $0 / 1e6 }
+            }
+            return nil
+        case .v1(_, let cpu, _, _):
+            guard let cpu, let text = try? String(contentsOfFile: "\(cpu)/\(key)/cpuacct.usage", encoding: .utf8) else { return nil }
+            return Double(text.trimmingCharacters(in: .whitespacesAndNewlines)).map { $0 / 1e9 }
+        case .none:
+            return nil
+        }
+    }
+
     func wasOOMKilled(key: String) -> Bool {
         let file: String
         switch mode {

@@ -342,3 +342,31 @@ extension LocalExecutor: TaskPortConnector {
         return fd
     }
 }
+
+extension LocalExecutor: TaskUsageProbe {
+    /// The task's cgroup's CPU time; without cgroups, the CPU time of the processes of the task's own uid.
+    public func cpuSeconds(workloadID: String, taskIndex: Int, handle: String) async -> Double? {
+        let key = Self.key(workloadID, taskIndex)
+        guard let task = running.withLock({ $0[key] }), String(task.pid) == handle else { return nil }
+        if let seconds = cgroups.cpuSeconds(key: task.cgroupKey) { return seconds }
+        guard let uid = task.uid else { return nil }
+        return Self.cpuSeconds(ofUser: uid)
+    }
+
+    /// utime + stime of every process of `uid`, from /proc.
+    static func cpuSeconds(ofUser uid: uid_t) -> Double? {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.first?.isNumber == true {
+            var st = stat()
+            guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid,
+                let text = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8), let close = text.lastIndex(of: ")")
+            else { continue }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            // After the command: state is field 3, utime 14 and stime 15.
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            total += (user + system) / ticks
+        }
+        return total
+    }
+}

@@ -152,6 +152,9 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var requestEnded = false
     private var keepAlive = true
     private var upgradeRequested = false
+    /// The workload the current request is for, and whether its upgrade is a WebSocket.
+    private var currentWorkload: String?
+    private var upgradeIsWebSocket = false
     private var awaitingReadRoom = false
 
     init(endpoints: EndpointService, decoder: ByteToMessageHandler<HTTPRequestDecoder>, encoder: HTTPResponseEncoder, logger: Logger) {
@@ -287,6 +290,8 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return answer(.permanentRedirect, headers: headers, body: nil)
         }
         upgradeRequested = head.headers.first(name: "upgrade") != nil
+        upgradeIsWebSocket = head.headers.first(name: "upgrade")?.lowercased() == "websocket"
+        currentWorkload = route.workloadID
         let forwarded = rewrite(head, route: route, byBearer: byBearer, client: context.channel.remoteAddress)
         state = .connecting([])
         let loop = context.eventLoop
@@ -371,6 +376,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func send(_ head: HTTPRequestHead, to channel: any Channel, handler: UpstreamHandler) {
         guard case .connecting(let held) = state else { return }
         state = .forwarding
+        if let currentWorkload { endpoints.noteActivity(workloadID: currentWorkload) }
         handler.beginResponse(upgrade: upgradeRequested)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in held { channel.write(UpstreamHandler.clientPart(part), promise: nil) }
@@ -433,6 +439,12 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         upstream = nil
         let down = RelayHandler()
         let up = RelayHandler()
+        // What the client sends counts as activity: over a WebSocket, data frames only (not pings).
+        if let workload = currentWorkload {
+            let endpoints = self.endpoints
+            down.onClientData = { endpoints.noteActivity(workloadID: workload) }
+            down.scanner = upgradeIsWebSocket ? WebSocketFrameScanner() : nil
+        }
         down.partner = up
         up.partner = down
         let downPipeline = context.pipeline.syncOperations
@@ -635,6 +647,9 @@ final class RelayHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     var partner: RelayHandler?
+    /// Called when the client sends data (the client's side only); with a scanner, only for WebSocket data frames.
+    var onClientData: (() -> Void)?
+    var scanner: WebSocketFrameScanner?
     private var context: ChannelHandlerContext?
     private var started = false
     private var held: [ByteBuffer] = []
@@ -662,6 +677,9 @@ final class RelayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        if let onClientData {
+            if scanner == nil || scanner!.scan(buffer.readableBytesView) { onClientData() }
+        }
         if started { partner?.write(buffer) } else { held.append(buffer) }
     }
 
@@ -693,5 +711,38 @@ final class RelayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Follows the frames of a client's WebSocket stream (RFC 6455 §5.2) without keeping them: headers are read, payloads
+/// skipped, so that data frames (text, binary, continuation) can count as activity and pings and pongs do not.
+struct WebSocketFrameScanner {
+    private var header: [UInt8] = []
+    private var skip = 0
+
+    /// Whether `bytes` hold the start of a data frame.
+    mutating func scan(_ bytes: ByteBufferView) -> Bool {
+        var sawData = false
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            if skip > 0 {
+                let k = min(skip, rest.count)
+                skip -= k
+                rest = rest.dropFirst(k)
+                continue
+            }
+            header.append(rest.first!)
+            rest = rest.dropFirst()
+            guard header.count >= 2 else { continue }
+            let length7 = Int(header[1] & 0x7f)
+            let extended = length7 == 126 ? 2 : length7 == 127 ? 8 : 0
+            guard header.count == 2 + extended + (header[1] & 0x80 != 0 ? 4 : 0) else { continue }
+            var length = length7
+            if extended > 0 { length = header[2..<(2 + extended)].reduce(0) { ($0 << 8) | Int($1) } }
+            if header[0] & 0x0f <= 2 { sawData = true }
+            skip = length < 0 ? Int.max : length
+            header = []
+        }
+        return sawData
     }
 }

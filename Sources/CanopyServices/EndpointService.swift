@@ -47,6 +47,8 @@ public final class EndpointService: Sendable {
         var links: [String: Link] = [:]
         var sessions: [String: Session] = [:]
         var base: String?
+        var activity: (@Sendable (String) -> Void)?
+        var lastReported: [String: Date] = [:]
     }
 
     private let workloads: WorkloadService
@@ -73,6 +75,23 @@ public final class EndpointService: Sendable {
         var u = url
         while u.hasSuffix("/") { u.removeLast() }
         state.withLock { $0.base = u }
+    }
+
+    /// Where traffic through the proxy is reported, as activity of the workload it reached (idle detection).
+    public func onActivity(_ report: @escaping @Sendable (String) -> Void) {
+        state.withLock { $0.activity = report }
+    }
+
+    /// Traffic reached a workload (a request, or data over a WebSocket): reported at most every 5 seconds.
+    public func noteActivity(workloadID: String) {
+        let now = clock.now()
+        let report = state.withLock { s -> (@Sendable (String) -> Void)? in
+            if let last = s.lastReported[workloadID], now.timeIntervalSince(last) < 5 { return nil }
+            if s.lastReported.count > 10_000 { s.lastReported = s.lastReported.filter { now.timeIntervalSince($0.value) < 5 } }
+            s.lastReported[workloadID] = now
+            return s.activity
+        }
+        report?(workloadID)
     }
 
     /// The path of a task port on the proxy: `/proxy/ID/TASK/PORT/`. The instance is served under it, prefix kept.

@@ -1,9 +1,8 @@
 import CanopyCore
 import Foundation
 
-/// Time-based rules over running workloads, as a pure decision: which must stop now, and why. Today the rule is
-/// the max duration and the
-/// lease of interactive workloads; idle stops belong here too.
+/// Time-based rules over running workloads, as a pure decision: which must stop now, and why: the max duration,
+/// and for interactive workloads the lease and the idle timeout of their queue.
 public struct Enforcer: Sendable {
     /// A workload that must stop, and the reason it stops with.
     public struct Due: Sendable, Hashable {
@@ -18,7 +17,7 @@ public struct Enforcer: Sendable {
 
     /// The workloads among `workloads` that must stop at `now`: starting or running (a stop not yet asked for)
     /// since longer than their max duration.
-    public func due(_ workloads: some Sequence<Workload>, now: Date) -> [Due] {
+    public func due(_ workloads: some Sequence<Workload>, now: Date, idleTimeout: (Workload) -> Int? = { _ in nil }) -> [Due] {
         workloads.compactMap { w in
             guard w.phase == .running || w.phase == .starting else { return nil }
             if let max = w.spec.maxDurationSeconds, let started = w.startedAt ?? w.tasks.compactMap(\.startedAt).min(),
@@ -29,7 +28,31 @@ public struct Enforcer: Sendable {
             if let end = w.leaseExpiresAt, now >= end {
                 return Due(workloadID: w.id, reason: Reason(.leaseExpired, "its lease ended at \(Self.timestamp(end)); restart it with canopy restart \(w.id)"))
             }
+            if let limit = idleTimeout(w), let since = Self.idleSince(w), w.phase == .running, now.timeIntervalSince(since) >= Double(limit) {
+                return Due(
+                    workloadID: w.id,
+                    reason: Reason(
+                        .idleTimeout,
+                        "no activity for \(Quantity.formatDuration(limit)) (last: \(w.lastActivitySource ?? "start") at \(Self.timestamp(since))); restart it with canopy restart \(w.id)"
+                    ))
+            }
             return nil
+        }
+    }
+
+    /// Since when an interactive workload counts as idle: its last activity, else its start.
+    public static func idleSince(_ w: Workload) -> Date? {
+        guard w.spec.kind == .interactive else { return nil }
+        return w.lastActivityAt ?? w.startedAt
+    }
+
+    /// The running interactive workloads that will be stopped for idleness within the warning lead of their
+    /// timeout, and were not warned since their last activity.
+    public func idleWarnings(_ workloads: some Sequence<Workload>, now: Date, idleTimeout: (Workload) -> Int?) -> [Workload] {
+        workloads.filter { w in
+            guard w.phase == .running, w.idleWarned != true, let limit = idleTimeout(w), let since = Self.idleSince(w) else { return false }
+            let left = Double(limit) - now.timeIntervalSince(since)
+            return left > 0 && left <= Self.warningLead(lease: limit)
         }
     }
 

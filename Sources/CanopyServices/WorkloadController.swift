@@ -27,6 +27,9 @@ public actor WorkloadController {
     let clock: Clock
     let logger: Logger
     let enforcer = Enforcer()
+    /// Idle detection: each sampled task's CPU time when last read, and when each workload is sampled next.
+    var cpuSamples: [String: (seconds: Double, at: Date)] = [:]
+    var nextSample: [String: Date] = [:]
 
     var active: [String: Workload] = [:]
     var queueOrders: [String: QueueOrder] = [:]
@@ -105,6 +108,12 @@ public actor WorkloadController {
                     await self.enforceDeadlines()
                 }
             }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    await self.sampleUsage()
+                }
+            }
             for await job in jobs {
                 group.addTask { await job() }
             }
@@ -124,6 +133,12 @@ public actor WorkloadController {
         if let problem = unreachable[runtimeKind(of: w)]?.problem { w.conditions = [Reason(.backendUnavailable, problem)] }
         if w.leaseWarned == true, let end = w.leaseExpiresAt, w.phase == .running {
             w.conditions = (w.conditions ?? []) + [Reason(.leaseExpiring, "the lease ends at \(Enforcer.timestamp(end)); extend it with canopy lease \(w.id) +1h")]
+        }
+        if w.idleWarned == true, w.phase == .running, let since = Enforcer.idleSince(w), let limit = idleTimeout(of: w) {
+            w.conditions =
+                (w.conditions ?? []) + [
+                    Reason(.idle, "idle since \(Enforcer.timestamp(since)); stopped at \(Enforcer.timestamp(since.addingTimeInterval(Double(limit)))) unless it is used")
+                ]
         }
         return w
     }

@@ -40,4 +40,46 @@ struct InteractiveCLILiveTests {
             _ = try await server.cli(["stop", id])
         }
     }
+
+    @Test("idle stop: a quiet instance is warned, then stopped with IdleTimeout; one using CPU and one used through the proxy stay up")
+    func idleStop() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-idle"), removeAfter: true) { server in
+            #expect(try await server.cli(["queues", "create", "quiet", "--idle-timeout", "10s"]).status == 0)
+            #expect(try await server.cli(["queues", "ls"]).stdout.contains("10s"))
+            func submit(_ args: [String]) async throws -> String {
+                let r = try await server.cli(["run", "-d", "--interactive", "--queue", "quiet", "--cpus", "0.5", "--memory", "128Mi"] + args)
+                #expect(r.status == 0, "\(r)")
+                return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let quiet = try await submit(["--", "sleep", "300"])
+            let busy = try await submit(["--", "sh", "-c", "while :; do :; done"])
+            let port = ProxyLiveTests.freePort()
+            let served = try await submit(["--port", String(port), "--", "python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"])
+            for id in [quiet, busy, served] { #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" }) }
+            let url = String((try await server.cli(["open", served])).stdout.split(separator: "?").first ?? "")
+            // 16 seconds of use of one of them, through the proxy.
+            let until = Date().addingTimeInterval(16)
+            while Date() < until {
+                _ = try await ProxyLiveTests.call("get", url, ["Authorization=Bearer \(server.token)"])
+                try await Task.sleep(for: .seconds(2))
+            }
+            func json(_ id: String) async throws -> [String: Any] {
+                let show = try await server.cli(["show", id, "-o", "json"])
+                return (try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any] ?? [:]
+            }
+            #expect(try await eventually(timeout: .seconds(10)) { try await server.phase(quiet) == "Stopped" })
+            let stopped = try await json(quiet)
+            #expect((stopped["reason"] as? [String: Any])?["code"] as? String == "IdleTimeout", "\(stopped["reason"] ?? "")")
+            let log = try await server.cli(["logs", quiet])
+            #expect(log.stdout.contains("will be stopped at"), "the warning reached the task's log: \(log)")
+            let idleFile = server.dataDir + "/workloads/\(quiet)/task-0/work/.canopy/idle"
+            #expect(((try? String(contentsOfFile: idleFile, encoding: .utf8)) ?? "").contains("stops-at="))
+            let cpu = try await json(busy)
+            #expect(cpu["phase"] as? String == "Running" && cpu["lastActivitySource"] as? String == "cpu", "\(cpu["lastActivitySource"] ?? "")")
+            let used = try await json(served)
+            #expect(used["phase"] as? String == "Running" && used["lastActivitySource"] as? String == "proxy", "\(used["lastActivitySource"] ?? "")")
+            #expect(try await server.cli(["show", busy]).stdout.contains("Last activity"))
+            _ = try await server.cli(["stop", busy, served])
+        }
+    }
 }

@@ -94,6 +94,10 @@ public struct Reason: Sendable, Hashable, Codable {
         case leaseExpiring = "LeaseExpiring"
         /// A stopped interactive workload was started again.
         case restarted = "Restarted"
+        /// An interactive workload showed no activity for its queue's idle timeout: it was stopped.
+        case idleTimeout = "IdleTimeout"
+        /// A condition: an interactive workload is idle and will be stopped soon unless it is used.
+        case idle = "Idle"
     }
 
     /// The code.

@@ -16,6 +16,8 @@ public struct Queue: Sendable, Hashable, Codable {
     /// The longest lease a workload may hold, counted from now whenever it is set or extended, in seconds; nil for
     /// no cap (then `unlimited` is allowed). Users cannot switch it off.
     public var maxLeaseSeconds: Int?
+    /// Interactive workloads showing no activity for this long are stopped (`IdleTimeout`), in seconds; nil: never.
+    public var idleTimeoutSeconds: Int?
 
     /// The queue that always exists.
     public static let defaultName = "default"
@@ -23,8 +25,9 @@ public struct Queue: Sendable, Hashable, Codable {
     /// Creates a queue.
     public init(
         name: String, priority: Int = 0, description: String = "", pool: String? = nil, allowRoot: Bool = false, defaultLeaseSeconds: Int? = nil,
-        maxLeaseSeconds: Int? = nil
+        maxLeaseSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil
     ) {
+        self.idleTimeoutSeconds = idleTimeoutSeconds
         self.defaultLeaseSeconds = defaultLeaseSeconds
         self.maxLeaseSeconds = maxLeaseSeconds
         self.name = name
@@ -34,7 +37,7 @@ public struct Queue: Sendable, Hashable, Codable {
         self.allowRoot = allowRoot
     }
 
-    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, defaultLeaseSeconds, maxLeaseSeconds }
+    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, defaultLeaseSeconds, maxLeaseSeconds, idleTimeoutSeconds }
 
     /// Decodes a stored queue; `allowRoot` is false in records written before it existed.
     public init(from decoder: any Decoder) throws {
@@ -46,6 +49,7 @@ public struct Queue: Sendable, Hashable, Codable {
         allowRoot = try c.decodeIfPresent(Bool.self, forKey: .allowRoot) ?? false
         defaultLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .defaultLeaseSeconds)
         maxLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .maxLeaseSeconds)
+        idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds)
     }
 
     /// The lease an interactive workload gets where neither it nor its queue names one: 12 hours.

@@ -49,9 +49,33 @@ public enum Transitions {
 
     /// An interactive workload that starts running gets its lease, counted from now (each start gets a fresh one).
     static func startLease(_ w: inout Workload, at now: Date) {
-        guard w.spec.kind == .interactive, w.leaseExpiresAt == nil, let seconds = w.spec.lease?.seconds else { return }
+        guard w.spec.kind == .interactive else { return }
+        // Each start resets the idle clock (a restarted workload is not idle for its last attempt's quiet).
+        w.lastActivityAt = now
+        w.lastActivitySource = "start"
+        w.idleWarned = nil
+        guard w.leaseExpiresAt == nil, let seconds = w.spec.lease?.seconds else { return }
         w.leaseExpiresAt = now.addingTimeInterval(Double(seconds))
         w.leaseWarned = nil
+    }
+
+    /// A sign of use: the idle clock starts again from `at` (never moves back), and a pending idle warning is void.
+    public static func activity(_ w: Workload, source: String, at: Date) -> Workload {
+        guard w.phase == .running, w.spec.kind == .interactive, (w.lastActivityAt ?? .distantPast) < at else { return w }
+        var w = w
+        w.lastActivityAt = at
+        w.lastActivitySource = source
+        w.idleWarned = nil
+        w.version += 1
+        return w
+    }
+
+    /// The warning that it will be stopped for idleness was given.
+    public static func idleWarningGiven(_ w: Workload) -> Workload {
+        var w = w
+        w.idleWarned = true
+        w.version += 1
+        return w
     }
 
     /// A task could not be started: it failed, and the gang's tasks not started yet never will be.

@@ -276,6 +276,12 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
     public var leaseWarned: Bool?
     /// How many times it was restarted.
     public var restarts: Int?
+    /// An interactive workload's last sign of use (proxy traffic, CPU or GPU use, a busy kernel, its start), and
+    /// what showed it; idle stops count from it.
+    public var lastActivityAt: Date?
+    public var lastActivitySource: String?
+    /// Whether the warning that it is about to be stopped for idleness was given since its last activity.
+    public var idleWarned: Bool?
 
     /// A new pending workload.
     public init(id: String, tenant: String, owner: String, seq: Int64 = 0, spec: WorkloadSpec, createdAt: Date) {

@@ -14,6 +14,18 @@ public struct RuntimeKind: RawRepresentable, Hashable, Sendable, Codable, Custom
     public var description: String { rawValue }
 }
 
+/// How much a running task uses, for idle detection (an interactive workload that computes is not idle).
+public protocol TaskUsageProbe: Sendable {
+    /// The CPU time the task has used so far, in seconds (all its processes); nil when it cannot be read.
+    func cpuSeconds(workloadID: String, taskIndex: Int, handle: String) async -> Double?
+}
+
+/// How busy the GPUs of a node are, for idle detection.
+public protocol GPUUtilizationProbe: Sendable {
+    /// Utilisation in percent by GPU index on `node` (nvidia-smi's utilization.gpu); nil where it cannot be read.
+    func gpuUtilization(node: String) async -> [Int: Int]?
+}
+
 /// Opens connections to the ports a running task serves, for the proxy (and port forwarding): only a listener that
 /// belongs to the task itself is ever connected to, so another tenant's task that grabs the port first cannot
 /// receive its traffic.

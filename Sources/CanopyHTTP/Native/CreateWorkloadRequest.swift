@@ -119,9 +119,12 @@ public struct CreateQueueRequest: Codable, Sendable {
     public var defaultLease: DurationValue?
     /// The longest lease, from now, any of its workloads may hold (default: no cap).
     public var maxLease: DurationValue?
+    /// Interactive workloads idle this long are stopped (default: never).
+    public var idleTimeout: DurationValue?
     /// The fields it may carry.
     public static let shape = BodyShape.object([
         "name": .value, "priority": .integer, "description": .value, "pool": .value, "allowRoot": .value, "defaultLease": .value, "maxLease": .value,
+        "idleTimeout": .value,
     ])
 
     public init(name: String, priority: Int? = nil, description: String? = nil, pool: String? = nil, allowRoot: Bool? = nil) {
@@ -165,11 +168,14 @@ public struct QueueView: Codable, Sendable {
     public var defaultLeaseSeconds: Int?
     /// Its lease cap, in seconds; none when absent.
     public var maxLeaseSeconds: Int?
+    /// Its idle timeout, in seconds; none when absent.
+    public var idleTimeoutSeconds: Int?
 
     public init(
         name: String, priority: Int, description: String, pool: String?, allowRoot: Bool = false, pending: Int, running: Int,
-        defaultLeaseSeconds: Int? = nil, maxLeaseSeconds: Int? = nil
+        defaultLeaseSeconds: Int? = nil, maxLeaseSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil
     ) {
+        self.idleTimeoutSeconds = idleTimeoutSeconds
         self.defaultLeaseSeconds = defaultLeaseSeconds
         self.maxLeaseSeconds = maxLeaseSeconds
         self.name = name
@@ -181,7 +187,9 @@ public struct QueueView: Codable, Sendable {
         self.running = running
     }
 
-    private enum CodingKeys: String, CodingKey { case name, priority, description, pool, allowRoot, pending, running, defaultLeaseSeconds, maxLeaseSeconds }
+    private enum CodingKeys: String, CodingKey {
+        case name, priority, description, pool, allowRoot, pending, running, defaultLeaseSeconds, maxLeaseSeconds, idleTimeoutSeconds
+    }
 
     /// Decodes a view; `allowRoot` is false from a server older than it.
     public init(from decoder: any Decoder) throws {
@@ -195,6 +203,7 @@ public struct QueueView: Codable, Sendable {
         running = try c.decode(Int.self, forKey: .running)
         defaultLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .defaultLeaseSeconds)
         maxLeaseSeconds = try c.decodeIfPresent(Int.self, forKey: .maxLeaseSeconds)
+        idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds)
     }
 }
 

@@ -201,7 +201,7 @@ public struct NativeAPI: Sendable {
             QueueView(
                 name: $0.name, priority: $0.priority, description: $0.description, pool: $0.pool, allowRoot: $0.allowRoot,
                 pending: counts[$0.name]?.pending ?? 0, running: counts[$0.name]?.running ?? 0, defaultLeaseSeconds: $0.defaultLeaseSeconds,
-                maxLeaseSeconds: $0.maxLeaseSeconds)
+                maxLeaseSeconds: $0.maxLeaseSeconds, idleTimeoutSeconds: $0.idleTimeoutSeconds)
         }
         return try APIJSON.response(Page(items: views, nextCursor: nil))
     }
@@ -230,14 +230,16 @@ public struct NativeAPI: Sendable {
         if let d = body.defaultLease?.seconds, let m = body.maxLease?.seconds, d > m {
             throw CanopyError.invalid("defaultLease", "the default lease is longer than the cap (maxLease)")
         }
+        if let i = body.idleTimeout?.seconds, i < 10 { throw CanopyError.invalid("idleTimeout", "an idle timeout is at least 10s") }
         let queue = Queue(
             name: body.name, priority: body.priority ?? 0, description: body.description ?? "", pool: body.pool, allowRoot: body.allowRoot ?? false,
-            defaultLeaseSeconds: body.defaultLease?.seconds, maxLeaseSeconds: body.maxLease?.seconds)
+            defaultLeaseSeconds: body.defaultLease?.seconds, maxLeaseSeconds: body.maxLease?.seconds, idleTimeoutSeconds: body.idleTimeout?.seconds)
         try await controller.save(queue: queue)
         return try APIJSON.response(
             QueueView(
                 name: queue.name, priority: queue.priority, description: queue.description, pool: queue.pool, allowRoot: queue.allowRoot, pending: 0,
-                running: 0, defaultLeaseSeconds: queue.defaultLeaseSeconds, maxLeaseSeconds: queue.maxLeaseSeconds),
+                running: 0, defaultLeaseSeconds: queue.defaultLeaseSeconds, maxLeaseSeconds: queue.maxLeaseSeconds,
+                idleTimeoutSeconds: queue.idleTimeoutSeconds),
             status: .created)
     }
 

@@ -222,7 +222,8 @@ public enum OpenAPIDocument {
                 "stopRequestedAt": time, "tasks": ["type": "array", "items": ref("Task")], "version": int,
                 "conditions": ["type": "array", "items": ref("Reason"), "description": "what holds besides the phase, e.g. BackendUnavailable"],
                 "imageReference": ["type": "string", "description": "the engine's content id (sha256:...) of spec.image, resolved in the catalog at submit"],
-                "leaseExpiresAt": time, "leaseWarned": ["type": "boolean"], "restarts": int,
+                "leaseExpiresAt": time, "leaseWarned": ["type": "boolean"], "restarts": int, "lastActivityAt": time, "lastActivitySource": str,
+                "idleWarned": ["type": "boolean"],
             ],
         ],
         "App": [
@@ -254,7 +255,7 @@ public enum OpenAPIDocument {
             "type": "object",
             "properties": [
                 "name": str, "priority": int, "description": str, "pool": str, "allowRoot": ["type": "boolean"], "pending": int, "running": int,
-                "defaultLeaseSeconds": int, "maxLeaseSeconds": int,
+                "defaultLeaseSeconds": int, "maxLeaseSeconds": int, "idleTimeoutSeconds": int,
             ],
         ],
         "CreateQueue": closed(
@@ -267,6 +268,10 @@ public enum OpenAPIDocument {
                 ],
                 "maxLease": [
                     "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "the longest lease from now (default: no cap)",
+                ],
+                "idleTimeout": [
+                    "oneOf": [["type": "integer", "minimum": 10], ["type": "string"]],
+                    "description": "interactive workloads with no activity this long are stopped (IdleTimeout); default never",
                 ],
             ], required: ["name"]),
         "Token": ["type": "object", "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str]],
