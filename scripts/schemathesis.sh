@@ -76,9 +76,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 # Leases and restarts: a lease request names exactly one of extend, until and unlimited (a 400 otherwise, which
 # the schema cannot state), a lease or an extension must stay within the queue's cap, and only a stopped
 # interactive workload restarts (409 for any other). A login link needs a declared HTTP port (400 otherwise) of a
-# running task (409).
+# running task (409). Only a stopped or finished workload is deleted (409 otherwise).
 [[operations]]
-include-name = ["POST /workloads/{id}/lease", "POST /workloads/{id}/restart", "POST /workloads/{id}/open"]
+include-name = ["POST /workloads/{id}/lease", "POST /workloads/{id}/restart", "POST /workloads/{id}/open", "DELETE /workloads/{id}"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 
 # Images: this server has no container engine, so adding one is a documented 409, and a name must also be one the

@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, OpenCommand.self, JupyterCommand.self, AppsCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, RemoveCommand.self, OpenCommand.self, JupyterCommand.self, AppsCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
@@ -211,6 +211,22 @@ struct LeaseCommand: AsyncParsableCommand {
         try await client { c in
             let w = try await c.call(.POST, "/workloads/\(id)/lease", body: body, as: Workload.self)
             printOut("\(w.id) lease ends \(w.leaseExpiresAt.map { Format.timestamp($0) } ?? (w.spec.lease == .unlimited ? "never (unlimited)" : "when it next runs: " + (w.spec.lease?.description ?? "-")))")
+        }
+    }
+}
+
+struct RemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm", abstract: "Delete stopped or finished workloads with their files (logs, working directories).")
+
+    @Argument(help: "Workload ids.") var ids: [String]
+
+    func run() async throws {
+        try await client { c in
+            for id in ids {
+                _ = try await c.raw(.DELETE, "/workloads/\(id)")
+                printOut(id)
+            }
         }
     }
 }

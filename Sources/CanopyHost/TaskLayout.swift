@@ -197,3 +197,19 @@ public struct TaskLayout: Sendable {
         return fields[0] == "signal" ? 128 + n : n
     }
 }
+
+/// A workload's directory under a workloads root, as a whole.
+public enum WorkloadDirectory {
+    /// Deletes `root/ID` without following any link in it (tasks may have left links to anywhere); missing is fine.
+    public static func remove(root: String, workloadID: String) throws {
+        guard Base62.isValid(workloadID) else { throw CanopyError.invalid("id", "not a workload id") }
+        guard FileManager.default.fileExists(atPath: root) else { return }
+        let dir = try FileTree.openDirectory(root)
+        guard let st = FileTree.lstatAt(dir, workloadID) else { return }
+        guard FileTree.isDirectory(st) else { throw CanopyError(.internal, "\(root)/\(workloadID) is not a directory") }
+        FileTree.remove(workloadID, in: dir)
+        if FileTree.lstatAt(dir, workloadID) != nil {
+            throw CanopyError(.conflict, "the files of workload \(workloadID) are nested deeper than \(FileTree.maxDepth) levels; some are left in \(root)/\(workloadID)")
+        }
+    }
+}

@@ -306,6 +306,11 @@ public final class LocalExecutor: PlacedRuntime {
     /// Nothing to do in the background: the reaper reports exits as they happen.
     public func run() async {}
 
+    /// Deletes the workload's directory (see `WorkloadDirectory.remove`).
+    public func removeFiles(workloadID: String) async throws {
+        try WorkloadDirectory.remove(root: config.workloadsRoot, workloadID: workloadID)
+    }
+
     /// Writes the notice into the task's directory (see `TaskLayout.post`).
     public func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
         TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).post(notice)

@@ -139,6 +139,12 @@ public final class SQLiteStore: Store {
         }.map { try Codec.decode(Workload.self, $0) }
     }
 
+    public func deleteWorkload(id: String) async throws -> Bool {
+        let existed = try await pool.read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM workloads WHERE id = ?", arguments: [id]) ?? false }
+        try await commit.perform { db in try db.execute(sql: "DELETE FROM workloads WHERE id = ?", arguments: [id]) }
+        return existed
+    }
+
     // MARK: queues
 
     public func queues() async throws -> [Queue] {

@@ -30,6 +30,8 @@ public actor WorkloadController {
     /// Idle detection: each sampled task's CPU time when last read, and when each workload is sampled next.
     var cpuSamples: [String: (seconds: Double, at: Date)] = [:]
     var nextSample: [String: Date] = [:]
+    /// Workloads being deleted (no restart meanwhile).
+    var removing: Set<String> = []
 
     var active: [String: Workload] = [:]
     var queueOrders: [String: QueueOrder] = [:]
@@ -245,6 +247,7 @@ public actor WorkloadController {
     /// Starts a stopped interactive workload again: it waits in its queue as a new attempt, its files where they
     /// were, with a fresh lease when it runs.
     public func restart(_ id: String) async throws -> Workload {
+        guard !removing.contains(id) else { throw CanopyError(.conflict, "workload \(id) is being deleted") }
         guard let before = try await current(id) else { throw CanopyError.notFound("workload", id) }
         guard before.phase == .stopped else {
             throw CanopyError(.conflict, "workload \(id) is \(before.phase.rawValue); only a stopped interactive workload can be restarted")
@@ -280,6 +283,28 @@ public actor WorkloadController {
     }
 
     /// A workload as it is now: the live one, or the stored one once it left memory.
+    /// Deletes a workload that ended or stopped: its files, then its record. A workload that can still run (or
+    /// is still stopping) is a 409.
+    public func remove(_ id: String) async throws {
+        guard !removing.contains(id) else { throw CanopyError(.conflict, "workload \(id) is already being deleted") }
+        // Its final state written first: a finished workload then leaves memory.
+        if active[id] != nil { await persist() }
+        if let w = active[id] {
+            throw CanopyError(.conflict, "workload \(id) is \(w.phase.rawValue); stop it first (canopy stop), then delete it once it is Stopped or ended")
+        }
+        guard let w = try await store.workload(id: id) else { throw CanopyError.notFound("workload", id) }
+        guard w.phase.isTerminal || w.phase == .stopped else {
+            throw CanopyError(.conflict, "workload \(id) is \(w.phase.rawValue); only a stopped or finished workload can be deleted")
+        }
+        removing.insert(id)
+        defer { removing.remove(id) }
+        // Files first: if they cannot all go, the record stays, to try again.
+        let kinds = Set(w.tasks.map { runtimes.kind(of: $0, spec: w.spec) }).union([runtimes.kind(for: w.spec)])
+        for kind in kinds { try await runtimes.runtime(kind)?.removeFiles(workloadID: id) }
+        _ = try await store.deleteWorkload(id: id)
+        notify()
+    }
+
     func current(_ id: String) async throws -> Workload? {
         if let w = active[id] { return w }
         return try await store.workload(id: id)

@@ -305,6 +305,12 @@ public struct WorkloadService: Sendable {
         return await controller.stop(w.id) ?? w
     }
 
+    /// Deletes a stopped or finished workload with its files (its owner or an admin).
+    public func remove(_ id: String, as principal: Principal) async throws {
+        let w = try await getForChange(id, as: principal, to: "delete")
+        try await controller.remove(w.id)
+    }
+
     /// Releases a held workload (its owner or an admin).
     public func release(_ id: String, as principal: Principal) async throws -> Workload {
         let w = try await getForChange(id, as: principal, to: "release")

@@ -246,6 +246,11 @@ public actor SlurmExecutor: SchedulingBackend {
         return .running
     }
 
+    /// Deletes the workload's directory (see `WorkloadDirectory.remove`).
+    public nonisolated func removeFiles(workloadID: String) async throws {
+        try WorkloadDirectory.remove(root: config.workloadsRoot, workloadID: workloadID)
+    }
+
     /// Writes the notice into the task's directory (see `TaskLayout.post`).
     public nonisolated func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
         TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex).post(notice)

@@ -145,7 +145,7 @@ struct InputHardeningTests {
     func methodNotAllowed() async throws {
         try await withServer { server, client in
             for (method, uri, allow) in [
-                (HTTPRequest.Method.trace, "/api/v1/workloads", "POST, GET"), (.delete, "/api/v1/workloads/abc", "GET"),
+                (HTTPRequest.Method.trace, "/api/v1/workloads", "POST, GET"), (.put, "/api/v1/workloads/abc", "GET, DELETE"),
                 (.put, "/api/v1/queues/default", "DELETE"), (.post, "/api/v1/openapi.json", "GET"), (.patch, "/api/v1/data/content", "GET, PUT"),
             ] {
                 try await client.execute(uri: uri, method: method, headers: authHeaders(server.adminToken)) { r in

@@ -82,4 +82,42 @@ struct InteractiveCLILiveTests {
             _ = try await server.cli(["stop", busy, served])
         }
     }
+
+    @Test("canopy rm deletes a stopped or finished workload and its files, never through a task's links; a running one is a 409; others' are 403/404")
+    func remove() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-rm"), removeAfter: true) { server in
+            let outside = try makeTempDir("canopy-rm-outside")
+            FileManager.default.createFile(atPath: outside + "/keep", contents: Data("keep".utf8))
+            chmod(outside, 0o777)
+            // The task leaves a link to a directory outside, and a file through nothing.
+            let done = try await server.cli(["run", "--", "sh", "-c", "ln -s \(outside) escape; mkdir -p a/b/c; echo x > a/b/c/f"])
+            #expect(done.status == 0, "\(done)")
+            let all = (try? JSONSerialization.jsonObject(with: Data(try await server.cli(["ps", "--all", "-o", "json"]).stdout.utf8))) as? [[String: Any]]
+            let finished = try #require(all?.first?["id"] as? String)
+            let dir = server.dataDir + "/workloads/\(finished)"
+            #expect(FileManager.default.fileExists(atPath: dir + "/task-0/work/a/b/c/f"), "\(finished)")
+            let other = try await server.cli(["tokens", "create", "--user", "mallory", "--tenant", "evil"])
+            let otherToken = other.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
+            let foreign = try await runProcess(buildProductsDir + "/canopy", ["rm", finished], env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": otherToken])
+            #expect(foreign.status != 0 && foreign.stderr.contains("404"), "\(foreign)")
+            let rm = try await server.cli(["rm", finished])
+            #expect(rm.status == 0, "\(rm)")
+            #expect(!FileManager.default.fileExists(atPath: dir))
+            #expect((try? String(contentsOfFile: outside + "/keep", encoding: .utf8)) == "keep", "the link was not followed")
+            #expect(try await server.cli(["show", finished]).status != 0)
+            #expect(try await server.cli(["rm", finished]).status != 0, "gone")
+
+            let live = try await server.cli(["run", "-d", "--interactive", "--", "sleep", "300"])
+            let id = live.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
+            let refused = try await server.cli(["rm", id])
+            #expect(refused.status != 0 && refused.stderr.contains("409") && refused.stderr.contains("stop it first"), "\(refused)")
+            #expect(try await server.cli(["stop", id]).status == 0)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Stopped" })
+            #expect(try await server.cli(["rm", id]).status == 0)
+            #expect(!FileManager.default.fileExists(atPath: server.dataDir + "/workloads/\(id)"))
+            #expect(try await server.cli(["restart", id]).status != 0)
+            try? FileManager.default.removeItem(atPath: outside)
+        }
+    }
 }

@@ -84,6 +84,9 @@ public final class InMemoryRuntime: PlacedRuntime {
         "/in-memory/\(kind)/\(workloadID)/task-\(taskIndex)/\(stream).log"
     }
 
+    /// Nothing to delete: this runtime keeps no files.
+    public func removeFiles(workloadID: String) async throws {}
+
     /// Records the notice (see `notices`).
     public func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async {
         state.withLock { $0.notices.append((Self.key(workloadID, taskIndex), notice)) }

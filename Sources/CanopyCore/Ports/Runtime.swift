@@ -69,6 +69,9 @@ public protocol TaskRuntime: Sendable {
     /// container's `/workspace/.canopy/NAME`), and appends `logLine`, if any, to its standard output log. Best
     /// effort: a task that has no directory (yet) is not told.
     func post(_ notice: TaskNotice, workloadID: String, taskIndex: Int) async
+    /// Deletes a workload's files (its directory, task directories, logs) once it is removed; no task of it may
+    /// run. Throws `CanopyError` naming what could not be removed.
+    func removeFiles(workloadID: String) async throws
     /// Copies a finished task's outputs out of its directory (replacing a destination only when asked to);
     /// throws a message-bearing error naming the output that could not be copied.
     func collectOutputs(workloadID: String, taskIndex: Int, spec: WorkloadSpec, outputs: [StagedOutput]) async throws

@@ -33,6 +33,8 @@ public protocol Store: Sendable {
     func workloads(_ query: WorkloadQuery) async throws -> [Workload]
     /// Every workload that is not finished, oldest first: what a restart must pick up.
     func activeWorkloads() async throws -> [Workload]
+    /// Deletes a workload's record; false when there was none.
+    func deleteWorkload(id: String) async throws -> Bool
 
     /// All queues.
     func queues() async throws -> [Queue]

@@ -37,7 +37,7 @@ public struct NativeAPI: Sendable {
     /// The routes behind the bearer token, under `/api/v1`. One table, so a 405 can name what a path allows.
     var authedRoutes: [(method: HTTPRequest.Method, path: String, handler: Handler)] {
         [
-            (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get),
+            (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get), (.delete, "/workloads/{id}", remove),
             (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release), (.post, "/workloads/{id}/restart", restart),
             (.post, "/workloads/{id}/lease", lease), (.post, "/workloads/{id}/open", open),
             (.get, "/workloads/{id}/tasks/{index}/logs", logs),
@@ -117,6 +117,11 @@ public struct NativeAPI: Sendable {
 
     @Sendable func get(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         try APIJSON.response(shown(try await workloads.get(try context.parameters.require("id"), as: try context.requirePrincipal())))
+    }
+
+    @Sendable func remove(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        try await workloads.remove(try context.parameters.require("id"), as: try context.requirePrincipal())
+        return Response(status: .noContent)
     }
 
     @Sendable func stop(_ request: Request, context: CanopyRequestContext) async throws -> Response {

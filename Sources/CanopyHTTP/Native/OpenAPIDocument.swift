@@ -337,7 +337,15 @@ public enum OpenAPIDocument {
                     query("tenant", str, "admins: only this tenant (ignored for users)"),
                 ], responses: ["200": ok(page("Workload"))]),
         ],
-        "/workloads/{id}": ["get": op("getWorkload", "Get a workload", params: [id], responses: ["200": ok(ref("Workload"))])],
+        "/workloads/{id}": [
+            "get": op("getWorkload", "Get a workload", params: [id], responses: ["200": ok(ref("Workload"))]),
+            "delete": op(
+                "deleteWorkload", "Delete a stopped or finished workload with its files (logs, working directories); its owner or an admin", params: [id],
+                responses: [
+                    "204": ["description": "Deleted"], "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
+                    "409": ok(ref("Error"), "It can still run: stop it first"),
+                ]),
+        ],
         "/workloads/{id}/stop": [
             "post": op(
                 "stopWorkload", "Stop a workload (SIGTERM, then SIGKILL after the grace period); its owner or an admin", params: [id],
