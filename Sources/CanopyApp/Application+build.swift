@@ -102,7 +102,8 @@ public func buildApplication(
         imageFilesystems = try ImageFilesystems(root: dataDir + "/images/fs", engine: imageEngine)
         await imageFilesystems?.removeLeftovers()
     }
-    let apps = try AppService(keyFile: dataDir + "/app.key", configured: try config.loadedApps())
+    let proxyDomain = try config.checkedProxyDomain()
+    let apps = try AppService(keyFile: dataDir + "/app.key", configured: try config.loadedApps(), hostMode: proxyDomain != nil)
     let controller = WorkloadController(
         store: store, runtimes: runtimes, dataStore: dataStore, stopGrace: config.stopGrace, imageFilesystems: imageFilesystems, apps: apps, logger: logger)
     try await controller.recover()
@@ -117,7 +118,7 @@ public func buildApplication(
         store: store, controller: controller, runtimes: runtimes, images: images, imagePolicy: try config.resolvedImagePolicy(hasEngine: imageEngine != nil),
         hostMountAllowList: try config.checkedHostMounts(), dataStore: dataStore, apps: apps)
     let data = DataService(store: dataStore)
-    let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes, apps: apps)
+    let endpoints = EndpointService(workloads: workloads, auth: auth, runtimes: runtimes, apps: apps, domain: proxyDomain)
     endpoints.onActivity { id in Task { await controller.recordActivity(id, source: "proxy") } }
     var services: [any Service] = [controller]
     if let proxyPort = try config.resolvedProxyPort() {

@@ -77,6 +77,10 @@ public struct ServerConfiguration: Sendable {
     /// (behind a TLS terminator or another host name), e.g. `https://apps.example.com`.
     public var proxyURL: String?
 
+    /// `--proxy-domain`, `CANOPY_PROXY_DOMAIN`: a wildcard domain whose names reach the proxy (`*.apps.example.com`
+    /// in DNS): each instance port is then served at a host name of its own, `HEX-TASK-PORT.apps.example.com`, an
+    /// origin of its own, and path-mode URLs are refused. Recommended wherever a wildcard DNS name can be had.
+    public var proxyDomain: String?
     /// `--apps FILE`, `CANOPY_APPS`: a JSON file of the apps an admin configures (code-server, RStudio, ...), each
     /// `{"name", "command": [...], "port", "image"?, "tokenEnv"?, "tokenHeader"?, "description"?}`; they join the
     /// built-in `jupyter` (one of the same name replaces it).
@@ -114,6 +118,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_PROXY_PORT"], !v.isEmpty { proxyPort = v == "off" ? -1 : Int(v) }
         if let v = environment["CANOPY_PROXY_URL"], !v.isEmpty { proxyURL = v }
         if let v = environment["CANOPY_APPS"], !v.isEmpty { appsFile = v }
+        if let v = environment["CANOPY_PROXY_DOMAIN"], !v.isEmpty { proxyDomain = v }
         dataForest = DataForestConfiguration(environment: environment)
     }
 
@@ -127,6 +132,19 @@ public struct ServerConfiguration: Sendable {
             return p
         case .none: return port == 0 ? 0 : port + 1
         }
+    }
+
+    /// The proxy's wildcard domain, checked: DNS labels of letters, digits and '-', lowercased.
+    func checkedProxyDomain() throws -> String? {
+        guard var d = proxyDomain?.lowercased() else { return nil }
+        if d.hasPrefix("*.") { d.removeFirst(2) }
+        let labels = d.split(separator: ".", omittingEmptySubsequences: false)
+        guard d.utf8.count <= 190, labels.count >= 1,
+            labels.allSatisfy({ l in (1...63).contains(l.utf8.count) && !l.hasPrefix("-") && !l.hasSuffix("-") && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } })
+        else {
+            throw CanopyError.invalid("proxy-domain", "proxy-domain must be a DNS name such as apps.example.com (whose *.apps.example.com reach the proxy)")
+        }
+        return d
     }
 
     /// The configured apps, read and checked.

@@ -47,6 +47,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port of the proxy that serves tasks' HTTP ports, a separate origin from the API (default: the API's port + 1; off: no proxy).")
     var proxyPort: String?
     @Option(help: "The URL users reach the proxy at, when not http://HOST:PROXY-PORT (e.g. behind TLS: https://apps.example.com).") var proxyURL: String?
+    @Option(help: "A wildcard domain reaching the proxy (*.apps.example.com): each instance gets a host name, an origin, of its own.")
+    var proxyDomain: String?
     @Option(help: "A JSON file of apps workloads may run by name (canopy run --app NAME), beside the built-in jupyter.") var apps: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
@@ -81,6 +83,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let proxyURL { config.proxyURL = proxyURL }
         if let apps { config.appsFile = apps }
+        if let proxyDomain { config.proxyDomain = proxyDomain }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

@@ -73,30 +73,28 @@ public final class ProxyServer: Service, Sendable {
     }
 }
 
-/// The parsed `/proxy/ID/TASK/PORT/rest` of a request target.
+/// The parsed `/proxy/ID/TASK/PORT/rest` of a request target (path mode), or a host mode's `HEX-TASK-PORT.DOMAIN`
+/// with its target.
 struct ProxyRoute: Equatable {
     var workloadID: String
     var task: Int
     var port: Int
-    /// The target without the login parameter (what a login link redirects to), when it carried one.
+    /// The login link's code, when the target carried one.
     var loginCode: String?
+    /// The target without the login parameter (what a login link redirects to).
     var withoutLogin: String
-    /// True when the target is exactly the prefix without its trailing slash (redirected to it).
+    /// True when the target is exactly the path-mode prefix without its trailing slash (redirected to it).
     var bare: Bool
+    /// The path the instance is served under: its cookie's path, and what referrers of the same instance start with.
+    var prefix: String
+    /// `X-Forwarded-Prefix` for the task (path mode only).
+    var forwardedPrefix: String?
 
-    var prefix: String { "/proxy/\(workloadID)/" }
-
-    /// nil when the target is not a proxy path.
-    static func parse(_ uri: String) -> ProxyRoute? {
+    /// Splits the login parameter off a target: the path, the code, and the target without it.
+    static func splitLogin(_ uri: String) -> (path: Substring, code: String?, withoutLogin: String) {
         let pathEnd = uri.firstIndex(where: { $0 == "?" || $0 == "#" }) ?? uri.endIndex
         let path = uri[..<pathEnd]
         let query = pathEnd < uri.endIndex && uri[pathEnd] == "?" ? String(uri[uri.index(after: pathEnd)...]) : ""
-        let parts = path.split(separator: "/", maxSplits: 5, omittingEmptySubsequences: false)
-        // "", "proxy", ID, TASK, PORT[, rest]
-        guard parts.count >= 5, parts[0].isEmpty, parts[1] == "proxy", Base62.isValid(String(parts[2])),
-            let task = Int(parts[3]), (0..<1024).contains(task), parts[4].utf8.count <= 5, let port = Int(parts[4]), (1...65535).contains(port),
-            String(task) == parts[3], String(port) == parts[4]
-        else { return nil }
         var code: String?
         var kept: [Substring] = []
         for item in query.split(separator: "&", omittingEmptySubsequences: false) {
@@ -107,9 +105,30 @@ struct ProxyRoute: Equatable {
             }
         }
         let rest = kept.filter { !$0.isEmpty }.joined(separator: "&")
+        return (path, code, String(path) + (rest.isEmpty ? "" : "?" + rest))
+    }
+
+    /// nil when the target is not a proxy path.
+    static func parse(_ uri: String) -> ProxyRoute? {
+        let (path, code, withoutLogin) = splitLogin(uri)
+        let parts = path.split(separator: "/", maxSplits: 5, omittingEmptySubsequences: false)
+        // "", "proxy", ID, TASK, PORT[, rest]
+        guard parts.count >= 5, parts[0].isEmpty, parts[1] == "proxy", Base62.isValid(String(parts[2])),
+            let task = Int(parts[3]), (0..<1024).contains(task), parts[4].utf8.count <= 5, let port = Int(parts[4]), (1...65535).contains(port),
+            String(task) == parts[3], String(port) == parts[4]
+        else { return nil }
+        let id = String(parts[2])
         return ProxyRoute(
-            workloadID: String(parts[2]), task: task, port: port, loginCode: code,
-            withoutLogin: String(path) + (rest.isEmpty ? "" : "?" + rest), bare: parts.count == 5)
+            workloadID: id, task: task, port: port, loginCode: code, withoutLogin: withoutLogin, bare: parts.count == 5, prefix: "/proxy/\(id)/",
+            forwardedPrefix: "/proxy/\(id)/\(task)/\(port)")
+    }
+
+    /// A host-mode route: the instance named by the host, the target as it is (origin-form only).
+    static func host(_ uri: String, workloadID: String, task: Int, port: Int) -> ProxyRoute? {
+        guard uri.hasPrefix("/") else { return nil }
+        let (_, code, withoutLogin) = splitLogin(uri)
+        return ProxyRoute(
+            workloadID: workloadID, task: task, port: port, loginCode: code, withoutLogin: withoutLogin, bare: false, prefix: "/", forwardedPrefix: nil)
     }
 }
 
@@ -236,8 +255,20 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         requestEnded = false
         keepAlive = head.isKeepAlive
-        guard let route = ProxyRoute.parse(head.uri) else {
-            return answer(.notFound, code: "NotFound", message: "not a proxy path; instances are at /proxy/WORKLOAD/TASK/PORT/")
+        let route: ProxyRoute
+        if let domain = endpoints.domain {
+            // Host mode: each instance has a host name, an origin, of its own; path-mode URLs are not served.
+            guard let host = head.headers.first(name: "host"), let named = endpoints.parseHost(host),
+                let r = ProxyRoute.host(head.uri, workloadID: named.workloadID, task: named.task, port: named.port)
+            else {
+                return answer(.notFound, code: "NotFound", message: "instances are served at HEX-TASK-PORT.\(domain); see the access URL in canopy show")
+            }
+            route = r
+        } else {
+            guard let r = ProxyRoute.parse(head.uri) else {
+                return answer(.notFound, code: "NotFound", message: "not a proxy path; instances are at /proxy/WORKLOAD/TASK/PORT/")
+            }
+            route = r
         }
         if let code = route.loginCode {
             guard let (session, maxAge) = endpoints.redeem(code: code, workloadID: route.workloadID) else {
@@ -279,7 +310,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Path-based URLs share one origin between instances: a page of one instance must not read another
         // with the viewer's cookie. Browsers say where a request comes from; a same-origin request whose
         // referrer is another workload's path is refused.
-        if !byBearer, head.headers.first(name: "sec-fetch-site") == "same-origin", let referer = head.headers.first(name: "referer"),
+        if !byBearer, route.prefix != "/", head.headers.first(name: "sec-fetch-site") == "same-origin", let referer = head.headers.first(name: "referer"),
             let refPath = URLComponents(string: referer)?.path, refPath.hasPrefix("/proxy/"), !refPath.hasPrefix(route.prefix)
         {
             return answer(.forbidden, code: "PermissionDenied", message: "a page of another instance may not reach this one")
@@ -501,7 +532,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let ip = client?.ipAddress { headers.add(name: "x-forwarded-for", value: ip) }
         headers.add(name: "x-forwarded-proto", value: endpoints.baseURL?.hasPrefix("https:") == true ? "https" : "http")
         if let host = head.headers.first(name: "host") { headers.add(name: "x-forwarded-host", value: host) }
-        headers.add(name: "x-forwarded-prefix", value: "/proxy/\(route.workloadID)/\(route.task)/\(route.port)")
+        if let prefix = route.forwardedPrefix { headers.add(name: "x-forwarded-prefix", value: prefix) }
         h.headers = headers
         return h
     }

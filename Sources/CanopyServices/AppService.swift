@@ -9,9 +9,12 @@ import Foundation
 public final class AppService: Sendable {
     private let apps: [String: AppDefinition]
     private let keyBytes: Data
+    /// Whether instances are served at host names of their own (`{base_url}` is then `/`).
+    private let hostMode: Bool
 
     /// Reads (or creates) the key in `keyFile`; `configured` adds to or replaces the built-in apps by name.
-    public init(keyFile: String, configured: [AppDefinition] = []) throws {
+    public init(keyFile: String, configured: [AppDefinition] = [], hostMode: Bool = false) throws {
+        self.hostMode = hostMode
         keyBytes = try AccessKeyService.loadOrCreateKey(keyFile).withUnsafeBytes { Data($0) }
         var apps = [AppDefinition.jupyter.name: AppDefinition.jupyter]
         for app in configured { apps[app.name] = app }
@@ -42,7 +45,7 @@ public final class AppService: Sendable {
         // The app's port is the workload's first (chosen at submit).
         let port = launch.spec.ports.first?.port ?? app.port
         if launch.spec.command == app.command {
-            launch.spec.command = app.command(workload: launch.workloadID, task: launch.taskIndex, port: port)
+            launch.spec.command = app.command(workload: launch.workloadID, task: launch.taskIndex, port: port, baseURL: hostMode ? "/" : nil)
         }
         if let variable = app.tokenEnv { launch.secretEnv[variable] = token(workloadID: launch.workloadID) }
     }

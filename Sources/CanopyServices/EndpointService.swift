@@ -59,7 +59,10 @@ public final class EndpointService: Sendable {
     private let state = Mutex(State())
 
     /// Creates the service.
-    public init(workloads: WorkloadService, auth: AuthService, runtimes: Runtimes, apps: AppService? = nil, clock: Clock = .system) {
+    public init(
+        workloads: WorkloadService, auth: AuthService, runtimes: Runtimes, apps: AppService? = nil, domain: String? = nil, clock: Clock = .system
+    ) {
+        self.domain = domain
         self.apps = apps
         self.workloads = workloads
         self.auth = auth
@@ -94,12 +97,56 @@ public final class EndpointService: Sendable {
         report?(workloadID)
     }
 
-    /// The path of a task port on the proxy: `/proxy/ID/TASK/PORT/`. The instance is served under it, prefix kept.
+    /// The wildcard domain instances are served under, one host name each (`--proxy-domain`); nil: path mode.
+    public let domain: String?
+
+    /// The path of a task port on the proxy: `/proxy/ID/TASK/PORT/` (path mode; the instance is served under it,
+    /// prefix kept), or `/` (host mode: the instance has its host name to itself).
+    public func path(workloadID: String, task: Int, port: Int) -> String {
+        domain == nil ? Self.path(workloadID: workloadID, task: task, port: port) : "/"
+    }
+
+    /// The path-mode path of a task port.
     public static func path(workloadID: String, task: Int, port: Int) -> String { "/proxy/\(workloadID)/\(task)/\(port)/" }
+
+    /// The host label of a task port in host mode: the workload id's bytes in hex (ids are case-sensitive, host
+    /// names are not), the task and the port: `HEX-TASK-PORT`, at most 55 characters.
+    public static func hostLabel(workloadID: String, task: Int, port: Int) -> String {
+        workloadID.utf8.map { String(format: "%02x", $0) }.joined() + "-\(task)-\(port)"
+    }
+
+    /// The workload, task and port a host name names in host mode (`HEX-TASK-PORT.DOMAIN[:port]`); nil otherwise.
+    public func parseHost(_ host: String) -> (workloadID: String, task: Int, port: Int)? {
+        guard let domain else { return nil }
+        var name = host.lowercased()
+        if let colon = name.lastIndex(of: ":"), !name.hasSuffix("]") { name = String(name[..<colon]) }
+        if name.hasSuffix(".") { name.removeLast() }
+        guard name.hasSuffix("." + domain) else { return nil }
+        let label = name.dropLast(domain.count + 1)
+        let parts = label.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].utf8.count % 2 == 0, (2...44).contains(parts[0].utf8.count), let task = Int(parts[1]), String(task) == parts[1],
+            (0..<1024).contains(task), let port = Int(parts[2]), String(port) == parts[2], (1...65535).contains(port)
+        else { return nil }
+        var bytes: [UInt8] = []
+        var i = parts[0].startIndex
+        while i < parts[0].endIndex {
+            let next = parts[0].index(i, offsetBy: 2)
+            guard let b = UInt8(parts[0][i..<next], radix: 16) else { return nil }
+            bytes.append(b)
+            i = next
+        }
+        let id = String(decoding: bytes, as: UTF8.self)
+        guard Base62.isValid(id) else { return nil }
+        return (id, task, port)
+    }
 
     /// The access URL of an HTTP port, when there is a proxy.
     public func url(workloadID: String, task: Int, port: Int) -> String? {
-        baseURL.map { $0 + Self.path(workloadID: workloadID, task: task, port: port) }
+        guard let base = baseURL else { return nil }
+        guard let domain, let u = URLComponents(string: base), let scheme = u.scheme else {
+            return base + Self.path(workloadID: workloadID, task: task, port: port)
+        }
+        return "\(scheme)://\(Self.hostLabel(workloadID: workloadID, task: task, port: port)).\(domain)\(u.port.map { ":\($0)" } ?? "")/"
     }
 
     /// The endpoints of a task as the API shows them: every declared port, with a URL for HTTP ones while the task
@@ -155,7 +202,7 @@ public final class EndpointService: Sendable {
     /// for that workload. `tokenHash` is the hash of the token the caller authenticated with; the session ends
     /// when that token is revoked.
     public func loginLink(_ id: String, task: Int, port: Int?, as principal: Principal, tokenHash: String) async throws -> (url: String, expiresAt: Date) {
-        guard let base = baseURL else { throw CanopyError(.unavailable, "this server has no proxy (canopy serve --proxy-port)") }
+        guard baseURL != nil else { throw CanopyError(.unavailable, "this server has no proxy (canopy serve --proxy-port)") }
         let w = try await workloads.getForChange(id, as: principal, to: "open")
         let http = w.spec.ports.filter { $0.protocol == .http }
         guard let chosen = port ?? http.first?.port else {
@@ -171,8 +218,8 @@ public final class EndpointService: Sendable {
             Self.sweep(&s.links, now: clock.now(), max: Self.maxLinks, expires: \.expires)
             s.links[Self.digest(code)] = Link(workloadID: w.id, tokenHash: tokenHash, expires: expires)
         }
-        let path = Self.path(workloadID: w.id, task: task, port: chosen)
-        return (base + path + "?" + Self.loginParameter + "=" + code, expires)
+        let url = self.url(workloadID: w.id, task: task, port: chosen) ?? ""
+        return (url + "?" + Self.loginParameter + "=" + code, expires)
     }
 
     /// The query parameter a login link carries.

@@ -309,4 +309,48 @@ struct ProxyLiveTests {
         }
         try? FileManager.default.removeItem(atPath: dir)
     }
+
+    @Test("host mode (--proxy-domain): each instance port at a host name of its own, no path prefix, a host-only cookie; path-mode URLs refused")
+    func hostMode() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-proxy-host"), removeAfter: true, extra: ["--proxy-domain", "apps.test"]) { server in
+            let port = Self.freePort()
+            let run = try await server.cli(["run", "-d", "--interactive", "--port", String(port), "--", "python3", "-c", Self.upstream, String(port)])
+            let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
+            let open = try await server.cli(["open", id])
+            let link = try #require(URLComponents(string: open.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), "\(open)")
+            let label = id.utf8.map { String(format: "%02x", $0) }.joined() + "-0-\(port)"
+            #expect(link.host == "\(label).apps.test" && link.path == "/", "\(open)")
+            let proxyPort = try #require(link.port)
+            let host = "Host=\(label).apps.test:\(proxyPort)"
+            let local = "http://127.0.0.1:\(proxyPort)"
+            let auth = "Authorization=Bearer \(server.token)"
+            var echo = Reply(status: 0, headers: [:], body: "")
+            _ = try await eventually(timeout: .seconds(20)) {
+                echo = try await Self.call("get", local + "/echo?x=1", [host, auth])
+                return echo.status == 200
+            }
+            #expect(echo.json["path"] as? String == "/echo?x=1", "\(echo)")
+            #expect((echo.json["headers"] as? [String: String])?["x-forwarded-prefix"] == nil)
+            // Path-mode URLs, and host names that name nothing, are not served.
+            #expect(try await Self.call("get", local + "/proxy/\(id)/0/\(port)/echo", [auth]).status == 404)
+            #expect(try await Self.call("get", local + "/echo", ["Host=zz-0-\(port).apps.test", auth]).status == 404)
+            #expect(try await Self.call("get", local + "/echo", ["Host=\(label).elsewhere.test", auth]).status == 404)
+            #expect(
+                try await Self.call("get", local + "/echo", ["Host=\(label.uppercased()).APPS.TEST", auth]).status == 200, "host names are case-insensitive")
+            // The login link: a host-only cookie (no Domain), for the whole host.
+            let login = try await Self.call("get", local + "/?" + (link.query ?? ""), [host])
+            let cookie = login.headers["set-cookie"] as? String ?? ""
+            #expect(login.status == 303 && login.headers["location"] as? String == "/", "\(login)")
+            #expect(cookie.contains("Path=/;") && !cookie.lowercased().contains("domain="), "\(cookie)")
+            let session = String(cookie.split(separator: ";").first ?? "")
+            #expect(try await Self.call("get", local + "/echo", [host, "Cookie=\(session)"]).status == 200)
+            // The session opens this workload only, whichever host it is sent to.
+            let other = try await server.cli(["run", "-d", "--interactive", "--port", String(port + 1), "--", "sleep", "300"])
+            let otherID = other.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let otherLabel = otherID.utf8.map { String(format: "%02x", $0) }.joined() + "-0-\(port + 1)"
+            #expect(try await Self.call("get", local + "/", ["Host=\(otherLabel).apps.test", "Cookie=\(session)"]).status == 401)
+            _ = try await server.cli(["stop", id, otherID])
+        }
+    }
 }

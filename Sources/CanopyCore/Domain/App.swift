@@ -46,9 +46,9 @@ public struct AppDefinition: Sendable, Hashable, Codable {
         port: 8888, tokenEnv: "JUPYTER_TOKEN", tokenHeader: "Authorization: token {token}",
         description: "JupyterLab (jupyter lab from the image, or from the host's PATH for processes)")
 
-    /// The command for task `task` of workload `workload`.
-    public func command(workload: String, task: Int, port: Int) -> [String] {
-        let base = "/proxy/\(workload)/\(task)/\(port)/"
+    /// The command for task `task` of workload `workload`; `baseURL` replaces the path-mode `/proxy/ID/TASK/PORT/`.
+    public func command(workload: String, task: Int, port: Int, baseURL: String? = nil) -> [String] {
+        let base = baseURL ?? "/proxy/\(workload)/\(task)/\(port)/"
         return command.map {
             $0.replacingOccurrences(of: "{port}", with: String(port)).replacingOccurrences(of: "{base_url}", with: base)
                 .replacingOccurrences(of: "{workload}", with: workload).replacingOccurrences(of: "{task}", with: String(task))
