@@ -45,6 +45,7 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 track(channel)
                 return channel.eventLoop.makeCompletedFuture {
@@ -377,6 +378,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             let bound = NIOLoopBound(self, eventLoop: loop)
             let future = ClientBootstrap(group: loop)
                 .channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let encoder = HTTPRequestEncoder()
