@@ -16,12 +16,15 @@ public enum ListeningSockets {
         public var port: Int
         /// The uid that owns it.
         public var uid: UInt32
+        /// Its inode (`socket:[N]` in a holder's `/proc/PID/fd`).
+        public var inode: UInt64
 
         /// Creates one.
-        public init(address: String, port: Int, uid: UInt32) {
+        public init(address: String, port: Int, uid: UInt32, inode: UInt64 = 0) {
             self.address = address
             self.port = port
             self.uid = uid
+            self.inode = inode
         }
 
         /// Where to connect to reach it from this machine: loopback for a wildcard bind, else its own address.
@@ -44,6 +47,41 @@ public enum ListeningSockets {
         return found
     }
 
+    /// Whether any TCP or UDP socket, in any state, still belongs to `uid` (one a task passed to another process
+    /// before it ended keeps its uid): such a uid is not handed to a new task.
+    public static func uidOwnsSockets(_ uid: UInt32, procNet: String = "/proc/net") -> Bool {
+        socketOwners(procNet: procNet).contains(uid)
+    }
+
+    /// The uids that own a TCP or UDP socket, in any state.
+    public static func socketOwners(procNet: String = "/proc/net") -> Set<UInt32> {
+        var owners = Set<UInt32>()
+        for file in ["tcp", "tcp6", "udp", "udp6"] {
+            guard let text = try? String(contentsOfFile: "\(procNet)/\(file)", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                if f.count >= 8, let uid = UInt32(f[7]) { owners.insert(uid) }
+            }
+        }
+        return owners
+    }
+
+    /// The socket inodes open in the processes of `uid` (their `/proc/PID/fd` links `socket:[N]`).
+    public static func socketInodes(ofUser uid: UInt32) -> Set<UInt64> {
+        var found = Set<UInt64>()
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.first?.isNumber == true {
+            var st = stat()
+            guard stat("/proc/\(entry)", &st) == 0, st.st_uid == uid else { continue }
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(entry)/fd")) ?? [] {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/fd/\(fd)"),
+                    target.hasPrefix("socket:["), target.hasSuffix("]"), let inode = UInt64(target.dropFirst(8).dropLast())
+                else { continue }
+                found.insert(inode)
+            }
+        }
+        return found
+    }
+
     /// Parses one table; rows that are not listening sockets, or do not parse, are skipped.
     public static func parse(_ text: String, v6: Bool) -> [Listener] {
         text.split(separator: "\n").dropFirst().compactMap { line in
@@ -51,7 +89,7 @@ public enum ListeningSockets {
             guard f.count >= 8, f[3] == "0A", let uid = UInt32(f[7]) else { return nil }
             let local = f[1].split(separator: ":")
             guard local.count == 2, let port = Int(local[1], radix: 16), let address = decode(String(local[0]), v6: v6) else { return nil }
-            return Listener(address: address, port: port, uid: uid)
+            return Listener(address: address, port: port, uid: uid, inode: f.count > 9 ? UInt64(f[9]) ?? 0 : 0)
         }
     }
 

@@ -84,9 +84,12 @@ public final class TaskIdentities: Sendable {
         try state.withLock { s in
             let size = Int(range.upperBound - range.lowerBound) + 1
             var candidate = s.next
+            // A uid that still owns sockets (a task passed one to another process before it ended) is not handed
+            // out: the new task would seem to own them.
+            let socketOwners = ListeningSockets.socketOwners()
             for _ in 0..<size {
                 defer { candidate = candidate >= range.upperBound ? range.lowerBound : candidate + 1 }
-                if s.used.contains(candidate) || Self.known(candidate) { continue }
+                if s.used.contains(candidate) || Self.known(candidate) || socketOwners.contains(candidate) { continue }
                 guard let fd = lock(candidate) else { continue }
                 s.used.insert(candidate)
                 s.next = candidate >= range.upperBound ? range.lowerBound : candidate + 1

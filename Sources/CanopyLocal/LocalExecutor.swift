@@ -146,7 +146,9 @@ public final class LocalExecutor: PlacedRuntime {
             if uid != nil { argv += ["--private-tmp", layout.tmp] }
             // Real GPUs the task was not given are unusable in its namespace, whatever it does with
             // CUDA_VISIBLE_DEVICES (declared GPUs have no devices).
-            for device in Self.hiddenDevices(node: node, given: task.gpus, directory: config.gpuDeviceDirectory) { argv += ["--hide-device", device] }
+            if uid != nil {
+                for device in Self.hiddenDevices(node: node, given: task.gpus, directory: config.gpuDeviceDirectory) { argv += ["--hide-device", device] }
+            }
             for g in groups { argv += ["--cgroup", g] }
             if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
             argv.append("--")
@@ -337,8 +339,11 @@ extension LocalExecutor: TaskPortConnector {
             throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) (yet?)")
         }
         let owner = task.uid ?? getuid()
-        guard let own = listeners.first(where: { $0.uid == owner }) else {
-            throw CanopyError(.unavailable, "port \(port) is held by another user's process, not by task \(taskIndex); Canopy does not connect to it")
+        // Owned by the task's uid, and open in one of its processes: a socket made by an earlier task under the same
+        // uid and handed to another process keeps that uid, but no process of the task holds it.
+        let held = task.uid.map { ListeningSockets.socketInodes(ofUser: $0) }
+        guard let own = listeners.first(where: { $0.uid == owner && (held?.contains($0.inode) ?? true) }) else {
+            throw CanopyError(.unavailable, "port \(port) is held by a process that is not task \(taskIndex)'s; Canopy does not connect to it")
         }
         let fd = canopy_connect_tcp(nil, own.connectAddress, Int32(port), 5000)
         guard fd >= 0 else {

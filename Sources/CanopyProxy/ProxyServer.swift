@@ -47,12 +47,12 @@ public final class ProxyServer: Service, Sendable {
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
-                track(channel)
+                guard track(channel) else { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let encoder = HTTPResponseEncoder()
                     let handler = DownstreamHandler(endpoints: endpoints, decoder: decoder, encoder: encoder, logger: logger)
-                    try channel.pipeline.syncOperations.addHandlers([encoder, decoder, handler])
+                    try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(readTimeout: .seconds(30)), encoder, decoder, handler])
                 }
             }
             .bind(host: host, port: port).get()
@@ -67,10 +67,21 @@ public final class ProxyServer: Service, Sendable {
         for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
     }
 
-    private func track(_ channel: any Channel) {
+    /// The most connections the proxy holds at once; more are closed as they come (file descriptors are shared
+    /// with the API and the database).
+    static let maxConnections = 4096
+
+    /// Tracks a new connection; false when there are too many.
+    private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        connections.withLock { $0[id] = channel }
+        let admitted = connections.withLock { c -> Bool in
+            guard c.count < Self.maxConnections else { return false }
+            c[id] = channel
+            return true
+        }
+        guard admitted else { return false }
         channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: id) } }
+        return true
     }
 }
 
@@ -126,7 +137,7 @@ struct ProxyRoute: Equatable {
 
     /// A host-mode route: the instance named by the host, the target as it is (origin-form only).
     static func host(_ uri: String, workloadID: String, task: Int, port: Int) -> ProxyRoute? {
-        guard uri.hasPrefix("/") else { return nil }
+        guard uri.hasPrefix("/"), !uri.hasPrefix("//") else { return nil }
         let (_, code, withoutLogin) = splitLogin(uri)
         return ProxyRoute(
             workloadID: workloadID, task: task, port: port, loginCode: code, withoutLogin: withoutLogin, bare: false, prefix: "/", forwardedPrefix: nil)
@@ -172,6 +183,10 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var requestEnded = false
     private var keepAlive = true
     private var upgradeRequested = false
+    /// Parts of requests pipelined behind the one in progress.
+    private var backlog: [HTTPServerRequestPart] = []
+    /// Whether the credential of the request in progress still stands (checked again while a relay lasts).
+    private var credentialStands: (@Sendable () -> Bool)?
     /// The workload the current request is for, and whether its upgrade is a WebSocket.
     private var currentWorkload: String?
     private var upgradeIsWebSocket = false
@@ -207,7 +222,16 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        handle(unwrapInboundIn(data), context: context)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        // A request the client pipelined behind one not yet answered waits its turn, to be authorized on its own;
+        // it never goes to the current request's task.
+        if requestEnded, !isIdle {
+            backlog.append(part)
+            return
+        }
         switch state {
         case .idle:
             guard case .head(let head) = part else { return }
@@ -225,12 +249,20 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         if case .forwarding = state, let (channel, _, _) = upstream {
             channel.flush()
             if !requestEnded {
                 if channel.isWritable { context.read() } else { awaitingReadRoom = true }
             }
+        } else if case .idle = state {
+            // The head is not complete yet.
+            context.read()
         } else if case .answering = state, !requestEnded {
             context.read()
         } else if case .connecting = state, !requestEnded {
@@ -242,6 +274,16 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { upstream?.1.resumeReading() }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// A connection that sends no complete request head for a while is closed (a slow or stalled client holds
+    /// nothing for long).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, isIdle {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     /// The upstream can take more of the request body.
@@ -286,17 +328,21 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Who is asking: a bearer token, or a session for this workload.
         var principal: Principal?
         var byBearer = false
+        var bearerToken: String?
+        var sessionValue: String?
         if let auth = head.headers.first(name: "authorization") {
             let parts = auth.split(separator: " ", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == "bearer", let p = endpoints.principal(bearer: String(parts[1])) {
                 principal = p
                 byBearer = true
+                bearerToken = String(parts[1])
             }
         }
         if principal == nil {
             for value in Self.cookies(head.headers, named: EndpointService.sessionCookie) {
                 if let p = endpoints.principal(session: value, workloadID: route.workloadID) {
                     principal = p
+                    sessionValue = value
                     break
                 }
             }
@@ -307,6 +353,24 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return answer(
                 .unauthorized, code: "Unauthenticated",
                 message: "send Authorization: Bearer TOKEN, or open a login link from `canopy open \(route.workloadID)`", headers: headers)
+        }
+        // A browser's cookie alone does not authorize a state-changing request or an upgrade from another origin
+        // (the proxy presents the app's own token upstream, which turns the app's Origin and XSRF checks off).
+        if !byBearer, head.method != .GET && head.method != .HEAD || head.headers.first(name: "upgrade") != nil {
+            let site = head.headers.first(name: "sec-fetch-site")
+            let origin = head.headers.first(name: "origin")
+            let host = head.headers.first(name: "host") ?? ""
+            let sameOrigin = origin.map { o in URLComponents(string: o).map { "\($0.host ?? "")\($0.port.map { ":\($0)" } ?? "")" == host } ?? false } ?? true
+            if (site != nil && site != "same-origin" && site != "none") || !sameOrigin {
+                return answer(.forbidden, code: "PermissionDenied", message: "a request from another origin may not use this instance's session")
+            }
+        }
+        let endpoints = self.endpoints
+        if let token = bearerToken {
+            credentialStands = { endpoints.principal(bearer: token) != nil }
+        } else if let session = sessionValue {
+            let id = route.workloadID
+            credentialStands = { endpoints.principal(session: session, workloadID: id) != nil }
         }
         // Path-based URLs share one origin between instances: a page of one instance must not read another
         // with the viewer's cookie. Browsers say where a request comes from; a same-origin request whose
@@ -328,7 +392,6 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .connecting([])
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
-        let endpoints = self.endpoints
         let reuse = upstream.map { (channel: $0.0, target: $0.2) }
         let promise = loop.makePromise(of: Connected.self)
         promise.completeWithTask {
@@ -399,7 +462,7 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                     me.upstream = (channel, handler, target)
                     me.send(Self.withTargetHeader(head, target), to: channel, handler: handler)
                 case .failure(let error):
-                    close(fd)
+                    // NIO closed the descriptor itself when it could not adopt it.
                     me.failed(error)
                 }
             }
@@ -444,14 +507,22 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The response ended: the next request may be read (or the connection closed).
     func upstreamResponseEnded() {
         guard let context else { return }
-        if !keepAlive || !requestEnded {
-            // A request body still arriving when the answer is complete: close rather than drain it.
+        // Not kept alive, a request body still arriving when the answer is complete (closed rather than drained),
+        // or an upgrade the task declined (the request decoder reads no further after an Upgrade request).
+        if !keepAlive || !requestEnded || upgradeRequested {
+            state = .answering
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            let flushed = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer()))), promise: flushed)
+            flushed.futureResult.whenComplete { _ in channel.close(promise: nil) }
             return
         }
         state = .idle
-        context.read()
+        requestEnded = false
+        let pending = backlog
+        backlog = []
+        for part in pending { handle(part, context: context) }
+        if isIdle { context.read() }
     }
 
     /// The upstream closed before its response was complete.
@@ -510,6 +581,17 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 channel.close(promise: nil)
                 upstreamChannel.close(promise: nil)
             }
+        }
+        // A relay lasts only as long as the credential that opened it: revoked, it is closed.
+        if let stands = credentialStands {
+            let check = loop.scheduleRepeatedTask(initialDelay: .seconds(15), delay: .seconds(15)) { task in
+                if !stands() {
+                    channel.close(promise: nil)
+                    upstreamChannel.close(promise: nil)
+                    task.cancel()
+                }
+            }
+            channel.closeFuture.whenComplete { _ in check.cancel() }
         }
     }
 
@@ -609,11 +691,19 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(var head):
+            if head.status == .switchingProtocols && !upgrade {
+                // A protocol switch nobody asked for: the connection can carry nothing sensible after it.
+                context.close(promise: nil)
+                downstream.upstreamGone(responseStarted: false)
+                return
+            }
             responseStarted = true
             let switchingProtocols = head.status == .switchingProtocols && upgrade
             var headers = head.headers
             let upgradeValue = headers.first(name: "upgrade")
             stripHopByHop(&headers)
+            // A service worker of one instance may not claim paths beyond its own.
+            headers.remove(name: "service-worker-allowed")
             if switchingProtocols {
                 headers.add(name: "connection", value: "upgrade")
                 if let upgradeValue { headers.add(name: "upgrade", value: upgradeValue) }

@@ -32,6 +32,9 @@ public final class EndpointService: Sendable {
     /// The most links and sessions kept at once; the oldest go first.
     static let maxLinks = 10_000
     static let maxSessions = 100_000
+    /// The most unused links, and live sessions, one credential may have.
+    static let linksPerCredential = 20
+    static let sessionsPerCredential = 1000
 
     private struct Link {
         var workloadID: String
@@ -127,13 +130,13 @@ public final class EndpointService: Sendable {
         guard parts.count == 3, parts[0].utf8.count % 2 == 0, (2...44).contains(parts[0].utf8.count), let task = Int(parts[1]), String(task) == parts[1],
             (0..<1024).contains(task), let port = Int(parts[2]), String(port) == parts[2], (1...65535).contains(port)
         else { return nil }
+        // Byte by byte: only ASCII hex digits count (a name with other characters is simply not an instance).
+        let hex = Array(parts[0].utf8)
+        guard hex.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
         var bytes: [UInt8] = []
-        var i = parts[0].startIndex
-        while i < parts[0].endIndex {
-            let next = parts[0].index(i, offsetBy: 2)
-            guard let b = UInt8(parts[0][i..<next], radix: 16) else { return nil }
+        for k in stride(from: 0, to: hex.count, by: 2) {
+            guard let b = UInt8(String(decoding: hex[k..<(k + 2)], as: UTF8.self), radix: 16) else { return nil }
             bytes.append(b)
-            i = next
         }
         let id = String(decoding: bytes, as: UTF8.self)
         guard Base62.isValid(id) else { return nil }
@@ -214,8 +217,13 @@ public final class EndpointService: Sendable {
         }
         let code = Self.secret()
         let expires = clock.now().addingTimeInterval(Self.linkLifetime)
-        state.withLock { s in
-            Self.sweep(&s.links, now: clock.now(), max: Self.maxLinks, expires: \.expires)
+        let now = clock.now()
+        try state.withLock { s in
+            if s.links.count >= 1000 { s.links = s.links.filter { $0.value.expires > now } }
+            // Nobody's links push out anyone else's: a credential has a few outstanding at most, and the table a cap.
+            guard s.links.values.filter({ $0.tokenHash == tokenHash }).count < Self.linksPerCredential, s.links.count < Self.maxLinks else {
+                throw CanopyError(.unavailable, "too many unused login links; wait two minutes for them to expire")
+            }
             s.links[Self.digest(code)] = Link(workloadID: w.id, tokenHash: tokenHash, expires: expires)
         }
         let url = self.url(workloadID: w.id, task: task, port: chosen) ?? ""
@@ -237,7 +245,9 @@ public final class EndpointService: Sendable {
                 auth.authenticate(hash: link.tokenHash) != nil
             else { return nil }
             let secret = Self.secret()
-            Self.sweep(&s.sessions, now: now, max: Self.maxSessions, expires: \.expires)
+            if s.sessions.count >= 1000 { s.sessions = s.sessions.filter { $0.value.expires > now } }
+            guard s.sessions.count < Self.maxSessions, s.sessions.values.filter({ $0.tokenHash == link.tokenHash }).count < Self.sessionsPerCredential
+            else { return nil }
             s.sessions[Self.digest(secret)] = Session(workloadID: workloadID, tokenHash: link.tokenHash, expires: now.addingTimeInterval(Self.sessionLifetime))
             return (secret, Int(Self.sessionLifetime))
         }
@@ -264,12 +274,4 @@ public final class EndpointService: Sendable {
 
     static func digest(_ text: String) -> String { AuthService.hash(text) }
 
-    /// Drops expired entries, then the soonest-expiring ones while there are too many.
-    static func sweep<V>(_ table: inout [String: V], now: Date, max: Int, expires: KeyPath<V, Date>) {
-        table = table.filter { $0.value[keyPath: expires] > now }
-        if table.count >= max {
-            let keep = table.sorted { $0.value[keyPath: expires] > $1.value[keyPath: expires] }.prefix(max - 1)
-            table = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
-        }
-    }
 }

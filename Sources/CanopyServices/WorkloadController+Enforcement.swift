@@ -45,8 +45,11 @@ extension WorkloadController {
         let next = Transitions.activity(w, source: source, at: now)
         guard next.version != w.version else { return }
         active[id] = next
-        let lastWritten = w.lastActivityAt ?? .distantPast
-        if now.timeIntervalSince(lastWritten) >= 60 || w.idleWarned == true || w.lastActivitySource != source { markDirty(id) }
+        if now.timeIntervalSince(activityWritten[id] ?? .distantPast) >= 60 || w.idleWarned == true || w.lastActivitySource != source {
+            activityWritten[id] = now
+            if activityWritten.count > 10_000 { activityWritten = activityWritten.filter { active[$0.key] != nil } }
+            markDirty(id)
+        }
     }
 
     /// The idle timeout that applies to a workload (its queue's, for an interactive one).

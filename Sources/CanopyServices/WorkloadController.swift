@@ -32,6 +32,8 @@ public actor WorkloadController {
     var nextSample: [String: Date] = [:]
     /// Workloads being deleted (no restart meanwhile).
     var removing: Set<String> = []
+    /// When each workload's activity was last marked for writing (activity is written at most once a minute).
+    var activityWritten: [String: Date] = [:]
 
     var active: [String: Workload] = [:]
     var queueOrders: [String: QueueOrder] = [:]
@@ -287,6 +289,8 @@ public actor WorkloadController {
     /// is still stopping) is a 409.
     public func remove(_ id: String) async throws {
         guard !removing.contains(id) else { throw CanopyError(.conflict, "workload \(id) is already being deleted") }
+        removing.insert(id)
+        defer { removing.remove(id) }
         // Its final state written first: a finished workload then leaves memory.
         if active[id] != nil { await persist() }
         if let w = active[id] {
@@ -296,11 +300,10 @@ public actor WorkloadController {
         guard w.phase.isTerminal || w.phase == .stopped else {
             throw CanopyError(.conflict, "workload \(id) is \(w.phase.rawValue); only a stopped or finished workload can be deleted")
         }
-        removing.insert(id)
-        defer { removing.remove(id) }
         // Files first: if they cannot all go, the record stays, to try again.
         let kinds = Set(w.tasks.map { runtimes.kind(of: $0, spec: w.spec) }).union([runtimes.kind(for: w.spec)])
         for kind in kinds { try await runtimes.runtime(kind)?.removeFiles(workloadID: id) }
+        guard active[id] == nil else { throw CanopyError(.conflict, "workload \(id) changed while it was being deleted") }
         _ = try await store.deleteWorkload(id: id)
         notify()
     }

@@ -180,6 +180,35 @@ struct IsolationTests {
         #expect((try? String(contentsOfFile: devices + "/nvidia0", encoding: .utf8)) == "gpu0\n")
     }
 
+    @Test("a task uid that still owns a socket (handed to another process by an earlier task) is not given to a new task", .enabled(if: IsolationTests.root))
+    func uidWithSocketsNotReused() async throws {
+        let uid: UInt32 = 64_990
+        let root = try makeTempDir()
+        let e = try LocalExecutor(
+            configuration: .init(
+                workloadsRoot: root + "/workloads", shimPath: buildProductsDir + "/canopy-shim", declaredGPUs: [], cpuMillis: 2000, memoryMiB: 4096,
+                taskUIDs: uid...uid))
+        // A process (root here) holding a listening socket made under the uid, as an earlier task's would be.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = [
+            "-c",
+            "import os, socket, sys, time; os.seteuid(\(uid)); s = socket.socket(); s.bind(('127.0.0.2', 0)); s.listen(); os.seteuid(0); print('ready', flush=True); time.sleep(60)",
+        ]
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        _ = out.fileHandleForReading.availableData
+        #expect(ListeningSockets.uidOwnsSockets(uid))
+        await #expect(throws: CanopyError.self) { _ = try await launch(e, "reuse1", ["true"]) }
+        // SIGKILL: the test process may hold SIGTERM blocked, and its children inherit the mask.
+        kill(holder.processIdentifier, SIGKILL)
+        holder.waitUntilExit()
+        #expect(!ListeningSockets.uidOwnsSockets(uid))
+        _ = try await launch(e, "reuse2", ["true"])
+        #expect(try await exit(of: "reuse2", e).exitCode == 0)
+    }
+
     @Test("a daemon started with setsid dies with its task", .enabled(if: IsolationTests.rootWithCgroups))
     func noSurvivors() async throws {
         let e = try executor(try makeTempDir())
