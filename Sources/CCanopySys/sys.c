@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <stdlib.h>
+#include <termios.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -181,4 +184,21 @@ int canopy_connect_tcp(const char *netns_path, const char *ip, int port, int tim
     if (e != 0) return -e;
     pthread_join(thread, NULL);
     return job.result;
+}
+
+int canopy_open_pty(int *slave, int rows, int cols, unsigned owner) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    if (grantpt(master) != 0 || unlockpt(master) != 0) { int e = errno; close(master); errno = e; return -1; }
+    char name[128];
+    if (ptsname_r(master, name, sizeof name) != 0) { int e = errno; close(master); errno = e; return -1; }
+    int fd = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) { int e = errno; close(master); errno = e; return -1; }
+    if (owner != (unsigned)-1 && fchown(fd, (uid_t)owner, (gid_t)owner) != 0) { int e = errno; close(fd); close(master); errno = e; return -1; }
+    if (rows > 0 && cols > 0) {
+        struct winsize size = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        ioctl(master, TIOCSWINSZ, &size);
+    }
+    *slave = fd;
+    return master;
 }

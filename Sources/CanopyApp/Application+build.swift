@@ -9,6 +9,7 @@ import CanopySQLite
 import CanopyServices
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -131,7 +132,9 @@ public func buildApplication(
     }
 
     let router = Router(context: CanopyRequestContext.self)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps)
+    let exec = ExecService(workloads: workloads, runtimes: runtimes) { id in Task { await controller.recordActivity(id, source: "exec") } }
+    let execSocket = ExecSocket(auth: auth, exec: exec)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec)
         .register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
@@ -139,6 +142,10 @@ public func buildApplication(
     let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"
     let app = Application(
         router: router,
+        // HTTP/1.1, where GET /api/v1/workloads/ID/exec may become a WebSocket (see ExecSocket).
+        server: .http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: 1 << 20))) { head, _, logger in
+            await execSocket.shouldUpgrade(head, logger: logger)
+        },
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "canopy"),
         services: services,
         onServerRunning: { channel in

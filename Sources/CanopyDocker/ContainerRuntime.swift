@@ -745,3 +745,75 @@ extension ContainerRuntime: TaskUsageProbe {
         return ns / 1e9
     }
 }
+
+extension ContainerRuntime: TaskExecRunner {
+    /// `docker exec`: the engine runs the command in the container as the container's user, in its working
+    /// directory, with its environment and its security profile. Docker cannot kill an exec, so ending one kills
+    /// its process (the engine reports its host pid).
+    public func exec(workloadID: String, taskIndex: Int, handle: String, request: ExecRequest) async throws -> any ExecSession {
+        guard !request.command.isEmpty else { throw CanopyError.invalid("command", "give a command to run") }
+        guard let inspect = try? await engine.call(Inspect.self, .GET, "/containers/\(handle)/json"),
+            inspect.Config?.Labels?["canopy.workload"] == workloadID, inspect.Config?.Labels?["canopy.task"] == String(taskIndex),
+            inspect.State.Running == true
+        else {
+            throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) has no running container")
+        }
+        struct Create: Encodable {
+            var AttachStdin = true
+            var AttachStdout = true
+            var AttachStderr = true
+            var Tty: Bool
+            var Cmd: [String]
+            var Env: [String]
+        }
+        struct Created: Decodable { var Id: String }
+        struct ExecState: Decodable {
+            var Running: Bool
+            var ExitCode: Int?
+            var Pid: Int?
+        }
+        let created: Created
+        do {
+            created = try await engine.call(
+                Created.self, .POST, "/containers/\(handle)/exec",
+                json: Create(Tty: request.tty, Cmd: request.command, Env: request.tty ? ["TERM=xterm-256color"] : []))
+        } catch let e as DockerEngine.EngineError {
+            throw CanopyError(.unavailable, "the container engine refused the exec: \(e.message)")
+        }
+        let exec = created.Id
+        let engine = engine
+        let (fd, leftover) = try await engine.hijack("/exec/\(exec)/start", json: Data(#"{"Detach":false,"Tty":\#(request.tty)}"#.utf8))
+        @Sendable func resize(_ rows: Int, _ columns: Int) async {
+            // Right after the start the engine may not know the process yet ("process not found"): try again.
+            for _ in 0..<5 {
+                if let (status, _) = try? await engine.call(.POST, "/exec/\(exec)/resize", query: [("h", String(rows)), ("w", String(columns))], timeout: .seconds(5)),
+                    status < 300
+                { return }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let session = DescriptorExecSession(
+            input: fd, outputs: [(fd, false)], tty: request.tty, framing: request.tty ? .raw : .engineMultiplexed, initial: leftover,
+            inputEnd: .shutdownWrite, resizer: resize
+        ) {
+            if let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json"), state.Running, let pid = state.Pid, pid > 0 {
+                kill(pid_t(pid), SIGKILL)
+            }
+        }
+        if request.tty, let rows = request.rows, let columns = request.columns { Task { await resize(rows, columns) } }
+        // The exit code: once the stream has ended, the engine may still say Running for a moment.
+        Task {
+            var code: Int?
+            while true {
+                guard let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json") else { break }
+                if !state.Running {
+                    code = state.ExitCode
+                    if code != nil { break }
+                }
+                try? await Task.sleep(for: .milliseconds(state.Running ? 250 : 50))
+            }
+            session.ended(code)
+        }
+        return session
+    }
+}

@@ -171,3 +171,74 @@ public struct EngineInfo: Decodable, Sendable {
 public struct JSONAny: Decodable, Sendable {
     public init(from decoder: any Decoder) throws {}
 }
+
+extension DockerEngine {
+    /// Sends `POST path` with a JSON body asking for the connection to be handed over (`Upgrade: tcp`), as the
+    /// engine's exec start and attach need: returns the socket, now a raw two-way stream, and what followed the
+    /// response head. Blocking; runs on a thread of its own. Throws `EngineError` for an error answer.
+    func hijack(_ path: String, json: Data) async throws -> (fd: Int32, leftover: [UInt8]) {
+        let socketPath = socketPath
+        let uri = "/\(Self.apiVersion)\(path)"
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result { try Self.hijackNow(socketPath: socketPath, uri: uri, json: json) })
+            }.start()
+        }
+    }
+
+    private static func hijackNow(socketPath: String, uri: String, json: Data) throws -> (fd: Int32, leftover: [UInt8]) {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw BackendUnavailable("no socket for the container engine: \(String(cString: strerror(errno)))") }
+        var ok = false
+        defer { if !ok { close(fd) } }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socketPath.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw BackendUnavailable("the engine's socket path is too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw BackendUnavailable("the container engine at \(socketPath) cannot be reached (\(String(cString: strerror(errno))))") }
+        // Bounded waits while the head is exchanged; none once the stream is running.
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let head =
+            "POST \(uri) HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+            + "Content-Length: \(json.count)\r\n\r\n"
+        let request = Array(head.utf8) + Array(json)
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BackendUnavailable("the container engine closed the connection") }
+            sent += n
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        let separator: [UInt8] = [13, 10, 13, 10]
+        var end: Int?
+        while end == nil {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BackendUnavailable("the container engine closed the connection before answering") }
+            received += buffer[0..<n]
+            if received.count > 65536 { throw BackendUnavailable("the container engine's answer has no end of head") }
+            if let r = received.firstRange(of: separator) { end = r.upperBound }
+        }
+        let headText = String(decoding: received[..<end!], as: UTF8.self)
+        let status = headText.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) } ?? 0
+        guard status == 101 || status == 200 else {
+            let body = String(decoding: received[end!...], as: UTF8.self)
+            struct Message: Decodable { var message: String }
+            let message = (try? JSONDecoder().decode(Message.self, from: Data(body.utf8)))?.message ?? body
+            throw EngineError(status: status, message: message.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        timeout = timeval(tv_sec: 0, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        ok = true
+        return (fd, Array(received[end!...]))
+    }
+}

@@ -51,4 +51,38 @@ package enum Spawner {
         }
         return pid
     }
+
+    /// Spawns `argv` in a new session with descriptors 0, 1 and 2 taken from `stdio` (the caller's descriptors,
+    /// which it keeps and closes), no other descriptor, and signal dispositions reset; for an exec into a task.
+    package static func spawn(path: String, argv: [String], env: [String], stdio: [Int32]) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (target, fd) in stdio.prefix(3).enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(target)) }
+        canopy_spawn_closefrom(&actions, 3)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attr, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        let setsid: Int32 = 0x80
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
+        var cArgs = argv.map { strdup($0) } + [nil]
+        var cEnv = env.map { strdup($0) } + [nil]
+        defer {
+            for p in cArgs { free(p) }
+            for p in cEnv { free(p) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, &cEnv)
+        guard rc == 0 else {
+            throw CanopyError(.internal, "cannot start \(path): \(String(cString: strerror(rc)))")
+        }
+        return pid
+    }
 }

@@ -380,3 +380,93 @@ extension LocalExecutor: TaskUsageProbe {
         return total
     }
 }
+
+extension LocalExecutor: TaskExecRunner {
+    /// Runs the command through `canopy-shim --exec-into`: in the task's mount and IPC namespaces (where it has
+    /// them), its cgroups, its working directory, as its user, with the environment its command started with.
+    public func exec(workloadID: String, taskIndex: Int, handle: String, request: ExecRequest) async throws -> any ExecSession {
+        let key = Self.key(workloadID, taskIndex)
+        guard let task = running.withLock({ $0[key] }), String(task.pid) == handle else {
+            throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) is not running")
+        }
+        guard !request.command.isEmpty else { throw CanopyError.invalid("command", "give a command to run") }
+        guard let workdir = task.layout.resolve(workdir: request.workdir) else {
+            throw CanopyError.invalid("workdir", "the workload's workdir leaves the task's directory")
+        }
+        // The task's command (the shim's child): its namespaces and environment are the task's.
+        let children = (try? String(contentsOfFile: "/proc/\(task.pid)/task/\(task.pid)/children", encoding: .utf8)) ?? ""
+        guard let command = children.split(separator: " ").compactMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }).first else {
+            throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) is starting or ending; try again")
+        }
+        var env = Self.environment(ofProcess: command)
+        if request.tty, !env.contains(where: { $0.hasPrefix("TERM=") }) { env.append("TERM=xterm-256color") }
+        var argv = [config.shimPath, "--exec-into", task.uid != nil ? String(command) : "0"]
+        if request.tty { argv.append("--tty") }
+        for g in cgroups.directories(for: key) { argv += ["--cgroup", g] }
+        argv += ["--chdir", workdir]
+        if let uid = task.uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
+        argv.append("--")
+        argv += request.command
+
+        let session: DescriptorExecSession
+        let pid: pid_t
+        if request.tty {
+            var slave: Int32 = -1
+            let size = request.rows.flatMap { r in request.columns.map { (r, $0) } }.flatMap { (1...10_000).contains($0.0) && (1...10_000).contains($0.1) ? $0 : nil }
+            // The task's user reads and writes its terminal.
+            let master = canopy_open_pty(&slave, Int32(size?.0 ?? 0), Int32(size?.1 ?? 0), task.uid ?? UInt32.max)
+            guard master >= 0 else { throw CanopyError(.unavailable, "no pseudo-terminal: \(String(cString: strerror(errno)))") }
+            defer { close(slave) }
+            do {
+                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: env, stdio: [slave, slave, slave])
+            } catch {
+                close(master)
+                throw error
+            }
+            session = DescriptorExecSession(input: master, outputs: [(master, false)], tty: true) {
+                kill(-pid, SIGHUP)
+                kill(-pid, SIGKILL)
+            }
+        } else {
+            // Every spawn of the server closes all descriptors above 2 in the child, so the moment between pipe and
+            // FD_CLOEXEC leaks nothing.
+            func makePipe() throws -> [Int32] {
+                var fds: [Int32] = [-1, -1]
+                guard pipe(&fds) == 0 else { throw CanopyError(.unavailable, "no pipe: \(String(cString: strerror(errno)))") }
+                for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+                return fds
+            }
+            let stdin = try makePipe()
+            let stdout: [Int32], stderr: [Int32]
+            do {
+                stdout = try makePipe()
+                do { stderr = try makePipe() } catch {
+                    stdout.forEach { close($0) }
+                    throw error
+                }
+            } catch {
+                stdin.forEach { close($0) }
+                throw error
+            }
+            defer { [stdin[0], stdout[1], stderr[1]].forEach { close($0) } }
+            do {
+                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: env, stdio: [stdin[0], stdout[1], stderr[1]])
+            } catch {
+                [stdin[1], stdout[0], stderr[0]].forEach { close($0) }
+                throw error
+            }
+            session = DescriptorExecSession(input: stdin[1], outputs: [(stdout[0], false), (stderr[0], true)], tty: false) { kill(-pid, SIGKILL) }
+        }
+        reaper.watch(pid: pid, isChild: true) { exit in
+            let code = exit.status.map { s in (s & 0x7f) == 0 ? Int((s >> 8) & 0xff) : 128 + Int(s & 0x7f) }
+            session.ended(code)
+        }
+        return session
+    }
+
+    /// The environment a process started with (`/proc/PID/environ`).
+    static func environment(ofProcess pid: pid_t) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return ["PATH=\(standardPath)"] }
+        return data.split(separator: 0).compactMap { String(bytes: $0, encoding: .utf8) }
+    }
+}

@@ -38,9 +38,16 @@
  *                    [--hide-device PATH]...
  *                    -- CMD [ARGS...]
  *        canopy-shim --kill-uid N
+ *        canopy-shim --exec-into PID [--tty] [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
  *   The second form kills every process of user N (which must not be 0): it becomes that user and sends SIGKILL
  *   to all it may signal (kill(-1)), until none is left. The server uses it when a task with its own identity
  *   ends, so that nothing the task left behind (a daemon started with setsid, say) outlives it.
+ *   The third form runs a command inside a running task (canopy exec): it joins the mount and IPC namespaces of
+ *   the task's command PID (so it sees the task's private /tmp and hidden GPUs, not the host's), the task's cgroups
+ *   (so it counts against the task's limits and dies with it), changes to the task's working directory and becomes
+ *   the task's user, then execs CMD in place: no supervisor stays, and the server waits for CMD itself. With --tty,
+ *   descriptor 0 is the slave of a pseudo-terminal the server holds, which becomes the controlling terminal of the
+ *   command's new session.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -166,6 +174,57 @@ static int hide_devices(char **paths, int n) {
     return 0;
 }
 
+/* Joins namespace `kind` ("mnt", "ipc") of `pid` when it differs from ours; 0, or -1 with errno. */
+static int join_namespace(long pid, const char *kind, int flag) {
+    char theirs[64], ours[64];
+    snprintf(theirs, sizeof theirs, "/proc/%ld/ns/%s", pid, kind);
+    snprintf(ours, sizeof ours, "/proc/self/ns/%s", kind);
+    struct stat a, b;
+    if (stat(theirs, &a) != 0) return -1;
+    if (stat(ours, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) return 0;
+    int fd = open(theirs, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = setns(fd, flag);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+static int exec_into(long target, int tty, const char **cgroups, int ncgroups, long uid, long gid, const char *chdir_to, char **command) {
+    if (getpgrp() != getpid()) setsid();
+    char pidtext[32];
+    snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
+    for (int c = 0; c < ncgroups; c++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[c]);
+        if (write_file(path, pidtext) != 0) die(path);
+    }
+    /* The task's own view of the file system (its /tmp, its hidden devices) and its System V IPC. */
+    if (target > 0) {
+        if (join_namespace(target, "ipc", CLONE_NEWIPC) != 0) die("the task's IPC namespace");
+        if (join_namespace(target, "mnt", CLONE_NEWNS) != 0) die("the task's mount namespace");
+    }
+    if (tty && ioctl(0, TIOCSCTTY, 0) != 0) die("the terminal");
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    umask(022);
+    if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
+    if (gid >= 0) {
+        if (setgroups(0, NULL) != 0) die("setgroups");
+        if (setgid((gid_t)gid) != 0) die("setgid");
+    }
+    if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
+    execvp(command[0], command);
+    int failure = errno;
+    fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "not found" : strerror(failure));
+    return failure == ENOENT ? 127 : 126;
+}
+
 static int kill_user(long uid) {
     if (uid <= 0) { fprintf(stderr, "canopy-shim: --kill-uid needs a user other than root\n"); return 125; }
     if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0) die("setuid");
@@ -194,10 +253,12 @@ int main(int argc, char **argv) {
     int ncgroups = 0;
     char *hidden[64];
     int nhidden = 0;
-    long uid = -1, gid = -1;
+    long uid = -1, gid = -1, exec_target = -1;
+    int tty = 0;
     int i = 1;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) { i++; break; }
+        if (strcmp(argv[i], "--tty") == 0) { tty = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "canopy-shim: %s needs a value\n", argv[i]); return 125; }
         if (strcmp(argv[i], "--exit-file") == 0) exit_file = argv[++i];
         else if (strcmp(argv[i], "--cgroup") == 0 && ncgroups < 16) cgroups[ncgroups++] = argv[++i];
@@ -206,8 +267,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--chdir") == 0) chdir_to = argv[++i];
         else if (strcmp(argv[i], "--private-tmp") == 0) tmp_dir = argv[++i];
         else if (strcmp(argv[i], "--hide-device") == 0 && nhidden < 64) hidden[nhidden++] = argv[++i];
+        else if (strcmp(argv[i], "--exec-into") == 0) exec_target = strtol(argv[++i], NULL, 10);
         else { fprintf(stderr, "canopy-shim: unknown option %s\n", argv[i]); return 125; }
     }
+    if (exec_target >= 0 && i < argc) return exec_into(exec_target, tty, cgroups, ncgroups, uid, gid, chdir_to, &argv[i]);
     if (!exit_file || i >= argc) {
         fprintf(stderr, "usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]\n");
         return 125;

@@ -123,7 +123,7 @@ struct ContainerLiveTests {
         }
     }
 
-    @Test("an interactive container: its port reached through the proxy inside the container's own network, then stopped and restarted with its files")
+    @Test("an interactive container: its port reached through the proxy inside the container's own network, exec'd into (pipes and a terminal), then stopped and restarted with its files")
     func interactiveContainer() async throws {
         try await ServerProcess.with(dataDir: try makeTempDir("canopy-ctr-proxy"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") {
             server in
@@ -146,6 +146,18 @@ struct ContainerLiveTests {
             #expect(base.hasSuffix("/proxy/\(id)/0/8080/"), "\(String(describing: link))")
             let auth = "Authorization=Bearer \(server.token)"
             #expect(try await eventually(timeout: .seconds(20)) { try await ProxyLiveTests.call("get", base, [auth]).body.contains("hello-from-container") })
+
+            // canopy exec, through the engine's exec: the container's user and directory, stdout and stderr apart,
+            // standard input, the exit code; then a terminal.
+            let inside = try await server.cli(["exec", "-i", id, "--", "sh", "-c", "id -u; pwd; wc -c; echo oops >&2; exit 5"], stdin: String(repeating: "x", count: 300_000))
+            #expect(inside.status == 5, "\(inside)")
+            #expect(inside.stdout.contains("/workspace") && inside.stdout.contains("300000") && !inside.stdout.contains("oops"), "\(inside)")
+            #expect(inside.stderr.contains("oops"), "\(inside)")
+            let tty = try await runProcess(
+                "/usr/bin/python3", ["-c", ExecLiveTests.terminal, buildProductsDir + "/canopy", id, "tty; stty size", "stty size; exit 7"],
+                env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token])
+            #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
+
             _ = try await server.cli(["stop", id])
             #expect(try await eventually(timeout: .seconds(30)) { try await server.phase(id) == "Stopped" })
             #expect(try await ProxyLiveTests.call("get", base, [auth]).status == 503)

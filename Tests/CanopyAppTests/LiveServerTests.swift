@@ -104,9 +104,9 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Runs the CLI against this server.
-    func cli(_ args: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+    func cli(_ args: [String], stdin: String? = nil, token: String? = nil) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await runProcess(
-            buildProductsDir + "/canopy", args, env: ["CANOPY_URL": url, "CANOPY_TOKEN": token])
+            buildProductsDir + "/canopy", args, env: ["CANOPY_URL": url, "CANOPY_TOKEN": token ?? self.token], stdin: stdin)
     }
 }
 

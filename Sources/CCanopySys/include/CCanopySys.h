@@ -37,4 +37,8 @@ int canopy_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 /// `timeout_ms`. Returns the connected descriptor (blocking, close-on-exec), or -errno.
 int canopy_connect_tcp(const char *netns_path, const char *ip, int port, int timeout_ms);
 
+/* Opens a pseudo-terminal: returns its master (close-on-exec) and sets *slave to its slave (close-on-exec, owned by
+   `owner` when that is not (uid_t)-1), sized rows x cols when both are positive; -1 with errno on failure. */
+int canopy_open_pty(int *slave, int rows, int cols, unsigned owner);
+
 #endif

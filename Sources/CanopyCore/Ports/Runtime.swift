@@ -116,3 +116,56 @@ public struct TaskNotice: Sendable, Hashable {
         self.logLine = logLine
     }
 }
+
+/// A command to run inside a running task (`canopy exec`).
+public struct ExecRequest: Sendable, Hashable {
+    /// The command and its arguments (run through the task's PATH).
+    public var command: [String]
+    /// Whether it gets a pseudo-terminal (its output is then one stream, and it may be resized).
+    public var tty: Bool
+    /// The terminal's size at start, where known.
+    public var rows: Int?
+    public var columns: Int?
+    /// The workload's working directory (its spec's `workdir`), where the command starts.
+    public var workdir: String?
+
+    /// Creates a request.
+    public init(command: [String], tty: Bool = false, rows: Int? = nil, columns: Int? = nil, workdir: String? = nil) {
+        self.command = command
+        self.tty = tty
+        self.rows = rows
+        self.columns = columns
+        self.workdir = workdir
+    }
+}
+
+/// What a running exec writes: bytes on its standard output or error (with a terminal, everything is stdout).
+public enum ExecOutput: Sendable, Hashable {
+    case stdout([UInt8])
+    case stderr([UInt8])
+}
+
+/// A command running inside a task. Its output ends (the stream finishes) when the command has closed its
+/// output; `exitCode()` then says how it ended.
+public protocol ExecSession: Sendable {
+    /// Its output, in order, with backpressure: the command blocks on writes while nobody reads.
+    var output: AsyncStream<ExecOutput> { get }
+    /// Sends bytes to its standard input (waits while the command does not read).
+    func write(_ bytes: [UInt8]) async
+    /// Closes its standard input (end of file; with a terminal, ^D).
+    func closeInput() async
+    /// Sets its terminal's size (no-op without a terminal).
+    func resize(rows: Int, columns: Int) async
+    /// Waits for it to end: its exit code, or 128 + the signal that ended it; nil when that cannot be known.
+    func exitCode() async -> Int?
+    /// Ends it (and what it started in its session) if it still runs: the client went away.
+    func terminate() async
+}
+
+/// Runs commands inside running tasks, as the task's user and in its view of the machine: inside its container,
+/// or, for a process, in its namespaces, cgroups and working directory.
+public protocol TaskExecRunner: Sendable {
+    /// Starts `request` in the running task `handle`; throws `CanopyError` (`.unavailable` when the task no
+    /// longer runs, `.invalid` for a request the runtime cannot run).
+    func exec(workloadID: String, taskIndex: Int, handle: String, request: ExecRequest) async throws -> any ExecSession
+}

@@ -15,12 +15,14 @@ public struct NativeAPI: Sendable {
     let images: ImageService
     let endpoints: EndpointService?
     let apps: AppService?
+    let exec: ExecService?
 
     /// Creates the API over its services.
     public init(
         workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService,
-        endpoints: EndpointService? = nil, apps: AppService? = nil
+        endpoints: EndpointService? = nil, apps: AppService? = nil, exec: ExecService? = nil
     ) {
+        self.exec = exec
         self.apps = apps
         self.endpoints = endpoints
         self.workloads = workloads
@@ -40,6 +42,7 @@ public struct NativeAPI: Sendable {
             (.post, "/workloads", create), (.get, "/workloads", list), (.get, "/workloads/{id}", get), (.delete, "/workloads/{id}", remove),
             (.post, "/workloads/{id}/stop", stop), (.post, "/workloads/{id}/release", release), (.post, "/workloads/{id}/restart", restart),
             (.post, "/workloads/{id}/lease", lease), (.post, "/workloads/{id}/open", open),
+            (.get, "/workloads/{id}/exec", execWithoutUpgrade),
             (.get, "/workloads/{id}/tasks/{index}/logs", logs),
             (.get, "/nodes", nodes), (.get, "/queues", queues), (.post, "/queues", createQueue), (.delete, "/queues/{name}", deleteQueue),
             (.get, "/tokens", tokens), (.post, "/tokens", createToken), (.delete, "/tokens/{id}", revokeToken),
@@ -154,6 +157,17 @@ public struct NativeAPI: Sendable {
         let link = try await endpoints.loginLink(
             try context.parameters.require("id"), task: task, port: body.port, as: principal, tokenHash: context.credentialHash ?? "")
         return try APIJSON.response(OpenResponse(url: link.url, expiresAt: link.expiresAt))
+    }
+
+    /// The exec endpoint reached without a WebSocket upgrade (or refused one): what is wrong, in the API's shape.
+    /// A request that would be allowed is told to upgrade (see `ExecSocket`).
+    @Sendable func execWithoutUpgrade(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        guard let exec else { throw CanopyError(.unavailable, "this server cannot exec into tasks") }
+        let query = try ExecSocket.parse(workloadID: try context.parameters.require("id"), query: ExecSocket.queryItems(request.uri.description))
+        _ = try await exec.authorize(principal, workloadID: query.workloadID, task: query.task, command: query.request.command)
+        throw CanopyError.invalid(
+            "Upgrade", "exec is a WebSocket: send Connection: Upgrade and Upgrade: websocket (subprotocol \(ExecSocket.subprotocol)), as canopy exec does")
     }
 
     @Sendable func lease(_ request: Request, context: CanopyRequestContext) async throws -> Response {

@@ -392,6 +392,24 @@ public enum OpenAPIDocument {
                     "503": ok(ref("Error"), "This server has no proxy"),
                 ])
         ],
+        "/workloads/{id}/exec": [
+            "get": op(
+                "execWorkload",
+                "Run a command inside a running task, over a WebSocket (Connection: Upgrade, Upgrade: websocket; subprotocol v5.channel.k8s.io): binary messages whose first byte is the channel, 0 stdin, 1 stdout, 2 stderr, 3 the status with exitCode at the end, 4 a resize {\"Width\", \"Height\"}, 255 then 0 the end of stdin. Its owner or an admin. Without an upgrade, the answer is the error that would refuse it, or 400 naming Upgrade",
+                params: [
+                    id,
+                    query("command", ["type": "array", "items": ["type": "string"], "minItems": 1], "the command and its arguments, one per parameter", required: true),
+                    query("task", ["type": "integer", "minimum": 0, "maximum": 1023], "default 0"),
+                    query("tty", ["type": "boolean"], "give the command a pseudo-terminal"),
+                    query("rows", ["type": "integer", "minimum": 1, "maximum": 10000], "the terminal's rows at start"),
+                    query("cols", ["type": "integer", "minimum": 1, "maximum": 10000], "the terminal's columns at start"),
+                ],
+                responses: [
+                    "101": ["description": "Switching to the WebSocket"],
+                    "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"),
+                    "409": ok(ref("Error"), "The task is not running, or its runtime cannot exec"),
+                ])
+        ],
         "/workloads/{id}/tasks/{index}/logs": [
             "get": op(
                 "getTaskLogs", "A task's output; with follow=true, streamed until the task ends",

@@ -1,0 +1,303 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CanopyCore
+import Foundation
+import Synchronization
+
+/// An exec whose command talks through descriptors the server holds: a pseudo-terminal's master, or three pipes.
+/// Reads happen on threads of their own (blocking reads never occupy Swift's cooperative pool), into a queue of
+/// at most `maxChunks` chunks: when nobody takes its output, the readers stop reading and the command blocks on
+/// its writes, as it would on a slow terminal.
+package final class DescriptorExecSession: ExecSession, @unchecked Sendable {
+    /// Ends the command.
+    package typealias Terminator = @Sendable () async -> Void
+    /// Sets the terminal's size another way than on a master the server holds (an engine's resize call).
+    package typealias Resizer = @Sendable (_ rows: Int, _ columns: Int) async -> Void
+
+    /// How the output descriptors carry the command's output.
+    package enum Framing: Sendable {
+        /// As it was written.
+        case raw
+        /// A container engine's multiplexed stream: frames of an 8-byte header (stream 1 stdout or 2 stderr, three
+        /// zeros, the payload's size as a big-endian 32-bit number) and the payload.
+        case engineMultiplexed
+    }
+
+    /// How standard input ends.
+    package enum InputEnd: Sendable {
+        /// Its descriptor is closed (a pipe).
+        case close
+        /// The terminal's EOF character (^D) is sent.
+        case endOfTransmission
+        /// The socket is shut down for writing (an engine's hijacked connection).
+        case shutdownWrite
+    }
+
+    private let input: Int32
+    private let outputs: [(fd: Int32, isError: Bool)]
+    private let tty: Bool
+    private let queue = ChunkQueue(maxChunks: 16)
+    private let writes = DispatchQueue(label: "canopy-exec-input")
+    private let exit = ExitBox()
+    private let inputClosed = Mutex(false)
+    private let terminator: Terminator
+    private let resizer: Resizer?
+    private let inputEnd: InputEnd
+    package let output: AsyncStream<ExecOutput>
+
+    /// Takes ownership of `input` (written to) and `outputs` (read from; the same descriptor as `input` for a
+    /// terminal's master or a socket). `initial` is output already read (what followed an engine's response head).
+    /// The runtime calls `ended` once the command has ended.
+    package init(
+        input: Int32, outputs: [(fd: Int32, isError: Bool)], tty: Bool, framing: Framing = .raw, initial: [UInt8] = [],
+        inputEnd: InputEnd? = nil, resizer: Resizer? = nil, terminator: @escaping Terminator
+    ) {
+        self.input = input
+        self.outputs = outputs
+        self.tty = tty
+        self.terminator = terminator
+        self.resizer = resizer
+        self.inputEnd = inputEnd ?? (tty ? .endOfTransmission : .close)
+        let queue = queue
+        output = AsyncStream(unfolding: { await queue.next() })
+        let exit = exit
+        queue.producers(outputs.count)
+        for (fd, isError) in outputs {
+            let thread = Thread {
+                Self.readLoop(fd: fd, isError: isError, framing: framing, initial: initial, queue: queue, exit: exit)
+            }
+            thread.name = "canopy-exec-output"
+            thread.start()
+        }
+    }
+
+    /// Called by the runtime when the command has ended (its exit code, or 128 + signal; nil when unknown).
+    package func ended(_ code: Int?) {
+        exit.set(code)
+    }
+
+    private static func readLoop(fd: Int32, isError: Bool, framing: Framing, initial: [UInt8], queue: ChunkQueue, exit: ExitBox) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var frames = FrameReader()
+        func deliver(_ bytes: [UInt8]) {
+            switch framing {
+            case .raw: queue.put(isError ? .stderr(bytes) : .stdout(bytes))
+            case .engineMultiplexed: for chunk in frames.feed(bytes) { queue.put(chunk) }
+            }
+        }
+        if !initial.isEmpty { deliver(initial) }
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, 200)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if ready == 0 {
+                // Quiet, and the command has ended: what it left running may hold the descriptor open forever.
+                if exit.isSet { break }
+                continue
+            }
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            // EIO: a terminal whose every slave is closed.
+            if n <= 0 { break }
+            deliver(Array(buffer[0..<n]))
+        }
+        queue.producerDone()
+    }
+
+    package func write(_ bytes: [UInt8]) async {
+        guard !inputClosed.withLock({ $0 }), !bytes.isEmpty else { return }
+        let fd = input
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            writes.async {
+                var offset = 0
+                while offset < bytes.count {
+                    let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { break }
+                    offset += n
+                }
+                done.resume()
+            }
+        }
+    }
+
+    package func closeInput() async {
+        let fd = input
+        let end = inputEnd
+        let first = inputClosed.withLock { closed in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            writes.async {
+                switch end {
+                case .endOfTransmission:
+                    // A terminal has no end of file of its own: its EOF character (^D), at the start of a line.
+                    var eof: [UInt8] = [4]
+                    _ = Glibc.write(fd, &eof, 1)
+                case .shutdownWrite: shutdown(fd, Int32(SHUT_WR))
+                case .close: close(fd)
+                }
+                done.resume()
+            }
+        }
+    }
+
+    package func resize(rows: Int, columns: Int) async {
+        guard tty, (1...10_000).contains(rows), (1...10_000).contains(columns) else { return }
+        if let resizer { return await resizer(rows, columns) }
+        var size = winsize(ws_row: UInt16(rows), ws_col: UInt16(columns), ws_xpixel: 0, ws_ypixel: 0)
+        _ = ioctl(input, UInt(TIOCSWINSZ), &size)
+    }
+
+    package func exitCode() async -> Int? {
+        await exit.wait()
+    }
+
+    package func terminate() async {
+        if !exit.isSet { await terminator() }
+    }
+
+    deinit {
+        // Every reader has finished (the session outlives its stream's consumer) or will see the exit; the
+        // descriptors are closed once no thread can use them.
+        let input = input
+        let outputs = outputs
+        let tty = tty
+        let closed = inputClosed.withLock { $0 } && inputEnd == .close
+        let queue = queue
+        let writes = writes
+        Thread {
+            queue.waitForProducers()
+            writes.sync {}
+            if !closed { close(input) }
+            for (fd, _) in outputs where fd != input { close(fd) }
+        }.start()
+    }
+}
+
+/// Splits a container engine's multiplexed stream into its frames.
+struct FrameReader {
+    private var pending: [UInt8] = []
+
+    mutating func feed(_ bytes: [UInt8]) -> [ExecOutput] {
+        pending += bytes
+        var out: [ExecOutput] = []
+        var start = 0
+        while pending.count - start >= 8 {
+            let size = pending[(start + 4)..<(start + 8)].reduce(0) { $0 << 8 | Int($1) }
+            guard pending.count - start - 8 >= size else { break }
+            let payload = Array(pending[(start + 8)..<(start + 8 + size)])
+            if !payload.isEmpty { out.append(pending[start] == 2 ? .stderr(payload) : .stdout(payload)) }
+            start += 8 + size
+        }
+        pending.removeFirst(start)
+        return out
+    }
+}
+
+/// The exit code of an exec, set once, awaited by any number.
+final class ExitBox: Sendable {
+    private let state = Mutex<(set: Bool, code: Int?, waiters: [CheckedContinuation<Int?, Never>])>((false, nil, []))
+
+    var isSet: Bool { state.withLock { $0.set } }
+
+    func set(_ code: Int?) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Int?, Never>] in
+            guard !s.set else { return [] }
+            s.set = true
+            s.code = code
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume(returning: code) }
+    }
+
+    func wait() async -> Int? {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s -> (Bool, Int?) in
+                if s.set { return (true, s.code) }
+                s.waiters.append(c)
+                return (false, nil)
+            }
+            if now.0 { c.resume(returning: now.1) }
+        }
+    }
+}
+
+/// A bounded queue between blocking reader threads and one async consumer.
+final class ChunkQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var chunks: [ExecOutput] = []
+    private var activeProducers = 0
+    private var waiter: CheckedContinuation<ExecOutput?, Never>?
+    private let maxChunks: Int
+
+    init(maxChunks: Int) { self.maxChunks = maxChunks }
+
+    func producers(_ n: Int) {
+        condition.lock()
+        activeProducers = n
+        condition.unlock()
+    }
+
+    /// Blocks the reader while the queue is full.
+    func put(_ chunk: ExecOutput) {
+        condition.lock()
+        if let w = waiter {
+            waiter = nil
+            condition.unlock()
+            w.resume(returning: chunk)
+            return
+        }
+        while chunks.count >= maxChunks { condition.wait() }
+        chunks.append(chunk)
+        condition.unlock()
+    }
+
+    func producerDone() {
+        condition.lock()
+        activeProducers -= 1
+        let finished = activeProducers == 0 && chunks.isEmpty
+        let w = finished ? waiter : nil
+        if finished { waiter = nil }
+        condition.broadcast()
+        condition.unlock()
+        w?.resume(returning: nil)
+    }
+
+    func waitForProducers() {
+        condition.lock()
+        while activeProducers > 0 {
+            // Nobody reads any more: let blocked readers through so that they see the end.
+            chunks.removeAll()
+            condition.broadcast()
+            condition.wait(until: Date().addingTimeInterval(0.2))
+        }
+        condition.unlock()
+    }
+
+    /// The next chunk, or nil once every producer is done and the queue is empty.
+    func next() async -> ExecOutput? {
+        await withCheckedContinuation { c in
+            condition.lock()
+            if !chunks.isEmpty {
+                let chunk = chunks.removeFirst()
+                condition.broadcast()
+                condition.unlock()
+                c.resume(returning: chunk)
+            } else if activeProducers == 0 {
+                condition.unlock()
+                c.resume(returning: nil)
+            } else {
+                waiter = c
+                condition.unlock()
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import CanopyCore
+import Foundation
+
+/// Commands run inside running tasks (`canopy exec`): who may, in which task, with what. Only a workload's owner
+/// (or an admin) execs into it, as with opening its ports: a colleague's workload is refused (403), another
+/// tenant's is a missing one (404). Starting an exec and typing into it count as the workload's activity.
+public final class ExecService: Sendable {
+    /// The most arguments, and bytes in all, a command may have.
+    public static let maxArguments = 4096
+    public static let maxCommandBytes = 128 << 10
+
+    private let workloads: WorkloadService
+    private let runtimes: Runtimes
+    private let activity: @Sendable (String) -> Void
+
+    /// Creates the service; `activity` is told the workload's id on each start and on input.
+    public init(workloads: WorkloadService, runtimes: Runtimes, activity: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.workloads = workloads
+        self.runtimes = runtimes
+        self.activity = activity
+    }
+
+    /// Checks a command from outside: present, not too long, no NUL (which no argument can hold).
+    public static func validate(_ command: [String]) throws {
+        guard !command.isEmpty, !command[0].isEmpty else {
+            throw CanopyError.invalid("command", "give the command to run (canopy exec ID -- COMMAND)")
+        }
+        guard command.count <= maxArguments, command.reduce(0, { $0 + $1.utf8.count + 1 }) <= maxCommandBytes else {
+            throw CanopyError.invalid("command", "the command is longer than \(maxArguments) arguments or \(maxCommandBytes) bytes")
+        }
+        guard !command.contains(where: { $0.utf8.contains(0) }) else {
+            throw CanopyError.invalid("command", "an argument holds a NUL byte")
+        }
+    }
+
+    /// What an exec will run in, once the caller may: the task's runtime and handle. Throws what the caller
+    /// should be told (404, 403, 409 for a task that does not run, 400 for a runtime that cannot exec).
+    public func authorize(_ principal: Principal, workloadID: String, task: Int, command: [String]) async throws -> Workload {
+        try Self.validate(command)
+        let w = try await workloads.getForChange(workloadID, as: principal, to: "exec into")
+        guard w.tasks.indices.contains(task) else {
+            throw CanopyError(.notFound, "workload \(w.id) has no task \(task) (it has \(w.tasks.count))", field: "task")
+        }
+        let t = w.tasks[task]
+        guard t.phase == .running, t.backendID != nil else {
+            throw CanopyError(.conflict, "task \(task) of workload \(w.id) is not running (it is \(t.phase.rawValue))")
+        }
+        guard runtimes.runtime(runtimes.kind(of: t, spec: w.spec)) is any TaskExecRunner else {
+            throw CanopyError(.conflict, "tasks of the \(runtimes.kind(of: t, spec: w.spec)) runtime cannot be exec'd into yet")
+        }
+        return w
+    }
+
+    /// Starts `request` in task `task` of the workload, checked as `authorize` does.
+    public func start(_ principal: Principal, workloadID: String, task: Int, request: ExecRequest) async throws -> any ExecSession {
+        let w = try await authorize(principal, workloadID: workloadID, task: task, command: request.command)
+        let t = w.tasks[task]
+        guard let runner = runtimes.runtime(runtimes.kind(of: t, spec: w.spec)) as? any TaskExecRunner, let handle = t.backendID else {
+            throw CanopyError(.conflict, "task \(task) of workload \(w.id) cannot be exec'd into")
+        }
+        var request = request
+        request.workdir = w.spec.workdir
+        let session = try await runner.exec(workloadID: w.id, taskIndex: task, handle: handle, request: request)
+        activity(w.id)
+        return session
+    }
+
+    /// The client typed into an exec of workload `id`.
+    public func noteInput(workloadID: String) {
+        activity(workloadID)
+    }
+}

@@ -1,0 +1,120 @@
+import CanopyCore
+import CanopyTesting
+import Foundation
+import Testing
+
+/// `canopy exec` against a real `canopy serve`: the CLI is the WebSocket client, the command runs in a real task.
+@Suite("exec into running tasks, live", .serialized)
+struct ExecLiveTests {
+    static let root = getuid() == 0
+
+    /// Runs `canopy exec -it ID -- sh` under a pseudo-terminal of 33x101 (Python's pty), types `script` line by
+    /// line, resizes to 50x120 before the last line; prints everything the terminal showed and the exit code.
+    static let terminal = """
+        import os, pty, sys, time, select, struct, fcntl, termios
+        cli, wid, lines = sys.argv[1], sys.argv[2], sys.argv[3:]
+        pid, fd = pty.fork()
+        if pid == 0:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+            os.execv(cli, [cli, "exec", "-it", wid, "--", "sh"])
+        out = b""
+        def drain(seconds):
+            global out
+            end = time.time() + seconds
+            while time.time() < end:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if r:
+                    try: d = os.read(fd, 65536)
+                    except OSError: return
+                    if not d: return
+                    out += d
+        drain(2)
+        for i, line in enumerate(lines):
+            if i == len(lines) - 1:
+                fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+                os.kill(pid, 28)
+                time.sleep(0.5)
+            os.write(fd, line.encode() + b"\\n")
+            drain(1.5)
+        drain(3)
+        _, status = os.waitpid(pid, 0)
+        print(out.decode(errors="replace")); print("EXIT", os.waitstatus_to_exitcode(status))
+        """
+
+    @Test("canopy exec: as the task's user in its cgroup, directory and private /tmp; stdout, stderr, stdin and the exit code; a terminal with its size and resizes; a client that leaves ends the command; others refused", .enabled(if: ExecLiveTests.root))
+    func exec() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-exec"), removeAfter: true) { server in
+            let run = try await server.cli(["run", "-d", "--interactive", "--", "sh", "-c", "echo from-the-task > /tmp/marker; sleep 300"])
+            #expect(run.status == 0, "\(run)")
+            let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" })
+            let task = server.dataDir + "/workloads/\(id)/task-0"
+            #expect(try await eventually(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: task + "/pid") })
+            let taskUID = (try? FileManager.default.attributesOfItem(atPath: task + "/work")[.ownerAccountID] as? Int) ?? -1
+
+            // What it runs as and where: the task's uid, its working directory, its /tmp, its cgroup.
+            let inside = try await server.cli(["exec", id, "--", "sh", "-c", "id -u; pwd; cat /tmp/marker; grep -c \(id)-0 /proc/self/cgroup; echo to-stderr >&2; exit 3"])
+            let lines = inside.stdout.split(separator: "\n").map(String.init)
+            #expect(inside.status == 3, "\(inside)")
+            #expect(lines.first == String(taskUID) && taskUID > 0, "\(inside) uid \(taskUID)")
+            #expect(lines.dropFirst().first == task + "/work", "\(inside)")
+            #expect(lines.contains("from-the-task"), "the task's private /tmp: \(inside)")
+            #expect(lines.last.flatMap { Int($0) } ?? 0 >= 1, "the task's cgroup: \(inside)")
+            #expect(inside.stderr.contains("to-stderr"), "\(inside)")
+
+            // Standard input, whole, and its end.
+            let body = (0..<20000).map { "line \($0)" }.joined(separator: "\n")
+            let piped = try await server.cli(["exec", "-i", id, "--", "sh", "-c", "wc -l; echo after-eof"], stdin: body + "\n")
+            #expect(piped.status == 0 && piped.stdout.contains("20000") && piped.stdout.contains("after-eof"), "\(piped)")
+            let missing = try await server.cli(["exec", id, "--", "no-such-command"])
+            #expect(missing.status == 127 && missing.stderr.contains("no-such-command"), "\(missing)")
+
+            // A terminal: its size at start, a resize, the exit code of the shell.
+            let tty = try await runProcess(
+                "/usr/bin/python3", ["-c", Self.terminal, buildProductsDir + "/canopy", id, "tty; stty size; echo $TERM", "stty size; exit 7"],
+                env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token])
+            #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("xterm-256color"), "\(tty)")
+            #expect(tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
+
+            // A client that goes away ends its command.
+            let marker = "sleep 7\(Int.random(in: 100...999))"
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: buildProductsDir + "/canopy")
+            client.arguments = ["exec", id, "--", "sh", "-c", "exec \(marker)"]
+            client.environment = ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token]
+            try client.run()
+            func running() -> Bool {
+                ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).contains { pid in
+                    guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+                    return cmd.replacingOccurrences(of: "\0", with: " ").hasPrefix(marker)
+                }
+            }
+            #expect(try await eventually(timeout: .seconds(10)) { running() })
+            kill(client.processIdentifier, SIGKILL)
+            #expect(try await eventually(timeout: .seconds(10)) { !running() }, "the command outlived its client")
+
+            // Others: a colleague is refused, another tenant sees nothing, no token is 401, a stopped task is a 409.
+            func token(_ user: String, _ tenant: String) async throws -> String {
+                let made = try await server.cli(["tokens", "create", "--user", user, "--tenant", tenant])
+                return made.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
+            }
+            let colleague = try await server.cli(["exec", id, "--", "true"], token: try await token("carol", "default"))
+            #expect(colleague.status != 0 && colleague.stderr.contains("HTTP 403"), "\(colleague)")
+            let stranger = try await server.cli(["exec", id, "--", "true"], token: try await token("mallory", "other"))
+            #expect(stranger.status != 0 && stranger.stderr.contains("HTTP 404"), "\(stranger)")
+            let anonymous = try await server.cli(["exec", id, "--", "true"], token: "cnp_nonsense")
+            #expect(anonymous.status != 0 && anonymous.stderr.contains("HTTP 401"), "\(anonymous)")
+            let noTask = try await server.cli(["exec", "--task", "4", id, "--", "true"])
+            #expect(noTask.status != 0 && noTask.stderr.contains("task"), "\(noTask)")
+            // Without an upgrade, the path says what it wants.
+            let (plain, text) = try await pythonRequest(server.url, "GET", "/api/v1/workloads/\(id)/exec?command=true", token: server.token)
+            #expect(plain == 400 && text.contains("WebSocket"), "\(plain) \(text)")
+            let (empty, emptyText) = try await pythonRequest(server.url, "GET", "/api/v1/workloads/\(id)/exec", token: server.token)
+            #expect(empty == 400 && emptyText.contains("\"command\""), "\(empty) \(emptyText)")
+            #expect(try await server.cli(["stop", id]).status == 0)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Stopped" })
+            let stopped = try await server.cli(["exec", id, "--", "true"])
+            #expect(stopped.status != 0 && stopped.stderr.contains("HTTP 409"), "\(stopped)")
+        }
+    }
+}
