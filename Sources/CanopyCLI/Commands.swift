@@ -14,7 +14,7 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, RemoveCommand.self, OpenCommand.self, ExecCommand.self, JupyterCommand.self, AppsCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, RemoveCommand.self, OpenCommand.self, ExecCommand.self, ShellCommand.self, JupyterCommand.self, AppsCommand.self,
             NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
@@ -256,6 +256,22 @@ struct OpenCommand: AsyncParsableCommand {
             let link = try await c.call(.POST, "/workloads/\(id)/open", body: Body(task: task, port: port), as: Link.self)
             printOut(link.url)
         }
+    }
+}
+
+struct ShellCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shell", abstract: "Start an instance that waits for you to exec into it.",
+        usage: "canopy shell [<canopy run options>]",
+        discussion: """
+            canopy shell takes canopy run's options (--image, --gpus, --memory, --lease, --queue, ...) and starts an \
+            interactive workload that runs nothing until it is stopped. It prints the workload's id, waits until it \
+            runs, and says how to get in: canopy exec -it ID -- bash (or sh). Files under its working directory stay \
+            across canopy stop and canopy restart.
+            """)
+
+    func run() async throws {
+        throw CLIError("canopy shell takes canopy run's options, e.g. canopy shell --gpus 1 --image pytorch:2")
     }
 }
 

@@ -24,7 +24,7 @@ struct ExecCommand: AsyncParsableCommand {
 
     @Flag(name: [.customShort("i"), .long], help: "Pass standard input to the command.") var stdin = false
     @Flag(name: [.customShort("t"), .long], help: "Give the command a pseudo-terminal.") var tty = false
-    @Option(help: "The task (default 0).") var task: Int = 0
+    @Option(help: "The task.") var task: Int = 0
     @Argument(help: "The workload.") var id: String
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
 

@@ -13,6 +13,9 @@ enum RunArguments {
         "--max-duration", "--input", "--output", "--image", "--mount", "--lease", "--port", "--app",
     ]
 
+    /// What `canopy shell` runs: nothing, until it is stopped (in any image with a POSIX shell and sleep).
+    static let waitForever = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+
     /// The arguments after `run` with a `--` inserted before the command when the user left it out, so that the
     /// parser captures the command after `--` and rejects whatever unknown option comes before it.
     static func normalize(_ arguments: [String]) -> [String] {
@@ -36,6 +39,12 @@ enum RunArguments {
         // `canopy jupyter [run options]` is `canopy run --app jupyter` that waits and prints where to open it.
         if arguments.first == "jupyter", !arguments.dropFirst().contains(where: { $0 == "-h" || $0 == "--help" }) {
             return ["run", "--app", "jupyter", "--print-link"] + normalize(Array(arguments.dropFirst()))
+        }
+        // `canopy shell [run options]` is an interactive workload that only waits for `canopy exec` (or ssh).
+        if arguments.first == "shell", !arguments.dropFirst().contains(where: { $0 == "-h" || $0 == "--help" }) {
+            var rest = normalize(Array(arguments.dropFirst()))
+            if !rest.contains("--") { rest += ["--"] + RunArguments.waitForever }
+            return ["run", "--interactive", "--print-shell"] + rest
         }
         guard arguments.first == "run" else { return arguments }
         return ["run"] + normalize(Array(arguments.dropFirst()))

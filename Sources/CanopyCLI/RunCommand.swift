@@ -44,6 +44,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Run an app by name (canopy apps): its command, image and port unless given; interactive unless it is a batch workload.")
     var app: String?
     @Flag(help: .hidden) var printLink = false
+    @Flag(help: .hidden) var printShell = false
     @Option(help: "Interactive workloads: how long each start may run, e.g. 2h, or unlimited where the queue allows (default: the queue's).")
     var lease: String?
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
@@ -129,6 +130,7 @@ struct RunCommand: AsyncParsableCommand {
                 throw CLIError(e.description, exitCode: 125)
             }
             if printLink { return try await waitAndPrintLink(c, w) }
+            if printShell { return try await waitAndPrintShell(c, w) }
             if detach { return printOut(w.id) }
             let code = try await attach(c, w)
             throw ExitCode(code)
@@ -137,10 +139,8 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 extension RunCommand {
-    /// `canopy jupyter`: prints the id, waits until the app answers through the proxy, then prints its access URL
-    /// and a login link for a browser.
-    func waitAndPrintLink(_ c: CanopyClient, _ submitted: Workload) async throws {
-        printOut(submitted.id)
+    /// Waits until the workload runs (or throws why it will not).
+    func waitUntilRunning(_ c: CanopyClient, _ submitted: Workload) async throws -> Workload {
         printErr("canopy: waiting for \(submitted.id) to start...")
         let deadline = Date().addingTimeInterval(600)
         var w = submitted
@@ -152,6 +152,22 @@ extension RunCommand {
             try await Task.sleep(for: .milliseconds(500))
             w = try await c.call(.GET, "/workloads/\(w.id)", as: Workload.self)
         }
+        return w
+    }
+
+    /// `canopy shell`: prints the id, waits until it runs, and says how to get in.
+    func waitAndPrintShell(_ c: CanopyClient, _ submitted: Workload) async throws {
+        printOut(submitted.id)
+        let w = try await waitUntilRunning(c, submitted)
+        printErr("canopy: \(w.id) is running; get in with: canopy exec -it \(w.id) -- sh   (stop it with canopy stop \(w.id))")
+    }
+
+    /// `canopy jupyter`: prints the id, waits until the app answers through the proxy, then prints its access URL
+    /// and a login link for a browser.
+    func waitAndPrintLink(_ c: CanopyClient, _ submitted: Workload) async throws {
+        printOut(submitted.id)
+        let w = try await waitUntilRunning(c, submitted)
+        let deadline = Date().addingTimeInterval(600)
         guard let url = w.tasks.first?.endpoints?.first(where: { $0.url != nil })?.url else {
             throw CLIError("workload \(w.id) runs, but the server has no proxy to reach it (canopy serve --proxy-port)")
         }

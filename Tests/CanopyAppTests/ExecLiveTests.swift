@@ -115,6 +115,18 @@ struct ExecLiveTests {
             #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Stopped" })
             let stopped = try await server.cli(["exec", id, "--", "true"])
             #expect(stopped.status != 0 && stopped.stderr.contains("HTTP 409"), "\(stopped)")
+
+            // canopy shell: an instance that waits, entered with exec, stopped at once.
+            let shell = try await server.cli(["shell", "--cpus", "0.5", "--memory", "128Mi"])
+            let shellID = shell.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(shell.status == 0 && shell.stderr.contains("canopy exec -it \(shellID)"), "\(shell)")
+            #expect(try await server.phase(shellID) == "Running")
+            let inShell = try await server.cli(["exec", shellID, "--", "sh", "-c", "echo in-shell"])
+            #expect(inShell.status == 0 && inShell.stdout == "in-shell\n", "\(inShell)")
+            let began = Date()
+            #expect(try await server.cli(["stop", shellID]).status == 0)
+            #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(shellID) == "Stopped" })
+            #expect(Date().timeIntervalSince(began) < 8, "the shell instance ends on SIGTERM, without waiting for the grace period")
         }
     }
 }
