@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssh.git", from: "0.15.1"),
     ],
     targets: [
         // Domain model and ports: pure Swift, no I/O.
@@ -117,12 +118,26 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The SSH server: users' stock ssh into their instances, by their registered keys (swift-nio-ssh).
+        .target(
+            name: "CanopySSH",
+            dependencies: [
+                "CanopyCore", "CanopyServices",
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Composition: configuration and buildApplication, shared by `canopy serve` and the tests.
         .target(
             name: "CanopyApp",
             dependencies: [
                 "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
-                "CanopyProxy",
+                "CanopyProxy", "CanopySSH",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

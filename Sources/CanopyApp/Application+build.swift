@@ -5,6 +5,7 @@ import CanopyDataForest
 import CanopyHTTP
 import CanopyLocal
 import CanopyProxy
+import CanopySSH
 import CanopySQLite
 import CanopyServices
 import Foundation
@@ -131,10 +132,22 @@ public func buildApplication(
             })
     }
 
-    let router = Router(context: CanopyRequestContext.self)
     let exec = ExecService(workloads: workloads, runtimes: runtimes) { id in Task { await controller.recordActivity(id, source: "exec") } }
+    let sshKeys = SSHKeyService(store: store)
+    try await sshKeys.load()
+    let sshServer = SSHServerInfo()
+    if let sshPort = try config.resolvedSSHPort() {
+        let gateway = try SSHGateway(
+            host: config.host, port: sshPort, hostKeyFile: dataDir + "/ssh_host_ed25519_key", keys: sshKeys, exec: exec, logger: logger
+        ) { port in sshServer.set(port: port) }
+        sshServer.set(hostKey: gateway.publicHostKey)
+        services.append(gateway)
+    }
+
+    let router = Router(context: CanopyRequestContext.self)
     let execSocket = ExecSocket(auth: auth, exec: exec)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec)
+    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec,
+        sshKeys: sshKeys, sshServer: sshServer)
         .register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger

@@ -86,6 +86,10 @@ public struct ServerConfiguration: Sendable {
     /// built-in `jupyter` (one of the same name replaces it).
     public var appsFile: String?
 
+    /// `--ssh-port`, `CANOPY_SSH_PORT`: the port of Canopy's SSH server (users' `ssh ID@host` into their
+    /// instances, by the keys they registered); nil or `off`: no SSH server. 0 picks a free port.
+    public var sshPort: Int?
+
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
 
@@ -119,6 +123,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_PROXY_URL"], !v.isEmpty { proxyURL = v }
         if let v = environment["CANOPY_APPS"], !v.isEmpty { appsFile = v }
         if let v = environment["CANOPY_PROXY_DOMAIN"], !v.isEmpty { proxyDomain = v }
+        if let v = environment["CANOPY_SSH_PORT"], !v.isEmpty { sshPort = v == "off" ? nil : Int(v) }
         dataForest = DataForestConfiguration(environment: environment)
     }
 
@@ -132,6 +137,17 @@ public struct ServerConfiguration: Sendable {
             return p
         case .none: return port == 0 ? 0 : port + 1
         }
+    }
+
+    /// The SSH server's port, checked: nil when it is off.
+    func resolvedSSHPort() throws -> Int? {
+        guard let p = sshPort, p >= 0 else { return nil }
+        guard p <= 65535 else { throw CanopyError.invalid("ssh-port", "ssh-port must be from 0 to 65535, or off") }
+        let proxy = try resolvedProxyPort() ?? -1
+        guard p == 0 || (p != port && p != proxy) else {
+            throw CanopyError.invalid("ssh-port", "the SSH server needs a port of its own, not the API's or the proxy's")
+        }
+        return p
     }
 
     /// The proxy's wildcard domain, checked: DNS labels of letters, digits and '-', lowercased.

@@ -49,6 +49,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The URL users reach the proxy at, when not http://HOST:PROXY-PORT (e.g. behind TLS: https://apps.example.com).") var proxyURL: String?
     @Option(help: "A wildcard domain reaching the proxy (*.apps.example.com): each instance gets a host name, an origin, of its own.")
     var proxyDomain: String?
+    @Option(help: "Port of the SSH server: users' ssh ID@HOST into their instances, by their registered keys (default: off).")
+    var sshPort: String?
     @Option(help: "A JSON file of apps workloads may run by name (canopy run --app NAME), beside the built-in jupyter.") var apps: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
@@ -84,6 +86,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let proxyURL { config.proxyURL = proxyURL }
         if let apps { config.appsFile = apps }
         if let proxyDomain { config.proxyDomain = proxyDomain }
+        if let sshPort {
+            guard sshPort == "off" || Int(sshPort) != nil else { throw ValidationError("--ssh-port must be a port number or off") }
+            config.sshPort = sshPort == "off" ? nil : Int(sshPort)
+        }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

@@ -65,6 +65,30 @@ public final class ExecService: Sendable {
         return session
     }
 
+    /// Whether the principal may enter the workload at all (its owner or an admin): for the SSH server's login,
+    /// before any task is chosen. Throws as `authorize` does.
+    public func mayEnter(_ principal: Principal, workloadID: String) async throws -> Workload {
+        try await workloads.getForChange(workloadID, as: principal, to: "enter")
+    }
+
+    /// A connected socket to `port` of a running task (SSH port forwarding), checked as `authorize` is; only a
+    /// listener of the task itself is connected to (see `TaskPortConnector`). The caller owns the descriptor.
+    public func connect(_ principal: Principal, workloadID: String, task: Int, port: Int) async throws -> Int32 {
+        guard (1...65535).contains(port) else { throw CanopyError.invalid("port", "port must be from 1 to 65535") }
+        let w = try await workloads.getForChange(workloadID, as: principal, to: "forward a port of")
+        guard w.tasks.indices.contains(task) else { throw CanopyError(.notFound, "workload \(w.id) has no task \(task)", field: "task") }
+        let t = w.tasks[task]
+        guard t.phase == .running, let handle = t.backendID else {
+            throw CanopyError(.conflict, "task \(task) of workload \(w.id) is not running (it is \(t.phase.rawValue))")
+        }
+        guard let connector = runtimes.runtime(runtimes.kind(of: t, spec: w.spec)) as? any TaskPortConnector else {
+            throw CanopyError(.conflict, "ports of the \(runtimes.kind(of: t, spec: w.spec)) runtime cannot be forwarded yet")
+        }
+        let fd = try await connector.connect(workloadID: w.id, taskIndex: task, handle: handle, port: port)
+        activity(w.id)
+        return fd
+    }
+
     /// The client typed into an exec of workload `id`.
     public func noteInput(workloadID: String) {
         activity(workloadID)

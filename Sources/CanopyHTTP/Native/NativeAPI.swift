@@ -16,12 +16,16 @@ public struct NativeAPI: Sendable {
     let endpoints: EndpointService?
     let apps: AppService?
     let exec: ExecService?
+    let sshKeys: SSHKeyService?
+    let sshServer: SSHServerInfo?
 
     /// Creates the API over its services.
     public init(
         workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService,
-        endpoints: EndpointService? = nil, apps: AppService? = nil, exec: ExecService? = nil
+        endpoints: EndpointService? = nil, apps: AppService? = nil, exec: ExecService? = nil, sshKeys: SSHKeyService? = nil, sshServer: SSHServerInfo? = nil
     ) {
+        self.sshKeys = sshKeys
+        self.sshServer = sshServer
         self.exec = exec
         self.apps = apps
         self.endpoints = endpoints
@@ -52,6 +56,7 @@ public struct NativeAPI: Sendable {
             (.get, "/images", listImages), (.get, "/images/{name}", getImage), (.delete, "/images/{name}", removeImage),
             (.post, "/images/import", importImage), (.post, "/images/load", loadImage), (.post, "/images/pull", pullImage),
             (.get, "/apps", listApps),
+            (.get, "/ssh-keys", listSSHKeys), (.post, "/ssh-keys", addSSHKey), (.delete, "/ssh-keys/{id}", removeSSHKey), (.get, "/ssh", sshInfo),
             (.get, "/whoami", { _, context in try APIJSON.response(try context.requirePrincipal()) }),
         ]
     }

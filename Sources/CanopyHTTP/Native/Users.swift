@@ -75,7 +75,9 @@ extension NativeAPI {
         let user = try context.parameters.require("user")
         let tokens = try await auth.revokeAll(user: user, tenant: tenant)
         let keyCount = try await keys.revokeAll(user: user, tenant: tenant)
-        guard tokens + keyCount > 0 else { throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user") }
+        // Their SSH keys go too: nothing of theirs still logs in.
+        let sshKeyCount = try await sshKeys?.removeAll(user: user, tenant: tenant) ?? 0
+        guard tokens + keyCount + sshKeyCount > 0 else { throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user") }
         return try APIJSON.response(UserRemoval(user: user, tenant: tenant, tokensRevoked: tokens, keysRevoked: keyCount))
     }
 }

@@ -1,0 +1,229 @@
+import CanopyCore
+import CanopyServices
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSH
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Canopy's SSH server (`canopy serve --ssh-port`): a user's stock `ssh` reaches the instances they own, with no
+/// sshd in the task. The user name picks the workload (`ssh ID@host`, or `ID.TASK@host` for another task); the
+/// key must be one the user registered (`canopy ssh-keys add`), and the user the workload's owner or an admin.
+///
+/// Each session runs through `ExecService`, as `canopy exec` does: `shell` is a login shell (bash, else sh) with
+/// the terminal `pty-req` asked for, `exec` runs the command with `sh -c`, and `window-change`, end of input and
+/// the exit status are passed on. `direct-tcpip` (`ssh -L`, VS Code) reaches ports of the task itself on its
+/// loopback, through the runtime's connector (never another host, never another tenant's listener). Remote
+/// forwarding and subsystems (SFTP) are refused for now.
+public final class SSHGateway: Service, Sendable {
+    public let host: String
+    public let port: Int
+    let hostKey: NIOSSHPrivateKey
+    let keys: SSHKeyService
+    let exec: ExecService
+    let logger: Logger
+    let onBound: @Sendable (Int) async -> Void
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// The most connections held at once.
+    static let maxConnections = 1024
+
+    /// Creates the server; its host key is read from `hostKeyFile`, or made there (Ed25519, mode 0600).
+    public init(
+        host: String, port: Int, hostKeyFile: String, keys: SSHKeyService, exec: ExecService, logger: Logger,
+        onBound: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws {
+        self.host = host
+        self.port = port
+        self.hostKey = NIOSSHPrivateKey(ed25519Key: try Self.loadOrCreateHostKey(hostKeyFile))
+        self.keys = keys
+        self.exec = exec
+        self.logger = logger
+        self.onBound = onBound
+    }
+
+    /// The host key's public half, as an OpenSSH line (for known_hosts).
+    public var publicHostKey: String { String(openSSHPublicKey: hostKey.publicKey) }
+
+    static func loadOrCreateHostKey(_ path: String) throws -> Curve25519.Signing.PrivateKey {
+        if let data = FileManager.default.contents(atPath: path) {
+            return try Curve25519.Signing.PrivateKey(rawRepresentation: data)
+        }
+        let key = Curve25519.Signing.PrivateKey()
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CanopyError(.internal, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let raw = key.rawRepresentation
+        let ok = raw.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == raw.count }
+        guard ok, fsync(fd) == 0 else { throw CanopyError(.internal, "cannot write \(path)") }
+        return key
+    }
+
+    public func run() async throws {
+        let hostKey = hostKey
+        let keys = keys
+        let exec = exec
+        let logger = logger
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                guard track(channel) else { return channel.close() }
+                let login = Login()
+                return channel.eventLoop.makeCompletedFuture {
+                    var configuration = SSHServerConfiguration(
+                        hostKeys: [hostKey], userAuthDelegate: KeyAuthentication(keys: keys, exec: exec, login: login, logger: logger))
+                    configuration.maxAuthAttempts = 6
+                    let handler = NIOSSHHandler(
+                        role: .server(configuration), allocator: channel.allocator,
+                        inboundChildChannelInitializer: { child, type in
+                            Self.initialize(child, type, login: login, exec: exec, logger: logger)
+                        })
+                    // No login within a minute, or a connection silent for an hour, is closed.
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(readTimeout: .seconds(3600)), handler, ConnectionErrors(logger: logger),
+                    ])
+                    channel.eventLoop.scheduleTask(in: .seconds(60)) {
+                        if login.target == nil { channel.close(promise: nil) }
+                    }
+                }
+            }
+            .bind(host: host, port: port).get()
+        let bound = server.localAddress?.port ?? port
+        await onBound(bound)
+        logger.info("ssh listening", metadata: ["address": "\(host):\(bound)", "hostKey": "\(publicHostKey)"])
+        try await withGracefulShutdownHandler {
+            try await server.closeFuture.get()
+        } onGracefulShutdown: {
+            server.close(promise: nil)
+        }
+        for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+
+    private func track(_ channel: any Channel) -> Bool {
+        let id = ObjectIdentifier(channel)
+        let admitted = connections.withLock { c -> Bool in
+            guard c.count < Self.maxConnections else { return false }
+            c[id] = channel
+            return true
+        }
+        if admitted { channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: id) } } }
+        return admitted
+    }
+
+    /// A new channel of an authenticated connection: a session, or a forwarded connection to the task.
+    static func initialize(_ child: any Channel, _ type: SSHChannelType, login: Login, exec: ExecService, logger: Logger) -> EventLoopFuture<Void> {
+        guard let target = login.target else { return child.eventLoop.makeFailedFuture(CanopyError(.unauthenticated, "not logged in")) }
+        switch type {
+        case .session:
+            return child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).flatMapThrowing {
+                try child.pipeline.syncOperations.addHandler(SessionHandler(target: target, exec: exec, logger: logger))
+            }
+        case .directTCPIP(let request):
+            // Only the instance itself: its loopback, by any of its names.
+            guard ["localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"].contains(request.targetHost.lowercased()) else {
+                logger.info("ssh forward refused", metadata: ["target": "\(request.targetHost):\(request.targetPort)"])
+                return child.eventLoop.makeFailedFuture(CanopyError(.permissionDenied, "only the instance's own ports can be forwarded"))
+            }
+            let promise = child.eventLoop.makePromise(of: Void.self)
+            promise.completeWithTask {
+                let fd = try await exec.connect(target.principal, workloadID: target.workloadID, task: target.task, port: request.targetPort)
+                try await Forwarding.start(sshChannel: child, socket: fd, onInput: { exec.noteInput(workloadID: target.workloadID) })
+            }
+            return promise.futureResult
+        case .forwardedTCPIP:
+            return child.eventLoop.makeFailedFuture(CanopyError(.permissionDenied, "remote forwarding is not offered"))
+        }
+    }
+}
+
+/// Who logged in on a connection, and into what.
+final class Login: Sendable {
+    struct Target: Sendable {
+        var principal: Principal
+        var workloadID: String
+        var task: Int
+    }
+    private let state = Mutex<Target?>(nil)
+    var target: Target? { state.withLock { $0 } }
+    func set(_ t: Target) { state.withLock { $0 = t } }
+
+    /// `ID` or `ID.TASK`.
+    static func parse(_ username: String) -> (workloadID: String, task: Int)? {
+        guard !username.isEmpty, username.utf8.count <= 200 else { return nil }
+        let parts = username.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count <= 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else { return nil }
+        guard parts.count == 2 else { return (String(parts[0]), 0) }
+        guard let task = Int(parts[1]), (0..<1024).contains(task) else { return nil }
+        return (String(parts[0]), task)
+    }
+}
+
+/// Public-key logins: a registered key, and a user who may enter the workload the user name names.
+final class KeyAuthentication: NIOSSHServerUserAuthenticationDelegate, Sendable {
+    let keys: SSHKeyService
+    let exec: ExecService
+    let login: Login
+    let logger: Logger
+
+    init(keys: SSHKeyService, exec: ExecService, login: Login, logger: Logger) {
+        self.keys = keys
+        self.exec = exec
+        self.login = login
+        self.logger = logger
+    }
+
+    var supportedAuthenticationMethods: NIOSSHAvailableUserAuthenticationMethods { .publicKey }
+
+    func requestReceived(request: NIOSSHUserAuthenticationRequest, responsePromise: EventLoopPromise<NIOSSHUserAuthenticationOutcome>) {
+        // The signature was verified by NIOSSH before this is called.
+        guard case .publicKey(let offer) = request.request, let (workloadID, task) = Login.parse(request.username) else {
+            return responsePromise.succeed(.failure)
+        }
+        let line = String(openSSHPublicKey: offer.publicKey)
+        guard let blob = line.split(separator: " ").dropFirst().first.flatMap({ Data(base64Encoded: String($0)) }), let key = keys.key(blob: blob) else {
+            logger.info("ssh login refused: unknown key", metadata: ["user": "\(request.username)"])
+            return responsePromise.succeed(.failure)
+        }
+        let principal = key.principal
+        let exec = exec
+        let login = login
+        let logger = logger
+        responsePromise.completeWithTask {
+            do {
+                let w = try await exec.mayEnter(principal, workloadID: workloadID)
+                login.set(.init(principal: principal, workloadID: w.id, task: task))
+                logger.info("ssh login", metadata: ["user": "\(principal.user)", "workload.id": "\(w.id)", "task": "\(task)", "key": "\(key.id)"])
+                return .success
+            } catch {
+                // Another tenant's workload and a missing one look the same: a refused login.
+                logger.info("ssh login refused", metadata: ["user": "\(principal.user)", "workload.id": "\(workloadID)", "why": "\(error)"])
+                return .failure
+            }
+        }
+    }
+}
+
+/// Logs and closes a connection whose SSH handling failed.
+final class ConnectionErrors: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+    let logger: Logger
+    init(logger: Logger) { self.logger = logger }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("ssh connection closed on error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
