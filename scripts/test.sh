@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # python3-pip: schemathesis, which checks a live server against its OpenAPI document; python3-venv: JupyterLab.
 # docker.io, busybox-static, curl: a real dockerd (its own socket and data root) and a test image made on the spot,
 # for the container runtime's tests.
-packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap)
+# openssh-client: the stock ssh and ssh-keygen that the SSH server is tested with.
+packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap openssh-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -194,6 +194,18 @@ public enum OpenAPIDocument {
                 "tenant": str, "description": str, "createdAt": time,
             ],
         ],
+        "SSHKey": [
+            "type": "object", "required": ["id", "fingerprint", "user", "tenant", "type", "publicKey", "name", "createdAt"],
+            "properties": [
+                "id": ["type": "string", "description": "the SHA-256 fingerprint in URL-safe base64"], "fingerprint": str, "user": str, "tenant": str,
+                "role": ["type": "string", "enum": ["admin", "user"]], "type": str, "publicKey": str, "name": str, "createdAt": time,
+            ],
+        ],
+        "AddSSHKey": closed(
+            [
+                "publicKey": ["type": "string", "maxLength": 16384, "description": "one OpenSSH public key line: ssh-ed25519 or ecdsa-sha2-nistp256/384/521"],
+                "name": ["type": "string", "maxLength": 200],
+            ], required: ["publicKey"]),
         "CreateAccessKey": closed(["description": ["type": "string", "maxLength": 256, "description": "at most 256 bytes of UTF-8"]]),
         "Reason": ["type": "object", "required": ["code", "message"], "properties": ["code": str, "message": str]],
         "Task": [
@@ -467,6 +479,21 @@ public enum OpenAPIDocument {
             ],
         ],
         "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/ssh-keys": [
+            "get": op("listSSHKeys", "The caller's SSH public keys (an admin's: everyone's)", responses: ["200": ok(page("SSHKey"))]),
+            "post": op(
+                "addSSHKey", "Register an SSH public key for the caller (Canopy's SSH server logs them in by it)", body: ref("AddSSHKey"),
+                responses: [
+                    "201": ok(ref("SSHKey"), "Registered (or already the caller's)"),
+                    "409": ok(ref("Error"), "The key is registered to another user"), "429": ok(ref("Error"), "The caller has 50 keys"),
+                ]),
+        ],
+        "/ssh-keys/{id}": ["delete": op("removeSSHKey", "Remove an SSH key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Removed"]])],
+        "/ssh": [
+            "get": op(
+                "getSSHServer", "Where Canopy's SSH server listens and its host key (404 when it runs none)",
+                responses: ["200": ok(closed(["port": ["type": "integer"], "hostKey": str], required: ["port", "hostKey"]))])
+        ],
         "/data": [
             "get": op(
                 "listData", "List a directory of the caller's data store (or stat a file)", params: [query("path", dataPath, "default /")],
