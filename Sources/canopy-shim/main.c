@@ -225,6 +225,30 @@ static int exec_into(long target, int tty, const char **cgroups, int ncgroups, l
     return failure == ENOENT ? 127 : 126;
 }
 
+/* Covers `target` (/etc/passwd, /etc/group) in the task's mount namespace with a copy that has `line` appended, so
+   that the task's uid has a name, a home and a shell (getpwuid works: shells, ssh's scp, pip, git). The copy is made
+   in the namespace's fresh /dev/shm, root-owned and 0644, bound over the original and unlinked. Best effort. */
+static void add_account(const char *target, const char *line) {
+    char copy[] = "/dev/shm/.canopy-account-XXXXXX";
+    int out = mkstemp(copy);
+    if (out < 0) return;
+    int in = open(target, O_RDONLY | O_CLOEXEC);
+    char buffer[65536];
+    ssize_t n;
+    int last = '\n';
+    while (in >= 0 && (n = read(in, buffer, sizeof buffer)) > 0) {
+        if (write(out, buffer, (size_t)n) != n) break;
+        last = buffer[n - 1];
+    }
+    if (in >= 0) close(in);
+    if (last != '\n' && write(out, "\n", 1) != 1) { /* best effort */ }
+    if (write(out, line, strlen(line)) < 0) { /* best effort */ }
+    fchmod(out, 0644);
+    close(out);
+    mount(copy, target, NULL, MS_BIND, NULL);
+    unlink(copy);
+}
+
 static int kill_user(long uid) {
     if (uid <= 0) { fprintf(stderr, "canopy-shim: --kill-uid needs a user other than root\n"); return 125; }
     if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0) die("setuid");
@@ -323,6 +347,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "canopy: cannot hide the GPUs this task was not given (%s); not running it\n",
                     isolated ? strerror(errno) : "no mount namespace");
             _exit(126);
+        }
+        /* A name for the task's uid (it has no entry in the host's files), with the working directory as its home. */
+        if (isolated && uid > 0) {
+            char line[4600];
+            const char *shell = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
+            snprintf(line, sizeof line, "task-%ld:x:%ld:%ld:Canopy task:%s:%s\n", uid, uid, gid >= 0 ? gid : uid, chdir_to ? chdir_to : "/", shell);
+            add_account("/etc/passwd", line);
+            snprintf(line, sizeof line, "task-%ld:x:%ld:\n", gid >= 0 ? gid : uid, gid >= 0 ? gid : uid);
+            add_account("/etc/group", line);
         }
         if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
         if (gid >= 0) {

@@ -53,12 +53,18 @@ struct ExecLiveTests {
             let taskUID = (try? FileManager.default.attributesOfItem(atPath: task + "/work")[.ownerAccountID] as? Int) ?? -1
 
             // What it runs as and where: the task's uid, its working directory, its /tmp, its cgroup.
-            let inside = try await server.cli(["exec", id, "--", "sh", "-c", "id -u; pwd; cat /tmp/marker; grep -c \(id)-0 /proc/self/cgroup; echo to-stderr >&2; exit 3"])
+            let inside = try await server.cli([
+                "exec", id, "--", "sh", "-c",
+                "id -u; pwd; cat /tmp/marker; echo \"name $(id -un) home $HOME\"; echo x >> /etc/passwd || echo passwd-read-only; grep -c \(id)-0 /proc/self/cgroup; echo to-stderr >&2; exit 3",
+            ])
             let lines = inside.stdout.split(separator: "\n").map(String.init)
             #expect(inside.status == 3, "\(inside)")
             #expect(lines.first == String(taskUID) && taskUID > 0, "\(inside) uid \(taskUID)")
             #expect(lines.dropFirst().first == task + "/work", "\(inside)")
             #expect(lines.contains("from-the-task"), "the task's private /tmp: \(inside)")
+            // The task's uid has a name and a home (a passwd entry of its own namespace), which it cannot change.
+            #expect(lines.contains("name task-\(taskUID) home \(task)/work") && lines.contains("passwd-read-only"), "\(inside)")
+            #expect(!((try? String(contentsOfFile: "/etc/passwd", encoding: .utf8)) ?? "").contains("task-\(taskUID)"), "the host's passwd is untouched")
             #expect(lines.last.flatMap { Int($0) } ?? 0 >= 1, "the task's cgroup: \(inside)")
             #expect(inside.stderr.contains("to-stderr"), "\(inside)")
 

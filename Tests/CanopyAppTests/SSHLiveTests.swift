@@ -93,6 +93,14 @@ struct SSHLiveTests {
             #expect(info.0 == 200 && port > 0, "\(info)")
             let base = ["-p", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", "-o", "StrictHostKeyChecking=yes"]
 
+            // scp's classic protocol (-O): scp in the task, which has a user name of its own.
+            try "copied-in\n".write(toFile: dir + "/copy.txt", atomically: true, encoding: .utf8)
+            let scp = try await runProcess(
+                "/usr/bin/scp", ["-O", "-i", "\(dir)/mine", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-P", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", dir + "/copy.txt", "\(id)@127.0.0.1:copy.txt"],
+                env: ["HOME": dir])
+            #expect(scp.status == 0, "\(scp)")
+            #expect((try? String(contentsOfFile: server.dataDir + "/workloads/\(id)/task-0/work/copy.txt", encoding: .utf8)) == "copied-in\n")
+
             // A login shell with a terminal, its size and a resize, and the shell's exit status.
             let tty = try await runProcess(
                 "/usr/bin/python3",
