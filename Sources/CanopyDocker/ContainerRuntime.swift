@@ -719,8 +719,10 @@ extension ContainerRuntime: TaskPortConnector {
         else {
             throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) has no running container")
         }
-        var fd = canopy_connect_tcp("/proc/\(pid)/ns/net", "127.0.0.1", Int32(port), 5000)
-        if fd == -ECONNREFUSED { fd = canopy_connect_tcp("/proc/\(pid)/ns/net", "::1", Int32(port), 5000) }
+        let fd = await Blocking.run { () -> Int32 in
+            let first = canopy_connect_tcp("/proc/\(pid)/ns/net", "127.0.0.1", Int32(port), 5000)
+            return first == -ECONNREFUSED ? canopy_connect_tcp("/proc/\(pid)/ns/net", "::1", Int32(port), 5000) : first
+        }
         guard fd >= 0 else {
             let why = -fd == ECONNREFUSED ? "nothing listens there (yet?)" : String(cString: strerror(-fd))
             throw CanopyError(.unavailable, "cannot connect to port \(port) of task \(taskIndex): \(why)")

@@ -52,6 +52,6 @@ extension HostInventory: GPUUtilizationProbe {
     /// nvidia-smi's utilisation of each discovered GPU; nil for declared GPUs (nothing to measure) or when it fails.
     public func gpuUtilization(node name: String) async -> [Int: Int]? {
         guard name == node.name, node.gpuSource == "nvidia-smi" else { return nil }
-        return await Task.detached { GPUDiscovery.utilization() }.value
+        return await Blocking.run { GPUDiscovery.utilization() }
     }
 }

@@ -334,22 +334,25 @@ extension LocalExecutor: TaskPortConnector {
         guard let task = running.withLock({ $0[key] }), String(task.pid) == handle else {
             throw CanopyError(.unavailable, "task \(taskIndex) of workload \(workloadID) is not running")
         }
-        let listeners = ListeningSockets.on(port: port)
-        guard !listeners.isEmpty else {
-            throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) (yet?)")
+        let taskUID = task.uid
+        return try await Blocking.run { () throws -> Int32 in
+            let listeners = ListeningSockets.on(port: port)
+            guard !listeners.isEmpty else {
+                throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) (yet?)")
+            }
+            let owner = taskUID ?? getuid()
+            // Owned by the task's uid, and open in one of its processes: a socket made by an earlier task under the
+            // same uid and handed to another process keeps that uid, but no process of the task holds it.
+            let held = taskUID.map { ListeningSockets.socketInodes(ofUser: $0) }
+            guard let own = listeners.first(where: { $0.uid == owner && (held?.contains($0.inode) ?? true) }) else {
+                throw CanopyError(.unavailable, "port \(port) is held by a process that is not task \(taskIndex)'s; Canopy does not connect to it")
+            }
+            let fd = canopy_connect_tcp(nil, own.connectAddress, Int32(port), 5000)
+            guard fd >= 0 else {
+                throw CanopyError(.unavailable, "cannot connect to port \(port) of task \(taskIndex): \(String(cString: strerror(-fd)))")
+            }
+            return fd
         }
-        let owner = task.uid ?? getuid()
-        // Owned by the task's uid, and open in one of its processes: a socket made by an earlier task under the same
-        // uid and handed to another process keeps that uid, but no process of the task holds it.
-        let held = task.uid.map { ListeningSockets.socketInodes(ofUser: $0) }
-        guard let own = listeners.first(where: { $0.uid == owner && (held?.contains($0.inode) ?? true) }) else {
-            throw CanopyError(.unavailable, "port \(port) is held by a process that is not task \(taskIndex)'s; Canopy does not connect to it")
-        }
-        let fd = canopy_connect_tcp(nil, own.connectAddress, Int32(port), 5000)
-        guard fd >= 0 else {
-            throw CanopyError(.unavailable, "cannot connect to port \(port) of task \(taskIndex): \(String(cString: strerror(-fd)))")
-        }
-        return fd
     }
 }
 
@@ -360,7 +363,8 @@ extension LocalExecutor: TaskUsageProbe {
         guard let task = running.withLock({ $0[key] }), String(task.pid) == handle else { return nil }
         if let seconds = cgroups.cpuSeconds(key: task.cgroupKey) { return seconds }
         guard let uid = task.uid else { return nil }
-        return Self.cpuSeconds(ofUser: uid)
+        // A walk of /proc: off the cooperative pool.
+        return await Blocking.run { Self.cpuSeconds(ofUser: uid) }
     }
 
     /// utime + stime of every process of `uid`, from /proc.
