@@ -525,8 +525,10 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         if isIdle { context.read() }
     }
 
-    /// The upstream closed before its response was complete.
-    func upstreamGone(responseStarted: Bool) {
+    /// An upstream connection closed (before its response was complete, if it was forwarding one). One that is
+    /// no longer this connection's upstream (replaced after a `Connection: close`) is of no concern.
+    func upstreamGone(_ handler: UpstreamHandler, responseStarted: Bool) {
+        guard let current = upstream, current.1 === handler else { return }
         upstream = nil
         guard case .forwarding = state else { return }
         if responseStarted {
@@ -534,6 +536,11 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else {
             answer(.badGateway, code: "Unavailable", message: "the task closed the connection without answering")
         }
+    }
+
+    /// The upstream will close after its response: it is not kept for the next request.
+    func upstreamNotReusable(_ handler: UpstreamHandler) {
+        if let current = upstream, current.1 === handler { upstream = nil }
     }
 
     /// The task answered 101: both connections become one byte relay.
@@ -664,6 +671,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var responseStarted = false
     private var upgrade = false
     private var switching = false
+    /// Whether the task keeps the connection open after this response (no `Connection: close`, not HTTP/1.0
+    /// without keep-alive); one it does not keep is not used for the next request.
+    private var reusable = true
     private var awaitingRoom = false
 
     init(downstream: DownstreamHandler, encoder: HTTPRequestEncoder, decoder: ByteToMessageHandler<HTTPResponseDecoder>) {
@@ -694,10 +704,11 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             if head.status == .switchingProtocols && !upgrade {
                 // A protocol switch nobody asked for: the connection can carry nothing sensible after it.
                 context.close(promise: nil)
-                downstream.upstreamGone(responseStarted: false)
+                downstream.upstreamGone(self, responseStarted: false)
                 return
             }
             responseStarted = true
+            reusable = head.isKeepAlive
             let switchingProtocols = head.status == .switchingProtocols && upgrade
             var headers = head.headers
             let upgradeValue = headers.first(name: "upgrade")
@@ -723,6 +734,11 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             downstream.upstreamResponse(.end(trailers))
             downstream.upstreamFlush()
             responseStarted = false
+            if !reusable {
+                // The next request gets a connection of its own.
+                downstream.upstreamNotReusable(self)
+                context.close(promise: nil)
+            }
             downstream.upstreamResponseEnded()
         }
     }
@@ -744,7 +760,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !switching { downstream.upstreamGone(responseStarted: responseStarted) }
+        if !switching { downstream.upstreamGone(self, responseStarted: responseStarted) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -21,6 +21,7 @@ struct ProxyLiveTests {
             def send_json(self, obj):
                 body = json.dumps(obj).encode()
                 self.send_response(200); self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(body)))
+                if "closeme" in self.path: self.send_header("Connection", "close"); self.close_connection = True
                 self.send_header("Set-Cookie", "app=1; Path=/proxy/"); self.send_header("X-Upstream", "yes"); self.end_headers(); self.wfile.write(body)
             def do_GET(self):
                 if self.headers.get("Upgrade") and "noupgrade" not in self.path:
@@ -242,6 +243,11 @@ struct ProxyLiveTests {
             let pipelined = try await Self.call("raw", base + "echo", [two])
             #expect(pipelined.raw.components(separatedBy: "HTTP/1.1 200").count == 3, "\(pipelined.raw)")
             #expect(pipelined.raw.contains("echo?two") && !pipelined.raw.contains("\"authorization\""), "\(pipelined.raw)")
+            // The task closes its connection after a response (Connection: close): the next request, pipelined right
+            // behind it, goes over a new one rather than failing.
+            let closing = "GET {T}?closeme HTTP/1.1CRLFHost: xCRLF\(bearer)CRLFCRLFGET {T}?after HTTP/1.1CRLFHost: xCRLF\(bearer)CRLFConnection: closeCRLFCRLF"
+            let afterClose = try await Self.call("raw", base + "echo", [closing])
+            #expect(afterClose.raw.components(separatedBy: "HTTP/1.1 200").count == 3 && afterClose.raw.contains("echo?after"), "\(afterClose.raw)")
             let declined = try await Self.call(
                 "raw", base + "noupgrade", ["GET {T} HTTP/1.1CRLFHost: xCRLFConnection: UpgradeCRLFUpgrade: websocketCRLF\(bearer)CRLFCRLF"])
             #expect(declined.raw.contains("HTTP/1.1 200") && !declined.raw.contains("<TIMEOUT>"), "\(declined.raw)")
