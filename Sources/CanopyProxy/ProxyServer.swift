@@ -472,7 +472,11 @@ final class DownstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func send(_ head: HTTPRequestHead, to channel: any Channel, handler: UpstreamHandler) {
         guard case .connecting(let held) = state else { return }
         state = .forwarding
-        if let currentWorkload { endpoints.noteActivity(workloadID: currentWorkload) }
+        if let currentWorkload,
+            EndpointService.isActivity(method: head.method.rawValue, fetchMode: head.headers.first(name: "sec-fetch-mode"), upgrade: upgradeRequested)
+        {
+            endpoints.noteActivity(workloadID: currentWorkload)
+        }
         handler.beginResponse(upgrade: upgradeRequested)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         for part in held { channel.write(UpstreamHandler.clientPart(part), promise: nil) }

@@ -88,6 +88,18 @@ public final class EndpointService: Sendable {
         state.withLock { $0.activity = report }
     }
 
+    /// Whether a request through the proxy is a person's activity (for idle stop): a page a browser navigates to,
+    /// anything that changes something (not GET, HEAD or OPTIONS), and any request from a client that is not a
+    /// browser (no `Sec-Fetch-Mode`: scripts, curl). A browser's background fetches (`Sec-Fetch-Mode: cors`, ...:
+    /// an open JupyterLab tab polling its kernels, contents and terminals) and WebSocket handshakes are not: an
+    /// open tab nobody uses does not keep an instance up; what its user types over a WebSocket does.
+    public static func isActivity(method: String, fetchMode: String?, upgrade: Bool) -> Bool {
+        if upgrade { return false }
+        if !["GET", "HEAD", "OPTIONS"].contains(method.uppercased()) { return true }
+        guard let mode = fetchMode?.lowercased() else { return true }
+        return mode == "navigate"
+    }
+
     /// Traffic reached a workload (a request, or data over a WebSocket): reported at most every 5 seconds.
     public func noteActivity(workloadID: String) {
         let now = clock.now()

@@ -71,4 +71,15 @@ struct IdleTests {
         #expect(WorkloadController.sampleInterval(timeout: 4) == 2)
         #expect(WorkloadController.sampleInterval(timeout: 3600) == 30)
     }
+
+    @Test("through the proxy, a page load, a change or a script's request is activity; a browser's background polls and WebSocket handshakes are not")
+    func proxyActivity() {
+        #expect(EndpointService.isActivity(method: "GET", fetchMode: "navigate", upgrade: false))
+        #expect(EndpointService.isActivity(method: "GET", fetchMode: nil, upgrade: false), "curl, scripts")
+        #expect(EndpointService.isActivity(method: "PUT", fetchMode: "cors", upgrade: false), "a notebook saved")
+        #expect(EndpointService.isActivity(method: "POST", fetchMode: "same-origin", upgrade: false))
+        #expect(!EndpointService.isActivity(method: "GET", fetchMode: "cors", upgrade: false), "JupyterLab polling /api/kernels")
+        #expect(!EndpointService.isActivity(method: "GET", fetchMode: "same-origin", upgrade: false))
+        #expect(!EndpointService.isActivity(method: "GET", fetchMode: "websocket", upgrade: true), "a tab reconnecting its kernel")
+    }
 }
