@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # python3-pip: schemathesis, which checks a live server against its OpenAPI document; python3-venv: JupyterLab.
 # docker.io, busybox-static, curl: a real dockerd (its own socket and data root) and a test image made on the spot,
 # for the container runtime's tests.
-# openssh-client: the stock ssh and ssh-keygen that the SSH server is tested with.
-packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap openssh-client)
+# openssh-client, openssh-sftp-server: the stock ssh, scp and ssh-keygen that the SSH server is tested with, and the
+# sftp-server its sftp subsystem runs in a task.
+packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap openssh-client openssh-sftp-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

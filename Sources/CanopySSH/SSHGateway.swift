@@ -21,7 +21,8 @@ import Glibc
 /// the terminal `pty-req` asked for, `exec` runs the command with `sh -c`, and `window-change`, end of input and
 /// the exit status are passed on. `direct-tcpip` (`ssh -L`, VS Code) reaches ports of the task itself on its
 /// loopback, through the runtime's connector (never another host, never another tenant's listener). Remote
-/// forwarding and subsystems (SFTP) are refused for now.
+/// forwarding is refused. The `sftp` subsystem runs OpenSSH's `sftp-server` where the task has one, so `scp`
+/// (SFTP since OpenSSH 9), `sftp` and VS Code's uploads work.
 public final class SSHGateway: Service, Sendable {
     public let host: String
     public let port: Int

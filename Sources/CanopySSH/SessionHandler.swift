@@ -20,6 +20,12 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// What a shell request runs: a login shell, bash where there is one.
     static let loginShell = ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
+    /// What the sftp subsystem runs: OpenSSH's sftp-server, wherever the task's system has it (it speaks SFTP on
+    /// its standard input and output, as under sshd).
+    static let sftpServer = [
+        "/bin/sh", "-c",
+        "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; echo 'canopy: this task has no sftp-server (Debian and Ubuntu: openssh-sftp-server; Fedora: openssh-server); scp -O works without it' >&2; exit 127",
+    ]
     /// Input held before the command reads it; reading from the client pauses above this.
     static let maxPendingInput = 1 << 20
 
@@ -74,8 +80,13 @@ final class SessionHandler: ChannelInboundHandler {
         case let request as SSHChannelRequestEvent.ExecRequest:
             reply(context, request.wantReply, start(context, command: ["/bin/sh", "-c", request.command]))
         case let request as SSHChannelRequestEvent.SubsystemRequest:
-            logger.info("ssh subsystem refused", metadata: ["subsystem": "\(request.subsystem)"])
-            reply(context, request.wantReply, false)
+            guard request.subsystem == "sftp" else {
+                logger.info("ssh subsystem refused", metadata: ["subsystem": "\(request.subsystem)"])
+                return reply(context, request.wantReply, false)
+            }
+            // SFTP is a byte stream: no terminal, whatever pty-req said.
+            pty = nil
+            reply(context, request.wantReply, start(context, command: Self.sftpServer))
         case let request as SSHChannelRequestEvent.WindowChangeRequest:
             let size = (request.terminalRowHeight, request.terminalCharacterWidth)
             if let session = shared.session.withLock({ $0 }) {

@@ -101,6 +101,17 @@ struct SSHLiveTests {
             #expect(scp.status == 0, "\(scp)")
             #expect((try? String(contentsOfFile: server.dataDir + "/workloads/\(id)/task-0/work/copy.txt", encoding: .utf8)) == "copied-in\n")
 
+            // scp's default protocol, SFTP: the sftp subsystem runs the task's sftp-server (test.sh installs it).
+            let sftpUp = try await runProcess(
+                "/usr/bin/scp", ["-i", "\(dir)/mine", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-P", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", dir + "/copy.txt", "\(id)@127.0.0.1:sftp.txt"],
+                env: ["HOME": dir])
+            #expect(sftpUp.status == 0, "\(sftpUp)")
+            #expect((try? String(contentsOfFile: server.dataDir + "/workloads/\(id)/task-0/work/sftp.txt", encoding: .utf8)) == "copied-in\n")
+            let sftpDown = try await runProcess(
+                "/usr/bin/scp", ["-i", "\(dir)/mine", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-P", String(port), "-o", "UserKnownHostsFile=\(knownHosts)", "\(id)@127.0.0.1:sftp.txt", dir + "/back.txt"],
+                env: ["HOME": dir])
+            #expect(sftpDown.status == 0 && (try? String(contentsOfFile: dir + "/back.txt", encoding: .utf8)) == "copied-in\n", "\(sftpDown)")
+
             // A login shell with a terminal, its size and a resize, and the shell's exit status.
             let tty = try await runProcess(
                 "/usr/bin/python3",
