@@ -37,17 +37,18 @@ struct ExecCommand: AsyncParsableCommand {
     }
 
     /// The WebSocket address of the exec: the server's address with ws or wss, and the command in the query.
-    static func url(base: String, id: String, task: Int, command: [String], tty: Bool, size: (rows: Int, columns: Int)?) -> String {
+    static func url(base: String, id: String, task: Int, command: [String], tty: Bool, stdin: Bool, size: (rows: Int, columns: Int)?) -> String {
         let scheme = base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : Substring(base)
-        return "\(scheme)/api/v1" + path(id: id, task: task, command: command, tty: tty, size: size)
+        return "\(scheme)/api/v1" + path(id: id, task: task, command: command, tty: tty, stdin: stdin, size: size)
     }
 
     /// The path under /api/v1, with the query.
-    static func path(id: String, task: Int, command: [String], tty: Bool, size: (rows: Int, columns: Int)?) -> String {
+    static func path(id: String, task: Int, command: [String], tty: Bool, stdin: Bool, size: (rows: Int, columns: Int)?) -> String {
         var c = URLComponents()
         var items = command.map { URLQueryItem(name: "command", value: $0) }
         items.append(URLQueryItem(name: "task", value: String(task)))
         if tty { items.append(URLQueryItem(name: "tty", value: "true")) }
+        if stdin { items.append(URLQueryItem(name: "stdin", value: "true")) }
         if let size {
             items.append(URLQueryItem(name: "rows", value: String(size.rows)))
             items.append(URLQueryItem(name: "cols", value: String(size.columns)))
@@ -73,7 +74,7 @@ struct ExecCommand: AsyncParsableCommand {
             var headers = HTTPFields()
             if let token = c.token { headers[.authorization] = "Bearer \(token)" }
             headers[.secWebSocketProtocol] = "v5.channel.k8s.io"
-            let url = Self.url(base: c.baseURL, id: id, task: task, command: args, tty: tty, size: size)
+            let url = Self.url(base: c.baseURL, id: id, task: task, command: args, tty: tty, stdin: stdin, size: size)
             let exit = ExitCodeBox()
             var saved = termios()
             let raw = interactiveTTY && tcgetattr(0, &saved) == 0
@@ -128,8 +129,14 @@ struct ExecCommand: AsyncParsableCommand {
                 }
             } catch {
                 if raw { tcsetattr(0, TCSANOW, &saved) }
+                // The command ended and said how: a failure after that (the server closing first) does not matter.
+                if let result = exit.get() {
+                    if let message = result.message { printErr("canopy: \(message)") }
+                    if result.code != 0 { throw ExitCode(Int32(truncatingIfNeeded: result.code)) }
+                    return
+                }
                 // Not upgraded: the same path without an upgrade says why, in the API's words.
-                _ = try await c.raw(.GET, Self.path(id: id, task: task, command: args, tty: tty, size: size))
+                _ = try await c.raw(.GET, Self.path(id: id, task: task, command: args, tty: tty, stdin: stdin, size: size))
                 throw c.unreachable(error)
             }
             if raw { tcsetattr(0, TCSANOW, &saved) }

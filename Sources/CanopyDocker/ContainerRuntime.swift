@@ -798,7 +798,11 @@ extension ContainerRuntime: TaskExecRunner {
             input: fd, outputs: [(fd, false)], tty: request.tty, framing: request.tty ? .raw : .engineMultiplexed, initial: leftover,
             inputEnd: .shutdownWrite, resizer: resize
         ) {
-            if let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json"), state.Running, let pid = state.Pid, pid > 0 {
+            // The engine reports the exec's pid as its host sees it; it is killed only when this machine sees that
+            // pid in the container's own cgroup (not when the engine lives in another pid namespace or elsewhere).
+            if let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json"), state.Running, let pid = state.Pid, pid > 0,
+                let cgroup = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8), cgroup.contains(handle)
+            {
                 kill(pid_t(pid), SIGKILL)
             }
         }
@@ -806,8 +810,16 @@ extension ContainerRuntime: TaskExecRunner {
         // The exit code: once the stream has ended, the engine may still say Running for a moment.
         Task {
             var code: Int?
+            var failures = 0
             while true {
-                guard let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json") else { break }
+                guard let state = try? await engine.call(ExecState.self, .GET, "/exec/\(exec)/json") else {
+                    // A few failed polls in a row (the engine restarting): the exit is unknown.
+                    failures += 1
+                    if failures >= 5 { break }
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                failures = 0
                 if !state.Running {
                     code = state.ExitCode
                     if code != nil { break }

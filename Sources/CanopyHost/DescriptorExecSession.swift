@@ -40,7 +40,7 @@ package final class DescriptorExecSession: ExecSession, @unchecked Sendable {
     private let queue = ChunkQueue(maxChunks: 16)
     private let writes = DispatchQueue(label: "canopy-exec-input")
     private let exit = ExitBox()
-    private let inputClosed = Mutex(false)
+    private let inputClosed = SharedFlag()
     private let terminator: Terminator
     private let resizer: Resizer?
     private let inputEnd: InputEnd
@@ -87,7 +87,11 @@ package final class DescriptorExecSession: ExecSession, @unchecked Sendable {
             }
         }
         if !initial.isEmpty { deliver(initial) }
+        var endedAt: Date?
         while true {
+            if endedAt == nil, exit.isSet { endedAt = Date() }
+            // The command has ended, and what it left running still writes: two seconds of that, then no more.
+            if let endedAt, Date().timeIntervalSince(endedAt) > 2 { break }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&p, 1, 200)
             if ready < 0 {
@@ -111,8 +115,11 @@ package final class DescriptorExecSession: ExecSession, @unchecked Sendable {
     package func write(_ bytes: [UInt8]) async {
         guard !inputClosed.withLock({ $0 }), !bytes.isEmpty else { return }
         let fd = input
+        let closed = inputClosed
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             writes.async {
+                // Input closed meanwhile (a pipe's descriptor may be closed, and its number reused): nothing more.
+                if closed.withLock({ $0 }) { return done.resume() }
                 var offset = 0
                 while offset < bytes.count {
                     let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
@@ -179,6 +186,12 @@ package final class DescriptorExecSession: ExecSession, @unchecked Sendable {
             for (fd, _) in outputs where fd != input { close(fd) }
         }.start()
     }
+}
+
+/// A flag shared with the input queue's blocks.
+final class SharedFlag: Sendable {
+    private let value = Mutex(false)
+    func withLock<T>(_ body: (inout Bool) -> T) -> T { value.withLock { body(&$0) } }
 }
 
 /// Splits a container engine's multiplexed stream into its frames.

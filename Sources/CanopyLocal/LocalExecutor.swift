@@ -428,8 +428,10 @@ extension LocalExecutor: TaskExecRunner {
                 throw error
             }
             session = DescriptorExecSession(input: master, outputs: [(master, false)], tty: true) {
+                // A hang-up first, as a terminal's end gives, so that the shell passes it on to its jobs.
                 kill(-pid, SIGHUP)
-                kill(-pid, SIGKILL)
+                try? await Task.sleep(for: .seconds(1))
+                await Self.killSession(pid)
             }
         } else {
             // Every spawn of the server closes all descriptors above 2 in the child, so the moment between pipe and
@@ -459,13 +461,29 @@ extension LocalExecutor: TaskExecRunner {
                 [stdin[1], stdout[0], stderr[0]].forEach { close($0) }
                 throw error
             }
-            session = DescriptorExecSession(input: stdin[1], outputs: [(stdout[0], false), (stderr[0], true)], tty: false) { kill(-pid, SIGKILL) }
+            session = DescriptorExecSession(input: stdin[1], outputs: [(stdout[0], false), (stderr[0], true)], tty: false) { await Self.killSession(pid) }
         }
         reaper.watch(pid: pid, isChild: true) { exit in
             let code = exit.status.map { s in (s & 0x7f) == 0 ? Int((s >> 8) & 0xff) : 128 + Int(s & 0x7f) }
             session.ended(code)
         }
         return session
+    }
+
+    /// Kills every process of the session `sid` leads (an exec's command and the jobs it started in other process
+    /// groups); what left the session dies with the task.
+    static func killSession(_ sid: pid_t) async {
+        kill(-sid, SIGKILL)
+        await Blocking.run {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")")
+                else { continue }
+                // After "pid (comm)": state, ppid, pgrp, session.
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                if fields.count > 3, pid_t(fields[3]) == sid { kill(pid, SIGKILL) }
+            }
+        }
     }
 
     /// The environment a process started with (`/proc/PID/environ`).

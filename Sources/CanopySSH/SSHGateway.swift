@@ -85,7 +85,7 @@ public final class SSHGateway: Service, Sendable {
                     let handler = NIOSSHHandler(
                         role: .server(configuration), allocator: channel.allocator,
                         inboundChildChannelInitializer: { child, type in
-                            Self.initialize(child, type, login: login, exec: exec, logger: logger)
+                            Self.initialize(child, type, login: login, keys: keys, exec: exec, logger: logger)
                         })
                     // No login within a minute, or a connection silent for an hour, is closed.
                     try channel.pipeline.syncOperations.addHandlers([
@@ -120,8 +120,16 @@ public final class SSHGateway: Service, Sendable {
     }
 
     /// A new channel of an authenticated connection: a session, or a forwarded connection to the task.
-    static func initialize(_ child: any Channel, _ type: SSHChannelType, login: Login, exec: ExecService, logger: Logger) -> EventLoopFuture<Void> {
+    static func initialize(
+        _ child: any Channel, _ type: SSHChannelType, login: Login, keys: SSHKeyService, exec: ExecService, logger: Logger
+    ) -> EventLoopFuture<Void> {
         guard let target = login.target else { return child.eventLoop.makeFailedFuture(CanopyError(.unauthenticated, "not logged in")) }
+        // A key removed (or its user removed) since the login opens nothing more, and its connection goes.
+        guard let key = keys.key(blob: target.keyBlob), key.user == target.principal.user, key.tenant == target.principal.tenant else {
+            logger.info("ssh connection closed: its key was removed", metadata: ["user": "\(target.principal.user)"])
+            child.parent?.close(promise: nil)
+            return child.eventLoop.makeFailedFuture(CanopyError(.unauthenticated, "the key was removed"))
+        }
         switch type {
         case .session:
             return child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).flatMapThrowing {
@@ -151,6 +159,8 @@ final class Login: Sendable {
         var principal: Principal
         var workloadID: String
         var task: Int
+        /// The key it logged in with (its SSH blob): checked again at every channel it opens.
+        var keyBlob: Data
     }
     private let state = Mutex<Target?>(nil)
     var target: Target? { state.withLock { $0 } }
@@ -200,7 +210,7 @@ final class KeyAuthentication: NIOSSHServerUserAuthenticationDelegate, Sendable 
         responsePromise.completeWithTask {
             do {
                 let w = try await exec.mayEnter(principal, workloadID: workloadID)
-                login.set(.init(principal: principal, workloadID: w.id, task: task))
+                login.set(.init(principal: principal, workloadID: w.id, task: task, keyBlob: blob))
                 logger.info("ssh login", metadata: ["user": "\(principal.user)", "workload.id": "\(w.id)", "task": "\(task)", "key": "\(key.id)"])
                 return .success
             } catch {

@@ -40,6 +40,8 @@ final class SessionHandler: ChannelInboundHandler {
     final class Shared: Sendable {
         let pending = Mutex(0)
         let session = Mutex<(any ExecSession)?>(nil)
+        /// The channel is gone: a session that starts after this is ended at once.
+        let closed = Mutex(false)
     }
     private let shared = Shared()
 
@@ -52,6 +54,7 @@ final class SessionHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         inputContinuation.finish()
+        shared.closed.withLock { $0 = true }
         if let session = shared.session.withLock({ $0 }) { Task { await session.terminate() } }
     }
 
@@ -141,6 +144,8 @@ final class SessionHandler: ChannelInboundHandler {
             return
         }
         shared.session.withLock { $0 = session }
+        // The client left while the command was starting.
+        if shared.closed.withLock({ $0 }) || !channel.isActive { await session.terminate() }
         logger.info("ssh session", metadata: ["workload.id": "\(target.workloadID)", "task": "\(target.task)", "tty": "\(request.tty)"])
         // Standard input, in order, with the client paused while too much waits.
         let feeder = Task {
@@ -170,6 +175,8 @@ final class SessionHandler: ChannelInboundHandler {
             do {
                 try await channel.writeAndFlush(data).get()
             } catch {
+                // The client is gone: so is the command.
+                await session.terminate()
                 break
             }
         }
@@ -192,21 +199,28 @@ enum Forwarding {
     static func start(sshChannel: any Channel, socket fd: Int32, onInput: @escaping @Sendable () -> Void) async throws {
         let tcp: any Channel
         do {
+            // The socket's side is in place before its first read: a service that speaks first loses nothing.
             tcp = try await ClientBootstrap(group: sshChannel.eventLoop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { _ in sshChannel.eventLoop.makeSucceededVoidFuture() }
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(TCPSide(peer: sshChannel)) }
+                }
                 .withConnectedSocket(fd).get()
         } catch {
             close(fd)
             throw error
         }
-        try await sshChannel.eventLoop.submit {
-            let sshSide = SSHSide(peer: tcp, onInput: onInput)
-            let tcpSide = TCPSide(peer: sshChannel)
-            try sshChannel.pipeline.syncOperations.addHandler(sshSide)
-            try tcp.pipeline.syncOperations.addHandler(tcpSide)
-        }.get()
-        try await sshChannel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).get()
+        do {
+            // (The channel is not active yet: it opens once this initializer has succeeded. One closed meanwhile
+            // refuses the handler, and the socket is closed below.)
+            try await sshChannel.eventLoop.submit {
+                try sshChannel.pipeline.syncOperations.addHandler(SSHSide(peer: tcp, onInput: onInput))
+            }.get()
+            try await sshChannel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).get()
+        } catch {
+            tcp.close(promise: nil)
+            throw error
+        }
     }
 
     /// The SSH channel's side: data to the socket.
@@ -256,8 +270,10 @@ enum Forwarding {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            peer.close(mode: .output, promise: nil)
-            peer.close(promise: nil)
+            // End of file once what is queued has gone out, then the channel: a download the task's server closes
+            // after sending arrives whole.
+            let peer = peer
+            peer.close(mode: .output).whenComplete { _ in peer.close(promise: nil) }
         }
         func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
     }

@@ -21,8 +21,9 @@ public struct SSHKey: Sendable, Hashable, Codable {
     public var name: String
     public var createdAt: Date
 
-    /// The principal it logs in as.
-    public var principal: Principal { Principal(user: user, tenant: tenant, role: role) }
+    /// The principal it logs in as: its user, with a user's rights whatever role the credential that registered it
+    /// had (a key outlives tokens, and an admin token revoked later must not leave an admin key behind).
+    public var principal: Principal { Principal(user: user, tenant: tenant, role: .user) }
 }
 
 /// The SSH public keys users register (`canopy ssh-keys add`), by which Canopy's SSH server knows them. A key

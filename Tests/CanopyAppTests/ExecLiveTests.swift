@@ -72,6 +72,9 @@ struct ExecLiveTests {
             let body = (0..<20000).map { "line \($0)" }.joined(separator: "\n")
             let piped = try await server.cli(["exec", "-i", id, "--", "sh", "-c", "wc -l; echo after-eof"], stdin: body + "\n")
             #expect(piped.status == 0 && piped.stdout.contains("20000") && piped.stdout.contains("after-eof"), "\(piped)")
+            // Without -i the command's input is closed at once: a command that reads it ends.
+            let noInput = try await server.cli(["exec", id, "--", "sh", "-c", "cat; echo input-ended"], stdin: "not sent without -i\n")
+            #expect(noInput.status == 0 && noInput.stdout == "input-ended\n", "\(noInput)")
             let missing = try await server.cli(["exec", id, "--", "no-such-command"])
             #expect(missing.status == 127 && missing.stderr.contains("no-such-command"), "\(missing)")
 

@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import Synchronization
 
 /// `GET /api/v1/workloads/{id}/exec` upgraded to a WebSocket: a command run inside a running task, with a
 /// pseudo-terminal if asked, its standard input, window resizes and its exit code.
@@ -20,14 +21,31 @@ import NIOCore
 /// "reason": "...", "message": ...}`. The server then closes the socket; a client that closes it first ends the
 /// command.
 ///
-/// Query: `command` (repeated, one per argument, required), `task` (default 0), `tty` (true/false), `rows` and
-/// `cols` (the terminal's size at start). Without an upgrade, or when the caller may not exec, the same path
+/// Query: `command` (repeated, one per argument, required), `task` (default 0), `stdin` (true: the client sends
+/// standard input; otherwise it is closed at once), `tty` (true/false), `rows` and `cols` (the terminal's size at
+/// start). Without an upgrade, or when the caller may not exec, the same path
 /// answers in the API's error shape (`NativeAPI.exec`).
 public struct ExecSocket: Sendable {
     /// The subprotocol spoken.
     public static let subprotocol = "v5.channel.k8s.io"
     /// The largest message a client may send.
     static let maxMessage = 1 << 20
+    /// The most input that may wait for a command that does not read it.
+    static let maxPendingInput = 16 << 20
+
+    /// What the client sends the command.
+    enum Input: Sendable {
+        case bytes([UInt8])
+        case resize(Int, Int)
+        case end
+    }
+
+    /// Bytes received and not yet written to the command.
+    final class PendingBytes: Sendable {
+        private let count = Mutex(0)
+        func add(_ n: Int) -> Int { count.withLock { $0 += n; return $0 } }
+        func remove(_ n: Int) { count.withLock { $0 -= n } }
+    }
 
     let auth: AuthService
     let exec: ExecService
@@ -43,6 +61,9 @@ public struct ExecSocket: Sendable {
         var workloadID: String
         var task: Int
         var request: ExecRequest
+        /// Whether the client sends standard input (`stdin=true`); without it the command's input is closed at
+        /// once, as with Kubernetes.
+        var stdin: Bool
     }
 
     /// Parses the path's workload id and the query; throws naming the offending parameter.
@@ -63,10 +84,10 @@ public struct ExecSocket: Sendable {
         let command = query.filter { $0.0 == "command" }.map(\.1)
         try ExecService.validate(command)
         let tty = try bool("tty")
-        _ = try bool("stdin")
+        let stdin = try bool("stdin")
         return Query(
             workloadID: workloadID, task: try int("task", 0...1023) ?? 0,
-            request: ExecRequest(command: command, tty: tty, rows: try int("rows", 1...10_000), columns: try int("cols", 1...10_000)))
+            request: ExecRequest(command: command, tty: tty, rows: try int("rows", 1...10_000), columns: try int("cols", 1...10_000)), stdin: stdin)
     }
 
     /// The query of a request target, decoded (`+` is a space, as forms send it).
@@ -160,27 +181,48 @@ public struct ExecSocket: Sendable {
                 try? await outbound.write(.binary(statusFrame(status(exitCode: code))))
                 try? await outbound.close(.normalClosure, reason: nil)
             }
+            // Standard input and resizes, in order, written by a task of their own: the loop that reads the
+            // socket never waits on a command that does not read, so it always sees the client leave.
+            let (input, feed) = AsyncStream<Input>.makeStream()
+            let pending = PendingBytes()
             group.addTask {
+                for await item in input {
+                    switch item {
+                    case .bytes(let bytes):
+                        await session.write(bytes)
+                        pending.remove(bytes.count)
+                    case .resize(let rows, let columns): await session.resize(rows: rows, columns: columns)
+                    case .end: await session.closeInput()
+                    }
+                }
+            }
+            if !query.stdin { feed.yield(.end) }
+            group.addTask {
+                defer { feed.finish() }
                 do {
                     for try await message in inbound.messages(maxSize: maxMessage) {
                         guard case .binary(var buffer) = message, let channel = buffer.readInteger(as: UInt8.self) else { continue }
                         switch channel {
                         case 0:
                             let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-                            if !bytes.isEmpty {
-                                exec.noteInput(workloadID: query.workloadID)
-                                await session.write(bytes)
+                            guard !bytes.isEmpty, query.stdin else { continue }
+                            exec.noteInput(workloadID: query.workloadID)
+                            // A client that sends far more than the command reads is cut off.
+                            guard pending.add(bytes.count) <= maxPendingInput else {
+                                try? await outbound.close(.messageTooLarge, reason: "more than 16 MiB of input waits for the command")
+                                break
                             }
+                            feed.yield(.bytes(bytes))
                         case 4:
                             struct Size: Decodable {
                                 var Width: Int
                                 var Height: Int
                             }
                             if let size = try? JSONDecoder().decode(Size.self, from: Data(buffer.readableBytesView)) {
-                                await session.resize(rows: size.Height, columns: size.Width)
+                                feed.yield(.resize(size.Height, size.Width))
                             }
                         case 255:
-                            if buffer.readInteger(as: UInt8.self) == 0 { await session.closeInput() }
+                            if buffer.readInteger(as: UInt8.self) == 0 { feed.yield(.end) }
                         default: continue
                         }
                     }

@@ -412,6 +412,7 @@ public enum OpenAPIDocument {
                     id,
                     query("command", ["type": "array", "items": ["type": "string"], "minItems": 1], "the command and its arguments, one per parameter", required: true),
                     query("task", ["type": "integer", "minimum": 0, "maximum": 1023], "default 0"),
+                    query("stdin", ["type": "boolean"], "the client sends standard input (otherwise it is closed at once)"),
                     query("tty", ["type": "boolean"], "give the command a pseudo-terminal"),
                     query("rows", ["type": "integer", "minimum": 1, "maximum": 10000], "the terminal's rows at start"),
                     query("cols", ["type": "integer", "minimum": 1, "maximum": 10000], "the terminal's columns at start"),
