@@ -23,7 +23,7 @@ if arguments.contains("-h") || arguments.contains("--help") {
     say(
         """
         usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N] [--docker-dir DIR]
-          parts: fsync spawn submit start history proxy slurm containers (default: all but slurm and containers)
+          parts: fsync spawn submit start history proxy exec slurm containers (default: all but slurm and containers)
           --seconds N   length of the submission-rate run (default 5)
           --history N   finished workloads seeded for the history run (default 100000)
           --slurm-jobs N    submissions timed through Canopy and raw sbatch (default 300)
@@ -60,7 +60,7 @@ while i < arguments.count {
     }
     i += 1
 }
-let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "slurm", "containers"]
+let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "exec", "slurm", "containers"]
 if parts.isEmpty { parts = all.filter { $0 != "slurm" && $0 != "containers" } }
 for p in parts where !all.contains(p) {
     FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
@@ -98,6 +98,9 @@ do {
     }
     if parts.contains("proxy") {
         try ProxyBench.run(seconds: seconds)
+    }
+    if parts.contains("exec") {
+        try ExecBench.run()
     }
     if parts.contains("containers") {
         guard !dockerDir.isEmpty else { throw BenchError("containers: give --docker-dir DIR (scripts/dockerd.sh up DIR)") }

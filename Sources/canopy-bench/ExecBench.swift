@@ -1,0 +1,94 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `canopy exec` and Canopy's SSH server cost, in the same run as their baselines: the CLI's own round trip
+/// (`canopy show`, one API request) for latency, and the same bytes produced and read on this machine without
+/// Canopy for throughput. SSH runs where OpenSSH's client is installed.
+enum ExecBench {
+    static func run(rounds: Int = 20) throws {
+        let dir = try temporaryDirectory("exec")
+        let server = try ServerUnderTest(dataDir: dir, extra: ["--ssh-port", "0"])
+        defer { server.stop() }
+        let api = try server.client()
+        let created = try api.request(
+            "POST", "/api/v1/workloads", body: #"{"kind": "interactive", "resources": {"cpu": 1, "memory": "1Gi"}, "command": ["sleep", "600"]}"#)
+        guard created.status == 201, let id = Benchmarks.idOf(created.body) else { throw BenchError("submit: \(created.status) \(created.text)") }
+        defer { _ = try? api.request("POST", "/api/v1/workloads/\(id)/stop") }
+        let deadline = monotonicNow() + 30
+        while monotonicNow() < deadline {
+            let w = try api.request("GET", "/api/v1/workloads/\(id)")
+            if w.text.contains(#""phase" : "Running""#) || w.text.contains(#""phase":"Running""#) { break }
+            usleep(100_000)
+        }
+        let env = ["CANOPY_URL": "http://127.0.0.1:\(server.port)", "CANOPY_TOKEN": server.token]
+
+        func latency(_ label: String, _ argv: [String], environment: [String: String] = [:]) throws {
+            var samples: [Double] = []
+            for _ in 0..<rounds {
+                let t0 = monotonicNow()
+                let status = try run(argv, env: environment)
+                guard status == 0 else { throw BenchError("\(label): exit status \(status)") }
+                samples.append(monotonicNow() - t0)
+            }
+            say(
+                String(
+                    format: "exec      %@ p50 %7.1f ms  p99 %7.1f ms  (%d runs)", label.padding(toLength: 36, withPad: " ", startingAt: 0),
+                    quantile(samples, 0.5) * 1000, quantile(samples, 0.99) * 1000, rounds))
+        }
+        func throughput(_ label: String, _ argv: [String], environment: [String: String] = [:]) throws {
+            var best = 0.0
+            for _ in 0..<3 {
+                let t0 = monotonicNow()
+                let status = try run(argv, env: environment)
+                guard status == 0 else { throw BenchError("\(label): exit status \(status)") }
+                best = max(best, 256 / (monotonicNow() - t0))
+            }
+            say(String(format: "exec      %@ %7.0f MiB/s (256 MiB to /dev/null, best of 3)", label.padding(toLength: 36, withPad: " ", startingAt: 0), best))
+        }
+        let canopy = siblingBinary("canopy")
+        try latency("baseline: canopy show (one request)", [canopy, "show", id, "-o", "json"], environment: env)
+        try latency("canopy exec ID -- true", [canopy, "exec", id, "--", "true"], environment: env)
+        try throughput("baseline: head | cat, no Canopy", ["/bin/sh", "-c", "head -c 268435456 /dev/zero | cat"])
+        try throughput("canopy exec ID -- head", [canopy, "exec", id, "--", "head", "-c", "268435456", "/dev/zero"], environment: env)
+
+        // SSH, with a key of its own.
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh"), FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh-keygen") else {
+            return say("exec      (ssh: no OpenSSH client here; skipped)")
+        }
+        guard try run(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir + "/key"]) == 0,
+            let pub = try? String(contentsOfFile: dir + "/key.pub", encoding: .utf8)
+        else { throw BenchError("ssh-keygen failed") }
+        let added = try api.request("POST", "/api/v1/ssh-keys", body: #"{"publicKey": \#(ProxyBench.jsonString(pub.trimmingCharacters(in: .whitespacesAndNewlines)))}"#)
+        guard added.status == 201 else { throw BenchError("ssh-keys: \(added.status) \(added.text)") }
+        let info = try api.request("GET", "/api/v1/ssh")
+        guard let port = ((try? JSONSerialization.jsonObject(with: Data(info.body))) as? [String: Any])?["port"] as? Int else {
+            throw BenchError("no SSH server: \(info.text)")
+        }
+        let ssh = [
+            "/usr/bin/ssh", "-i", dir + "/key", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p", String(port), "\(id)@127.0.0.1",
+        ]
+        try latency("ssh ID true (a new connection each)", ssh + ["true"], environment: ["HOME": dir])
+        try throughput("ssh ID head", ssh + ["head -c 268435456 /dev/zero"], environment: ["HOME": dir])
+        say(String(format: "exec      server CPU %.1f s, RSS %.0f MiB", server.cpuSeconds(), server.memory().rss))
+    }
+
+    /// Runs a program with its output to /dev/null; its exit status.
+    static func run(_ argv: [String], env extra: [String: String] = [:]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in extra { env[k] = v }
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+}
