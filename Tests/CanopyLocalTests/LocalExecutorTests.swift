@@ -126,7 +126,7 @@ struct LocalExecutorTests {
                2: 0100007F:1F90 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000 61184        0 0 1 0000000000000000 100 0 0 10 0
             """
         let found = ListeningSockets.parse(v4, v6: false)
-        #expect(found == [.init(address: "127.0.0.1", port: 8080, uid: 61184), .init(address: "0.0.0.0", port: 22, uid: 0)])
+        #expect(found == [.init(address: "127.0.0.1", port: 8080, uid: 61184, inode: 1234), .init(address: "0.0.0.0", port: 22, uid: 0, inode: 99)])
         #expect(found[1].connectAddress == "127.0.0.1")
         let v6 = """
               sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -135,6 +135,7 @@ struct LocalExecutorTests {
             """
         let six = ListeningSockets.parse(v6, v6: true)
         #expect(six.map(\.address) == ["::", "::1"] && six.map(\.port) == [8080, 80] && six[0].connectAddress == "::1")
+        #expect(six.map(\.inode) == [1, 2])
     }
 
     @Test("declared and discovered GPU inventories parse")

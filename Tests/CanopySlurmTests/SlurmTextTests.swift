@@ -142,10 +142,18 @@ struct SlurmTextTests {
         try FileManager.default.createDirectory(atPath: dir + "/w/task-0/work", withIntermediateDirectories: true)
         let script = SlurmText.batchScript(workloadID: "w", directory: dir + "/w", workdir: "", spec: spec, extraEnv: [:], sandbox: sandbox)
         try script.write(toFile: dir + "/job.sh", atomically: true, encoding: .utf8)
-        let r = try await runProcess("/bin/sh", [dir + "/job.sh"], env: ["SLURM_JOB_ID": "1", "SLURMD_NODENAME": "n1", "PATH": "/usr/bin:/bin"])
+        // The busybox copy was just written: a process another test forks meanwhile may still hold it open for
+        // writing ("Text file busy"), which says nothing of the sandbox; that is waited out.
+        var r = try await runProcess("/bin/sh", [dir + "/job.sh"], env: ["SLURM_JOB_ID": "1", "SLURMD_NODENAME": "n1", "PATH": "/usr/bin:/bin"])
+        var err = (try? String(contentsOfFile: dir + "/w/task-0/stderr.log", encoding: .utf8)) ?? ""
+        for _ in 0..<5 where r.status != 4 && err.contains("Text file busy") {
+            try await Task.sleep(for: .milliseconds(200))
+            try? FileManager.default.removeItem(atPath: dir + "/w/task-0/stderr.log")
+            r = try await runProcess("/bin/sh", [dir + "/job.sh"], env: ["SLURM_JOB_ID": "1", "SLURMD_NODENAME": "n1", "PATH": "/usr/bin:/bin"])
+            err = (try? String(contentsOfFile: dir + "/w/task-0/stderr.log", encoding: .utf8)) ?? ""
+        }
         #expect(r.status == 4, "\(r)")
         let out = (try? String(contentsOfFile: dir + "/w/task-0/stdout.log", encoding: .utf8)) ?? ""
-        let err = (try? String(contentsOfFile: dir + "/w/task-0/stderr.log", encoding: .utf8)) ?? ""
         #expect(out == "image\n/workspace\n/usr/bin\nno-host-files\n", "\(out) \(err)")
         #expect((try? String(contentsOfFile: dir + "/w/task-0/exit", encoding: .utf8)) == "exit 4\n")
         #expect((try? String(contentsOfFile: dir + "/w/task-0/work/out", encoding: .utf8)) == "made\n")
