@@ -319,7 +319,13 @@ public final class ContainerRuntime: PlacedRuntime {
     private func collect(_ id: String, workloadID: String, taskIndex: Int) async -> TaskExit {
         let layout = layout(workloadID, taskIndex)
         var exit = TaskExit(workloadID: workloadID, taskIndex: taskIndex, exitCode: nil, at: Date())
-        let state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State
+        var state = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State
+        // Killed by SIGKILL without the OOM flag: the engine may learn of the OOM kill after the exit (its OOM event
+        // and its exit event race), so it is asked again before the flag is believed.
+        for _ in 0..<4 where state?.ExitCode == 137 && state?.OOMKilled != true {
+            try? await Task.sleep(for: .milliseconds(250))
+            if let again = try? await engine.call(Inspect.self, .GET, "/containers/\(id)/json").State { state = again }
+        }
         if let state, state.Status == "created" {
             // Made but never started (a launch cut off between create and start): it did not run at all.
             exit.reason = Reason(.launchFailed, "task \(taskIndex)'s container was created but never started")
