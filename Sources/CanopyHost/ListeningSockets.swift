@@ -37,11 +37,29 @@ public enum ListeningSockets {
         }
     }
 
+    /// A table of /proc/net, read with a buffer of 4 MiB per call: the kernel fills one call's buffer in a single pass
+    /// over its sockets, while a page-sized read restarts from an offset at each call, and sockets that come and go
+    /// in between (a busy machine's short connections) can make a listener fall through the gap, again and again.
+    static func read(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// The listeners on `port`, from both tables.
     public static func on(port: Int, procNet: String = "/proc/net") -> [Listener] {
         var found: [Listener] = []
         for (file, v6) in [("tcp", false), ("tcp6", true)] {
-            guard let text = try? String(contentsOfFile: "\(procNet)/\(file)", encoding: .utf8) else { continue }
+            guard let text = read("\(procNet)/\(file)") else { continue }
             found += parse(text, v6: v6).filter { $0.port == port }
         }
         return found
@@ -57,7 +75,7 @@ public enum ListeningSockets {
     public static func socketOwners(procNet: String = "/proc/net") -> Set<UInt32> {
         var owners = Set<UInt32>()
         for file in ["tcp", "tcp6", "udp", "udp6"] {
-            guard let text = try? String(contentsOfFile: "\(procNet)/\(file)", encoding: .utf8) else { continue }
+            guard let text = read("\(procNet)/\(file)") else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 if f.count >= 8, let uid = UInt32(f[7]) { owners.insert(uid) }

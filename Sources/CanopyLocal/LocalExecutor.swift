@@ -151,11 +151,13 @@ public final class LocalExecutor: PlacedRuntime {
             }
             for g in groups { argv += ["--cgroup", g] }
             if let uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
+            // The task's environment reaches its command only, after the shim has dropped to its user: the shim
+            // itself runs as root with a fixed one (an LD_PRELOAD of the task's must not load into it).
+            for variable in environment(for: task, workdir: workdir, uid: uid) { argv += ["--env", variable] }
             argv.append("--")
             argv += task.spec.command
             pid = try Spawner.spawn(
-                path: config.shimPath, argv: argv, env: environment(for: task, workdir: workdir, uid: uid), stdout: layout.stdout, stderr: layout.stderr,
-                keep: lease?.lockFD)
+                path: config.shimPath, argv: argv, env: Self.shimEnvironment, stdout: layout.stdout, stderr: layout.stderr, keep: lease?.lockFD)
         } catch {
             if let uid { identities?.release(uid) }
             cgroups.remove(key: key)
@@ -184,6 +186,9 @@ public final class LocalExecutor: PlacedRuntime {
             return "\(directory)/nvidia\(minor)"
         }
     }
+
+    /// The whole environment `canopy-shim` starts with, as root: fixed, nothing of the task's or the server's.
+    static let shimEnvironment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
 
     /// The PATH a task gets unless it sets its own: the standard one, never the server's (root's PATH may name
     /// directories the task cannot read, which turns "not found" into "Permission denied").
@@ -417,6 +422,8 @@ extension LocalExecutor: TaskExecRunner {
         for g in cgroups.directories(for: key) { argv += ["--cgroup", g] }
         argv += ["--chdir", workdir]
         if let uid = task.uid { argv += ["--uid", String(uid), "--gid", String(uid)] }
+        // The task's environment (which the task itself controls) for the command only; see launch.
+        for variable in env { argv += ["--env", variable] }
         argv.append("--")
         argv += request.command
 
@@ -430,7 +437,7 @@ extension LocalExecutor: TaskExecRunner {
             guard master >= 0 else { throw CanopyError(.unavailable, "no pseudo-terminal: \(String(cString: strerror(errno)))") }
             defer { close(slave) }
             do {
-                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: env, stdio: [slave, slave, slave])
+                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: Self.shimEnvironment, stdio: [slave, slave, slave])
             } catch {
                 close(master)
                 throw error
@@ -464,7 +471,7 @@ extension LocalExecutor: TaskExecRunner {
             }
             defer { [stdin[0], stdout[1], stderr[1]].forEach { close($0) } }
             do {
-                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: env, stdio: [stdin[0], stdout[1], stderr[1]])
+                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: Self.shimEnvironment, stdio: [stdin[0], stdout[1], stderr[1]])
             } catch {
                 [stdin[1], stdout[0], stderr[0]].forEach { close($0) }
                 throw error

@@ -35,7 +35,7 @@
  * mount namespace of --private-tmp; without one, a task with devices to hide is not run at all (exit 126).
  *
  * usage: canopy-shim [--hold-lock] --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] [--private-tmp DIR]
- *                    [--hide-device PATH]...
+ *                    [--hide-device PATH]... [--env K=V]...
  *                    -- CMD [ARGS...]
  *        canopy-shim --kill-uid N
  *        canopy-shim --exec-into PID [--tty] [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]
@@ -174,6 +174,14 @@ static int hide_devices(char **paths, int n) {
     return 0;
 }
 
+/* The shim itself runs with the fixed environment the server gives it (a task's LD_PRELOAD or GLIBC_TUNABLES must
+   never reach a process running as root, the dynamic loader included); the task's own environment, from --env, is
+   put in place only here, after the drop to the task's user, for the command and its PATH lookup. */
+static void apply_env(char **env) {
+    clearenv();
+    for (int k = 0; env[k]; k++) putenv(env[k]);
+}
+
 /* Joins namespace `kind` ("mnt", "ipc") of `pid` when it differs from ours; 0, or -1 with errno. */
 static int join_namespace(long pid, const char *kind, int flag) {
     char theirs[64], ours[64];
@@ -191,7 +199,7 @@ static int join_namespace(long pid, const char *kind, int flag) {
     return rc;
 }
 
-static int exec_into(long target, int tty, const char **cgroups, int ncgroups, long uid, long gid, const char *chdir_to, char **command) {
+static int exec_into(long target, int tty, const char **cgroups, int ncgroups, long uid, long gid, const char *chdir_to, char **env, char **command) {
     if (getpgrp() != getpid()) setsid();
     char pidtext[32];
     snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
@@ -219,6 +227,7 @@ static int exec_into(long target, int tty, const char **cgroups, int ncgroups, l
         if (setgid((gid_t)gid) != 0) die("setgid");
     }
     if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
+    apply_env(env);
     execvp(command[0], command);
     int failure = errno;
     fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "not found" : strerror(failure));
@@ -279,6 +288,10 @@ int main(int argc, char **argv) {
     int nhidden = 0;
     long uid = -1, gid = -1, exec_target = -1;
     int tty = 0;
+    /* The task's environment, applied only once the command runs as the task's user (see apply_env). */
+    char **task_env = calloc((size_t)argc + 1, sizeof(char *));
+    int nenv = 0;
+    if (!task_env) die("calloc");
     int i = 1;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) { i++; break; }
@@ -292,9 +305,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--private-tmp") == 0) tmp_dir = argv[++i];
         else if (strcmp(argv[i], "--hide-device") == 0 && nhidden < 64) hidden[nhidden++] = argv[++i];
         else if (strcmp(argv[i], "--exec-into") == 0) exec_target = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--env") == 0) task_env[nenv++] = argv[++i];
         else { fprintf(stderr, "canopy-shim: unknown option %s\n", argv[i]); return 125; }
     }
-    if (exec_target >= 0 && i < argc) return exec_into(exec_target, tty, cgroups, ncgroups, uid, gid, chdir_to, &argv[i]);
+    if (exec_target >= 0 && i < argc) return exec_into(exec_target, tty, cgroups, ncgroups, uid, gid, chdir_to, task_env, &argv[i]);
     if (!exit_file || i >= argc) {
         fprintf(stderr, "usage: canopy-shim --exit-file F [--cgroup DIR]... [--uid N --gid N] [--chdir DIR] -- CMD [ARGS...]\n");
         return 125;
@@ -363,6 +377,7 @@ int main(int argc, char **argv) {
             if (setgid((gid_t)gid) != 0) die("setgid");
         }
         if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
+        apply_env(task_env);
         execvp(command[0], command);
         int failure = errno;
         if (failure == ENOENT && !strchr(command[0], '/')) {

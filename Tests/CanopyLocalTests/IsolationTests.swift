@@ -180,6 +180,31 @@ struct IsolationTests {
         #expect((try? String(contentsOfFile: devices + "/nvidia0", encoding: .utf8)) == "gpu0\n")
     }
 
+    @Test("a task's LD_PRELOAD never loads into the root supervisor: its environment reaches its command only, after the drop", .enabled(if: IsolationTests.root))
+    func environmentNotForRoot() async throws {
+        let root = try makeTempDir()
+        // A library that, loaded into any process, records that process's euid.
+        let source = root + "/probe.c"
+        try "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void probe(void) { FILE *f = fopen(\"\(root)/seen\", \"a\"); if (f) { fprintf(f, \"%d\\n\", (int)geteuid()); fclose(f); } }\n"
+            .write(toFile: source, atomically: true, encoding: .utf8)
+        let compiler = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let cc = try #require(compiler, "a C compiler (the toolchain's clang)")
+        #expect(try await runProcess(cc, ["-shared", "-fPIC", "-o", root + "/probe.so", source]).status == 0)
+        chmod(root, 0o777)
+        chmod(root + "/probe.so", 0o755)
+        // The probe works: loaded into a root process, it says 0.
+        #expect(try await runProcess("/bin/true", [], env: ["LD_PRELOAD": root + "/probe.so"]).status == 0)
+        #expect((try? String(contentsOfFile: root + "/seen", encoding: .utf8)) == "0\n")
+        try FileManager.default.removeItem(atPath: root + "/seen")
+        // A task that names it (by its host path: in the task's own /tmp it is not even there) loads it into nothing
+        // that runs as root.
+        let e = try executor(root)
+        _ = try await launch(e, "preload", ["true"], env: ["LD_PRELOAD": root + "/probe.so"])
+        #expect(try await exit(of: "preload", e).exitCode == 0)
+        let seen = ((try? String(contentsOfFile: root + "/seen", encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(!seen.contains("0"), "processes that loaded the task's LD_PRELOAD, by euid: \(seen)")
+    }
+
     @Test("a task uid that still owns a socket (handed to another process by an earlier task) is not given to a new task", .enabled(if: IsolationTests.root))
     func uidWithSocketsNotReused() async throws {
         let uid: UInt32 = 64_990
