@@ -27,6 +27,13 @@ public enum ListeningSockets {
             self.inode = inode
         }
 
+        /// Whether it listens on loopback (or on every address, loopback included): the only listeners Canopy
+        /// connects to. A task may bind an address that is not this machine's (IP_FREEBIND), and a connection from
+        /// the server to it would leave the host.
+        public var isLocal: Bool {
+            address == "0.0.0.0" || address == "::" || address == "::1" || address.hasPrefix("127.") || address.hasPrefix("::ffff:127.")
+        }
+
         /// Where to connect to reach it from this machine: loopback for a wildcard bind, else its own address.
         public var connectAddress: String {
             switch address {

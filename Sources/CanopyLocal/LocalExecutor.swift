@@ -348,14 +348,14 @@ extension LocalExecutor: TaskPortConnector {
             // reading: a miss is read again before it is believed.
             for attempt in 0..<3 where own == nil {
                 if attempt > 0 { usleep(30_000) }
-                listeners = ListeningSockets.on(port: port)
+                listeners = ListeningSockets.on(port: port).filter(\.isLocal)
                 // Owned by the task's uid, and open in one of its processes: a socket made by an earlier task under
                 // the same uid and handed to another process keeps that uid, but no process of the task holds it.
                 let held = listeners.contains { $0.uid == owner } ? taskUID.map { ListeningSockets.socketInodes(ofUser: $0) } : nil
                 own = listeners.first(where: { $0.uid == owner && (held?.contains($0.inode) ?? (taskUID == nil)) })
             }
             guard !listeners.isEmpty else {
-                throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) (yet?)")
+                throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) on loopback (yet?)")
             }
             guard let own else {
                 throw CanopyError(.unavailable, "port \(port) is held by a process that is not task \(taskIndex)'s; Canopy does not connect to it")

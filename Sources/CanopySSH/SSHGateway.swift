@@ -31,9 +31,14 @@ public final class SSHGateway: Service, Sendable {
     let exec: ExecService
     let logger: Logger
     let onBound: @Sendable (Int) async -> Void
-    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
-    /// The most connections held at once.
+    private let connections = Mutex<[ObjectIdentifier: (channel: any Channel, login: Login, address: String)]>([:])
+    /// The most connections held at once, and from one address.
     static let maxConnections = 1024
+    static let maxConnectionsPerAddress = 64
+    /// The most session channels one connection may have open.
+    static let maxSessionsPerConnection = 16
+    /// How long a connection may take to log in.
+    static let loginTimeout: TimeAmount = .seconds(20)
 
     /// Creates the server; its host key is read from `hostKeyFile`, or made there (Ed25519, mode 0600).
     public init(
@@ -47,6 +52,7 @@ public final class SSHGateway: Service, Sendable {
         self.exec = exec
         self.logger = logger
         self.onBound = onBound
+        keys.onRemoved { [weak self] key in self?.closeConnections(of: key) }
     }
 
     /// The host key's public half, as an OpenSSH line (for known_hosts).
@@ -76,8 +82,8 @@ public final class SSHGateway: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
-                guard track(channel) else { return channel.close() }
                 let login = Login()
+                guard track(channel, login: login) else { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     var configuration = SSHServerConfiguration(
                         hostKeys: [hostKey], userAuthDelegate: KeyAuthentication(keys: keys, exec: exec, login: login, logger: logger))
@@ -91,7 +97,7 @@ public final class SSHGateway: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: .seconds(3600)), handler, ConnectionErrors(logger: logger),
                     ])
-                    channel.eventLoop.scheduleTask(in: .seconds(60)) {
+                    channel.eventLoop.scheduleTask(in: Self.loginTimeout) {
                         if login.target == nil { channel.close(promise: nil) }
                     }
                 }
@@ -105,18 +111,28 @@ public final class SSHGateway: Service, Sendable {
         } onGracefulShutdown: {
             server.close(promise: nil)
         }
-        for channel in connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+        for entry in connections.withLock({ Array($0.values) }) { entry.channel.close(promise: nil) }
     }
 
-    private func track(_ channel: any Channel) -> Bool {
+    private func track(_ channel: any Channel, login: Login) -> Bool {
         let id = ObjectIdentifier(channel)
+        let address = channel.remoteAddress?.ipAddress ?? "?"
         let admitted = connections.withLock { c -> Bool in
-            guard c.count < Self.maxConnections else { return false }
-            c[id] = channel
+            guard c.count < Self.maxConnections, c.values.filter({ $0.address == address }).count < Self.maxConnectionsPerAddress else { return false }
+            c[id] = (channel, login, address)
             return true
         }
         if admitted { channel.closeFuture.whenComplete { [self] _ in _ = connections.withLock { $0.removeValue(forKey: id) } } }
         return admitted
+    }
+
+    /// Closes the connections that logged in with `key` (it was removed, or its user was).
+    func closeConnections(of key: SSHKey) {
+        let gone = connections.withLock { c in
+            c.values.filter { $0.login.target.map { $0.keyID == key.id && $0.principal.user == key.user && $0.principal.tenant == key.tenant } ?? false }
+        }
+        for entry in gone { entry.channel.close(promise: nil) }
+        if !gone.isEmpty { logger.info("ssh connections closed: their key was removed", metadata: ["user": "\(key.user)", "count": "\(gone.count)"]) }
     }
 
     /// A new channel of an authenticated connection: a session, or a forwarded connection to the task.
@@ -125,13 +141,22 @@ public final class SSHGateway: Service, Sendable {
     ) -> EventLoopFuture<Void> {
         guard let target = login.target else { return child.eventLoop.makeFailedFuture(CanopyError(.unauthenticated, "not logged in")) }
         // A key removed (or its user removed) since the login opens nothing more, and its connection goes.
-        guard let key = keys.key(blob: target.keyBlob), key.user == target.principal.user, key.tenant == target.principal.tenant else {
+        guard keys.keys(blob: target.keyBlob).contains(where: { $0.user == target.principal.user && $0.tenant == target.principal.tenant }) else {
             logger.info("ssh connection closed: its key was removed", metadata: ["user": "\(target.principal.user)"])
             child.parent?.close(promise: nil)
             return child.eventLoop.makeFailedFuture(CanopyError(.unauthenticated, "the key was removed"))
         }
         switch type {
         case .session:
+            let admitted = login.sessions.withLock { n -> Bool in
+                guard n < SSHGateway.maxSessionsPerConnection else { return false }
+                n += 1
+                return true
+            }
+            guard admitted else {
+                return child.eventLoop.makeFailedFuture(CanopyError(.quotaExceeded, "at most \(SSHGateway.maxSessionsPerConnection) sessions per connection"))
+            }
+            child.closeFuture.whenComplete { _ in login.sessions.withLock { $0 -= 1 } }
             return child.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).flatMapThrowing {
                 try child.pipeline.syncOperations.addHandler(SessionHandler(target: target, exec: exec, logger: logger))
             }
@@ -161,7 +186,10 @@ final class Login: Sendable {
         var task: Int
         /// The key it logged in with (its SSH blob): checked again at every channel it opens.
         var keyBlob: Data
+        var keyID: String
     }
+    /// Session channels open now.
+    let sessions = Mutex(0)
     private let state = Mutex<Target?>(nil)
     var target: Target? { state.withLock { $0 } }
     func set(_ t: Target) { state.withLock { $0 = t } }
@@ -199,25 +227,26 @@ final class KeyAuthentication: NIOSSHServerUserAuthenticationDelegate, Sendable 
             return responsePromise.succeed(.failure)
         }
         let line = String(openSSHPublicKey: offer.publicKey)
-        guard let blob = line.split(separator: " ").dropFirst().first.flatMap({ Data(base64Encoded: String($0)) }), let key = keys.key(blob: blob) else {
+        guard let blob = line.split(separator: " ").dropFirst().first.flatMap({ Data(base64Encoded: String($0)) }), case let registered = keys.keys(blob: blob),
+            !registered.isEmpty
+        else {
             logger.info("ssh login refused: unknown key", metadata: ["user": "\(request.username)"])
             return responsePromise.succeed(.failure)
         }
-        let principal = key.principal
         let exec = exec
         let login = login
         let logger = logger
         responsePromise.completeWithTask {
-            do {
-                let w = try await exec.mayEnter(principal, workloadID: workloadID)
-                login.set(.init(principal: principal, workloadID: w.id, task: task, keyBlob: blob))
-                logger.info("ssh login", metadata: ["user": "\(principal.user)", "workload.id": "\(w.id)", "task": "\(task)", "key": "\(key.id)"])
+            // The registration (users may share a key) whose user may enter the workload.
+            for key in registered {
+                guard let w = try? await exec.mayEnter(key.principal, workloadID: workloadID) else { continue }
+                login.set(.init(principal: key.principal, workloadID: w.id, task: task, keyBlob: blob, keyID: key.id))
+                logger.info("ssh login", metadata: ["user": "\(key.user)", "workload.id": "\(w.id)", "task": "\(task)", "key": "\(key.id)"])
                 return .success
-            } catch {
-                // Another tenant's workload and a missing one look the same: a refused login.
-                logger.info("ssh login refused", metadata: ["user": "\(principal.user)", "workload.id": "\(workloadID)", "why": "\(error)"])
-                return .failure
             }
+            // Another tenant's workload and a missing one look the same: a refused login.
+            logger.info("ssh login refused", metadata: ["workload.id": "\(workloadID)", "keys": "\(registered.map(\.user))"])
+            return .failure
         }
     }
 }

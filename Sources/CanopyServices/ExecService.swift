@@ -1,5 +1,6 @@
 import CanopyCore
 import Foundation
+import Synchronization
 
 /// Commands run inside running tasks (`canopy exec`): who may, in which task, with what. Only a workload's owner
 /// (or an admin) execs into it, as with opening its ports: a colleague's workload is refused (403), another
@@ -9,6 +10,10 @@ public final class ExecService: Sendable {
     public static let maxArguments = 4096
     public static let maxCommandBytes = 128 << 10
 
+    /// The most exec and SSH sessions one user may have at once (each holds threads and descriptors).
+    public static let maxSessionsPerUser = 64
+
+    private let active = Mutex<[String: Int]>([:])
     private let workloads: WorkloadService
     private let runtimes: Runtimes
     private let activity: @Sendable (String) -> Void
@@ -60,9 +65,28 @@ public final class ExecService: Sendable {
         }
         var request = request
         request.workdir = w.spec.workdir
-        let session = try await runner.exec(workloadID: w.id, taskIndex: task, handle: handle, request: request)
-        activity(w.id)
-        return session
+        let who = "\(principal.tenant)/\(principal.user)"
+        let admitted = active.withLock { counts -> Bool in
+            guard counts[who, default: 0] < Self.maxSessionsPerUser else { return false }
+            counts[who, default: 0] += 1
+            return true
+        }
+        guard admitted else {
+            throw CanopyError(.quotaExceeded, "you have \(Self.maxSessionsPerUser) exec and SSH sessions open; close one first")
+        }
+        do {
+            let session = try await runner.exec(workloadID: w.id, taskIndex: task, handle: handle, request: request)
+            activity(w.id)
+            return CountedSession(session) { [self] in
+                active.withLock { counts in
+                    counts[who, default: 1] -= 1
+                    if counts[who] == 0 { counts[who] = nil }
+                }
+            }
+        } catch {
+            active.withLock { $0[who, default: 1] -= 1 }
+            throw error
+        }
     }
 
     /// Whether the principal may enter the workload at all (its owner or an admin): for the SSH server's login,
@@ -93,4 +117,24 @@ public final class ExecService: Sendable {
     public func noteInput(workloadID: String) {
         activity(workloadID)
     }
+}
+
+/// A session that gives its place back when it is let go.
+final class CountedSession: ExecSession, Sendable {
+    let inner: any ExecSession
+    let release: @Sendable () -> Void
+
+    init(_ inner: any ExecSession, release: @escaping @Sendable () -> Void) {
+        self.inner = inner
+        self.release = release
+    }
+
+    deinit { release() }
+
+    var output: AsyncStream<ExecOutput> { inner.output }
+    func write(_ bytes: [UInt8]) async { await inner.write(bytes) }
+    func closeInput() async { await inner.closeInput() }
+    func resize(rows: Int, columns: Int) async { await inner.resize(rows: rows, columns: columns) }
+    func exitCode() async -> Int? { await inner.exitCode() }
+    func terminate() async { await inner.terminate() }
 }

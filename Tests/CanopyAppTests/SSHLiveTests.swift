@@ -64,8 +64,12 @@ struct SSHLiveTests {
             #expect(try await server.cli(["ssh-keys", "add", "\(dir)/colleague.pub"], token: colleagueToken).status == 0)
             let rsa = try await server.cli(["ssh-keys", "add", "\(dir)/old.pub"])
             #expect(rsa.status != 0 && rsa.stderr.contains("ssh-keygen -t ed25519"), "\(rsa)")
-            let taken = try await server.cli(["ssh-keys", "add", "\(dir)/mine.pub"], token: strangerToken)
-            #expect(taken.status != 0 && taken.stderr.contains("HTTP 409"), "\(taken)")
+            // Someone else registering my public key (public keys are public) neither fails nor blocks mine, nor tells
+            // them it is registered; it opens nothing of mine to them (below).
+            #expect(try await server.cli(["ssh-keys", "add", "\(dir)/mine.pub"], token: strangerToken).status == 0)
+            // A key line whose data is cut short, or has bytes after the key, is refused.
+            let stub = try await server.cli(["ssh-keys", "add", "-"], stdin: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== stub\n")
+            #expect(stub.status != 0 && stub.stderr.contains("publicKey"), "\(stub)")
             let listed = try await server.cli(["ssh-keys", "ls"])
             #expect(listed.stdout.contains("mine") && listed.stdout.contains("ssh-ed25519"), "\(listed)")
 
@@ -168,6 +172,20 @@ struct SSHLiveTests {
             #expect(try await server.cli(["users", "rm", "mallory", "--tenant", "other"]).status == 0)
             let afterRemoval = try await pythonRequest(server.url, "GET", "/api/v1/ssh-keys", token: server.token)
             #expect(!afterRemoval.1.contains("mallory"), "\(afterRemoval)")
+            // Removing a key closes the connections that logged in with it.
+            let held = try await runProcess("/usr/bin/ssh", ["-f", "-N"] + identity + base + ["\(id)@127.0.0.1"], env: ["HOME": dir])
+            #expect(held.status == 0, "\(held)")
+            func holding() -> Bool {
+                ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).contains { pid in
+                    ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").hasPrefix("/usr/bin/ssh\0-f\0-N\0-i\0\(dir)/mine")
+                }
+            }
+            #expect(holding())
+            let mine = try await server.cli(["ssh-keys", "ls", "-o", "json"])
+            let keyID = ((try? JSONSerialization.jsonObject(with: Data(mine.stdout.utf8))) as? [[String: Any]])?.first { $0["user"] as? String == "admin" }?["id"] as? String
+            #expect(try await server.cli(["ssh-keys", "rm", try #require(keyID)]).status == 0)
+            #expect(try await eventually(timeout: .seconds(10)) { !holding() }, "the connection outlived its key")
+            #expect(try await login("mine", id).status == 255)
             _ = try await server.cli(["stop", id, servedID])
         }
     }
