@@ -410,7 +410,9 @@ public enum OpenAPIDocument {
                 "Run a command inside a running task, over a WebSocket (Connection: Upgrade, Upgrade: websocket; subprotocol v5.channel.k8s.io): binary messages whose first byte is the channel, 0 stdin, 1 stdout, 2 stderr, 3 the status with exitCode at the end, 4 a resize {\"Width\", \"Height\"}, 255 then 0 the end of stdin. Its owner or an admin. Without an upgrade, the answer is the error that would refuse it, or 400 naming Upgrade",
                 params: [
                     id,
-                    query("command", ["type": "array", "items": ["type": "string"], "minItems": 1], "the command and its arguments, one per parameter", required: true),
+                    query(
+                        "command", ["type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$"], "minItems": 1, "maxItems": 4096],
+                        "the command and its arguments, one per parameter (the first one not empty; no NUL; 128 KiB in all)", required: true),
                     query("task", ["type": "integer", "minimum": 0, "maximum": 1023], "default 0"),
                     query("stdin", ["type": "boolean"], "the client sends standard input (otherwise it is closed at once)"),
                     query("tty", ["type": "boolean"], "give the command a pseudo-terminal"),
