@@ -75,6 +75,10 @@ struct ExecCommand: AsyncParsableCommand {
             if let token = c.token { headers[.authorization] = "Bearer \(token)" }
             headers[.secWebSocketProtocol] = "v5.channel.k8s.io"
             let url = Self.url(base: c.baseURL, id: id, task: task, command: args, tty: tty, stdin: stdin, size: size)
+            // The command travels in the request line, which HTTP servers bound (64 KiB here).
+            guard url.utf8.count < 60_000 else {
+                throw CLIError("the command is too long to send (\(url.utf8.count) bytes encoded); put a long script on standard input: canopy exec -i \(id) -- sh < script.sh")
+            }
             let exit = ExitCodeBox()
             var saved = termios()
             let raw = interactiveTTY && tcgetattr(0, &saved) == 0

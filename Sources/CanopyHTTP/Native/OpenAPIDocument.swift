@@ -411,8 +411,9 @@ public enum OpenAPIDocument {
                 params: [
                     id,
                     query(
-                        "command", ["type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$"], "minItems": 1, "maxItems": 4096],
-                        "the command and its arguments, one per parameter (the first one not empty; no NUL; 128 KiB in all)", required: true),
+                        "command", ["type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 128], "minItems": 1, "maxItems": 32],
+                        "the command and its arguments, one per parameter (the first one not empty, no NUL). The request line, query included, must stay under 64 KiB (the HTTP parser's limit: a longer one is a 400 without a body); the schema's bounds keep any request within it. A longer script goes on standard input: command=sh, stdin=true",
+                        required: true),
                     query("task", ["type": "integer", "minimum": 0, "maximum": 1023], "default 0"),
                     query("stdin", ["type": "boolean"], "the client sends standard input (otherwise it is closed at once)"),
                     query("tty", ["type": "boolean"], "give the command a pseudo-terminal"),
