@@ -20,36 +20,9 @@ package enum Spawner {
         // the shim closes everything above 2 again itself, for spawners that cannot do this.
         if let keep { posix_spawn_file_actions_adddup2(&actions, keep, 3) }
         canopy_spawn_closefrom(&actions, keep == nil ? 3 : 4)
-
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
         // The shim starts with the stop signals blocked, so one sent right after the spawn is held until the shim
         // can pass it on to its command (see canopy-shim's source); everything else is unblocked.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, sig) }
-        posix_spawnattr_setsigmask(&attr, &stopSignals)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        // POSIX_SPAWN_SETSID (glibc >= 2.26): the shim leads a new session and process group.
-        let setsid: Int32 = 0x80
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
-
-        var cArgs = argv.map { strdup($0) } + [nil]
-        var cEnv = env.map { strdup($0) } + [nil]
-        defer {
-            for p in cArgs { free(p) }
-            for p in cEnv { free(p) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, &cArgs, &cEnv)
-        guard rc == 0 else {
-            throw CanopyError(.internal, "cannot start \(path): \(String(cString: strerror(rc)))")
-        }
-        return pid
+        return try start(path: path, argv: argv, env: env, actions: &actions, blocked: [SIGTERM, SIGINT, SIGHUP])
     }
 
     /// Spawns `argv` in a new session with descriptors 0, 1 and 2 taken from `stdio` (the caller's descriptors,
@@ -60,12 +33,19 @@ package enum Spawner {
         defer { posix_spawn_file_actions_destroy(&actions) }
         for (target, fd) in stdio.prefix(3).enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(target)) }
         canopy_spawn_closefrom(&actions, 3)
+        return try start(path: path, argv: argv, env: env, actions: &actions, blocked: [])
+    }
+
+    /// posix_spawn in a new session (POSIX_SPAWN_SETSID, glibc >= 2.26) with the file actions given, `blocked`
+    /// signals blocked and every other unblocked, and the dispositions the server changed (it ignores SIGPIPE) reset.
+    private static func start(path: String, argv: [String], env: [String], actions: inout posix_spawn_file_actions_t, blocked: [Int32]) throws -> pid_t {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attr, &none)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for sig in blocked { sigaddset(&mask, sig) }
+        posix_spawnattr_setsigmask(&attr, &mask)
         var defaults = sigset_t()
         sigemptyset(&defaults)
         for sig in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }

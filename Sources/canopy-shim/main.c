@@ -199,8 +199,8 @@ static int join_namespace(long pid, const char *kind, int flag) {
     return rc;
 }
 
-static int exec_into(long target, int tty, const char **cgroups, int ncgroups, long uid, long gid, const char *chdir_to, char **env, char **command) {
-    if (getpgrp() != getpid()) setsid();
+/* Moves this process into the given cgroups (their cgroup.procs). */
+static void join_cgroups(const char **cgroups, int ncgroups) {
     char pidtext[32];
     snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
     for (int c = 0; c < ncgroups; c++) {
@@ -208,6 +208,33 @@ static int exec_into(long target, int tty, const char **cgroups, int ncgroups, l
         snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[c]);
         if (write_file(path, pidtext) != 0) die(path);
     }
+}
+
+/* The last steps of every command the shim runs: its working directory (while still privileged: the task user may
+   not traverse the data directory's ancestors), the task's user, the task's environment, then the command. Returns
+   only when the command could not run: the exit status to report (127 not found, 126 otherwise). */
+static int become_and_exec(const char *chdir_to, long uid, long gid, char **env, char **command) {
+    if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
+    if (gid >= 0) {
+        if (setgroups(0, NULL) != 0) die("setgroups");
+        if (setgid((gid_t)gid) != 0) die("setgid");
+    }
+    if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
+    apply_env(env);
+    execvp(command[0], command);
+    int failure = errno;
+    if (failure == ENOENT && !strchr(command[0], '/')) {
+        const char *path = getenv("PATH");
+        fprintf(stderr, "canopy: cannot run %s: not found in PATH=%s\n", command[0], path ? path : "");
+    } else {
+        fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "no such file" : strerror(failure));
+    }
+    return failure == ENOENT ? 127 : 126;
+}
+
+static int exec_into(long target, int tty, const char **cgroups, int ncgroups, long uid, long gid, const char *chdir_to, char **env, char **command) {
+    if (getpgrp() != getpid()) setsid();
+    join_cgroups(cgroups, ncgroups);
     /* The task's own view of the file system (its /tmp, its hidden devices) and its System V IPC. */
     if (target > 0) {
         if (join_namespace(target, "ipc", CLONE_NEWIPC) != 0) die("the task's IPC namespace");
@@ -221,17 +248,7 @@ static int exec_into(long target, int tty, const char **cgroups, int ncgroups, l
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     umask(022);
-    if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
-    if (gid >= 0) {
-        if (setgroups(0, NULL) != 0) die("setgroups");
-        if (setgid((gid_t)gid) != 0) die("setgid");
-    }
-    if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
-    apply_env(env);
-    execvp(command[0], command);
-    int failure = errno;
-    fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "not found" : strerror(failure));
-    return failure == ENOENT ? 127 : 126;
+    return become_and_exec(chdir_to, uid, gid, env, command);
 }
 
 /* Covers `target` (/etc/passwd, /etc/group) in the task's mount namespace with a copy that has `line` appended, so
@@ -317,13 +334,7 @@ int main(int argc, char **argv) {
 
     if (getpgrp() != getpid()) setsid();
 
-    char pidtext[32];
-    snprintf(pidtext, sizeof pidtext, "%d", (int)getpid());
-    for (int c = 0; c < ncgroups; c++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[c]);
-        if (write_file(path, pidtext) != 0) die(path);
-    }
+    join_cgroups(cgroups, ncgroups);
 
     sigset_t stops, previous;
     sigemptyset(&stops);
@@ -371,22 +382,7 @@ int main(int argc, char **argv) {
             snprintf(line, sizeof line, "task-%ld:x:%ld:\n", gid >= 0 ? gid : uid, gid >= 0 ? gid : uid);
             add_account("/etc/group", line);
         }
-        if (chdir_to && chdir(chdir_to) != 0) die(chdir_to);
-        if (gid >= 0) {
-            if (setgroups(0, NULL) != 0) die("setgroups");
-            if (setgid((gid_t)gid) != 0) die("setgid");
-        }
-        if (uid >= 0 && setuid((uid_t)uid) != 0) die("setuid");
-        apply_env(task_env);
-        execvp(command[0], command);
-        int failure = errno;
-        if (failure == ENOENT && !strchr(command[0], '/')) {
-            const char *path = getenv("PATH");
-            fprintf(stderr, "canopy: cannot run %s: not found in PATH=%s\n", command[0], path ? path : "");
-        } else {
-            fprintf(stderr, "canopy: cannot run %s: %s\n", command[0], failure == ENOENT ? "no such file" : strerror(failure));
-        }
-        _exit(failure == ENOENT ? 127 : 126);
+        _exit(become_and_exec(chdir_to, uid, gid, task_env, command));
     }
 
     /* Stops that came before the command existed: pass them on, then let later ones reach the handler. */

@@ -154,7 +154,7 @@ struct ContainerLiveTests {
             #expect(inside.stdout.contains("/workspace") && inside.stdout.contains("300000") && !inside.stdout.contains("oops"), "\(inside)")
             #expect(inside.stderr.contains("oops"), "\(inside)")
             let tty = try await runProcess(
-                "/usr/bin/python3", ["-c", ExecLiveTests.terminal, buildProductsDir + "/canopy", id, "tty; stty size", "stty size; exit 7"],
+                "/usr/bin/python3", ExecLiveTests.terminal(id, ["tty; stty size", "stty size; exit 7"]),
                 env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token])
             #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
 

@@ -8,38 +8,10 @@ import Testing
 struct ExecLiveTests {
     static let root = getuid() == 0
 
-    /// Runs `canopy exec -it ID -- sh` under a pseudo-terminal of 33x101 (Python's pty), types `script` line by
-    /// line, resizes to 50x120 before the last line; prints everything the terminal showed and the exit code.
-    static let terminal = """
-        import os, pty, sys, time, select, struct, fcntl, termios
-        cli, wid, lines = sys.argv[1], sys.argv[2], sys.argv[3:]
-        pid, fd = pty.fork()
-        if pid == 0:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-            os.execv(cli, [cli, "exec", "-it", wid, "--", "sh"])
-        out = b""
-        def drain(seconds):
-            global out
-            end = time.time() + seconds
-            while time.time() < end:
-                r, _, _ = select.select([fd], [], [], 0.1)
-                if r:
-                    try: d = os.read(fd, 65536)
-                    except OSError: return
-                    if not d: return
-                    out += d
-        drain(2)
-        for i, line in enumerate(lines):
-            if i == len(lines) - 1:
-                fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
-                os.kill(pid, 28)
-                time.sleep(0.5)
-            os.write(fd, line.encode() + b"\\n")
-            drain(1.5)
-        drain(3)
-        _, status = os.waitpid(pid, 0)
-        print(out.decode(errors="replace")); print("EXIT", os.waitstatus_to_exitcode(status))
-        """
+    /// `canopy exec -it ID -- sh` under a pseudo-terminal of 33x101 (see `SSHLiveTests.terminal`).
+    static func terminal(_ id: String, _ lines: [String]) -> [String] {
+        ["-c", SSHLiveTests.terminal, [buildProductsDir + "/canopy", "exec", "-it", id, "--", "sh"].joined(separator: "\u{1f}")] + lines
+    }
 
     @Test("canopy exec: as the task's user in its cgroup, directory and private /tmp; stdout, stderr, stdin and the exit code; a terminal with its size and resizes; a client that leaves ends the command; others refused", .enabled(if: ExecLiveTests.root))
     func exec() async throws {
@@ -80,7 +52,7 @@ struct ExecLiveTests {
 
             // A terminal: its size at start, a resize, the exit code of the shell.
             let tty = try await runProcess(
-                "/usr/bin/python3", ["-c", Self.terminal, buildProductsDir + "/canopy", id, "tty; stty size; echo $TERM", "stty size; exit 7"],
+                "/usr/bin/python3", Self.terminal(id, ["tty; stty size; echo $TERM", "stty size; exit 7"]),
                 env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token])
             #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("xterm-256color"), "\(tty)")
             #expect(tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")

@@ -8,8 +8,9 @@ import Testing
 struct SSHLiveTests {
     static let ready = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh")
 
-    /// `ssh -tt ... ID@127.0.0.1` under a pseudo-terminal of 33x101 (Python's pty): types each line, resizing to
-    /// 50x120 before the last; prints what the terminal showed and the exit code.
+    /// A program (argv joined by U+001F: `ssh -tt ... ID@127.0.0.1`, `canopy exec -it ID -- sh`) under a
+    /// pseudo-terminal of 33x101 (Python's pty): types each line, resizing to 50x120 before the last; prints what the
+    /// terminal showed and the exit code.
     static let terminal = """
         import os, pty, sys, time, select, struct, fcntl, termios, signal
         # The test process may hold signals blocked, and children inherit the mask: ssh must see SIGWINCH.
