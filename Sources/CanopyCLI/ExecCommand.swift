@@ -83,6 +83,7 @@ struct ExecCommand: AsyncParsableCommand {
             var saved = termios()
             let raw = interactiveTTY && tcgetattr(0, &saved) == 0
             if raw {
+                Self.termiosAtStart = saved
                 var t = saved
                 cfmakeraw(&t)
                 tcsetattr(0, TCSANOW, &t)
@@ -94,7 +95,7 @@ struct ExecCommand: AsyncParsableCommand {
             let watchSize = tty
             do {
                 try await WebSocketClient.connect(
-                    url: url, configuration: .init(maxFrameSize: 1 << 20, additionalHeaders: headers), logger: logger
+                    url: url, configuration: .init(maxFrameSize: 1 << 20, additionalHeaders: headers, closeTimeout: .seconds(2)), logger: logger
                 ) { inbound, outbound, _ in
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         if passInput {
@@ -118,13 +119,19 @@ struct ExecCommand: AsyncParsableCommand {
                                 }
                             }
                         }
-                        for try await message in inbound.messages(maxSize: 16 << 20) {
+                        reading: for try await message in inbound.messages(maxSize: 16 << 20) {
                             guard case .binary(var buffer) = message, let channel = buffer.readInteger(as: UInt8.self) else { continue }
                             let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
                             switch channel {
                             case 1: Self.writeAll(1, bytes)
                             case 2: Self.writeAll(2, bytes)
-                            case 3: exit.set(Self.exitCode(fromStatus: bytes))
+                            case 3:
+                                // The command has ended and nothing but the close follows: the close handshake is
+                                // not waited for, and should the connection's end not come, the CLI exits anyway.
+                                let result = Self.exitCode(fromStatus: bytes)
+                                exit.set(result)
+                                Self.exitLater(result)
+                                break reading
                             default: continue
                             }
                         }
@@ -157,6 +164,22 @@ struct ExecCommand: AsyncParsableCommand {
         if object["status"] as? String == "Success" { return (0, nil) }
         if let code = object["exitCode"] as? Int { return (code, nil) }
         return (1, object["message"] as? String ?? "the command failed")
+    }
+
+    /// The terminal's settings before raw mode, restored by `exitLater`.
+    nonisolated(unsafe) static var termiosAtStart: termios?
+
+    /// Exits with the command's code in 5 seconds, unless the CLI has ended by then: a connection whose close never
+    /// completes (seen once under load: the server's close arrived, and the WebSocket client went on waiting) must
+    /// not keep the command's result from the caller.
+    static func exitLater(_ result: (code: Int, message: String?)) {
+        let restore = termiosAtStart
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 5)
+            if var t = restore { tcsetattr(0, TCSANOW, &t) }
+            if let message = result.message { FileHandle.standardError.write(Data("canopy: \(message)\n".utf8)) }
+            Glibc.exit(Int32(truncatingIfNeeded: result.code))
+        }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
