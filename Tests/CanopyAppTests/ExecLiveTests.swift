@@ -8,9 +8,9 @@ import Testing
 struct ExecLiveTests {
     static let root = getuid() == 0
 
-    /// `canopy exec -it ID -- sh` under a pseudo-terminal of 33x101 (see `SSHLiveTests.terminal`).
+    /// `canopy exec -it ID -- sh` under a pseudo-terminal of 33x101 (see `pseudoTerminalDriver`).
     static func terminal(_ id: String, _ lines: [String]) -> [String] {
-        ["-c", SSHLiveTests.terminal, [buildProductsDir + "/canopy", "exec", "-it", id, "--", "sh"].joined(separator: "\u{1f}")] + lines
+        ["-c", pseudoTerminalDriver, [buildProductsDir + "/canopy", "exec", "-it", id, "--", "sh"].joined(separator: "\u{1f}")] + lines
     }
 
     @Test("canopy exec: as the task's user in its cgroup, directory and private /tmp; stdout, stderr, stdin and the exit code; a terminal with its size and resizes; a client that leaves ends the command; others refused", .enabled(if: ExecLiveTests.root))

@@ -7,84 +7,7 @@ import Testing
     import Glibc
 #endif
 
-/// A `canopy serve` child process on a free port, for tests over real sockets.
-/// Everything that waits on it runs off the cooperative pool (see `offPool`).
-final class ServerProcess: @unchecked Sendable {
-    let dataDir: String
-    let process = Process()
-    private(set) var url = ""
-    private(set) var token = ""
-
-    private init(dataDir: String) {
-        self.dataDir = dataDir
-    }
-
-    /// Starts a server and waits until it has written its URL and admin token.
-    static func start(dataDir: String, extra: [String] = [], imagePolicy: String = "processes") async throws -> ServerProcess {
-        let server = ServerProcess(dataDir: dataDir)
-        let process = server.process
-        process.executableURL = URL(fileURLWithPath: buildProductsDir + "/canopy")
-        process.arguments =
-            [
-                "serve", "--data-dir", dataDir, "--port", "0", "--gpus", "T4:2", "--cpus", "4", "--memory",
-                "8Gi", "--stop-grace", "1",
-                // Without a container engine, image workloads (client.py's) run as processes.
-                "--image-policy", imagePolicy,
-                "--log-level", "warning",
-            ] + extra
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try? FileManager.default.removeItem(atPath: dataDir + "/url")
-        try process.run()
-        let started = ContinuousClock.now
-        while ContinuousClock.now - started < .seconds(30) {
-            if let u = try? String(contentsOfFile: dataDir + "/url", encoding: .utf8),
-                let t = try? String(contentsOfFile: dataDir + "/admin.token", encoding: .utf8)
-            {
-                server.url = u.trimmingCharacters(in: .whitespacesAndNewlines)
-                server.token = t.trimmingCharacters(in: .whitespacesAndNewlines)
-                return server
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        await server.kill9()
-        throw CanopyError(.internal, "server did not start in 30 s")
-    }
-
-    /// Runs `body` against a fresh server and stops the server afterwards, whatever `body` did.
-    static func with<T>(
-        dataDir: String, removeAfter: Bool = false, extra: [String] = [], imagePolicy: String = "processes", _ body: (ServerProcess) async throws -> T
-    ) async throws -> T {
-        let server = try await start(dataDir: dataDir, extra: extra, imagePolicy: imagePolicy)
-        do {
-            let result = try await body(server)
-            await server.terminate()
-            if removeAfter { try? FileManager.default.removeItem(atPath: dataDir) }
-            return result
-        } catch {
-            await server.terminate()
-            throw error
-        }
-    }
-
-    func kill9() async {
-        kill(process.processIdentifier, SIGKILL)
-        let process = self.process
-        _ = try? await offPool { process.waitUntilExit() }
-    }
-
-    /// SIGTERM, then SIGKILL if the server has not gone in 15 s (so a test never leaves one behind).
-    func terminate() async {
-        let process = self.process
-        kill(process.processIdentifier, SIGTERM)
-        _ = try? await offPool {
-            let deadline = Date().addingTimeInterval(15)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
-    }
-
+extension ServerProcess {
     /// Starts `loadScript` against this server with 8 clients; acknowledged ids arrive on the pipe, one a line.
     func startSubmissionLoad() throws -> (Process, Pipe) {
         let load = Process()
@@ -95,18 +18,6 @@ final class ServerProcess: @unchecked Sendable {
         load.standardError = FileHandle.nullDevice
         try load.run()
         return (load, out)
-    }
-
-    /// A workload's phase, as `canopy show -o json` says (nil if it cannot be read).
-    func phase(_ id: String) async throws -> String? {
-        let show = try await cli(["show", id, "-o", "json"])
-        return ((try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any])?["phase"] as? String
-    }
-
-    /// Runs the CLI against this server.
-    func cli(_ args: [String], stdin: String? = nil, token: String? = nil) async throws -> (status: Int32, stdout: String, stderr: String) {
-        try await runProcess(
-            buildProductsDir + "/canopy", args, env: ["CANOPY_URL": url, "CANOPY_TOKEN": token ?? self.token], stdin: stdin)
     }
 }
 

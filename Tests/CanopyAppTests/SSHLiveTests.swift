@@ -8,42 +8,6 @@ import Testing
 struct SSHLiveTests {
     static let ready = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh")
 
-    /// A program (argv joined by U+001F: `ssh -tt ... ID@127.0.0.1`, `canopy exec -it ID -- sh`) under a
-    /// pseudo-terminal of 33x101 (Python's pty): types each line, resizing to 50x120 before the last; prints what the
-    /// terminal showed and the exit code.
-    static let terminal = """
-        import os, pty, sys, time, select, struct, fcntl, termios, signal
-        # The test process may hold signals blocked, and children inherit the mask: ssh must see SIGWINCH.
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        argv, lines = sys.argv[1].split("\\x1f"), sys.argv[2:]
-        pid, fd = pty.fork()
-        if pid == 0:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-            os.execvp(argv[0], argv)
-        out = b""
-        def drain(seconds):
-            global out
-            end = time.time() + seconds
-            while time.time() < end:
-                r, _, _ = select.select([fd], [], [], 0.1)
-                if r:
-                    try: d = os.read(fd, 65536)
-                    except OSError: return
-                    if not d: return
-                    out += d
-        drain(3)
-        for i, line in enumerate(lines):
-            if i == len(lines) - 1:
-                fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
-                os.kill(pid, 28)
-                time.sleep(0.5)
-            os.write(fd, line.encode() + b"\\n")
-            drain(1.5)
-        drain(3)
-        _, status = os.waitpid(pid, 0)
-        print(out.decode(errors="replace")); print("EXIT", os.waitstatus_to_exitcode(status))
-        """
-
     @Test("ssh ID@host: keys registered through the CLI, exec with stdin and exit status, a shell with a terminal and resizes, ssh -L to the task's own port only, canopy ssh with the pinned host key, ssh-config; unknown keys, other tenants and removed users refused", .enabled(if: SSHLiveTests.ready))
     func ssh() async throws {
         let dir = try makeTempDir("canopy-ssh-keys")
@@ -120,7 +84,7 @@ struct SSHLiveTests {
             // A login shell with a terminal, its size and a resize, and the shell's exit status.
             let tty = try await runProcess(
                 "/usr/bin/python3",
-                ["-c", Self.terminal, (["ssh", "-tt"] + identity + base + ["\(id)@127.0.0.1"]).joined(separator: "\u{1f}"), "tty; stty size", "stty size; exit 7"],
+                ["-c", pseudoTerminalDriver, (["ssh", "-tt"] + identity + base + ["\(id)@127.0.0.1"]).joined(separator: "\u{1f}"), "tty; stty size", "stty size; exit 7"],
                 env: ["HOME": dir])
             #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
 
