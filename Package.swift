@@ -66,7 +66,7 @@ let package = Package(
         // Slurm: workloads as jobs of an existing cluster, through its commands.
         .target(
             name: "CanopySlurm",
-            dependencies: ["CanopyCore", "CanopyHost", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CanopyCore", "CanopyHost", "CCanopySys", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // Services: submission, scheduling, reconciliation.
@@ -177,7 +177,8 @@ let package = Package(
         .testTarget(name: "CanopySQLiteTests", dependencies: ["CanopySQLite", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyLocalTests", dependencies: ["CanopyLocal", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyDockerTests", dependencies: ["CanopyDocker", "CanopyHost", "CanopyTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp", "canopy"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting", "CanopySQLite"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopyDataForestTests",

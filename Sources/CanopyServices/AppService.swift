@@ -50,6 +50,27 @@ public final class AppService: Sendable {
         if let variable = app.tokenEnv { launch.secretEnv[variable] = token(workloadID: launch.workloadID) }
     }
 
+    /// A submission of an app workload to a backend that schedules for itself: each task binds a port its node
+    /// has free, so the command keeps `{port}` and `{task}` for the task to fill in there (the base URL names
+    /// the declared port, which the proxy maps); the secret goes in the app's variable. Others are left alone.
+    public func prepare(_ submission: inout WorkloadSubmission) {
+        guard let name = submission.spec.app, let app = apps[name] else { return }
+        let port = submission.spec.ports.first?.port ?? app.port
+        if submission.spec.command == app.command {
+            let base = hostMode ? "/" : "/proxy/\(submission.workloadID)/{task}/\(port)/"
+            submission.spec.command = app.command.map {
+                $0.replacingOccurrences(of: "{base_url}", with: base).replacingOccurrences(of: "{workload}", with: submission.workloadID)
+            }
+            submission.taskPlaceholders = true
+        }
+        if let variable = app.tokenEnv { submission.secretEnv[variable] = token(workloadID: submission.workloadID) }
+    }
+
+    /// The path task `task`'s port `port` is served under: `/proxy/ID/TASK/PORT/`, or `/` in host mode.
+    public func basePath(workloadID: String, task: Int, port: Int) -> String {
+        hostMode ? "/" : "/proxy/\(workloadID)/\(task)/\(port)/"
+    }
+
     /// The header the proxy sends on requests to `port` of an app workload, if its app takes one there.
     public func header(for w: Workload, port: Int) -> (name: String, value: String)? {
         guard let name = w.spec.app, let app = apps[name], w.spec.ports.first?.port == port else { return nil }

@@ -220,10 +220,12 @@ extension WorkloadController {
                 guard let imageFilesystems else { throw CanopyError(.internal, "this backend has no place to unpack images") }
                 image = try await imageFilesystems.prepare(reference)
             }
-            let submission = WorkloadSubmission(
+            var submission = WorkloadSubmission(
                 workloadID: id, tenant: w.tenant, spec: w.spec, pool: queues[w.spec.queue]?.pool, inputs: try resolver.inputs(w),
                 mounts: try resolver.mounts(w),
                 imageReference: w.imageReference, allowRoot: allowRoot(w), image: image)
+            submission.attempt = w.restarts ?? 0
+            resolver.apps?.prepare(&submission)
             let handle = try await backend.submit(submission)
             guard let cur = active[id], !cur.phase.isTerminal else {
                 // Cancelled while it was being submitted.

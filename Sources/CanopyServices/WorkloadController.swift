@@ -254,9 +254,6 @@ public actor WorkloadController {
         guard before.phase == .stopped else {
             throw CanopyError(.conflict, "workload \(id) is \(before.phase.rawValue); only a stopped interactive workload can be restarted")
         }
-        guard !runtimes.delegates else {
-            throw CanopyError(.conflict, "restarting is not available with this server's backend yet; submit the workload again")
-        }
         let w = Transitions.restarted(before, at: clock.now())
         track(w)
         markDirty(id)
@@ -271,6 +268,13 @@ public actor WorkloadController {
     public func setLease(_ id: String, lease: Lease, expiresAt: Date?) async throws -> Workload {
         guard let before = try await current(id) else { throw CanopyError.notFound("workload", id) }
         let runs = before.phase == .running || before.phase == .starting
+        // A backend that enforces a time limit of its own (a Slurm job's) is told first: if it refuses, the lease
+        // stays as it was.
+        if runs || before.phase == .pending, let handle = before.tasks.first?.backendID,
+            let limited = runtimes.runtime(runtimeKind(of: before)) as? any TimeLimitedRuntime
+        {
+            try await limited.setTimeLimit(workloadID: id, handle: handle, lease: lease, expiresAt: runs ? expiresAt : nil)
+        }
         let w = Transitions.leaseSet(before, expiresAt: runs ? expiresAt : before.leaseExpiresAt, lease: lease)
         if active[id] != nil {
             active[id] = w

@@ -63,6 +63,14 @@ public struct WorkloadService: Sendable {
             if arg.utf8.count > Limits.maxArgLength { throw CanopyError.invalid("command[\(i)]", "argument longer than \(Limits.maxArgLength) bytes") }
             if arg.utf8.contains(0) { throw CanopyError.invalid("command[\(i)]", "arguments cannot contain NUL bytes") }
         }
+        if let probe = spec.idleProbe {
+            guard spec.kind == .interactive else { throw CanopyError.invalid("idleProbe", "idleProbe is for interactive workloads") }
+            guard !probe.isEmpty, !probe[0].isEmpty else { throw CanopyError.invalid("idleProbe", "idleProbe must name a program, e.g. [\"pgrep\", \"-f\", \"train.py\"]") }
+            guard probe.count <= 64, probe.allSatisfy({ $0.utf8.count <= 1024 }) else {
+                throw CanopyError.invalid("idleProbe", "idleProbe has more than 64 arguments, or one longer than 1024 bytes")
+            }
+            if probe.contains(where: { $0.utf8.contains(0) }) { throw CanopyError.invalid("idleProbe", "arguments cannot contain NUL bytes") }
+        }
         if spec.name.utf8.count > Limits.maxNameLength { throw CanopyError.invalid("name", "name longer than \(Limits.maxNameLength) characters") }
         // No abs(): it traps on Int.min, a value any caller can send.
         if !(-Limits.maxPriority...Limits.maxPriority).contains(spec.priority) {
@@ -239,14 +247,12 @@ public struct WorkloadService: Sendable {
 
     /// An app workload's spec completed from its app: the app's command where it gives none, its image where it
     /// names none, and the app's HTTP port as its first port (on the host's shared network, one that no other
-    /// unfinished workload declares).
+    /// unfinished workload declares; with a backend that schedules for itself, each task binds a port its node has
+    /// free, and the declared one names it).
     func applyApp(_ spec: WorkloadSpec) async throws -> WorkloadSpec {
         guard let name = spec.app else { return spec }
         guard let apps else { throw CanopyError.invalid("app", "this server runs no apps") }
         let app = try apps.definition(name)
-        if runtimes.delegates {
-            throw CanopyError.invalid("app", "apps run with the local executor for now: the proxy cannot reach tasks on this server's backend yet")
-        }
         var s = spec
         if s.command.isEmpty { s.command = app.command }
         if s.image == nil { s.image = app.image }

@@ -23,8 +23,8 @@ struct Command: Sendable {
     }
 
     /// Runs `argv` (its first word found on PATH); blocking reads happen on a Dispatch thread, not Swift's pool.
-    func run(_ argv: [String]) async throws -> Result {
-        let environment = environment
+    func run(_ argv: [String], extraEnvironment: [String: String] = [:]) async throws -> Result {
+        let environment = environment.merging(extraEnvironment) { _, extra in extra }
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 let p = Process()

@@ -50,7 +50,7 @@ public actor SlurmExecutor: SchedulingBackend {
     }
 
     /// A job Canopy follows.
-    private struct Track {
+    struct Track {
         var workloadID: String
         var tasks: Int
         /// When Canopy learned of it; a poll that began earlier may not list it yet.
@@ -58,10 +58,12 @@ public actor SlurmExecutor: SchedulingBackend {
         var started = false
         var reason: String?
         var stopRequested = false
+        /// When Slurm started it (squeue's start time), for time limits counted from there.
+        var startedAt: Date?
     }
 
-    private let config: Configuration
-    private let command: Command
+    let config: Configuration
+    let command: Command
     private let logger: Logger
     private let runAs: (uid: uid_t, gid: gid_t)?
     /// The tenants with accounts of their own, resolved.
@@ -74,11 +76,15 @@ public actor SlurmExecutor: SchedulingBackend {
     /// Tasks it runs are Slurm jobs.
     public nonisolated var kind: RuntimeKind { .slurm }
 
-    private var tracks: [String: Track] = [:]
+    var tracks: [String: Track] = [:]
+    /// Nodes' numeric addresses, as `scontrol show node` gave them.
+    var nodeAddresses: [String: String] = [:]
     private var byWorkload: [String: String] = [:]
     /// Canopy's jobs in the first `squeue` answer, by workload: those a previous server submitted, for idempotent
     /// submission and recovery. Jobs this server submits are in `byWorkload`.
     private var tagged: [String: SlurmText.Job] = [:]
+    /// The tag of each job in `tagged`, by job id.
+    private var tagOfJob: [String: String] = [:]
     private var primed = false
     private var problem: String?
     private var views: [NodeView] = []
@@ -128,12 +134,13 @@ public actor SlurmExecutor: SchedulingBackend {
         if !primed { await poll() }
         guard primed else { throw BackendUnavailable(problem ?? "Slurm has not answered yet") }
         // Submitted before a crash, before Canopy could record the job id: adopt it rather than submit it again.
-        if let job = tagged[s.workloadID] {
+        if let job = tagged[SlurmText.tag(workloadID: s.workloadID, attempt: s.attempt)] {
             adopt(job.id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
             return job.id
         }
         let directory = config.workloadsRoot + "/" + s.workloadID
-        if let id = try? String(contentsOfFile: directory + "/job.id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !id.isEmpty {
+        let jobFile = directory + "/" + SlurmText.jobIDFile(attempt: s.attempt)
+        if let id = try? String(contentsOfFile: jobFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !id.isEmpty {
             // ... and already ran, long enough ago for Slurm to have forgotten it: its exit files tell how it ended.
             adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
             return id
@@ -150,14 +157,27 @@ public actor SlurmExecutor: SchedulingBackend {
                 rootfs: image.rootfs, entries: top, tmpfs: RootFilesystem.directories(["var/tmp", "run"], in: image.rootfs), env: image.env,
                 nodeFiles: RootFilesystem.files(["etc/resolv.conf", "etc/hosts"], in: image.rootfs), mounts: s.mounts, asRoot: s.allowRoot)
         }
-        let text = SlurmText.batchScript(workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:], sandbox: sandbox)
+        let text = SlurmText.batchScript(
+            workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:], sandbox: sandbox, attempt: s.attempt,
+            taskPlaceholders: s.taskPlaceholders)
         try text.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
+        // What `canopy exec` runs a command through in a task (see `exec(...)`).
+        let execScript = directory + "/exec.sh"
+        try SlurmText.execScript(workloadID: s.workloadID, spec: s.spec, extraEnv: [:], sandbox: sandbox).write(toFile: execScript, atomically: true, encoding: .utf8)
+        chmod(execScript, 0o755)
+        if let owner {
+            chown(script, owner.uid, owner.gid)
+            chown(execScript, owner.uid, owner.gid)
+        }
         let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil
         var argv =
-            ["sbatch"] + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory) + [script]
+            ["sbatch"]
+            + SlurmText.sbatchOptions(workloadID: s.workloadID, spec: s.spec, partition: s.pool, gpuType: gpuType, directory: directory, attempt: s.attempt)
+            + [script]
         if let owner { argv = ["setpriv", "--reuid=\(owner.uid)", "--regid=\(owner.gid)", "--init-groups"] + argv }
-        let r = try await command.run(argv)
+        // An app's secret reaches the job through sbatch's environment (Slurm passes it on to the job), never a file.
+        let r = try await command.run(argv, extraEnvironment: s.secretEnv)
         guard r.ok, let id = String(decoding: r.stdout, as: UTF8.self).split(whereSeparator: { $0 == ";" || $0 == "\n" }).first.map(String.init), !id.isEmpty
         else {
             let complaint = SlurmText.complaint(r.stderr)
@@ -200,7 +220,8 @@ public actor SlurmExecutor: SchedulingBackend {
             }
             relative = workdir.count > layout.work.count ? String(workdir.dropFirst(layout.work.count + 1)) : ""
             try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-            try? fm.removeItem(atPath: layout.exitFile)
+            // A restart's task starts afresh: the last start's exit status, node and ports are not its own.
+            for stale in [layout.exitFile, layout.directory + "/node", layout.directory + "/ports"] { try? fm.removeItem(atPath: stale) }
             layout.give(workdir, to: runAs)
             // Slurm opens the log files as the job's user, and the task's shell writes its exit file. Private to
             // that user, whatever the server's umask: another tenant's jobs may run as another account.
@@ -209,6 +230,7 @@ public actor SlurmExecutor: SchedulingBackend {
             chmod(layout.work, 0o700)
             try layout.stage(s.inputs, workdir: s.spec.workdir, owner: runAs)
         }
+        try? fm.removeItem(atPath: directory + "/batch.exit")
         if let runAs { chown(directory, runAs.uid, runAs.gid) }
         chmod(directory, 0o700)
         return relative
@@ -238,8 +260,9 @@ public actor SlurmExecutor: SchedulingBackend {
         guard let backendID else { return .vanished }
         if tracks[backendID] != nil { return .running }
         if !primed { await poll() }
-        let ranOnce = FileManager.default.fileExists(atPath: config.workloadsRoot + "/" + workloadID + "/job.id")
-        guard !primed || tagged[workloadID]?.id == backendID || ranOnce else { return .vanished }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: config.workloadsRoot + "/" + workloadID)) ?? []
+        let ranOnce = names.contains { $0.hasPrefix("job.") && $0.hasSuffix(".id") }
+        guard !primed || tagOfJob[backendID] != nil || ranOnce else { return .vanished }
         // Slurm still knows it, cannot be asked now, or it ran and left its files: follow it. The next poll reports
         // what became of it, every task at once (a job Slurm has forgotten ends from its exit files).
         adopt(backendID, workloadID: workloadID, tasks: taskCount(workloadID), since: .distantPast)
@@ -305,7 +328,10 @@ public actor SlurmExecutor: SchedulingBackend {
             if SlurmText.hasStarted(job.state), !job.nodes.isEmpty {
                 for host in SlurmText.hostnames(job.nodes) { perNode[host, default: 0] += 1 }
             }
-            if !primed, let wid = job.workloadID { tagged[wid] = job }
+            if !primed, let tag = job.tag {
+                tagged[tag] = job
+                tagOfJob[job.id] = tag
+            }
             guard var t = tracks[job.id] else { continue }
             seen.insert(job.id)
             if job.state == "PENDING" || job.state == "CONFIGURING" || job.state == "REQUEUED" || job.state == "REQUEUE_HOLD" {
@@ -317,6 +343,7 @@ public actor SlurmExecutor: SchedulingBackend {
             } else if SlurmText.hasStarted(job.state) {
                 if !t.started {
                     t.started = true
+                    t.startedAt = SlurmText.date(job.start)
                     continuation.yield(
                         .started(workloadID: t.workloadID, placements: placements(job.nodes, tasks: t.tasks), at: SlurmText.date(job.start) ?? Date()))
                 }
@@ -421,7 +448,7 @@ public actor SlurmExecutor: SchedulingBackend {
     private func adopt(_ id: String, workloadID: String, tasks: Int, since: Date) {
         if tracks[id] == nil { tracks[id] = Track(workloadID: workloadID, tasks: tasks, since: since) }
         byWorkload[workloadID] = id
-        tagged.removeValue(forKey: workloadID)
+        if let tag = tagOfJob.removeValue(forKey: id) { tagged.removeValue(forKey: tag) }
     }
 
     private func setProblem(_ p: String?) {

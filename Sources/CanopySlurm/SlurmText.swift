@@ -30,8 +30,49 @@ public enum SlurmText {
 
         /// The workload it runs, when Canopy submitted it.
         public var workloadID: String? {
+            tag.map { String($0.prefix { $0 != "#" }) }
+        }
+
+        /// Canopy's tag: the workload's id, with `#N` for its Nth restart (see `SlurmText.tag`).
+        public var tag: String? {
             comment.hasPrefix(SlurmText.commentPrefix) ? String(comment.dropFirst(SlurmText.commentPrefix.count)) : nil
         }
+    }
+
+    /// The tag of a workload's job in its comment: the id for its first start, `ID#N` after its Nth restart (each
+    /// start is a job of its own).
+    public static func tag(workloadID: String, attempt: Int) -> String {
+        attempt == 0 ? workloadID : "\(workloadID)#\(attempt)"
+    }
+
+    /// The file, in the workload's directory, where a start's job writes its id when it begins: `job.id` for the
+    /// first start, `job.N.id` after the Nth restart.
+    public static func jobIDFile(attempt: Int) -> String {
+        attempt == 0 ? "job.id" : "job.\(attempt).id"
+    }
+
+    /// A task's ports file (`task-N/ports`, written by the task on its node): `DECLARED ACTUAL` per line. The task
+    /// writes it, so it is read strictly: ports in range, nothing else.
+    public static func portMap(_ text: String) -> [Int: Int] {
+        var map: [Int: Int] = [:]
+        for line in text.split(separator: "\n").prefix(256) {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let p = Int(parts[0]), let q = Int(parts[1]), (1...65535).contains(p), (1...65535).contains(q) else { continue }
+            map[p] = q
+        }
+        return map
+    }
+
+    /// Whether a node name a task reported is one Slurm could have given (letters, digits, `-`, `_`, `.`).
+    public static func isNodeName(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 128 && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+
+    /// The minutes of Slurm's time limit for an interactive workload's lease: a minute beyond it, as Canopy ends
+    /// the job itself at the lease's end (to the second, with `LeaseExpired`) and Slurm's limit is only the
+    /// backstop should Canopy not be there.
+    public static func leaseMinutes(_ seconds: Int) -> Int {
+        (max(seconds, 0) + 59) / 60 + 1
     }
 
     /// Parses squeue's output; lines that do not have the seven fields are skipped.
@@ -252,39 +293,39 @@ public enum SlurmText {
     /// `directory` is the workload's directory (holding `task-N/`); `workdir` the working directory inside each task's
     /// `work`, relative ("" for `work` itself).
     /// With `sandbox`, each task runs in the image's root file system (see `ImageSandbox`).
+    ///
+    /// Each task writes the node it runs on to `task-N/node` and, for a workload that declares ports, picks for each
+    /// a port nothing on its node uses, exports it as `CANOPY_PORT_<declared>` and writes `task-N/ports`
+    /// (`DECLARED ACTUAL` lines) before its command starts: tasks of several jobs may share a node, so the declared
+    /// port names the endpoint and the actual one is the node's. With `taskPlaceholders`, `{port}` (the first
+    /// port's actual one) and `{task}` in the command's words are filled in by the task (an app's command).
     public static func batchScript(
-        workloadID: String, directory: String, workdir: String, spec: WorkloadSpec, extraEnv: [String: String], sandbox: ImageSandbox? = nil
+        workloadID: String, directory: String, workdir: String, spec: WorkloadSpec, extraEnv: [String: String], sandbox: ImageSandbox? = nil,
+        attempt: Int = 0, taskPlaceholders: Bool = false
     ) -> String {
         let q = shellQuote
-        var env = spec.env
-        for (k, v) in extraEnv { env[k] = v }
-        env["CANOPY_WORKLOAD_ID"] = workloadID
-        env["CANOPY_TASK_COUNT"] = String(spec.tasks)
-        if !spec.ports.isEmpty { env["CANOPY_PORTS"] = spec.ports.map { String($0.port) }.joined(separator: ",") }
         var lines = [
             "#!/bin/sh",
             "# Canopy workload \(workloadID), submitted by canopy serve.",
-            "echo \"$SLURM_JOB_ID\" > \(q(directory + "/job.id"))",
+            "echo \"$SLURM_JOB_ID\" > \(q(directory + "/" + jobIDFile(attempt: attempt)))",
             // A stop sends SIGTERM to every process of the job: the shells wait for their command to end (a trap
             // runs after the foreground command; an ignored signal would be inherited, a trap is not), so a task
             // that handles SIGTERM has the grace period to finish, and its exit status is recorded.
             "trap : TERM",
         ]
-        // Names are checked at submit (letters, digits, _); one that is not a shell name never reaches the script.
-        // In a sandbox, the workload's own variables are the sandbox's only (bwrap --setenv): its PATH or
-        // LD_PRELOAD must not change the node's srun, bwrap and shell around it.
-        for (k, v) in env.sorted(by: { $0.key < $1.key }) where WorkloadSpec.isValidEnvName(k) && (sandbox == nil || spec.env[k] == nil) {
-            lines.append("export \(k)=\(q(v))")
-        }
+        lines += exports(workloadID: workloadID, spec: spec, extraEnv: extraEnv, sandbox: sandbox)
+        if taskPlaceholders, let first = spec.ports.first { lines.append("export CANOPY_APP_PORT=\(first.port)") }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
         // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
         var task = """
             trap : TERM
-            d="$1/task-$SLURM_PROCID"; w="$d/work$2"; sub="$2"; shift 2
+            d="$1/task-$SLURM_PROCID"; w="$d/work$2"; sub="$2"; info=sandbox.info; shift 2
             export CANOPY_TASK_INDEX="$SLURM_PROCID" CANOPY_NODE="$SLURMD_NODENAME" HOME="$w"
             cd "$w" || { echo "exit 126" > "$d/exit"; exit 126; }
+            printf '%s\\n' "$SLURMD_NODENAME" > "$d/node"
 
             """
+        task += portsLines + "\n"
         if let sandbox {
             task += sandbox.wrap(workloadEnv: spec.env.filter { WorkloadSpec.isValidEnvName($0.key) }) + "\n"
         } else {
@@ -311,6 +352,78 @@ public enum SlurmText {
         lines.append("exit $c")
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// The script `canopy exec` (and SSH) runs a command with inside a running task, as a step of its job
+    /// (`srun --overlap`): `exec.sh DIRECTORY TASK SUBDIR COMMAND...`. The command gets what the task got: the
+    /// workload's environment, the task's variables (its ports too), its working directory, and for an image, a
+    /// sandbox of the same image with the same `/workspace` (a sandbox of its own: its processes and `/tmp` are
+    /// not the task's).
+    public static func execScript(workloadID: String, spec: WorkloadSpec, extraEnv: [String: String], sandbox: ImageSandbox? = nil) -> String {
+        var lines = ["#!/bin/sh", "# canopy exec into a task of Canopy workload \(workloadID)."]
+        lines += exports(workloadID: workloadID, spec: spec, extraEnv: extraEnv, sandbox: sandbox)
+        var body = """
+            d="$1/task-$2"; w="$d/work$3"; sub="$3"; info="exec.$$.info"
+            export CANOPY_TASK_INDEX="$2" CANOPY_NODE="$SLURMD_NODENAME" HOME="$w"
+            shift 3
+            cd "$w" || exit 126
+            if [ -r "$d/ports" ]; then while read -r p a; do case "$p$a" in *[!0-9]*|"") ;; *) export "CANOPY_PORT_$p=$a" ;; esac; done < "$d/ports"; fi
+
+            """
+        if let sandbox {
+            body += sandbox.wrap(workloadEnv: spec.env.filter { WorkloadSpec.isValidEnvName($0.key) }) + "\n"
+            body += "rm -f \"$d/$info\"\n"
+        } else {
+            body += "\"$@\"; c=$?\n"
+        }
+        body += "exit $c"
+        lines.append(body)
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The workload's variables as `export` lines (the job's and an exec's).
+    private static func exports(workloadID: String, spec: WorkloadSpec, extraEnv: [String: String], sandbox: ImageSandbox?) -> [String] {
+        var env = spec.env
+        for (k, v) in extraEnv { env[k] = v }
+        env["CANOPY_WORKLOAD_ID"] = workloadID
+        env["CANOPY_TASK_COUNT"] = String(spec.tasks)
+        if !spec.ports.isEmpty { env["CANOPY_PORTS"] = spec.ports.map { String($0.port) }.joined(separator: ",") }
+        // Names are checked at submit (letters, digits, _); one that is not a shell name never reaches the script.
+        // In a sandbox, the workload's own variables are the sandbox's only (bwrap --setenv): its PATH or
+        // LD_PRELOAD must not change the node's srun, bwrap and shell around it.
+        return env.sorted(by: { $0.key < $1.key }).compactMap { k, v in
+            WorkloadSpec.isValidEnvName(k) && (sandbox == nil || spec.env[k] == nil) ? "export \(k)=\(shellQuote(v))" : nil
+        }
+    }
+
+    /// Shell lines of a task that declares ports (`CANOPY_PORTS`): a free port of the node for each (one that no
+    /// socket of the node, in any state, has as its local port, nor one picked before), exported as
+    /// `CANOPY_PORT_<declared>`, listed in `$d/ports`; then `{port}` and `{task}` filled into the command's words
+    /// where `CANOPY_APP_PORT` asks for it.
+    static let portsLines = """
+        if [ -n "$CANOPY_PORTS" ]; then
+          used=" $(awk 'NR>1 { split($2, a, ":"); printf "%s ", a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)"
+          : > "$d/ports.new"
+          for p in $(echo "$CANOPY_PORTS" | tr ',' ' '); do
+            while :; do
+              a=$(( $(od -An -N2 -tu2 /dev/urandom) % 30000 + 20000 ))
+              h=$(printf '%04X' "$a")
+              case "$used" in *" $h "*) continue ;; esac
+              used="$used$h "
+              break
+            done
+            export "CANOPY_PORT_$p=$a"
+            echo "$p $a" >> "$d/ports.new"
+          done
+          mv -f "$d/ports.new" "$d/ports"
+        fi
+        if [ -n "$CANOPY_APP_PORT" ]; then
+          eval "a=\\${CANOPY_PORT_$CANOPY_APP_PORT}"
+          n=$#
+          while [ "$n" -gt 0 ]; do
+            v=$(printf '%s' "$1" | sed -e "s/{port}/$a/g" -e "s/{task}/$SLURM_PROCID/g"); shift; set -- "$@" "$v"; n=$((n - 1))
+          done
+        fi
+        """
 
     /// How a task runs in an image's root file system on a node: in a bubblewrap sandbox (`bwrap`, unprivileged,
     /// through a user namespace), as the job's user.
@@ -404,24 +517,31 @@ public enum SlurmText {
                 set -- -- "$@"
                 for g in /dev/nvidia*; do [ -c "$g" ] && set -- --dev-bind "$g" "$g" "$@"; done
                 [ -d /dev/nvidia-caps ] && set -- --dev-bind /dev/nvidia-caps /dev/nvidia-caps "$@"
-                bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace \(mountOptions.joined(separator: " ")) --chdir "/workspace$sub" "$@" 9>"$d/sandbox.info"; c=$?
-                p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/sandbox.info" 2>/dev/null)
+                bwrap --info-fd 9 \(options.joined(separator: " ")) --bind "$d/work" /workspace \(mountOptions.joined(separator: " ")) --chdir "/workspace$sub" "$@" 9>"$d/$info"; c=$?
+                p=$(sed -n 's/.*"child-pid": *\\([0-9]*\\).*/\\1/p' "$d/$info" 2>/dev/null)
                 while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null)" != Z ]; do sleep 0.2; done
                 """
         }
     }
 
     /// sbatch's options for a workload: one job, one Slurm task per Canopy task, all allocated at once (a gang).
-    public static func sbatchOptions(workloadID: String, spec: WorkloadSpec, partition: String?, gpuType: String?, directory: String) -> [String] {
+    /// An interactive workload's lease becomes the job's time limit (see `leaseMinutes`), under its
+    /// `maxDuration` if it has one; a restart is a job of its own, tagged with the attempt.
+    public static func sbatchOptions(
+        workloadID: String, spec: WorkloadSpec, partition: String?, gpuType: String?, directory: String, attempt: Int = 0
+    ) -> [String] {
         let r = spec.resources
         let cpus = max(1, r.wholeCPUs)
         let memPerCPU = max(1, (r.memoryMiB + cpus - 1) / cpus)
         var o = [
-            "--parsable", "--job-name=canopy-\(workloadID)", "--comment=\(commentPrefix)\(workloadID)", "--ntasks=\(spec.tasks)",
+            "--parsable", "--job-name=canopy-\(workloadID)", "--comment=\(commentPrefix)\(tag(workloadID: workloadID, attempt: attempt))",
+            "--ntasks=\(spec.tasks)",
             "--cpus-per-task=\(cpus)", "--mem-per-cpu=\(memPerCPU)M", "--no-requeue", "--chdir=\(directory)", "--output=\(directory)/batch.log",
         ]
         if r.gpus > 0 { o.append("--gpus-per-task=\(gpuType.map { "\($0):" } ?? "")\(r.gpus)") }
-        if let d = spec.maxDurationSeconds { o.append("--time=\((d + 59) / 60)") }
+        var minutes = spec.maxDurationSeconds.map { ($0 + 59) / 60 }
+        if spec.kind == .interactive, let lease = spec.lease?.seconds { minutes = min(minutes ?? Int.max, leaseMinutes(lease)) }
+        if let minutes { o.append("--time=\(minutes)") }
         if let partition { o.append("--partition=\(partition)") }
         return o
     }

@@ -168,3 +168,55 @@ struct SlurmTextTests {
         #expect(SlurmText.complaint(refused) == "Requested node configuration is not available")
     }
 }
+
+@Suite("Slurm text for interactive workloads")
+struct SlurmInteractiveTextTests {
+    @Test("tags and job id files per start; ports files read strictly; node names; lease minutes; the lease as --time")
+    func tagsAndLimits() {
+        #expect(SlurmText.tag(workloadID: "w1", attempt: 0) == "w1" && SlurmText.tag(workloadID: "w1", attempt: 2) == "w1#2")
+        #expect(SlurmText.jobIDFile(attempt: 0) == "job.id" && SlurmText.jobIDFile(attempt: 3) == "job.3.id")
+        let job = SlurmText.Job(id: "5", state: "RUNNING", reason: "None", nodes: "n1", start: "", end: "", comment: "canopy:w1#2")
+        #expect(job.workloadID == "w1" && job.tag == "w1#2")
+        #expect(SlurmText.portMap("8888 40001\n6006 40002\nbad line\n0 5\n22 70000\n1 2 3\n") == [8888: 40001, 6006: 40002])
+        #expect(SlurmText.isNodeName("n1") && SlurmText.isNodeName("gpu-01.cluster") && !SlurmText.isNodeName("") && !SlurmText.isNodeName("n1;rm"))
+        #expect(SlurmText.leaseMinutes(1800) == 31 && SlurmText.leaseMinutes(1) == 2)
+        var spec = WorkloadSpec(kind: .interactive, command: ["x"])
+        spec.lease = .seconds(7200)
+        #expect(SlurmText.sbatchOptions(workloadID: "w", spec: spec, partition: nil, gpuType: nil, directory: "/d").contains("--time=121"))
+        spec.maxDurationSeconds = 600
+        #expect(SlurmText.sbatchOptions(workloadID: "w", spec: spec, partition: nil, gpuType: nil, directory: "/d").contains("--time=10"))
+        spec.lease = .unlimited
+        spec.maxDurationSeconds = nil
+        #expect(!SlurmText.sbatchOptions(workloadID: "w", spec: spec, partition: nil, gpuType: nil, directory: "/d", attempt: 1).contains { $0.hasPrefix("--time") })
+        #expect(SlurmText.sbatchOptions(workloadID: "w", spec: spec, partition: nil, gpuType: nil, directory: "/d", attempt: 1).contains("--comment=canopy:w#1"))
+    }
+
+    @Test("a task picks a free port of its node per declared port, reports it with its node, fills an app's {port} and {task}; exec.sh runs a command with the task's variables")
+    func portsAndExecScript() async throws {
+        let dir = try makeTempDir("canopy-slurm-ports")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/w/task-0/work", withIntermediateDirectories: true)
+        let spec = WorkloadSpec(
+            kind: .interactive, command: ["sh", "-c", "echo \"$CANOPY_PORT_8888 $CANOPY_PORT_6006 $1\"", "sh", "--port={port} --base=/proxy/w/{task}/8888/"],
+            env: ["GREETING": "hi"], ports: [PortSpec(8888, .http), PortSpec(6006, .http)])
+        let script = SlurmText.batchScript(workloadID: "w", directory: dir + "/w", workdir: "", spec: spec, extraEnv: [:], attempt: 1, taskPlaceholders: true)
+        try script.write(toFile: dir + "/job.sh", atomically: true, encoding: .utf8)
+        let r = try await runProcess("/bin/sh", [dir + "/job.sh"], env: ["SLURM_JOB_ID": "77", "SLURMD_NODENAME": "n2", "PATH": "/usr/bin:/bin"])
+        #expect(r.status == 0, "\(r)")
+        #expect((try? String(contentsOfFile: dir + "/w/job.1.id", encoding: .utf8)) == "77\n")
+        #expect((try? String(contentsOfFile: dir + "/w/task-0/node", encoding: .utf8)) == "n2\n")
+        let map = SlurmText.portMap((try? String(contentsOfFile: dir + "/w/task-0/ports", encoding: .utf8)) ?? "")
+        let a = try #require(map[8888]), b = try #require(map[6006])
+        #expect(a != b && (20000..<50000).contains(a) && (20000..<50000).contains(b))
+        #expect(ListeningSockets.on(port: a).isEmpty)
+        let out = (try? String(contentsOfFile: dir + "/w/task-0/stdout.log", encoding: .utf8)) ?? ""
+        #expect(out == "\(a) \(b) --port=\(a) --base=/proxy/w/0/8888/\n", "\(out)")
+
+        let exec = SlurmText.execScript(workloadID: "w", spec: spec, extraEnv: [:])
+        try exec.write(toFile: dir + "/exec.sh", atomically: true, encoding: .utf8)
+        let e = try await runProcess(
+            "/bin/sh", [dir + "/exec.sh", dir + "/w", "0", "", "sh", "-c", "echo $GREETING $CANOPY_TASK_INDEX $CANOPY_PORT_6006 $CANOPY_WORKLOAD_ID; pwd; exit 9"],
+            env: ["SLURMD_NODENAME": "n2", "PATH": "/usr/bin:/bin"])
+        #expect(e.status == 9 && e.stdout == "hi 0 \(b) w\n\(dir)/w/task-0/work\n", "\(e)")
+    }
+}

@@ -152,6 +152,13 @@ public struct WorkloadSubmission: Sendable, Hashable {
     /// The image's root file system where the nodes can read it, for backends that run images without a
     /// container engine; nil for processes.
     public var image: PreparedImage?
+    /// Which start of the workload this is: 0 for the first, N after its Nth restart (each is a new job).
+    public var attempt: Int = 0
+    /// Environment for this submission only, never stored with the workload nor shown by the API (an app's secret).
+    public var secretEnv: [String: String] = [:]
+    /// Whether the command's `{port}` and `{task}` placeholders are left for each task to fill in on its node (an
+    /// app's command, where the backend picks the port a task binds).
+    public var taskPlaceholders = false
 
     /// Creates a submission.
     public init(

@@ -35,6 +35,15 @@ public protocol TaskPortConnector: Sendable {
     func connect(workloadID: String, taskIndex: Int, handle: String, port: Int) async throws -> Int32
 }
 
+/// A runtime whose tasks run under a time limit of its own (a Slurm job's), which an interactive workload's lease
+/// becomes: extending the lease extends the limit without a restart.
+public protocol TimeLimitedRuntime: Sendable {
+    /// The lease of the job `handle` changed: a running job now ends at `expiresAt` (nil: no limit); one still
+    /// waiting in the backend's queue gets `lease` from its start. Throws `CanopyError` naming why the backend
+    /// refused (the lease is then left as it was).
+    func setTimeLimit(workloadID: String, handle: String, lease: Lease, expiresAt: Date?) async throws
+}
+
 /// What a runtime gives back for a task it started.
 public struct LaunchedTask: Sendable, Hashable {
     /// The runtime's handle for it: a pid, a container id.
