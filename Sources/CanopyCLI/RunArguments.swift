@@ -10,7 +10,7 @@ enum RunArguments {
     /// `canopy run`'s options that take a value (checked against the command's own definition by a test).
     static let valueOptions: Set<String> = [
         "--name", "--cpus", "--memory", "--gpus", "--gpu-model", "--tasks", "--queue", "--priority", "--env", "-e", "--workdir",
-        "--max-duration", "--input", "--output", "--image", "--mount", "--lease", "--port", "--app",
+        "--max-duration", "--input", "--output", "--image", "--mount", "--lease", "--port", "--app", "--idle-probe",
     ]
 
     /// What `canopy shell` runs: nothing, until it is stopped (in any image with a POSIX shell and sleep).

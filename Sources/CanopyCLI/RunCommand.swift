@@ -47,6 +47,8 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: .hidden) var printShell = false
     @Option(help: "Interactive workloads: how long each start may run, e.g. 2h, or unlimited where the queue allows (default: the queue's).")
     var lease: String?
+    @Option(help: "Interactive workloads in a queue with an idle timeout: a shell command run in task 0 at each idle check; exit 0 counts as activity (e.g. 'pgrep -f train.py').")
+    var idleProbe: String?
     @Flag(name: .shortAndLong, help: "Detach: print the workload's id and return.") var detach = false
     // Captured after `--`; `CanopyCommand.runMain` inserts the `--` before the first word that is not an option.
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after -- or after the options.", valueName: "command"))
@@ -86,6 +88,10 @@ struct RunCommand: AsyncParsableCommand {
             }
             guard let l = Lease.parse(lease) else { throw ValidationError("--lease takes a duration such as 2h or 90m, or unlimited") }
             body.lease = l
+        }
+        if let idleProbe {
+            guard interactive || app != nil else { throw ValidationError("--idle-probe is for interactive workloads (add --interactive)") }
+            body.idleProbe = ["sh", "-c", idleProbe]
         }
         if let maxDuration { body.maxDuration = DurationValue(seconds: try ResourceArguments.duration(maxDuration, option: "--max-duration")) }
         if cpus != nil || memory != nil || gpus != nil || gpuModel != nil {

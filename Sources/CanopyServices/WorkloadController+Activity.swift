@@ -2,8 +2,9 @@ import CanopyCore
 import Foundation
 
 /// Idle detection's own signals, sampled for running interactive workloads whose queue has an idle timeout: a
-/// task using more than a tenth of a CPU, or any of its GPUs busier than 10 %, counts as activity. (Traffic
-/// through the proxy is reported as it passes, by `recordActivity`.)
+/// task using more than a tenth of a CPU, or any of its GPUs busier than 10 %, counts as activity; failing those,
+/// the instance is asked (`ActivitySignals`): a busy kernel of its app, or its probe command exiting 0. (Traffic
+/// through the proxy, exec and SSH is reported as it passes, by `recordActivity`.)
 extension WorkloadController {
     /// CPU use above this share of one CPU counts as activity.
     static let busyCPU = 0.1
@@ -21,6 +22,7 @@ extension WorkloadController {
         nextSample = nextSample.filter { ids.contains($0.key) }
         cpuSamples = cpuSamples.filter { ids.contains(String($0.key.split(separator: "#").first ?? "")) }
         var gpuByNode: [String: [Int: Int]] = [:]
+        var asked: [(Workload, String, RuntimeKind)] = []
         for w in watched {
             guard let timeout = idleTimeout(of: w), now >= nextSample[w.id] ?? .distantPast else { continue }
             nextSample[w.id] = now.addingTimeInterval(Self.sampleInterval(timeout: timeout))
@@ -39,7 +41,39 @@ extension WorkloadController {
                     if t.gpus.contains(where: { (gpuByNode[node]?[$0] ?? 0) >= Self.busyGPU }) { busy = "gpu" }
                 }
             }
-            if let busy { recordActivity(w.id, source: busy, at: now) }
+            if let busy {
+                recordActivity(w.id, source: busy, at: now)
+            } else if let t = w.tasks.first, t.phase == .running, let handle = t.backendID {
+                asked.append((w, handle, kind))
+            }
         }
+        // What the instances say when asked (their app's own word, the user's probe), side by side and off the
+        // actor: each may take seconds.
+        guard !asked.isEmpty else { return }
+        let apps = resolver.apps
+        let runtimes = runtimes
+        let answers = await withTaskGroup(of: (String, String?).self) { group in
+            for (w, handle, kind) in asked {
+                group.addTask {
+                    let runtime = runtimes.runtime(kind)
+                    if let apps, let connector = runtime as? any TaskPortConnector,
+                        await ActivitySignals.appBusy(w, handle: handle, apps: apps, connector: connector)
+                    {
+                        return (w.id, "kernel")
+                    }
+                    if let probe = w.spec.idleProbe, let runner = runtime as? any TaskExecRunner,
+                        await ActivitySignals.probeSucceeds(w, command: probe, handle: handle, runner: runner)
+                    {
+                        return (w.id, "probe")
+                    }
+                    return (w.id, nil)
+                }
+            }
+            var found: [(String, String)] = []
+            for await (id, source) in group { if let source { found.append((id, source)) } }
+            return found
+        }
+        let at = clock.now()
+        for (id, source) in answers { recordActivity(id, source: source, at: at) }
     }
 }

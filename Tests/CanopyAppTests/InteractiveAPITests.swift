@@ -35,6 +35,13 @@ struct InteractiveAPITests {
                 (["kind": "interactive", "queue": "dev", "lease": "unlimited", "command": ["true"]], "lease"),
                 (["lease": "1h", "command": ["true"]], "lease"),
                 (["kind": "interactive", "lease": "soon", "command": ["true"]], "lease"),
+                // The idle probe: interactive only, a program named, bounded, no NUL.
+                (["idleProbe": ["true"], "command": ["true"]], "idleProbe"),
+                (["kind": "interactive", "idleProbe": [] as [String], "command": ["true"]], "idleProbe"),
+                (["kind": "interactive", "idleProbe": [""], "command": ["true"]], "idleProbe"),
+                (["kind": "interactive", "idleProbe": ["sh", "a\u{0}b"], "command": ["true"]], "idleProbe"),
+                (["kind": "interactive", "idleProbe": Array(repeating: "x", count: 65), "command": ["true"]], "idleProbe"),
+                (["kind": "interactive", "idleProbe": ["x", String(repeating: "y", count: 1025)], "command": ["true"]], "idleProbe"),
             ] {
                 let (status, err) = try await client.json("/api/v1/workloads", .post, token: alice, body: body)
                 #expect(status == .badRequest && Self.errorField(err) == field, "\(body): \(status) \(err)")

@@ -41,7 +41,7 @@ struct InteractiveCLILiveTests {
         }
     }
 
-    @Test("idle stop: a quiet instance is warned, then stopped with IdleTimeout; one using CPU and one used through the proxy stay up")
+    @Test("idle stop: a quiet instance is warned, then stopped with IdleTimeout; one using CPU, one used through the proxy and one whose probe command succeeds stay up")
     func idleStop() async throws {
         try await ServerProcess.with(dataDir: try makeTempDir("canopy-idle"), removeAfter: true) { server in
             #expect(try await server.cli(["queues", "create", "quiet", "--idle-timeout", "10s"]).status == 0)
@@ -55,7 +55,11 @@ struct InteractiveCLILiveTests {
             let busy = try await submit(["--", "sh", "-c", "while :; do :; done"])
             let port = ProxyLiveTests.freePort()
             let served = try await submit(["--port", String(port), "--", "python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"])
-            for id in [quiet, busy, served] { #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" }) }
+            // Quiet by every measure, but its probe command says it is in use.
+            let probed = try await submit(["--idle-probe", "test -e in-use", "--", "sh", "-c", "touch in-use; exec sleep 300"])
+            let batchProbe = try await server.cli(["run", "-d", "--idle-probe", "true", "--", "true"])
+            #expect(batchProbe.status != 0 && batchProbe.stderr.contains("interactive"), "\(batchProbe)")
+            for id in [quiet, busy, served, probed] { #expect(try await eventually(timeout: .seconds(20)) { try await server.phase(id) == "Running" }) }
             let url = String((try await server.cli(["open", served])).stdout.split(separator: "?").first ?? "")
             // 16 seconds of use of one of them, through the proxy.
             let until = Date().addingTimeInterval(16)
@@ -79,7 +83,9 @@ struct InteractiveCLILiveTests {
             let used = try await json(served)
             #expect(used["phase"] as? String == "Running" && used["lastActivitySource"] as? String == "proxy", "\(used["lastActivitySource"] ?? "")")
             #expect(try await server.cli(["show", busy]).stdout.contains("Last activity"))
-            _ = try await server.cli(["stop", busy, served])
+            let asked = try await json(probed)
+            #expect(asked["phase"] as? String == "Running" && asked["lastActivitySource"] as? String == "probe", "\(asked["lastActivitySource"] ?? "")")
+            _ = try await server.cli(["stop", busy, served, probed])
         }
     }
 

@@ -65,6 +65,37 @@ struct JupyterLiveTests {
         print(out, end="")
         """
 
+    /// Types a line into a JupyterLab terminal over its WebSocket (`["stdin", ...]` messages) and waits until the
+    /// terminal echoes `marker` back, or 20 seconds pass; prints what it saw.
+    static let terminalClient = """
+        import base64, json, os, socket, struct, sys, time, urllib.parse
+        url, auth, line, marker = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+        s = socket.create_connection((url.hostname, url.port), timeout=20)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(("GET %s HTTP/1.1\\r\\nHost: %s:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\n"
+                   "Sec-WebSocket-Version: 13\\r\\n%s\\r\\n\\r\\n" % (url.path, url.hostname, url.port, key, auth)).encode())
+        buf = b""
+        while b"\\r\\n\\r\\n" not in buf: buf += s.recv(4096)
+        head, buf = buf.split(b"\\r\\n\\r\\n", 1)
+        if b" 101 " not in head.split(b"\\r\\n")[0]: print("HANDSHAKE", head.decode()); sys.exit(1)
+        data = json.dumps(["stdin", line + "\\r"]).encode(); mask = os.urandom(4)
+        s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        seen, end = "", time.time() + 20
+        while time.time() < end and marker not in seen:
+            d = s.recv(65536)
+            if not d: break
+            buf += d
+            while len(buf) >= 2:
+                n, off = buf[1] & 0x7f, 2
+                if n == 126: n, off = struct.unpack(">H", buf[2:4])[0], 4
+                elif n == 127: n, off = struct.unpack(">Q", buf[2:10])[0], 10
+                if len(buf) < off + n: break
+                payload, buf = buf[off:off + n], buf[off + n:]
+                try: seen += "".join(str(x) for x in json.loads(payload)[1:])
+                except Exception: pass
+        print(seen)
+        """
+
     @Test(
         "canopy jupyter: JupyterLab answers through the proxy by token and by login link, runs code in a kernel over its WebSocket, takes an upload; its own port refuses anyone without its token"
     )
@@ -122,12 +153,60 @@ struct JupyterLiveTests {
             let uploaded = server.dataDir + "/workloads/\(id)/task-0/work/hello.txt"
             #expect((try? String(contentsOfFile: uploaded, encoding: .utf8)) == "hi from the proxy")
 
+            // A terminal: a line typed over its WebSocket saves a file in the working directory.
+            let terminal = try await runProcess(
+                pythonPath,
+                [
+                    "-c",
+                    "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1] + 'api/terminals', data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)['name'])",
+                    url, server.token,
+                ])
+            let terminalName = terminal.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(terminal.status == 0 && !terminalName.isEmpty, "\(terminal)")
+            let typed = try await runProcess(
+                pythonPath, ["-c", Self.terminalClient, url + "terminals/websocket/\(terminalName)", "Authorization: Bearer \(server.token)", "echo saved-from-a-terminal > term.txt && echo TERM-$((40+2))", "TERM-42"])
+            #expect(typed.stdout.contains("TERM-42"), "\(typed)")
+            let saved = server.dataDir + "/workloads/\(id)/task-0/work/term.txt"
+            #expect(await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: saved, encoding: .utf8)) == "saved-from-a-terminal\n" })
+
             // JupyterLab's own port, straight from this machine without the token, is closed to anyone else.
             let direct = try await ProxyLiveTests.call("get", "http://127.0.0.1:8888/proxy/\(id)/0/8888/api/status")
             #expect(direct.status == 403, "\(direct)")
 
             _ = try await server.cli(["stop", id])
             #expect(try await eventually(timeout: .seconds(30)) { try await server.phase(id) == "Stopped" })
+        }
+    }
+
+    @Test("idle stop asks JupyterLab: a kernel busy in a cell that only sleeps keeps its instance up (activity source kernel); once idle, it is stopped")
+    func busyKernel() async throws {
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-jupyter-idle"), removeAfter: true) { server in
+            #expect(try await server.cli(["queues", "create", "notebooks", "--idle-timeout", "10s"]).status == 0)
+            let started = try await server.cli(["jupyter", "--queue", "notebooks", "--env", "PATH=\(Self.venv)/bin:/usr/bin:/bin", "--memory", "2Gi"])
+            try #require(started.status == 0, "\(started)")
+            let lines = started.stdout.split(separator: "\n").map(String.init)
+            let id = lines.first ?? ""
+            let url = lines.first { $0.hasPrefix("url:") }.map { $0.dropFirst(4).trimmingCharacters(in: .whitespaces) } ?? ""
+            let kernel = try await runProcess(
+                pythonPath,
+                [
+                    "-c",
+                    "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1] + 'api/kernels', data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)['id'])",
+                    url, server.token,
+                ])
+            let kernelID = kernel.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(kernel.status == 0 && !kernelID.isEmpty, "\(kernel)")
+            // A cell that sleeps 24 s: no CPU, no traffic, yet the kernel is busy.
+            async let cell = runProcess(
+                pythonPath, ["-c", Self.kernelClient, url + "api/kernels/\(kernelID)/channels", "Authorization: Bearer \(server.token)", "import time; time.sleep(24); print('woke')"])
+            try await Task.sleep(for: .seconds(18))
+            let show = try await server.cli(["show", id, "-o", "json"])
+            let w = (try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any] ?? [:]
+            #expect(w["phase"] as? String == "Running" && w["lastActivitySource"] as? String == "kernel", "\(w["phase"] ?? "") \(w["lastActivitySource"] ?? "")")
+            let ran = try await cell
+            #expect(ran.stdout == "woke\n", "\(ran)")
+            // Nothing runs any more: stopped once the timeout has passed.
+            #expect(try await eventually(timeout: .seconds(40)) { try await server.phase(id) == "Stopped" })
         }
     }
 }

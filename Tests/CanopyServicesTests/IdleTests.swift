@@ -83,3 +83,41 @@ struct IdleTests {
         #expect(!EndpointService.isActivity(method: "GET", fetchMode: "websocket", upgrade: true), "a tab reconnecting its kernel")
     }
 }
+
+@Suite("idle stop: what an instance says when asked")
+struct ActivitySignalTests {
+    /// An exec runner whose commands end at once with a fixed code.
+    struct Ending: TaskExecRunner {
+        final class Session: ExecSession {
+            let code: Int
+            init(code: Int) { self.code = code }
+            var output: AsyncStream<ExecOutput> { AsyncStream { $0.yield(.stdout(Array("ok\n".utf8))); $0.finish() } }
+            func write(_ bytes: [UInt8]) async {}
+            func closeInput() async {}
+            func resize(rows: Int, columns: Int) async {}
+            func exitCode() async -> Int? { code }
+            func terminate() async {}
+        }
+        let code: Int
+        func exec(workloadID: String, taskIndex: Int, handle: String, request: ExecRequest) async throws -> any ExecSession { Session(code: code) }
+    }
+
+    @Test("Jupyter's kernels API: any kernel busy is use; idle ones, errors and other answers are not")
+    func kernels() {
+        func answer(_ status: String, _ body: String) -> [UInt8] { Array("HTTP/1.1 \(status)\r\nContent-Type: application/json\r\n\r\n\(body)".utf8) }
+        #expect(ActivitySignals.kernelsBusy(answer("200 OK", #"[{"id": "a", "execution_state": "idle"}, {"id": "b", "execution_state": "busy"}]"#)))
+        #expect(!ActivitySignals.kernelsBusy(answer("200 OK", #"[{"id": "a", "execution_state": "idle"}]"#)))
+        #expect(!ActivitySignals.kernelsBusy(answer("200 OK", "[]")))
+        #expect(!ActivitySignals.kernelsBusy(answer("403 Forbidden", #"[{"execution_state": "busy"}]"#)))
+        #expect(!ActivitySignals.kernelsBusy(answer("200 OK", #"{"execution_state": "busy"}"#)))
+        #expect(!ActivitySignals.kernelsBusy(Array("garbage".utf8)))
+        #expect(!ActivitySignals.kernelsBusy([]))
+    }
+
+    @Test("the probe command counts only when it exits 0")
+    func probe() async {
+        let w = IdleTests.running()
+        #expect(await ActivitySignals.probeSucceeds(w, command: ["true"], handle: "1", runner: Ending(code: 0)))
+        #expect(!(await ActivitySignals.probeSucceeds(w, command: ["false"], handle: "1", runner: Ending(code: 1))))
+    }
+}

@@ -21,11 +21,17 @@ public struct AppDefinition: Sendable, Hashable, Codable {
     public var tokenHeader: String?
     /// What it is, for `canopy apps`.
     public var description: String
+    /// A path under the app's base URL that answers as Jupyter's kernels API does (a JSON array of objects with an
+    /// `execution_state`): any kernel `busy` counts as activity for idle stop, so a cell that sleeps or waits on
+    /// I/O keeps its instance up. Nil for apps without one.
+    public var activityPath: String?
 
     /// Creates one.
     public init(
-        name: String, command: [String], port: Int, image: String? = nil, tokenEnv: String? = nil, tokenHeader: String? = nil, description: String = ""
+        name: String, command: [String], port: Int, image: String? = nil, tokenEnv: String? = nil, tokenHeader: String? = nil, description: String = "",
+        activityPath: String? = nil
     ) {
+        self.activityPath = activityPath
         self.name = name
         self.command = command
         self.port = port
@@ -44,7 +50,7 @@ public struct AppDefinition: Sendable, Hashable, Codable {
             "--ServerApp.allow_remote_access=True", "--ServerApp.trust_xheaders=True",
         ],
         port: 8888, tokenEnv: "JUPYTER_TOKEN", tokenHeader: "Authorization: token {token}",
-        description: "JupyterLab (jupyter lab from the image, or from the host's PATH for processes)")
+        description: "JupyterLab (jupyter lab from the image, or from the host's PATH for processes)", activityPath: "api/kernels")
 
     /// The command for task `task` of workload `workload`; `baseURL` replaces the path-mode `/proxy/ID/TASK/PORT/`.
     public func command(workload: String, task: Int, port: Int, baseURL: String? = nil) -> [String] {

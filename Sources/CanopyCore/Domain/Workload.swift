@@ -44,6 +44,9 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var lease: Lease?
     /// The application it runs (`AppDefinition`), by name; nil for a plain command.
     public var app: String?
+    /// Interactive workloads in a queue with an idle timeout: a command run in task 0 (as `canopy exec` would) at
+    /// each idle sample; exit status 0 counts as activity. Nil for none.
+    public var idleProbe: [String]? = nil
 
     /// Creates a spec.
     public init(
@@ -74,6 +77,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
 
     private enum CodingKeys: String, CodingKey {
         case name, kind, queue, priority, image, command, env, workdir, resources, tasks, maxDurationSeconds, hold, ports, labels, data, mounts, lease, app
+        case idleProbe
     }
 
     /// Decodes a stored spec; fields added in later versions default when a record written before them lacks them.
@@ -97,6 +101,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
         lease = try c.decodeIfPresent(Lease.self, forKey: .lease)
         app = try c.decodeIfPresent(String.self, forKey: .app)
+        idleProbe = try c.decodeIfPresent([String].self, forKey: .idleProbe)
     }
 
     /// All tasks' demand together.

@@ -25,6 +25,8 @@ public struct CreateWorkloadRequest: Codable, Sendable {
     public var lease: Lease?
     /// An app to run by name (its command, image and port unless given).
     public var app: String?
+    /// Interactive workloads: a command run in task 0 at each idle sample; exit status 0 counts as activity.
+    public var idleProbe: [String]?
 
     /// The fields a request may carry, nested objects included; anything else is refused.
     public static let shape = BodyShape.object([
@@ -32,7 +34,7 @@ public struct CreateWorkloadRequest: Codable, Sendable {
         "workdir": .value, "resources": .object(["cpu": .value, "memory": .value, "gpus": .integer, "gpuModel": .value]), "tasks": .integer,
         "maxDuration": .integer, "hold": .value, "ports": .array(.integerOr(.flat("port", "protocol"))), "labels": .map(.value),
         "data": .object(["inputs": .array(.flat("source", "path")), "outputs": .array(.flat("path", "destination", "overwrite"))]),
-        "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value, "app": .value,
+        "mounts": .array(.flat("source", "target", "readOnly")), "lease": .value, "app": .value, "idleProbe": .array(.value),
     ])
 
     /// Creates a request.
@@ -40,12 +42,14 @@ public struct CreateWorkloadRequest: Codable, Sendable {
 
     /// The spec it asks for, defaults filled in.
     public var spec: WorkloadSpec {
-        WorkloadSpec(
+        var spec = WorkloadSpec(
             name: name ?? "", kind: kind ?? (app != nil ? .interactive : .batch), queue: queue ?? Queue.defaultName, priority: priority ?? 0, image: image,
             command: command ?? [],
             env: env ?? [:], workdir: workdir, resources: resources ?? Resources(), tasks: tasks ?? 1, maxDurationSeconds: maxDuration?.seconds,
             hold: hold ?? false, ports: ports ?? [], labels: labels ?? [:], data: data,
             mounts: (mounts ?? []).map { Mount(source: $0.source, target: $0.target, readOnly: $0.readOnly ?? false) }, lease: lease, app: app)
+        spec.idleProbe = idleProbe
+        return spec
     }
 }
 

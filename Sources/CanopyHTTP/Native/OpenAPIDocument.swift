@@ -128,6 +128,10 @@ public enum OpenAPIDocument {
                     "type": "string", "maxLength": 64,
                     "description": "an app to run (GET /apps): its command, image and HTTP port unless given; the workload is interactive unless kind says otherwise",
                 ],
+                "idleProbe": [
+                    "type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 64], "minItems": 1, "maxItems": 64,
+                    "description": "interactive workloads in a queue with an idle timeout: a command run in task 0 at each idle sample (the first word not empty); exit status 0 counts as activity",
+                ],
             ], required: []),
         "LeaseRequest": closed(
             [
@@ -224,6 +228,7 @@ public enum OpenAPIDocument {
                 "ports": ["type": "array", "items": ref("PortSpec")], "labels": strMap, "data": ref("DataStaging"),
                 "mounts": ["type": "array", "items": ref("Mount")],
                 "lease": ["oneOf": [int, str], "description": "seconds from each start, or \"unlimited\""], "app": str,
+                "idleProbe": ["type": "array", "items": str],
             ],
         ],
         "Workload": [
