@@ -157,6 +157,16 @@ struct SlurmTextTests {
         #expect(out == "image\n/workspace\n/usr/bin\nno-host-files\n", "\(out) \(err)")
         #expect((try? String(contentsOfFile: dir + "/w/task-0/exit", encoding: .utf8)) == "exit 4\n")
         #expect((try? String(contentsOfFile: dir + "/w/task-0/work/out", encoding: .utf8)) == "made\n")
+
+        // An exec into that task: the same image, the same /workspace, its own sandbox; its status is the command's.
+        let exec = SlurmText.execScript(workloadID: "w", spec: spec, extraEnv: [:], sandbox: sandbox)
+        try exec.write(toFile: dir + "/exec.sh", atomically: true, encoding: .utf8)
+        let e = try await runProcess(
+            "/bin/sh", [dir + "/exec.sh", dir + "/w", "0", "", "sh", "-c", "cat /etc/marker; pwd; cat out; exit 6"],
+            env: ["SLURMD_NODENAME": "n1", "PATH": "/usr/bin:/bin"])
+        #expect(e.status == 6 && e.stdout == "image\n/workspace\nmade\n", "\(e)")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/w/task-0")) ?? []
+        #expect(!left.contains { $0.hasPrefix("exec.") }, "the exec's info file is removed: \(left)")
     }
 
     @Test("unreachable controller versus refusal")
