@@ -159,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "canopy-bench",
             // Drives the real `canopy` binary (built alongside) and seeds histories through the SQLite adapter.
-            dependencies: ["CanopyCore", "CanopySQLite", "CanopySlurm", "canopy", "canopy-shim"],
+            dependencies: ["CanopyCore", "CanopySQLite", "CanopySlurm", "CanopyServices", "canopy", "canopy-shim"],
             swiftSettings: swiftSettings
         ),
         .target(

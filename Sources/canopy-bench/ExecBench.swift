@@ -73,6 +73,33 @@ enum ExecBench {
         ]
         try latency("ssh ID true (a new connection each)", ssh + ["true"], environment: ["HOME": dir])
         try throughput("ssh ID head", ssh + ["head -c 268435456 /dev/zero"], environment: ["HOME": dir])
+
+        // 200 MB into the task: scp through the gateway (SFTP, OpenSSH's default since 9.0) against cat over
+        // canopy exec -i, the same file, best of 3 each.
+        let big = dir + "/big.bin"
+        guard try run(["/bin/sh", "-c", "head -c 209715200 /dev/zero > \(big)"]) == 0 else { throw BenchError("cannot write \(big)") }
+        func upload(_ label: String, _ argv: [String], environment: [String: String]) throws -> Double {
+            var best = 0.0
+            for _ in 0..<3 {
+                let t0 = monotonicNow()
+                let status = try run(argv, env: environment)
+                guard status == 0 else { throw BenchError("\(label): exit status \(status)") }
+                best = max(best, 200 / (monotonicNow() - t0))
+            }
+            say(String(format: "exec      %@ %7.0f MB/s (200 MB in, best of 3)", label.padding(toLength: 36, withPad: " ", startingAt: 0), best))
+            return best
+        }
+        let viaExec = try upload(
+            "baseline: canopy exec -i ID -- cat >F", ["/bin/sh", "-c", "\(canopy) exec -i \(id) -- sh -c 'cat > up-exec.bin' < \(big)"], environment: env)
+        let viaSCP = try upload(
+            "scp FILE ID@host: (SFTP)",
+            ["/usr/bin/scp", "-i", dir + "/key", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+             "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-P", String(port), big, "\(id)@127.0.0.1:up-scp.bin"],
+            environment: ["HOME": dir])
+        say(
+            String(
+                format: "exec      scp: %.0f%% of cat over canopy exec (target >= 50%%: %@), %.0f MB/s (target >= 100 MB/s: %@)", viaSCP / viaExec * 100,
+                verdict(viaSCP >= viaExec / 2), viaSCP, verdict(viaSCP >= 100)))
         say(String(format: "exec      server CPU %.1f s, RSS %.0f MiB", server.cpuSeconds(), server.memory().rss))
     }
 

@@ -2,7 +2,7 @@
 // measured in the same run (the machines are shared; absolute numbers move 3-4x, ratios much less).
 //
 //   swift run -c release canopy-bench            # everything
-//   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history | proxy | slurm
+//   swift run -c release canopy-bench submit     # one part: fsync | spawn | submit | start | history | proxy | exec | enforcer | jupyter | slurm
 //
 // `slurm` needs a Slurm cluster (scripts/slurm-cluster.sh up DIR; export SLURM_CONF=DIR/slurm.conf), and
 // `containers` a container engine with the test image (scripts/dockerd.sh up DIR; --docker-dir DIR); neither is
@@ -22,13 +22,14 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("-h") || arguments.contains("--help") {
     say(
         """
-        usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N] [--docker-dir DIR]
-          parts: fsync spawn submit start history proxy exec slurm containers (default: all but slurm and containers)
+        usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N] [--docker-dir DIR] [--jupyter DIR]
+          parts: fsync spawn submit start history proxy exec enforcer jupyter slurm containers (default: all but slurm and containers)
           --seconds N   length of the submission-rate run (default 5)
           --history N   finished workloads seeded for the history run (default 100000)
           --slurm-jobs N    submissions timed through Canopy and raw sbatch (default 300)
           --slurm-known N   jobs Canopy follows when its status refresh is measured (default 10000)
           --docker-dir DIR  what scripts/dockerd.sh up DIR made: the engine's socket and the test image's files
+          --jupyter DIR     a virtual environment with JupyterLab (default /opt/canopy-test/jupyter, as scripts/test.sh makes)
         """)
     exit(0)
 }
@@ -38,6 +39,7 @@ var historySize = 100_000
 var slurmJobs = 300
 var slurmKnown = 10_000
 var dockerDir = ProcessInfo.processInfo.environment["CANOPY_TEST_DOCKER_DIR"] ?? ""
+var jupyterVenv = "/opt/canopy-test/jupyter"
 var i = 0
 while i < arguments.count {
     switch arguments[i] {
@@ -53,6 +55,9 @@ while i < arguments.count {
     case "--docker-dir":
         i += 1
         dockerDir = arguments[safe: i] ?? dockerDir
+    case "--jupyter":
+        i += 1
+        jupyterVenv = arguments[safe: i] ?? jupyterVenv
     case "--slurm-known":
         i += 1
         slurmKnown = Int(arguments[safe: i] ?? "") ?? slurmKnown
@@ -60,7 +65,7 @@ while i < arguments.count {
     }
     i += 1
 }
-let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "exec", "slurm", "containers"]
+let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "exec", "enforcer", "jupyter", "slurm", "containers"]
 if parts.isEmpty { parts = all.filter { $0 != "slurm" && $0 != "containers" } }
 for p in parts where !all.contains(p) {
     FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
@@ -101,6 +106,12 @@ do {
     }
     if parts.contains("exec") {
         try ExecBench.run()
+    }
+    if parts.contains("enforcer") {
+        InteractiveBench.enforcer()
+    }
+    if parts.contains("jupyter") {
+        try InteractiveBench.jupyter(venv: jupyterVenv)
     }
     if parts.contains("containers") {
         guard !dockerDir.isEmpty else { throw BenchError("containers: give --docker-dir DIR (scripts/dockerd.sh up DIR)") }
