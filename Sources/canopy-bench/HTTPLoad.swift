@@ -80,6 +80,44 @@ final class BlockingHTTPClient {
         return try readResponse()
     }
 
+    /// Asks for a WebSocket upgrade of `path`; the status of the answer (101 when upgraded). Its bytes after the
+    /// answer's head stay in the buffer.
+    func upgrade(_ path: String) throws -> Int {
+        let head =
+            "GET \(path) HTTP/1.1\r\nHost: \(host)\r\n" + (token.isEmpty ? "" : "Authorization: Bearer \(token)\r\n")
+            + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        try sendAll(Array(head.utf8))
+        let separator: [UInt8] = [13, 10, 13, 10]
+        while true {
+            if buffer.count >= 4, let end = (0...(buffer.count - 4)).first(where: { Array(buffer[$0..<($0 + 4)]) == separator }) {
+                let status = String(decoding: buffer[0..<end], as: UTF8.self).split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+                buffer.removeFirst(end + 4)
+                return status
+            }
+            try fill()
+        }
+    }
+
+    /// Sends `bytes` and reads exactly `count` bytes back (a WebSocket frame and its echo).
+    func roundTrip(_ bytes: [UInt8], expect count: Int) throws -> [UInt8] {
+        try sendAll(bytes)
+        while buffer.count < count { try fill() }
+        let out = Array(buffer[0..<count])
+        buffer.removeFirst(count)
+        return out
+    }
+
+    private func sendAll(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { raw in
+            var sent = 0
+            while sent < raw.count {
+                let n = send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+                guard n > 0 else { throw BenchError("send: \(String(cString: strerror(errno)))") }
+                sent += n
+            }
+        }
+    }
+
     private func fill() throws {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

@@ -9,13 +9,25 @@ import Glibc
 /// on this machine would), serving a small body and a large one.
 enum ProxyBench {
     static let upstream = """
-        import sys, http.server, socketserver
+        import sys, http.server, socketserver, base64, hashlib
         big = bytes(range(256)) * 4096
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
             def log_message(self, *a): pass
             def do_GET(self):
+                if "ws" in self.path:
+                    accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+                    self.send_response(101); self.send_header("Upgrade", "websocket"); self.send_header("Connection", "Upgrade")
+                    self.send_header("Sec-WebSocket-Accept", accept); self.end_headers(); self.wfile.flush()
+                    while True:
+                        h = self.rfile.read(2)
+                        if len(h) < 2: break
+                        n = h[1] & 0x7f; m = self.rfile.read(4); p = bytearray(self.rfile.read(n))
+                        for i in range(n): p[i] ^= m[i % 4]
+                        self.wfile.write(bytes([0x82, n]) + bytes(p)); self.wfile.flush()
+                    self.close_connection = True
+                    return
                 if "big" in self.path:
                     n = 64 << 20
                     self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
@@ -89,6 +101,34 @@ enum ProxyBench {
             }
             say(String(format: "proxy     %@ %8.0f MiB/s (64 MiB body, best of 3)", label.padding(toLength: 26, withPad: " ", startingAt: 0), best))
         }
+        // A WebSocket echo: 32-byte masked frames, one at a time, each waiting for its echo.
+        func echo(_ label: String, port: Int, token: String, path: String, rounds: Int = 3000) throws -> Double {
+            let c = try BlockingHTTPClient(port: port, token: token)
+            let status = try c.upgrade(path)
+            guard status == 101 else { throw BenchError("\(label): upgrade answered \(status)") }
+            let payload = [UInt8](repeating: 0x61, count: 32)
+            let mask: [UInt8] = [1, 2, 3, 4]
+            let frame = [0x82, 0x80 | 32] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+            var samples: [Double] = []
+            for _ in 0..<rounds {
+                let t0 = monotonicNow()
+                let back = try c.roundTrip(frame, expect: 34)
+                guard back.count == 34, Array(back[2...]) == payload else { throw BenchError("\(label): echo garbled") }
+                samples.append(monotonicNow() - t0)
+            }
+            let p50 = quantile(samples, 0.5)
+            say(
+                String(
+                    format: "proxy     %@ WebSocket echo p50 %.3f ms  p99 %.3f ms  (%d round trips)", label.padding(toLength: 26, withPad: " ", startingAt: 0),
+                    p50 * 1000, quantile(samples, 0.99) * 1000, rounds))
+            return p50
+        }
+        let straightEcho = try echo("baseline: straight to task", port: port, token: "", path: "/ws")
+        let proxiedEcho = try echo("through the proxy", port: proxyPort, token: server.token, path: prefix + "ws")
+        say(
+            String(
+                format: "proxy     WebSocket echo: %.3f ms added to the p50 round trip (target <= 1 ms: %@)", (proxiedEcho - straightEcho) * 1000,
+                verdict(proxiedEcho - straightEcho <= 0.001)))
         try download("baseline: straight to task", port: port, token: "", path: "/big")
         try download("through the proxy", port: proxyPort, token: server.token, path: prefix + "big")
         say(String(format: "proxy     server CPU %.1f s, RSS %.0f MiB", server.cpuSeconds(), server.memory().rss))
