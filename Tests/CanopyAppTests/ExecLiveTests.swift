@@ -44,6 +44,10 @@ struct ExecLiveTests {
             let body = (0..<20000).map { "line \($0)" }.joined(separator: "\n")
             let piped = try await server.cli(["exec", "-i", id, "--", "sh", "-c", "wc -l; echo after-eof"], stdin: body + "\n")
             #expect(piped.status == 0 && piped.stdout.contains("20000") && piped.stdout.contains("after-eof"), "\(piped)")
+            // Far more input than the command takes at once (it reads nothing for 2 s): held back, not lost or cut off.
+            let big = try await server.cli(
+                ["exec", "-i", id, "--", "sh", "-c", "sleep 2; cat > big.bin; wc -c < big.bin; rm big.bin"], stdin: String(repeating: "x", count: 48 << 20))
+            #expect(big.status == 0 && big.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == String(48 << 20), "\(big.status) \(big.stdout) \(big.stderr)")
             // Without -i the command's input is closed at once: a command that reads it ends.
             let noInput = try await server.cli(["exec", id, "--", "sh", "-c", "cat; echo input-ended"], stdin: "not sent without -i\n")
             #expect(noInput.status == 0 && noInput.stdout == "input-ended\n", "\(noInput)")

@@ -30,7 +30,8 @@ public struct ExecSocket: Sendable {
     public static let subprotocol = "v5.channel.k8s.io"
     /// The largest message a client may send.
     static let maxMessage = 1 << 20
-    /// The most input that may wait for a command that does not read it.
+    /// The most input that may wait for a command that reads slower than the client sends: beyond it, the socket
+    /// is not read until the command has taken half of it (backpressure to the client, through TCP).
     static let maxPendingInput = 16 << 20
 
     /// What the client sends the command.
@@ -45,6 +46,14 @@ public struct ExecSocket: Sendable {
         private let count = Mutex(0)
         func add(_ n: Int) -> Int { count.withLock { $0 += n; return $0 } }
         func remove(_ n: Int) { count.withLock { $0 -= n } }
+        var current: Int { count.withLock { $0 } }
+    }
+
+    /// Set once the command's output (and so the command) has ended.
+    final class Flag: Sendable {
+        private let value = Mutex(false)
+        func set() { value.withLock { $0 = true } }
+        var isSet: Bool { value.withLock { $0 } }
     }
 
     let auth: AuthService
@@ -166,9 +175,11 @@ public struct ExecSocket: Sendable {
             return
         }
         logger.info("exec started", metadata: ["workload.id": "\(query.workloadID)", "task": "\(query.task)", "user": "\(principal.user)"])
+        let ended = Flag()
         await withTaskGroup(of: Void.self) { group in
             // Output, then the status, then the close (which also ends the input loop below).
             group.addTask {
+                defer { ended.set() }
                 for await chunk in session.output {
                     let buffer: ByteBuffer
                     switch chunk {
@@ -207,10 +218,13 @@ public struct ExecSocket: Sendable {
                             let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
                             guard !bytes.isEmpty, query.stdin else { continue }
                             exec.noteInput(workloadID: query.workloadID)
-                            // A client that sends far more than the command reads is cut off.
-                            guard pending.add(bytes.count) <= maxPendingInput else {
-                                try? await outbound.close(.messageTooLarge, reason: "more than 16 MiB of input waits for the command")
-                                break
+                            // A client that sends faster than the command reads (a tar of gigabytes into a slow
+                            // disk) is held back: the socket is read again once the command has taken half of what
+                            // waits, or has ended. A client that leaves meanwhile is seen when reading resumes.
+                            if pending.add(bytes.count) > maxPendingInput {
+                                while pending.current - bytes.count > maxPendingInput / 2, !ended.isSet, !Task.isCancelled {
+                                    try? await Task.sleep(for: .milliseconds(2))
+                                }
                             }
                             feed.yield(.bytes(bytes))
                         case 4:
