@@ -35,7 +35,7 @@ public struct LocalDataStore: DataStore {
         let plain = !tenant.isEmpty && !tenant.hasPrefix(".") && tenant.utf8.allSatisfy { c in
             (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 95 || c == 46
         }
-        return plain ? tenant : "~" + tenant.utf8.map { String(format: "%02x", $0) }.joined()
+        return plain ? tenant : "~" + Hex.encode(tenant.utf8)
     }
 
     public func localPath(tenant: String, path: String) -> String {

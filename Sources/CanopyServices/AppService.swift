@@ -35,7 +35,7 @@ public final class AppService: Sendable {
     /// The app secret of a workload: HMAC-SHA256 of its id under the server's key, hex.
     public func token(workloadID: String) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Data("canopy-app-token\u{0}\(workloadID)".utf8), using: SymmetricKey(data: keyBytes))
-        return mac.map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(mac)
     }
 
     /// A launch of an app workload's task: the command's placeholders expanded for the task, the secret in the

@@ -21,7 +21,7 @@ public final class AuthService: Sendable {
 
     /// SHA-256 of a token, hex.
     public static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Data(token.utf8)))
     }
 
     /// A fresh random token.

@@ -127,7 +127,7 @@ public final class EndpointService: Sendable {
     /// The host label of a task port in host mode: the workload id's bytes in hex (ids are case-sensitive, host
     /// names are not), the task and the port: `HEX-TASK-PORT`, at most 55 characters.
     public static func hostLabel(workloadID: String, task: Int, port: Int) -> String {
-        workloadID.utf8.map { String(format: "%02x", $0) }.joined() + "-\(task)-\(port)"
+        Hex.encode(workloadID.utf8) + "-\(task)-\(port)"
     }
 
     /// The workload, task and port a host name names in host mode (`HEX-TASK-PORT.DOMAIN[:port]`); nil otherwise.

@@ -31,3 +31,14 @@ struct ResourceArithmeticTests {
         #expect(huge.cpuMillis == Int.max && huge.memoryMiB == Int.max && huge.gpus == 1024)
     }
 }
+
+@Suite("hex text")
+struct HexTests {
+    @Test("two lowercase digits a byte, as %02x gives them")
+    func encode() {
+        #expect(Hex.encode([0, 15, 16, 171, 255]) == "000f10abff")
+        #expect(Hex.encode([UInt8]()) == "")
+        let bytes = (0...255).map(UInt8.init)
+        #expect(Hex.encode(bytes) == bytes.map { String(format: "%02x", $0) }.joined())
+    }
+}

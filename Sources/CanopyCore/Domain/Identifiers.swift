@@ -37,3 +37,20 @@ public enum Base62 {
         !s.isEmpty && s.utf8.count <= 22 && s.utf8.allSatisfy { alphabet.contains($0) }
     }
 }
+
+/// Lowercase hexadecimal text of bytes (digests, MACs), without `String(format:)`, which costs microseconds a byte:
+/// the proxy hashes a bearer token on every request.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// The bytes as lowercase hex, two digits each.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
