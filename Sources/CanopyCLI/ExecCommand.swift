@@ -178,7 +178,8 @@ struct ExecCommand: AsyncParsableCommand {
             Thread.sleep(forTimeInterval: 5)
             if var t = restore { tcsetattr(0, TCSANOW, &t) }
             if let message = result.message { FileHandle.standardError.write(Data("canopy: \(message)\n".utf8)) }
-            Glibc.exit(Int32(truncatingIfNeeded: result.code))
+            // _exit: the main thread may be exiting too, and standard output is written straight, never buffered.
+            Glibc._exit(Int32(truncatingIfNeeded: result.code))
         }
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CCanopySys
 import CanopyCore
 import Foundation
 
@@ -137,7 +138,12 @@ public struct TaskLayout: Sendable {
     /// is a link.
     public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
         guard !inputs.isEmpty else { return }
-        let base = try FileTree.openDirectory(work)
+        try stage(inputs, workdir: workdir, owner: owner, base: try FileTree.openDirectory(work))
+    }
+
+    /// `stage` into `work` open as `base`.
+    func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?, base: FileTree.Descriptor) throws {
+        guard !inputs.isEmpty else { return }
         for input in inputs {
             guard let target = resolve(path: input.path, workdir: workdir) else {
                 throw StagingError("input path \"\(input.path)\" leaves the task's directory")
@@ -178,6 +184,45 @@ public struct TaskLayout: Sendable {
         }
     }
 
+    /// A small file of the task's directory that the task itself may have written (its exit status, node, ports):
+    /// opened beneath the workload's directory without following a link in any component, only when it is a
+    /// regular file, without blocking (a FIFO), and at most `limit` bytes of it; nil otherwise.
+    public func readSmall(_ name: String, limit: Int = 4096) -> String? {
+        let workload = (directory as NSString).deletingLastPathComponent
+        guard let dir = try? FileTree.openDirectory(workload) else { return nil }
+        let fd = canopy_open_beneath(dir.fd, (directory as NSString).lastPathComponent + "/" + name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, FileTree.isRegular(st) else { return nil }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, limit) }
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+
+    /// Makes, or for a restart takes up again, the task's directory for a job that runs as `owner` (the job's
+    /// account, which owns it and everything in it since the last start): `task-N` and `work` private to `owner`,
+    /// the working directory below it, the last start's exit status, node and ports gone, inputs staged. All of it
+    /// beneath the workload directory's descriptor `workload`, never following a link: the account's other jobs
+    /// may have put links in place of any entry.
+    package func prepareForJob(in workload: FileTree.Descriptor, workdir: String?, inputs: [StagedInput], owner: FileTree.Owner?) throws {
+        let name = (directory as NSString).lastPathComponent
+        if mkdirat(workload.fd, name, 0o700) != 0 && errno != EEXIST { throw FileTree.error("cannot create \(directory)") }
+        let task = try FileTree.openDirectory(beneath: workload, [name], display: "task directory \(name)")
+        for stale in ["exit", "node", "ports"] { unlinkat(task.fd, stale, 0) }
+        guard let wd = resolve(workdir: workdir) else { throw StagingError("workdir \"\(workdir ?? "")\" leaves the task's directory") }
+        let workDir = try FileTree.makeDirectories(beneath: task, ["work"], owner: owner, display: "\(name)/work")
+        _ = try FileTree.makeDirectories(beneath: workDir, components(below: wd), owner: owner, display: "workdir \(workdir ?? "")")
+        if let owner {
+            fchown(task.fd, owner.uid, owner.gid)
+            fchown(workDir.fd, owner.uid, owner.gid)
+        }
+        fchmod(task.fd, 0o700)
+        fchmod(workDir.fd, 0o700)
+        try stage(inputs, workdir: workdir, owner: owner, base: workDir)
+    }
+
     /// When tasks run as another user: `path` and each directory above it, up to the task's `work`, become theirs.
     /// Used only on directories the server has just created.
     public func give(_ path: String, to owner: (uid: uid_t, gid: gid_t)?) {
@@ -191,7 +236,7 @@ public struct TaskLayout: Sendable {
 
     /// Reads the exit file: the exit code (128+N for signal N), or nil if there is none.
     public func readExit() -> Int? {
-        guard let text = try? String(contentsOfFile: exitFile, encoding: .utf8) else { return nil }
+        guard let text = readSmall("exit") else { return nil }
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard fields.count >= 2, let n = Int(fields[1]) else { return nil }
         return fields[0] == "signal" ? 128 + n : n
@@ -200,6 +245,20 @@ public struct TaskLayout: Sendable {
 
 /// A workload's directory under a workloads root, as a whole.
 public enum WorkloadDirectory {
+    /// A small regular file the workload's job may have written in its directory (`job.id`, `batch.exit`): not
+    /// followed if it is a link, not blocked on if it is a FIFO, at most `limit` bytes; nil otherwise.
+    public static func readSmall(root: String, workloadID: String, name: String, limit: Int = 4096) -> String? {
+        guard let dir = try? FileTree.openDirectory(root + "/" + workloadID) else { return nil }
+        let fd = openat(dir.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, FileTree.isRegular(st) else { return nil }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, limit) }
+        return n >= 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+
     /// Deletes `root/ID` without following any link in it (tasks may have left links to anywhere); missing is fine.
     public static func remove(root: String, workloadID: String) throws {
         guard Base62.isValid(workloadID) else { throw CanopyError.invalid("id", "not a workload id") }

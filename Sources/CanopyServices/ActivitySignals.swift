@@ -35,24 +35,31 @@ enum ActivitySignals {
     }
 
     /// Sends `request` on the connected socket `fd` (which it closes) and reads the answer to its end: at most
-    /// 4 MiB, each read waiting at most 3 seconds; on a thread of its own.
+    /// 4 MiB within 5 seconds in all (an app that answers a byte at a time is cut off: no sign of use); on a
+    /// thread of its own.
     static func exchange(fd: Int32, request: [UInt8]) async -> [UInt8] {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 defer { close(fd) }
-                var wait = timeval(tv_sec: 3, tv_usec: 0)
-                _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-                _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+                let deadline = Date().addingTimeInterval(5)
+                func waitAtMost(_ option: Int32) -> Bool {
+                    let left = deadline.timeIntervalSinceNow
+                    guard left > 0 else { return false }
+                    var wait = timeval(tv_sec: Int(left), tv_usec: Int((left - left.rounded(.down)) * 1_000_000))
+                    if wait.tv_sec == 0 && wait.tv_usec == 0 { wait.tv_usec = 1 }
+                    return setsockopt(fd, SOL_SOCKET, option, &wait, socklen_t(MemoryLayout<timeval>.size)) == 0
+                }
+                guard waitAtMost(SO_SNDTIMEO) else { return continuation.resume(returning: []) }
                 let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 guard sent == request.count else { return continuation.resume(returning: []) }
                 var answer: [UInt8] = []
                 var buffer = [UInt8](repeating: 0, count: 65536)
-                while answer.count < 4 << 20 {
+                while answer.count < 4 << 20, waitAtMost(SO_RCVTIMEO) {
                     let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                     if n <= 0 { break }
                     answer += buffer[0..<n]
                 }
-                continuation.resume(returning: answer)
+                continuation.resume(returning: deadline.timeIntervalSinceNow > 0 ? answer : [])
             }
         }
     }

@@ -43,37 +43,37 @@ extension WorkloadController {
             }
             if let busy {
                 recordActivity(w.id, source: busy, at: now)
-            } else if let t = w.tasks.first, t.phase == .running, let handle = t.backendID {
+            } else if let t = w.tasks.first, t.phase == .running, let handle = t.backendID, !asking.contains(w.id) {
                 asked.append((w, handle, kind))
             }
         }
-        // What the instances say when asked (their app's own word, the user's probe), side by side and off the
-        // actor: each may take seconds.
-        guard !asked.isEmpty else { return }
+        // What the instances say when asked (their app's own word, the user's probe): each on a task of its own,
+        // off the actor, answered when it answers (seconds, for a slow app or probe): one instance's slowness never
+        // holds up the sampling of others. An instance is not asked again before it has answered.
         let apps = resolver.apps
         let runtimes = runtimes
-        let answers = await withTaskGroup(of: (String, String?).self) { group in
-            for (w, handle, kind) in asked {
-                group.addTask {
-                    let runtime = runtimes.runtime(kind)
-                    if let apps, let connector = runtime as? any TaskPortConnector,
-                        await ActivitySignals.appBusy(w, handle: handle, apps: apps, connector: connector)
-                    {
-                        return (w.id, "kernel")
-                    }
-                    if let probe = w.spec.idleProbe, let runner = runtime as? any TaskExecRunner,
-                        await ActivitySignals.probeSucceeds(w, command: probe, handle: handle, runner: runner)
-                    {
-                        return (w.id, "probe")
-                    }
-                    return (w.id, nil)
+        for (w, handle, kind) in asked {
+            asking.insert(w.id)
+            Task {
+                let runtime = runtimes.runtime(kind)
+                var source: String?
+                if let apps, let connector = runtime as? any TaskPortConnector,
+                    await ActivitySignals.appBusy(w, handle: handle, apps: apps, connector: connector)
+                {
+                    source = "kernel"
+                } else if let probe = w.spec.idleProbe, let runner = runtime as? any TaskExecRunner,
+                    await ActivitySignals.probeSucceeds(w, command: probe, handle: handle, runner: runner)
+                {
+                    source = "probe"
                 }
+                await self.answered(w.id, source: source)
             }
-            var found: [(String, String)] = []
-            for await (id, source) in group { if let source { found.append((id, source)) } }
-            return found
         }
-        let at = clock.now()
-        for (id, source) in answers { recordActivity(id, source: source, at: at) }
+    }
+
+    /// An instance asked for signs of use answered.
+    func answered(_ id: String, source: String?) {
+        asking.remove(id)
+        if let source { recordActivity(id, source: source, at: clock.now()) }
     }
 }

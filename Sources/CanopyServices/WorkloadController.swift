@@ -30,6 +30,8 @@ public actor WorkloadController {
     /// Idle detection: each sampled task's CPU time when last read, and when each workload is sampled next.
     var cpuSamples: [String: (seconds: Double, at: Date)] = [:]
     var nextSample: [String: Date] = [:]
+    /// Workloads being asked for signs of use now (`ActivitySignals`): not asked again until they answer.
+    var asking: Set<String> = []
     /// Workloads being deleted (no restart meanwhile).
     var removing: Set<String> = []
     /// When each workload's activity was last marked for writing (activity is written at most once a minute).
@@ -267,7 +269,7 @@ public actor WorkloadController {
     /// it is in, if it runs. The caller checked the queue's cap.
     public func setLease(_ id: String, lease: Lease, expiresAt: Date?) async throws -> Workload {
         guard let before = try await current(id) else { throw CanopyError.notFound("workload", id) }
-        let runs = before.phase == .running || before.phase == .starting
+        var runs = before.phase == .running || before.phase == .starting
         // A backend that enforces a time limit of its own (a Slurm job's) is told first: if it refuses, the lease
         // stays as it was.
         if runs || before.phase == .pending, let handle = before.tasks.first?.backendID,
@@ -275,7 +277,10 @@ public actor WorkloadController {
         {
             try await limited.setTimeLimit(workloadID: id, handle: handle, lease: lease, expiresAt: runs ? expiresAt : nil)
         }
-        let w = Transitions.leaseSet(before, expiresAt: runs ? expiresAt : before.leaseExpiresAt, lease: lease)
+        // What happened meanwhile (an exit, a stop) is kept: the change applies to the workload as it is now.
+        guard let now = try await current(id) else { throw CanopyError.notFound("workload", id) }
+        runs = now.phase == .running || now.phase == .starting
+        let w = Transitions.leaseSet(now, expiresAt: runs ? expiresAt : now.leaseExpiresAt, lease: lease)
         if active[id] != nil {
             active[id] = w
             markDirty(id)

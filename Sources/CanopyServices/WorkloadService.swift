@@ -66,8 +66,8 @@ public struct WorkloadService: Sendable {
         if let probe = spec.idleProbe {
             guard spec.kind == .interactive else { throw CanopyError.invalid("idleProbe", "idleProbe is for interactive workloads") }
             guard !probe.isEmpty, !probe[0].isEmpty else { throw CanopyError.invalid("idleProbe", "idleProbe must name a program, e.g. [\"pgrep\", \"-f\", \"train.py\"]") }
-            guard probe.count <= 64, probe.allSatisfy({ $0.utf8.count <= 1024 }) else {
-                throw CanopyError.invalid("idleProbe", "idleProbe has more than 64 arguments, or one longer than 1024 bytes")
+            guard probe.count <= 64, probe.allSatisfy({ $0.unicodeScalars.count <= 1024 }) else {
+                throw CanopyError.invalid("idleProbe", "idleProbe has more than 64 arguments, or one longer than 1024 characters")
             }
             if probe.contains(where: { $0.utf8.contains(0) }) { throw CanopyError.invalid("idleProbe", "arguments cannot contain NUL bytes") }
         }

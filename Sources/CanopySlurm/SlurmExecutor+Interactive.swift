@@ -2,6 +2,7 @@ import CCanopySys
 import CanopyCore
 import CanopyHost
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -29,10 +30,14 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         return t
     }
 
-    /// The node a task said it runs on (`task-N/node`, written by the task as it starts).
-    private nonisolated func node(of layout: TaskLayout, task: Int) throws -> String {
-        let text = (try? String(contentsOfFile: layout.directory + "/node", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+    /// The node a task said it runs on (`task-N/node`, written by the task as it starts), when it is one of its
+    /// job's allocation: the task's word is taken for which of them, never for another host.
+    private func node(of layout: TaskLayout, task: Int, job: Track) throws -> String {
+        let text = layout.readSmall("node", limit: 256)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         guard SlurmText.isNodeName(text) else { throw CanopyError(.unavailable, "task \(task) has not started on its node yet; try again") }
+        guard job.nodes.contains(text) else {
+            throw CanopyError(.unavailable, "task \(task) names node \(text), which is not in its job's allocation (\(job.nodes.joined(separator: ",")))")
+        }
         return text
     }
 
@@ -52,7 +57,7 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
 
     /// Starts `request` in a task as a step of its job (`srun --overlap`), on the task's node, as the job's account.
     public func exec(workloadID: String, taskIndex: Int, handle: String, request: ExecRequest) async throws -> any ExecSession {
-        _ = try startedJob(workloadID, handle: handle, task: taskIndex)
+        let job = try startedJob(workloadID, handle: handle, task: taskIndex)
         guard !request.command.isEmpty else { throw CanopyError.invalid("command", "give a command to run") }
         let directory = config.workloadsRoot + "/" + workloadID
         let layout = TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex)
@@ -62,7 +67,7 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         guard FileManager.default.fileExists(atPath: directory + "/exec.sh") else {
             throw CanopyError(.conflict, "workload \(workloadID) was submitted by a Canopy without exec on Slurm; restart it to exec into it")
         }
-        let node = try node(of: layout, task: taskIndex)
+        let node = try node(of: layout, task: taskIndex, job: job)
         let account = try jobAccount(workloadID)
         let path = command.environment["PATH"] ?? ""
         guard let srun = TaskUser.findProgram("srun", path: path) else { throw CanopyError(.unavailable, "srun is not on PATH (\(path))") }
@@ -85,6 +90,7 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
 
         let session: DescriptorExecSession
         let pid: pid_t
+        let reaped = Reaped()
         if request.tty {
             var slave: Int32 = -1
             let size = request.rows.flatMap { r in request.columns.map { (r, $0) } }.flatMap {
@@ -108,7 +114,7 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
                     _ = ioctl(master, UInt(TIOCSWINSZ), &ws)
                     kill(pid, SIGWINCH)
                 },
-                terminator: { await Self.end(pid) })
+                terminator: { await Self.end(pid, reaped) })
         } else {
             let pipes = try Self.pipes(3)
             defer { [pipes[0][0], pipes[1][1], pipes[2][1]].forEach { close($0) } }
@@ -119,12 +125,19 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
                 throw error
             }
             session = DescriptorExecSession(input: pipes[0][1], outputs: [(pipes[1][0], false), (pipes[2][0], true)], tty: false) {
-                await Self.end(pid)
+                await Self.end(pid, reaped)
             }
         }
         let thread = Thread {
             var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            // Waited for without reaping, then reaped under the lock: end() never signals the pid once another
+            // process may have it.
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+            reaped.withLock { done in
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                done = true
+            }
             // srun exits with the step's exit code, or 128 + the signal that ended its task.
             session.ended((status & 0x7f) == 0 ? Int((status >> 8) & 0xff) : 128 + Int(status & 0x7f))
         }
@@ -133,11 +146,19 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         return session
     }
 
-    /// Ends an exec's srun: SIGTERM, which srun passes on to the step's processes, then SIGKILL a second later.
-    private static func end(_ pid: pid_t) async {
-        kill(pid, SIGTERM)
+    /// Ends an exec's srun: SIGTERM, which srun passes on to the step's processes, then SIGKILL a second later;
+    /// never once it has been reaped (its pid may be another process's by then).
+    private static func end(_ pid: pid_t, _ reaped: Reaped) async {
+        reaped.signal(pid, SIGTERM)
         try? await Task.sleep(for: .seconds(1))
-        kill(pid, SIGKILL)
+        reaped.signal(pid, SIGKILL)
+    }
+
+    /// Whether an exec's srun was reaped; signals go to it only while it was not.
+    final class Reaped: Sendable {
+        private let done = Mutex(false)
+        func withLock(_ body: (inout Bool) -> Void) { done.withLock { body(&$0) } }
+        func signal(_ pid: pid_t, _ sig: Int32) { done.withLock { if !$0 { kill(pid, sig) } } }
     }
 
     /// `n` pipes, close-on-exec (every spawn closes all descriptors above 2 in the child as well).
@@ -159,13 +180,13 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
 
     /// A connection to `port` of a running task: the port its node gave it, on the node's address.
     public func connect(workloadID: String, taskIndex: Int, handle: String, port: Int) async throws -> Int32 {
-        _ = try startedJob(workloadID, handle: handle, task: taskIndex)
+        let job = try startedJob(workloadID, handle: handle, task: taskIndex)
         let layout = TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: taskIndex)
-        let text = (try? String(contentsOfFile: layout.directory + "/ports", encoding: .utf8)) ?? ""
+        let text = layout.readSmall("ports") ?? ""
         guard let actual = SlurmText.portMap(text)[port] else {
             throw CanopyError(.unavailable, "task \(taskIndex) has not been given a port for \(port) on its node (yet?)")
         }
-        let node = try node(of: layout, task: taskIndex)
+        let node = try node(of: layout, task: taskIndex, job: job)
         let owner = try jobAccount(workloadID)?.uid ?? geteuid()
         let address = try await address(of: node)
         return try await Blocking.run { () throws -> Int32 in
@@ -191,13 +212,14 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
     /// A node's address, numeric: its `NodeAddr` (`scontrol show node`), resolved; remembered.
     private func address(of node: String) async throws -> String {
         if let known = nodeAddresses[node] { return known }
+        // Slurm's own word for the node's address (an admin's NodeAddr, or its name), never the task's.
         let r = try await command.run(["scontrol", "show", "node", "-o", node])
-        var name = node
-        if r.ok, let field = String(decoding: r.stdout, as: UTF8.self).split(separator: " ").first(where: { $0.hasPrefix("NodeAddr=") }) {
-            name = String(field.dropFirst("NodeAddr=".count))
+        guard r.ok, let field = String(decoding: r.stdout, as: UTF8.self).split(separator: " ").first(where: { $0.hasPrefix("NodeAddr=") }) else {
+            throw CanopyError(.unavailable, "Slurm does not say where node \(node) is: \(SlurmText.complaint(r.stderr))")
         }
-        guard let numeric = HostAddresses.resolve(name) else {
-            throw CanopyError(.unavailable, "node \(node)'s address \(name) does not resolve")
+        let name = String(field.dropFirst("NodeAddr=".count))
+        guard let numeric = HostAddresses.resolve(name), !HostAddresses.isUnspecifiedOrLinkLocal(numeric) else {
+            throw CanopyError(.unavailable, "node \(node)'s address \(name) does not resolve to an address Canopy connects to")
         }
         nodeAddresses[node] = numeric
         return numeric
@@ -225,9 +247,16 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
 
 /// This host's addresses, and name resolution to numeric addresses.
 enum HostAddresses {
+    /// Whether `address` (numeric) is unspecified (0.0.0.0, ::, which reach this host) or link-local (169.254/16,
+    /// fe80::/10: cloud metadata services and the like).
+    static func isUnspecifiedOrLinkLocal(_ address: String) -> Bool {
+        address == "0.0.0.0" || address == "::" || address.hasPrefix("0.") || address.hasPrefix("169.254.") || address.lowercased().hasPrefix("fe8")
+            || address.lowercased().hasPrefix("fe9") || address.lowercased().hasPrefix("fea") || address.lowercased().hasPrefix("feb")
+    }
+
     /// Whether `address` (numeric) is loopback or one of this host's interfaces' addresses.
     static func isThisHost(_ address: String) -> Bool {
-        if address.hasPrefix("127.") || address == "::1" { return true }
+        if address.hasPrefix("127.") || address == "::1" || address.hasPrefix("::ffff:127.") { return true }
         var list: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&list) == 0 else { return false }
         defer { freeifaddrs(list) }

@@ -60,6 +60,8 @@ public actor SlurmExecutor: SchedulingBackend {
         var stopRequested = false
         /// When Slurm started it (squeue's start time), for time limits counted from there.
         var startedAt: Date?
+        /// The nodes of its allocation, once it started: the only nodes its tasks may say they run on.
+        var nodes: [String] = []
     }
 
     let config: Configuration
@@ -139,8 +141,11 @@ public actor SlurmExecutor: SchedulingBackend {
             return job.id
         }
         let directory = config.workloadsRoot + "/" + s.workloadID
-        let jobFile = directory + "/" + SlurmText.jobIDFile(attempt: s.attempt)
-        if let id = try? String(contentsOfFile: jobFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !id.isEmpty {
+        // The job writes its id there as it starts, as the job's account: so the file is only believed for digits
+        // naming a job Slurm either lists with this start's tag, or has forgotten.
+        if let id = WorkloadDirectory.readSmall(root: config.workloadsRoot, workloadID: s.workloadID, name: SlurmText.jobIDFile(attempt: s.attempt))?
+            .trimmingCharacters(in: .whitespacesAndNewlines), !id.isEmpty, try await belongs(id, tag: SlurmText.tag(workloadID: s.workloadID, attempt: s.attempt))
+        {
             // ... and already ran, long enough ago for Slurm to have forgotten it: its exit files tell how it ended.
             adopt(id, workloadID: s.workloadID, tasks: s.spec.tasks, since: .distantPast)
             return id
@@ -207,11 +212,15 @@ public actor SlurmExecutor: SchedulingBackend {
         }
     }
 
-    /// Creates the task directories (the job's user owns their `work`), stages inputs; returns the working directory
-    /// relative to each task's `work`.
+    /// Creates the task directories (the job's user owns them), stages inputs; returns the working directory
+    /// relative to each task's `work`. On a restart the directory and all in it are the job account's since the
+    /// last start, so nothing in it is followed (see `TaskLayout.prepareForJob`); the workloads root is the
+    /// server's, so the workload directory itself cannot be swapped.
     private func prepare(_ s: WorkloadSubmission, directory: String, owner runAs: (uid: uid_t, gid: gid_t)?) throws -> String {
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw CanopyError(.internal, "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        let dir = try FileTree.openDirectory(directory)
         var relative = ""
         for i in 0..<s.spec.tasks {
             let layout = TaskLayout(root: config.workloadsRoot, workloadID: s.workloadID, index: i)
@@ -219,25 +228,34 @@ public actor SlurmExecutor: SchedulingBackend {
                 throw CanopyError.invalid("workdir", "workdir \"\(s.spec.workdir ?? "")\" leaves the task's directory")
             }
             relative = workdir.count > layout.work.count ? String(workdir.dropFirst(layout.work.count + 1)) : ""
-            try fm.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-            // A restart's task starts afresh: the last start's exit status, node and ports are not its own.
-            for stale in [layout.exitFile, layout.directory + "/node", layout.directory + "/ports"] { try? fm.removeItem(atPath: stale) }
-            layout.give(workdir, to: runAs)
             // Slurm opens the log files as the job's user, and the task's shell writes its exit file. Private to
             // that user, whatever the server's umask: another tenant's jobs may run as another account.
-            if let runAs { chown(layout.directory, runAs.uid, runAs.gid) }
-            chmod(layout.directory, 0o700)
-            chmod(layout.work, 0o700)
-            try layout.stage(s.inputs, workdir: s.spec.workdir, owner: runAs)
+            try layout.prepareForJob(in: dir, workdir: s.spec.workdir, inputs: s.inputs, owner: runAs)
         }
-        try? fm.removeItem(atPath: directory + "/batch.exit")
-        if let runAs { chown(directory, runAs.uid, runAs.gid) }
-        chmod(directory, 0o700)
+        unlinkat(dir.fd, "batch.exit", 0)
+        if let runAs { fchown(dir.fd, runAs.uid, runAs.gid) }
+        fchmod(dir.fd, 0o700)
         return relative
+    }
+
+    /// Whether job `id` (digits only) may be taken for the start tagged `tag`: Slurm lists it with that tag, or no
+    /// longer lists it at all. Throws `BackendUnavailable` when Slurm cannot be asked.
+    private func belongs(_ id: String, tag: String) async throws -> Bool {
+        guard id.count <= 20, id.allSatisfy({ $0.isASCII && $0.isNumber }) else { return false }
+        let r = try await command.run(["squeue", "-h", "-j", id, "-o", "%k"])
+        guard r.ok else {
+            if SlurmText.isUnreachable(r.stderr) { throw BackendUnavailable(SlurmText.complaint(r.stderr)) }
+            return true  // "Invalid job id specified": Slurm has forgotten it.
+        }
+        let comment = String(decoding: r.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return comment.isEmpty || comment == SlurmText.commentPrefix + tag
     }
 
     /// Cancels the job (every task of the workload): SIGTERM first when it runs, Slurm's own cancel after `grace`.
     public func stop(workloadID: String, taskIndex: Int, handle backendID: String, grace: Double) async {
+        // Only a job of this workload, by an id that is one.
+        guard backendID.allSatisfy({ $0.isASCII && $0.isNumber }), !backendID.isEmpty else { return }
+        if let t = tracks[backendID], t.workloadID != workloadID { return }
         tracks[backendID]?.stopRequested = true
         guard let t = tracks[backendID], t.started, grace > 0 else {
             _ = try? await command.run(["scancel", backendID])
@@ -262,7 +280,9 @@ public actor SlurmExecutor: SchedulingBackend {
         if !primed { await poll() }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: config.workloadsRoot + "/" + workloadID)) ?? []
         let ranOnce = names.contains { $0.hasPrefix("job.") && $0.hasSuffix(".id") }
-        guard !primed || tagOfJob[backendID] != nil || ranOnce else { return .vanished }
+        let tag = tagOfJob[backendID]
+        if let tag, tag != workloadID, !tag.hasPrefix(workloadID + "#") { return .vanished }
+        guard !primed || tag != nil || ranOnce else { return .vanished }
         // Slurm still knows it, cannot be asked now, or it ran and left its files: follow it. The next poll reports
         // what became of it, every task at once (a job Slurm has forgotten ends from its exit files).
         adopt(backendID, workloadID: workloadID, tasks: taskCount(workloadID), since: .distantPast)
@@ -344,6 +364,7 @@ public actor SlurmExecutor: SchedulingBackend {
                 if !t.started {
                     t.started = true
                     t.startedAt = SlurmText.date(job.start)
+                    t.nodes = SlurmText.hostnames(job.nodes)
                     continuation.yield(
                         .started(workloadID: t.workloadID, placements: placements(job.nodes, tasks: t.tasks), at: SlurmText.date(job.start) ?? Date()))
                 }
@@ -381,7 +402,7 @@ public actor SlurmExecutor: SchedulingBackend {
         let layouts = (0..<tasks).map { TaskLayout(root: config.workloadsRoot, workloadID: workloadID, index: $0) }
         let codes = layouts.map { $0.readExit() }
         let directory = config.workloadsRoot + "/" + workloadID
-        let batchText = try? String(contentsOfFile: directory + "/batch.exit", encoding: .utf8)
+        let batchText = WorkloadDirectory.readSmall(root: config.workloadsRoot, workloadID: workloadID, name: "batch.exit")
         let batchCode = batchText.flatMap { Int($0.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") }
         let when =
             at ?? layouts.compactMap { try? FileManager.default.attributesOfItem(atPath: $0.exitFile)[.modificationDate] as? Date }.max() ?? Date()
@@ -406,7 +427,7 @@ public actor SlurmExecutor: SchedulingBackend {
                     exit.reason = Reason(
                         .taskVanished, "Slurm no longer knows job \(jobID) (it ended too long ago, or was purged) and task \(i) left no exit status")
                 } else {
-                    let log = (try? String(contentsOfFile: directory + "/batch.log", encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+                    let log = Self.tail(directory + "/batch.log").split(separator: "\n").last.map(String.init) ?? ""
                     exit.exitCode = batchCode
                     exit.reason = Reason(.launchFailed, "Slurm job \(jobID) ended (\(state ?? "gone")) before task \(i) ran\(log.isEmpty ? "" : ": \(log)")")
                 }
@@ -415,13 +436,17 @@ public actor SlurmExecutor: SchedulingBackend {
         }
     }
 
-    /// The last 8 KiB of a file.
+    /// The last 8 KiB of a log the job wrote: a regular file only, opened without following a link or blocking.
     private static func tail(_ path: String) -> String {
-        guard let h = FileHandle(forReadingAtPath: path) else { return "" }
-        defer { try? h.close() }
-        let size = (try? h.seekToEnd()) ?? 0
-        try? h.seek(toOffset: size > 8192 ? size - 8192 : 0)
-        return String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return "" }
+        let start = st.st_size > 8192 ? st.st_size - 8192 : 0
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 8192, start) }
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
     }
 
     private func placements(_ nodes: String, tasks: Int) -> [BackendPlacement] {

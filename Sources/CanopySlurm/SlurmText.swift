@@ -314,7 +314,12 @@ public enum SlurmText {
             "trap : TERM",
         ]
         lines += exports(workloadID: workloadID, spec: spec, extraEnv: extraEnv, sandbox: sandbox)
-        if taskPlaceholders, let first = spec.ports.first { lines.append("export CANOPY_APP_PORT=\(first.port)") }
+        // The placeholders' port is Canopy's word only (the task's shell evaluates it), never the workload's env.
+        if taskPlaceholders, let first = spec.ports.first {
+            lines.append("export CANOPY_APP_PORT=\(first.port)")
+        } else {
+            lines.append("unset CANOPY_APP_PORT")
+        }
         // Each task: its index, its own directory, its working directory; the exit status is written by the task's
         // shell after the command ends (a task killed by a signal writes none, and Slurm's state says why).
         var task = """
@@ -405,7 +410,7 @@ public enum SlurmText {
           : > "$d/ports.new"
           for p in $(echo "$CANOPY_PORTS" | tr ',' ' '); do
             while :; do
-              a=$(( $(od -An -N2 -tu2 /dev/urandom) % 30000 + 20000 ))
+              a=$(( $(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000 ))
               h=$(printf '%04X' "$a")
               case "$used" in *" $h "*) continue ;; esac
               used="$used$h "

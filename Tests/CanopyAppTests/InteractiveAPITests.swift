@@ -70,14 +70,16 @@ struct InteractiveAPITests {
             // Restarting what runs is a conflict.
             #expect(try await client.json("/api/v1/workloads/\(id)/restart", .post, token: alice).0 == .conflict)
 
-            // Stop: Stopped, not Cancelled; restart: running again, the same working directory.
+            // Stop: Stopped, not Cancelled; restart: running again, the same working directory. (The first run has
+            // written its line before it is stopped: a fast machine gets here within milliseconds of its start.)
+            let notes = dir + "/workloads/\(id)/task-0/work/notes.txt"
+            #expect(try await eventually { ((try? String(contentsOfFile: notes, encoding: .utf8)) ?? "") == "kept\n" })
             _ = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: alice)
             let stopped = try await client.waitForPhase(id, token: alice, ["Stopped"])
             #expect(stopped["phase"] as? String == "Stopped")
             let (rs, restarted) = try await client.json("/api/v1/workloads/\(id)/restart", .post, token: alice)
             #expect(rs == .ok && restarted["restarts"] as? Int == 1, "\(restarted)")
             _ = try await client.waitForPhase(id, token: alice, ["Running"])
-            let notes = dir + "/workloads/\(id)/task-0/work/notes.txt"
             #expect(try await eventually { ((try? String(contentsOfFile: notes, encoding: .utf8)) ?? "") == "kept\nkept\n" }, "the files stayed")
             let log = dir + "/workloads/\(id)/task-0/stdout.log"
             #expect(try await eventually { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("expires=") }, "the task reads its lease")

@@ -217,7 +217,7 @@ struct SlurmInteractiveTextTests {
         #expect((try? String(contentsOfFile: dir + "/w/task-0/node", encoding: .utf8)) == "n2\n")
         let map = SlurmText.portMap((try? String(contentsOfFile: dir + "/w/task-0/ports", encoding: .utf8)) ?? "")
         let a = try #require(map[8888]), b = try #require(map[6006])
-        #expect(a != b && (20000..<50000).contains(a) && (20000..<50000).contains(b))
+        #expect(a != b && (20000..<32000).contains(a) && (20000..<32000).contains(b), "below the kernel's ephemeral ports")
         #expect(ListeningSockets.on(port: a).isEmpty)
         let out = (try? String(contentsOfFile: dir + "/w/task-0/stdout.log", encoding: .utf8)) ?? ""
         #expect(out == "\(a) \(b) --port=\(a) --base=/proxy/w/0/8888/\n", "\(out)")
@@ -228,5 +228,43 @@ struct SlurmInteractiveTextTests {
             "/bin/sh", [dir + "/exec.sh", dir + "/w", "0", "", "sh", "-c", "echo $GREETING $CANOPY_TASK_INDEX $CANOPY_PORT_6006 $CANOPY_WORKLOAD_ID; pwd; exit 9"],
             env: ["SLURMD_NODENAME": "n2", "PATH": "/usr/bin:/bin"])
         #expect(e.status == 9 && e.stdout == "hi 0 \(b) w\n\(dir)/w/task-0/work\n", "\(e)")
+    }
+}
+
+@Suite("what a Slurm job leaves in its directory, read and reused without trusting it")
+struct SlurmJobFilesTests {
+    @Test("a restart refuses a task directory the job turned into a link (nothing at its target changes); small files are read only as regular files, bounded, never through links or FIFOs")
+    func hostileJobFiles() throws {
+        let root = try makeTempDir("canopy-slurm-files")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let victim = root + "/victim"
+        try FileManager.default.createDirectory(atPath: victim, withIntermediateDirectories: true)
+        chmod(victim, 0o755)
+        try FileManager.default.createDirectory(atPath: root + "/w", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: root + "/w/task-0", withDestinationPath: victim)
+        let layout = TaskLayout(root: root, workloadID: "w", index: 0)
+        let dir = try FileTree.openDirectory(root + "/w")
+        #expect(throws: (any Error).self) { try layout.prepareForJob(in: dir, workdir: nil, inputs: [], owner: (65534, 65534)) }
+        var st = stat()
+        #expect(stat(victim, &st) == 0 && st.st_uid == 0 && st.st_mode & 0o777 == 0o755 && !FileManager.default.fileExists(atPath: victim + "/work"))
+
+        try FileManager.default.removeItem(atPath: root + "/w/task-0")
+        try layout.prepareForJob(in: dir, workdir: "a/b", inputs: [], owner: nil)
+        #expect(FileManager.default.fileExists(atPath: root + "/w/task-0/work/a/b"))
+        // node: a link to a file outside, a FIFO, a huge sparse file; job.id likewise.
+        try "secret\n".write(toFile: victim + "/secret", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: root + "/w/task-0/node", withDestinationPath: victim + "/secret")
+        #expect(layout.readSmall("node") == nil)
+        mkfifo(root + "/w/task-0/ports", 0o600)
+        #expect(layout.readSmall("ports") == nil)
+        let fd = open(root + "/w/task-0/exit", O_WRONLY | O_CREAT, 0o600)
+        ftruncate(fd, 1 << 30)
+        close(fd)
+        #expect(layout.readSmall("exit")?.utf8.count == 4096)
+        #expect(layout.readExit() == nil)
+        try FileManager.default.createSymbolicLink(atPath: root + "/w/job.1.id", withDestinationPath: victim + "/secret")
+        #expect(WorkloadDirectory.readSmall(root: root, workloadID: "w", name: "job.1.id") == nil)
+        try "42\n".write(toFile: root + "/w/job.2.id", atomically: true, encoding: .utf8)
+        #expect(WorkloadDirectory.readSmall(root: root, workloadID: "w", name: "job.2.id") == "42\n")
     }
 }

@@ -129,7 +129,7 @@ public enum OpenAPIDocument {
                     "description": "an app to run (GET /apps): its command, image and HTTP port unless given; the workload is interactive unless kind says otherwise",
                 ],
                 "idleProbe": [
-                    "type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 64], "minItems": 1, "maxItems": 64,
+                    "type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 1024], "minItems": 1, "maxItems": 64,
                     "description": "interactive workloads in a queue with an idle timeout: a command run in task 0 at each idle sample (the first word not empty); exit status 0 counts as activity",
                 ],
             ], required: []),
