@@ -100,6 +100,18 @@ package enum FileTree {
         return current
     }
 
+    /// At most `limit` bytes of the file open as `fd` (which it closes), when it is a regular file; nil for a
+    /// failed open (`fd` < 0), anything else, or a failed read.
+    package static func readSmall(_ fd: Int32, limit: Int) -> String? {
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, isRegular(st) else { return nil }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, limit) }
+        return n >= 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+
     /// The entry `name` in `dir`, not following a link: its stat, or nil if there is none.
     package static func lstatAt(_ dir: Descriptor, _ name: String) -> stat? {
         var st = stat()

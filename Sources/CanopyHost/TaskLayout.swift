@@ -190,15 +190,7 @@ public struct TaskLayout: Sendable {
     public func readSmall(_ name: String, limit: Int = 4096) -> String? {
         let workload = (directory as NSString).deletingLastPathComponent
         guard let dir = try? FileTree.openDirectory(workload) else { return nil }
-        let fd = canopy_open_beneath(dir.fd, (directory as NSString).lastPathComponent + "/" + name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, FileTree.isRegular(st) else { return nil }
-        var buffer = [UInt8](repeating: 0, count: limit)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, limit) }
-        guard n >= 0 else { return nil }
-        return String(decoding: buffer[0..<n], as: UTF8.self)
+        return FileTree.readSmall(canopy_open_beneath(dir.fd, (directory as NSString).lastPathComponent + "/" + name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0), limit: limit)
     }
 
     /// Makes, or for a restart takes up again, the task's directory for a job that runs as `owner` (the job's
@@ -249,14 +241,7 @@ public enum WorkloadDirectory {
     /// followed if it is a link, not blocked on if it is a FIFO, at most `limit` bytes; nil otherwise.
     public static func readSmall(root: String, workloadID: String, name: String, limit: Int = 4096) -> String? {
         guard let dir = try? FileTree.openDirectory(root + "/" + workloadID) else { return nil }
-        let fd = openat(dir.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, FileTree.isRegular(st) else { return nil }
-        var buffer = [UInt8](repeating: 0, count: limit)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, limit) }
-        return n >= 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+        return FileTree.readSmall(openat(dir.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), limit: limit)
     }
 
     /// Deletes `root/ID` without following any link in it (tasks may have left links to anywhere); missing is fine.

@@ -68,15 +68,7 @@ final class BlockingHTTPClient {
             head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
         }
         head += "\r\n"
-        let bytes = Array(head.utf8) + Array((body ?? "").utf8)
-        try bytes.withUnsafeBytes { raw in
-            var sent = 0
-            while sent < raw.count {
-                let n = send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
-                guard n > 0 else { throw BenchError("send: \(String(cString: strerror(errno)))") }
-                sent += n
-            }
-        }
+        try sendAll(Array(head.utf8) + Array((body ?? "").utf8))
         return try readResponse()
     }
 

@@ -65,6 +65,21 @@ struct JupyterLiveTests {
         print(out, end="")
         """
 
+    /// POSTs `{}` to a JupyterLab collection (`api/kernels`, `api/terminals`) with a bearer token; the new
+    /// object's `field`.
+    static func create(_ url: String, field: String, token: String) async throws -> String {
+        let made = try await runProcess(
+            pythonPath,
+            [
+                "-c",
+                "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)[sys.argv[3]])",
+                url, token, field,
+            ])
+        let value = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(made.status == 0 && !value.isEmpty, "\(made)")
+        return value
+    }
+
     /// Types a line into a JupyterLab terminal over its WebSocket (`["stdin", ...]` messages) and waits until the
     /// terminal echoes `marker` back, or 20 seconds pass; prints what it saw.
     static let terminalClient = """
@@ -126,15 +141,7 @@ struct JupyterLiveTests {
             #expect(lab.status == 200 && lab.body.contains("/proxy/\(id)/0/8888/"), "\(lab.status) \(lab.body.prefix(300))")
 
             // A kernel, and code run in it over its WebSocket.
-            let kernel = try await runProcess(
-                pythonPath,
-                [
-                    "-c",
-                    "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1] + 'api/kernels', data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)['id'])",
-                    url, server.token,
-                ])
-            let kernelID = kernel.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(kernel.status == 0 && !kernelID.isEmpty, "\(kernel)")
+            let kernelID = try await Self.create(url + "api/kernels", field: "id", token: server.token)
             let ws = url.replacingOccurrences(of: "http://", with: "http://") + "api/kernels/\(kernelID)/channels"
             let ran = try await runProcess(pythonPath, ["-c", Self.kernelClient, ws, "Authorization: Bearer \(server.token)", "print(6*7)"])
             #expect(ran.stdout == "42\n", "\(ran)")
@@ -154,15 +161,7 @@ struct JupyterLiveTests {
             #expect((try? String(contentsOfFile: uploaded, encoding: .utf8)) == "hi from the proxy")
 
             // A terminal: a line typed over its WebSocket saves a file in the working directory.
-            let terminal = try await runProcess(
-                pythonPath,
-                [
-                    "-c",
-                    "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1] + 'api/terminals', data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)['name'])",
-                    url, server.token,
-                ])
-            let terminalName = terminal.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(terminal.status == 0 && !terminalName.isEmpty, "\(terminal)")
+            let terminalName = try await Self.create(url + "api/terminals", field: "name", token: server.token)
             let typed = try await runProcess(
                 pythonPath, ["-c", Self.terminalClient, url + "terminals/websocket/\(terminalName)", "Authorization: Bearer \(server.token)", "echo saved-from-a-terminal > term.txt && echo TERM-$((40+2))", "TERM-42"])
             #expect(typed.stdout.contains("TERM-42"), "\(typed)")
@@ -187,15 +186,7 @@ struct JupyterLiveTests {
             let lines = started.stdout.split(separator: "\n").map(String.init)
             let id = lines.first ?? ""
             let url = lines.first { $0.hasPrefix("url:") }.map { $0.dropFirst(4).trimmingCharacters(in: .whitespaces) } ?? ""
-            let kernel = try await runProcess(
-                pythonPath,
-                [
-                    "-c",
-                    "import sys, json, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1] + 'api/kernels', data=b'{}', method='POST', headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})); print(json.load(r)['id'])",
-                    url, server.token,
-                ])
-            let kernelID = kernel.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(kernel.status == 0 && !kernelID.isEmpty, "\(kernel)")
+            let kernelID = try await Self.create(url + "api/kernels", field: "id", token: server.token)
             // A cell that sleeps 24 s: no CPU, no traffic, yet the kernel is busy.
             async let cell = runProcess(
                 pythonPath, ["-c", Self.kernelClient, url + "api/kernels/\(kernelID)/channels", "Authorization: Bearer \(server.token)", "import time; time.sleep(24); print('woke')"])
