@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CCanopySys
 import CanopyCore
 import Foundation
 import Synchronization
@@ -312,5 +313,60 @@ final class ChunkQueue: @unchecked Sendable {
                 condition.unlock()
             }
         }
+    }
+}
+
+extension DescriptorExecSession {
+    /// Makes the terminator of an exec once its pid is known.
+    package typealias TerminatorFactory = @Sendable (_ pid: pid_t) -> Terminator
+    /// Makes the resizer of a terminal exec (its master, its pid); nil: the master is resized, as usual.
+    package typealias ResizerFactory = @Sendable (_ master: Int32, _ pid: pid_t) -> Resizer
+
+    /// Spawns `argv` for an exec, in a session of its own: under a new pseudo-terminal whose slave belongs to
+    /// `ptyOwner` (sized `rows` x `columns` when both are sane) when `tty`, else with three pipes; returns the
+    /// session reading and writing them, and the pid (the caller reaps it and calls `ended`).
+    package static func spawn(
+        path: String, argv: [String], env: [String], tty: Bool, rows: Int?, columns: Int?, ptyOwner: UInt32,
+        resizer: ResizerFactory? = nil, terminator: TerminatorFactory
+    ) throws -> (session: DescriptorExecSession, pid: pid_t) {
+        if tty {
+            var slave: Int32 = -1
+            let size = rows.flatMap { r in columns.map { (r, $0) } }.flatMap { (1...10_000).contains($0.0) && (1...10_000).contains($0.1) ? $0 : nil }
+            let master = canopy_open_pty(&slave, Int32(size?.0 ?? 0), Int32(size?.1 ?? 0), ptyOwner)
+            guard master >= 0 else { throw CanopyError(.unavailable, "no pseudo-terminal: \(String(cString: strerror(errno)))") }
+            defer { close(slave) }
+            let pid: pid_t
+            do {
+                pid = try Spawner.spawn(path: path, argv: argv, env: env, stdio: [slave, slave, slave])
+            } catch {
+                close(master)
+                throw error
+            }
+            let session = DescriptorExecSession(
+                input: master, outputs: [(master, false)], tty: true, resizer: resizer?(master, pid), terminator: terminator(pid))
+            return (session, pid)
+        }
+        // Every spawn of the server closes all descriptors above 2 in the child, so the moment between pipe and
+        // FD_CLOEXEC leaks nothing.
+        var made: [[Int32]] = []
+        for _ in 0..<3 {
+            var fds: [Int32] = [-1, -1]
+            guard pipe(&fds) == 0 else {
+                made.joined().forEach { close($0) }
+                throw CanopyError(.unavailable, "no pipe: \(String(cString: strerror(errno)))")
+            }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            made.append(fds)
+        }
+        let (stdin, stdout, stderr) = (made[0], made[1], made[2])
+        defer { [stdin[0], stdout[1], stderr[1]].forEach { close($0) } }
+        let pid: pid_t
+        do {
+            pid = try Spawner.spawn(path: path, argv: argv, env: env, stdio: [stdin[0], stdout[1], stderr[1]])
+        } catch {
+            [stdin[1], stdout[0], stderr[0]].forEach { close($0) }
+            throw error
+        }
+        return (DescriptorExecSession(input: stdin[1], outputs: [(stdout[0], false), (stderr[0], true)], tty: false, terminator: terminator(pid)), pid)
     }
 }

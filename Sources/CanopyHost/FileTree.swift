@@ -100,6 +100,23 @@ package enum FileTree {
         return current
     }
 
+    /// Writes `contents` as the file `name` of `dir` (mode `mode`, the server's): written beside under a fresh name
+    /// and renamed over, so no name that someone else may control (a link in a directory that is theirs) is ever
+    /// opened, and readers see the old file or the new one whole.
+    package static func writeFile(_ contents: String, named name: String, in dir: Descriptor, mode: mode_t) throws {
+        let temporary = ".\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+        let fd = openat(dir.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw error("cannot write \(name)") }
+        fchmod(fd, mode)
+        let written = Array(contents.utf8).withUnsafeBytes { writeAll(fd, $0) }
+        close(fd)
+        guard written, renameat(dir.fd, temporary, dir.fd, name) == 0 else {
+            let failure = error("cannot write \(name)")
+            unlinkat(dir.fd, temporary, 0)
+            throw failure
+        }
+    }
+
     /// At most `limit` bytes of the file open as `fd` (which it closes), when it is a regular file; nil for a
     /// failed open (`fd` < 0), anything else, or a failed read.
     package static func readSmall(_ fd: Int32, limit: Int) -> String? {

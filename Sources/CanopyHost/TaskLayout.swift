@@ -38,13 +38,13 @@ public struct TaskLayout: Sendable {
             notice.name != ".", notice.name != ".."
         else { return }
         if let line = notice.logLine {
-            let fd = open(stdout, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+            let fd = openBeneath("stdout.log", O_WRONLY | O_APPEND)
             if fd >= 0 {
-                _ = (line + "\n").withCString { Glibc.write(fd, $0, strlen($0)) }
+                _ = Array((line + "\n").utf8).withUnsafeBytes { FileTree.writeAll(fd, $0) }
                 close(fd)
             }
         }
-        guard let workDir = try? FileTree.openDirectory(work) else { return }
+        guard let workDir = try? openWork() else { return }
         var dir = openat(workDir.fd, ".canopy", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if dir < 0 {
             // Missing, or the task put a link or a file there: the server's own directory takes its place.
@@ -53,15 +53,23 @@ public struct TaskLayout: Sendable {
             dir = openat(workDir.fd, ".canopy", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard dir >= 0 else { return }
         }
-        defer { close(dir) }
-        let temporary = ".\(notice.name).\(getpid()).tmp"
-        unlinkat(dir, temporary, 0)
-        let fd = openat(dir, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return }
-        fchmod(fd, 0o644)
-        _ = notice.contents.withCString { Glibc.write(fd, $0, strlen($0)) }
-        close(fd)
-        if renameat(dir, temporary, dir, notice.name) != 0 { unlinkat(dir, temporary, 0) }
+        try? FileTree.writeFile(notice.contents, named: notice.name, in: FileTree.Descriptor(dir), mode: 0o644)
+    }
+
+    /// Opens `relative` (a path inside the task's directory) beneath the workload's directory, following no link in
+    /// any component: where jobs run as the tenant's account (Slurm), the task's directory and everything in it are
+    /// theirs, and any entry may have become a link. -1 with errno on failure.
+    func openBeneath(_ relative: String, _ flags: Int32) -> Int32 {
+        let workload = (directory as NSString).deletingLastPathComponent
+        guard let dir = try? FileTree.openDirectory(workload) else { return -1 }
+        return canopy_open_beneath(dir.fd, (directory as NSString).lastPathComponent + "/" + relative, flags, 0)
+    }
+
+    /// The task's `work`, opened as `openBeneath` does.
+    func openWork() throws -> FileTree.Descriptor {
+        let fd = openBeneath("work", O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw FileTree.error("cannot open \(work) (or it goes through a link)") }
+        return FileTree.Descriptor(fd)
     }
 
     /// Resolves a requested working directory inside `work`, absolute or relative; nil if it would escape.
@@ -100,7 +108,7 @@ public struct TaskLayout: Sendable {
         var st = stat()
         guard lstat(work, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw StagingError("\(work) is not a directory") }
         // A restart: an earlier attempt ran as another uid, and its files are this one's now.
-        if let owner, st.st_uid != owner.uid, st.st_uid != geteuid(), let dir = try? FileTree.openDirectory(work) {
+        if let owner, st.st_uid != owner.uid, st.st_uid != geteuid(), let dir = try? openWork() {
             FileTree.give(dir, from: st.st_uid, to: owner)
         }
         if let owner { lchown(work, owner.uid, owner.gid) }
@@ -116,7 +124,7 @@ public struct TaskLayout: Sendable {
     /// Creates the directories from `work` down to `path` (a result of `resolve`), owned by `owner`, without
     /// following links.
     public func makeDirectories(_ path: String, owner: (uid: uid_t, gid: gid_t)?) throws {
-        let base = try FileTree.openDirectory(work)
+        let base = try openWork()
         _ = try FileTree.makeDirectories(beneath: base, components(below: path), owner: owner, display: path)
     }
 
@@ -138,7 +146,7 @@ public struct TaskLayout: Sendable {
     /// is a link.
     public func stage(_ inputs: [StagedInput], workdir: String?, owner: (uid: uid_t, gid: gid_t)?) throws {
         guard !inputs.isEmpty else { return }
-        try stage(inputs, workdir: workdir, owner: owner, base: try FileTree.openDirectory(work))
+        try stage(inputs, workdir: workdir, owner: owner, base: try openWork())
     }
 
     /// `stage` into `work` open as `base`.
@@ -166,7 +174,7 @@ public struct TaskLayout: Sendable {
     /// uid) only files that user owns are taken.
     public func collect(_ outputs: [StagedOutput], workdir: String?, readableBy: uid_t? = nil) throws {
         guard !outputs.isEmpty else { return }
-        let base = try FileTree.openDirectory(work)
+        let base = try openWork()
         for output in outputs {
             guard let source = resolve(path: output.path, workdir: workdir) else {
                 throw StagingError("output \"\(output.path)\" leaves the task's directory")
@@ -188,9 +196,7 @@ public struct TaskLayout: Sendable {
     /// opened beneath the workload's directory without following a link in any component, only when it is a
     /// regular file, without blocking (a FIFO), and at most `limit` bytes of it; nil otherwise.
     public func readSmall(_ name: String, limit: Int = 4096) -> String? {
-        let workload = (directory as NSString).deletingLastPathComponent
-        guard let dir = try? FileTree.openDirectory(workload) else { return nil }
-        return FileTree.readSmall(canopy_open_beneath(dir.fd, (directory as NSString).lastPathComponent + "/" + name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0), limit: limit)
+        FileTree.readSmall(openBeneath(name, O_RDONLY | O_NONBLOCK | O_NOCTTY), limit: limit)
     }
 
     /// Makes, or for a restart takes up again, the task's directory for a job that runs as `owner` (the job's
@@ -229,9 +235,11 @@ public struct TaskLayout: Sendable {
     /// Reads the exit file: the exit code (128+N for signal N), or nil if there is none.
     public func readExit() -> Int? {
         guard let text = readSmall("exit") else { return nil }
+        // The task may have written it (Slurm): only a status an exit or a signal can have is believed.
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard fields.count >= 2, let n = Int(fields[1]) else { return nil }
-        return fields[0] == "signal" ? 128 + n : n
+        if fields[0] == "signal" { return (1...127).contains(n) ? 128 + n : nil }
+        return (0...255).contains(n) ? n : nil
     }
 }
 

@@ -427,56 +427,20 @@ extension LocalExecutor: TaskExecRunner {
         argv.append("--")
         argv += request.command
 
-        let session: DescriptorExecSession
-        let pid: pid_t
-        if request.tty {
-            var slave: Int32 = -1
-            let size = request.rows.flatMap { r in request.columns.map { (r, $0) } }.flatMap { (1...10_000).contains($0.0) && (1...10_000).contains($0.1) ? $0 : nil }
-            // The task's user reads and writes its terminal.
-            let master = canopy_open_pty(&slave, Int32(size?.0 ?? 0), Int32(size?.1 ?? 0), task.uid ?? UInt32.max)
-            guard master >= 0 else { throw CanopyError(.unavailable, "no pseudo-terminal: \(String(cString: strerror(errno)))") }
-            defer { close(slave) }
-            do {
-                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: Self.shimEnvironment, stdio: [slave, slave, slave])
-            } catch {
-                close(master)
-                throw error
-            }
-            session = DescriptorExecSession(input: master, outputs: [(master, false)], tty: true) {
-                // A hang-up first, as a terminal's end gives, so that the shell passes it on to its jobs.
-                kill(-pid, SIGHUP)
-                try? await Task.sleep(for: .seconds(1))
+        // The task's user reads and writes its terminal. Ending a terminal exec sends a hang-up first, as a
+        // terminal's end gives, so that the shell passes it on to its jobs.
+        let tty = request.tty
+        let (session, pid) = try DescriptorExecSession.spawn(
+            path: config.shimPath, argv: argv, env: Self.shimEnvironment, tty: tty, rows: request.rows, columns: request.columns,
+            ptyOwner: task.uid ?? UInt32.max
+        ) { pid in
+            {
+                if tty {
+                    kill(-pid, SIGHUP)
+                    try? await Task.sleep(for: .seconds(1))
+                }
                 await Self.killSession(pid)
             }
-        } else {
-            // Every spawn of the server closes all descriptors above 2 in the child, so the moment between pipe and
-            // FD_CLOEXEC leaks nothing.
-            func makePipe() throws -> [Int32] {
-                var fds: [Int32] = [-1, -1]
-                guard pipe(&fds) == 0 else { throw CanopyError(.unavailable, "no pipe: \(String(cString: strerror(errno)))") }
-                for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-                return fds
-            }
-            let stdin = try makePipe()
-            let stdout: [Int32], stderr: [Int32]
-            do {
-                stdout = try makePipe()
-                do { stderr = try makePipe() } catch {
-                    stdout.forEach { close($0) }
-                    throw error
-                }
-            } catch {
-                stdin.forEach { close($0) }
-                throw error
-            }
-            defer { [stdin[0], stdout[1], stderr[1]].forEach { close($0) } }
-            do {
-                pid = try Spawner.spawn(path: config.shimPath, argv: argv, env: Self.shimEnvironment, stdio: [stdin[0], stdout[1], stderr[1]])
-            } catch {
-                [stdin[1], stdout[0], stderr[0]].forEach { close($0) }
-                throw error
-            }
-            session = DescriptorExecSession(input: stdin[1], outputs: [(stdout[0], false), (stderr[0], true)], tty: false) { await Self.killSession(pid) }
         }
         reaper.watch(pid: pid, isChild: true) { exit in
             let code = exit.status.map { s in (s & 0x7f) == 0 ? Int((s >> 8) & 0xff) : 128 + Int(s & 0x7f) }

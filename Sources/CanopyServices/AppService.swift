@@ -58,9 +58,7 @@ public final class AppService: Sendable {
         let port = submission.spec.ports.first?.port ?? app.port
         if submission.spec.command == app.command {
             let base = hostMode ? "/" : "/proxy/\(submission.workloadID)/{task}/\(port)/"
-            submission.spec.command = app.command.map {
-                $0.replacingOccurrences(of: "{base_url}", with: base).replacingOccurrences(of: "{workload}", with: submission.workloadID)
-            }
+            submission.spec.command = app.command(filling: [("base_url", base), ("workload", submission.workloadID)])
             submission.taskPlaceholders = true
         }
         if let variable = app.tokenEnv { submission.secretEnv[variable] = token(workloadID: submission.workloadID) }
@@ -68,7 +66,7 @@ public final class AppService: Sendable {
 
     /// The path task `task`'s port `port` is served under: `/proxy/ID/TASK/PORT/`, or `/` in host mode.
     public func basePath(workloadID: String, task: Int, port: Int) -> String {
-        hostMode ? "/" : "/proxy/\(workloadID)/\(task)/\(port)/"
+        hostMode ? "/" : EndpointService.path(workloadID: workloadID, task: task, port: port)
     }
 
     /// The header the proxy sends on requests to `port` of an app workload, if its app takes one there.

@@ -43,7 +43,10 @@ extension WorkloadController {
             }
             if let busy {
                 recordActivity(w.id, source: busy, at: now)
-            } else if let t = w.tasks.first, t.phase == .running, let handle = t.backendID, !asking.contains(w.id) {
+            } else if let t = w.tasks.first, t.phase == .running, let handle = t.backendID, !asking.contains(w.id),
+                w.spec.idleProbe != nil || w.spec.app.flatMap({ try? resolver.apps?.definition($0) })?.activityPath != nil
+            {
+                // Only instances with something to ask: a probe, or an app that reports its own use.
                 asked.append((w, handle, kind))
             }
         }

@@ -88,46 +88,19 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         var env = command.environment.map { "\($0.key)=\($0.value)" }
         if request.tty { env.append("TERM=xterm-256color") }
 
-        let session: DescriptorExecSession
-        let pid: pid_t
+        // srun carries the terminal's size to the step when it gets SIGWINCH; its terminal is not its controlling
+        // one (it runs in a session of its own), so it is told directly.
         let reaped = Reaped()
-        if request.tty {
-            var slave: Int32 = -1
-            let size = request.rows.flatMap { r in request.columns.map { (r, $0) } }.flatMap {
-                (1...10_000).contains($0.0) && (1...10_000).contains($0.1) ? $0 : nil
-            }
-            let master = canopy_open_pty(&slave, Int32(size?.0 ?? 0), Int32(size?.1 ?? 0), account?.uid ?? UInt32.max)
-            guard master >= 0 else { throw CanopyError(.unavailable, "no pseudo-terminal: \(String(cString: strerror(errno)))") }
-            defer { close(slave) }
-            do {
-                pid = try Spawner.spawn(path: program, argv: argv, env: env, stdio: [slave, slave, slave])
-            } catch {
-                close(master)
-                throw error
-            }
-            // srun carries the terminal's size to the step when it gets SIGWINCH; its terminal is not its
-            // controlling one (it runs in a session of its own), so it is told directly.
-            session = DescriptorExecSession(
-                input: master, outputs: [(master, false)], tty: true,
-                resizer: { rows, columns in
+        let (session, pid) = try DescriptorExecSession.spawn(
+            path: program, argv: argv, env: env, tty: request.tty, rows: request.rows, columns: request.columns, ptyOwner: account?.uid ?? UInt32.max,
+            resizer: { master, pid in
+                { rows, columns in
                     var ws = winsize(ws_row: UInt16(rows), ws_col: UInt16(columns), ws_xpixel: 0, ws_ypixel: 0)
                     _ = ioctl(master, UInt(TIOCSWINSZ), &ws)
-                    kill(pid, SIGWINCH)
-                },
-                terminator: { await Self.end(pid, reaped) })
-        } else {
-            let pipes = try Self.pipes(3)
-            defer { [pipes[0][0], pipes[1][1], pipes[2][1]].forEach { close($0) } }
-            do {
-                pid = try Spawner.spawn(path: program, argv: argv, env: env, stdio: [pipes[0][0], pipes[1][1], pipes[2][1]])
-            } catch {
-                [pipes[0][1], pipes[1][0], pipes[2][0]].forEach { close($0) }
-                throw error
+                    reaped.signal(pid, SIGWINCH)
+                }
             }
-            session = DescriptorExecSession(input: pipes[0][1], outputs: [(pipes[1][0], false), (pipes[2][0], true)], tty: false) {
-                await Self.end(pid, reaped)
-            }
-        }
+        ) { pid in { await Self.end(pid, reaped) } }
         let thread = Thread {
             var status: Int32 = 0
             // Waited for without reaping, then reaped under the lock: end() never signals the pid once another
@@ -159,21 +132,6 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         private let done = Mutex(false)
         func withLock(_ body: (inout Bool) -> Void) { done.withLock { body(&$0) } }
         func signal(_ pid: pid_t, _ sig: Int32) { done.withLock { if !$0 { kill(pid, sig) } } }
-    }
-
-    /// `n` pipes, close-on-exec (every spawn closes all descriptors above 2 in the child as well).
-    private static func pipes(_ n: Int) throws -> [[Int32]] {
-        var made: [[Int32]] = []
-        for _ in 0..<n {
-            var fds: [Int32] = [-1, -1]
-            guard pipe(&fds) == 0 else {
-                made.joined().forEach { close($0) }
-                throw CanopyError(.unavailable, "no pipe: \(String(cString: strerror(errno)))")
-            }
-            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            made.append(fds)
-        }
-        return made
     }
 
     // MARK: ports

@@ -165,16 +165,13 @@ public actor SlurmExecutor: SchedulingBackend {
         let text = SlurmText.batchScript(
             workloadID: s.workloadID, directory: directory, workdir: workdir, spec: s.spec, extraEnv: [:], sandbox: sandbox, attempt: s.attempt,
             taskPlaceholders: s.taskPlaceholders)
-        try text.write(toFile: script, atomically: true, encoding: .utf8)
-        chmod(script, 0o755)
+        // The scripts are the server's, written through the directory's descriptor: the directory is the job
+        // account's, and a name in it may be a link by now.
+        let dir = try FileTree.openDirectory(directory)
+        try FileTree.writeFile(text, named: "job.sh", in: dir, mode: 0o755)
         // What `canopy exec` runs a command through in a task (see `exec(...)`).
-        let execScript = directory + "/exec.sh"
-        try SlurmText.execScript(workloadID: s.workloadID, spec: s.spec, extraEnv: [:], sandbox: sandbox).write(toFile: execScript, atomically: true, encoding: .utf8)
-        chmod(execScript, 0o755)
-        if let owner {
-            chown(script, owner.uid, owner.gid)
-            chown(execScript, owner.uid, owner.gid)
-        }
+        try FileTree.writeFile(
+            SlurmText.execScript(workloadID: s.workloadID, spec: s.spec, extraEnv: [:], sandbox: sandbox), named: "exec.sh", in: dir, mode: 0o755)
         let gpuType = s.spec.resources.gpus > 0 ? gpuType(for: s.spec.resources.gpuModel) : nil
         var argv =
             ["sbatch"]
@@ -403,7 +400,10 @@ public actor SlurmExecutor: SchedulingBackend {
         let codes = layouts.map { $0.readExit() }
         let directory = config.workloadsRoot + "/" + workloadID
         let batchText = WorkloadDirectory.readSmall(root: config.workloadsRoot, workloadID: workloadID, name: "batch.exit")
-        let batchCode = batchText.flatMap { Int($0.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") }
+        // Written as the job's account: only an exit status a shell can have is believed.
+        let batchCode = batchText.flatMap { Int($0.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") }.flatMap {
+            (0...255).contains($0) ? $0 : nil
+        }
         let when =
             at ?? layouts.compactMap { try? FileManager.default.attributesOfItem(atPath: $0.exitFile)[.modificationDate] as? Date }.max() ?? Date()
         var stateReason = state.flatMap { SlurmText.endReason(state: $0, jobID: jobID, nodes: nodes) }

@@ -38,15 +38,21 @@ enum ExecBench {
                     format: "exec      %@ p50 %7.1f ms  p99 %7.1f ms  (%d runs)", label.padding(toLength: 36, withPad: " ", startingAt: 0),
                     quantile(samples, 0.5) * 1000, quantile(samples, 0.99) * 1000, rounds))
         }
-        func throughput(_ label: String, _ argv: [String], environment: [String: String] = [:]) throws {
+        /// The best of 3 runs moving `amount` units (MiB or MB): the rate, also printed.
+        @discardableResult
+        func rate(_ label: String, _ argv: [String], environment: [String: String] = [:], amount: Double, unit: String, what: String) throws -> Double {
             var best = 0.0
             for _ in 0..<3 {
                 let t0 = monotonicNow()
                 let status = try run(argv, env: environment)
                 guard status == 0 else { throw BenchError("\(label): exit status \(status)") }
-                best = max(best, 256 / (monotonicNow() - t0))
+                best = max(best, amount / (monotonicNow() - t0))
             }
-            say(String(format: "exec      %@ %7.0f MiB/s (256 MiB to /dev/null, best of 3)", label.padding(toLength: 36, withPad: " ", startingAt: 0), best))
+            say(String(format: "exec      %@ %7.0f %@ (%@, best of 3)", label.padding(toLength: 36, withPad: " ", startingAt: 0), best, unit, what))
+            return best
+        }
+        func throughput(_ label: String, _ argv: [String], environment: [String: String] = [:]) throws {
+            try rate(label, argv, environment: environment, amount: 256, unit: "MiB/s", what: "256 MiB to /dev/null")
         }
         let canopy = siblingBinary("canopy")
         try latency("baseline: canopy show (one request)", [canopy, "show", id, "-o", "json"], environment: env)
@@ -79,15 +85,7 @@ enum ExecBench {
         let big = dir + "/big.bin"
         guard try run(["/bin/sh", "-c", "head -c 209715200 /dev/zero > \(big)"]) == 0 else { throw BenchError("cannot write \(big)") }
         func upload(_ label: String, _ argv: [String], environment: [String: String]) throws -> Double {
-            var best = 0.0
-            for _ in 0..<3 {
-                let t0 = monotonicNow()
-                let status = try run(argv, env: environment)
-                guard status == 0 else { throw BenchError("\(label): exit status \(status)") }
-                best = max(best, 200 / (monotonicNow() - t0))
-            }
-            say(String(format: "exec      %@ %7.0f MB/s (200 MB in, best of 3)", label.padding(toLength: 36, withPad: " ", startingAt: 0), best))
-            return best
+            try rate(label, argv, environment: environment, amount: 200, unit: "MB/s", what: "200 MB in")
         }
         let viaExec = try upload(
             "baseline: canopy exec -i ID -- cat >F", ["/bin/sh", "-c", "\(canopy) exec -i \(id) -- sh -c 'cat > up-exec.bin' < \(big)"], environment: env)
@@ -105,17 +103,25 @@ enum ExecBench {
 
     /// Runs a program with its output to /dev/null; its exit status.
     static func run(_ argv: [String], env extra: [String: String] = [:]) throws -> Int32 {
+        try runProgram(argv, env: extra, capture: false).status
+    }
+
+    /// Runs a program to its end with the bench's environment plus `extra`, its standard error and input closed;
+    /// its exit status and, with `capture`, what it printed (otherwise its output goes to /dev/null).
+    static func runProgram(_ argv: [String], env extra: [String: String], capture: Bool) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: argv[0])
         p.arguments = Array(argv.dropFirst())
         var env = ProcessInfo.processInfo.environment
         for (k, v) in extra { env[k] = v }
         p.environment = env
-        p.standardOutput = FileHandle.nullDevice
+        let out = Pipe()
+        p.standardOutput = capture ? out : FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         p.standardInput = FileHandle.nullDevice
         try p.run()
+        let data = capture ? out.fileHandleForReading.readDataToEndOfFile() : Data()
         p.waitUntilExit()
-        return p.terminationStatus
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

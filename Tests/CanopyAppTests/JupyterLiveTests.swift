@@ -18,12 +18,9 @@ enum LiveJupyter {
 struct JupyterLiveTests {
     static let venv = LiveJupyter.venv
 
-    /// Runs code in a kernel over the kernel's WebSocket (Python's standard library only: the RFC 6455 handshake and
-    /// framing by hand), authenticated as the caller: a bearer token or a cookie. Prints what the kernel printed.
-    static let kernelClient = """
-        import base64, json, os, socket, struct, sys, urllib.parse, uuid
-        url, auth, code = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], sys.argv[3]
-        s = socket.create_connection((url.hostname, url.port), timeout=60)
+    /// Python lines that open a WebSocket on the connected socket `s` to `url` (a urlsplit), sending the header line
+    /// `auth`: the RFC 6455 handshake by hand; what followed the answer's head is left in `buf`.
+    static let webSocketHandshake = """
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(("GET %s HTTP/1.1\\r\\nHost: %s:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\n"
                    "Sec-WebSocket-Version: 13\\r\\n%s\\r\\n\\r\\n" % (url.path, url.hostname, url.port, key, auth)).encode())
@@ -31,6 +28,15 @@ struct JupyterLiveTests {
         while b"\\r\\n\\r\\n" not in buf: buf += s.recv(4096)
         head, buf = buf.split(b"\\r\\n\\r\\n", 1)
         if b" 101 " not in head.split(b"\\r\\n")[0]: print("HANDSHAKE", head.decode()); sys.exit(1)
+        """
+
+    /// Runs code in a kernel over the kernel's WebSocket (Python's standard library only: the RFC 6455 handshake and
+    /// framing by hand), authenticated as the caller: a bearer token or a cookie. Prints what the kernel printed.
+    static let kernelClient = """
+        import base64, json, os, socket, struct, sys, urllib.parse, uuid
+        url, auth, code = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], sys.argv[3]
+        s = socket.create_connection((url.hostname, url.port), timeout=60)
+        \(webSocketHandshake)
         def send(obj):
             data = json.dumps(obj).encode(); mask = os.urandom(4)
             n = len(data)
@@ -86,13 +92,7 @@ struct JupyterLiveTests {
         import base64, json, os, socket, struct, sys, time, urllib.parse
         url, auth, line, marker = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
         s = socket.create_connection((url.hostname, url.port), timeout=20)
-        key = base64.b64encode(os.urandom(16)).decode()
-        s.sendall(("GET %s HTTP/1.1\\r\\nHost: %s:%d\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\n"
-                   "Sec-WebSocket-Version: 13\\r\\n%s\\r\\n\\r\\n" % (url.path, url.hostname, url.port, key, auth)).encode())
-        buf = b""
-        while b"\\r\\n\\r\\n" not in buf: buf += s.recv(4096)
-        head, buf = buf.split(b"\\r\\n\\r\\n", 1)
-        if b" 101 " not in head.split(b"\\r\\n")[0]: print("HANDSHAKE", head.decode()); sys.exit(1)
+        \(webSocketHandshake)
         data = json.dumps(["stdin", line + "\\r"]).encode(); mask = os.urandom(4)
         s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
         seen, end = "", time.time() + 20

@@ -54,11 +54,15 @@ public struct AppDefinition: Sendable, Hashable, Codable {
 
     /// The command for task `task` of workload `workload`; `baseURL` replaces the path-mode `/proxy/ID/TASK/PORT/`.
     public func command(workload: String, task: Int, port: Int, baseURL: String? = nil) -> [String] {
-        let base = baseURL ?? "/proxy/\(workload)/\(task)/\(port)/"
-        return command.map {
-            $0.replacingOccurrences(of: "{port}", with: String(port)).replacingOccurrences(of: "{base_url}", with: base)
-                .replacingOccurrences(of: "{workload}", with: workload).replacingOccurrences(of: "{task}", with: String(task))
-        }
+        command(filling: [
+            ("port", String(port)), ("base_url", baseURL ?? "/proxy/\(workload)/\(task)/\(port)/"), ("workload", workload), ("task", String(task)),
+        ])
+    }
+
+    /// The command with the placeholders named in `values` (`"port"` for `{port}`) filled in, in that order; others
+    /// are left for later (a backend's task fills `{port}` and `{task}` on its node).
+    public func command(filling values: [(String, String)]) -> [String] {
+        command.map { word in values.reduce(word) { $0.replacingOccurrences(of: "{\($1.0)}", with: $1.1) } }
     }
 
     /// The header to send the app, split into name and value, for a secret.
