@@ -62,6 +62,23 @@ public enum ListeningSockets {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The listener on `port`, on loopback or every address, that belongs to `owner` (and, with `held`, is open in one
+    /// of that user's processes: a socket made by an earlier task under the same uid and handed to another process
+    /// keeps that uid, but no process of the task holds it); and whether anything listens there locally at all.
+    /// /proc/net/tcp is read a page at a time, and sockets that come and go meanwhile can hide others from one
+    /// reading: a miss is read again, twice, before it is believed. Blocking: call it off the cooperative pool.
+    public static func owned(port: Int, by owner: UInt32, held: Bool) -> (listening: Bool, own: Listener?) {
+        var listeners: [Listener] = []
+        var own: Listener?
+        for attempt in 0..<3 where own == nil {
+            if attempt > 0 { usleep(30_000) }
+            listeners = on(port: port).filter(\.isLocal)
+            let inodes = held && listeners.contains { $0.uid == owner } ? socketInodes(ofUser: owner) : nil
+            own = listeners.first { $0.uid == owner && (inodes?.contains($0.inode) ?? !held) }
+        }
+        return (!listeners.isEmpty, own)
+    }
+
     /// The listeners on `port`, from both tables.
     public static func on(port: Int, procNet: String = "/proc/net") -> [Listener] {
         var found: [Listener] = []

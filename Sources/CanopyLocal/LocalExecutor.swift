@@ -341,20 +341,9 @@ extension LocalExecutor: TaskPortConnector {
         }
         let taskUID = task.uid
         return try await Blocking.run { () throws -> Int32 in
-            let owner = taskUID ?? getuid()
-            var listeners: [ListeningSockets.Listener] = []
-            var own: ListeningSockets.Listener?
-            // /proc/net/tcp is read a page at a time, and sockets that come and go meanwhile can hide others from one
-            // reading: a miss is read again before it is believed.
-            for attempt in 0..<3 where own == nil {
-                if attempt > 0 { usleep(30_000) }
-                listeners = ListeningSockets.on(port: port).filter(\.isLocal)
-                // Owned by the task's uid, and open in one of its processes: a socket made by an earlier task under
-                // the same uid and handed to another process keeps that uid, but no process of the task holds it.
-                let held = listeners.contains { $0.uid == owner } ? taskUID.map { ListeningSockets.socketInodes(ofUser: $0) } : nil
-                own = listeners.first(where: { $0.uid == owner && (held?.contains($0.inode) ?? (taskUID == nil)) })
-            }
-            guard !listeners.isEmpty else {
+            // Owned by the task's uid, and open in one of its processes (where the task has a uid of its own).
+            let (listening, own) = ListeningSockets.owned(port: port, by: taskUID ?? getuid(), held: taskUID != nil)
+            guard listening else {
                 throw CanopyError(.unavailable, "nothing listens on port \(port) of task \(taskIndex) on loopback (yet?)")
             }
             guard let own else {

@@ -177,9 +177,12 @@ public struct WorkloadService: Sendable {
         if let requested = spec.lease {
             try Self.check(requested, cap: queue.maxLeaseSeconds, queue: queue.name, field: "lease")
             if let s = requested.seconds, s < 60 { throw CanopyError.invalid("lease", "a lease is at least 1m") }
+            if let s = requested.seconds, s > Lease.maxSeconds { throw CanopyError.invalid("lease", Self.leaseTooLong) }
         }
         return queue.lease(for: spec.lease)
     }
+
+    static let leaseTooLong = "a lease may reach at most 10 years from now; ask for unlimited where the queue allows it"
 
     /// Refuses a lease beyond the queue's cap (unlimited included, where there is a cap).
     static func check(_ lease: Lease, cap: Int?, queue: String, field: String) throws {
@@ -212,11 +215,15 @@ public struct WorkloadService: Sendable {
             end = nil
         } else if let until {
             guard until > now.addingTimeInterval(60) else { throw CanopyError.invalid("until", "until must be at least a minute from now") }
+            guard until.timeIntervalSince(now) <= Double(Lease.maxSeconds) else { throw CanopyError.invalid("until", Self.leaseTooLong) }
             end = until
             lease = .seconds(Int(until.timeIntervalSince(now).rounded(.up)))
         } else if let extend {
             guard extend >= 60 else { throw CanopyError.invalid("extend", "an extension is at least 1m") }
             let base = w.leaseExpiresAt.map { max($0, now) } ?? now
+            guard extend <= Lease.maxSeconds, base.addingTimeInterval(Double(extend)).timeIntervalSince(now) <= Double(Lease.maxSeconds) else {
+                throw CanopyError.invalid("extend", Self.leaseTooLong)
+            }
             end = base.addingTimeInterval(Double(extend))
             lease = .seconds(Int(end!.timeIntervalSince(now).rounded(.up)))
         } else {

@@ -145,21 +145,19 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
             throw CanopyError(.unavailable, "task \(taskIndex) has not been given a port for \(port) on its node (yet?)")
         }
         let node = try node(of: layout, task: taskIndex, job: job)
-        let owner = try jobAccount(workloadID)?.uid ?? geteuid()
+        let account = try jobAccount(workloadID)
         let address = try await address(of: node)
         return try await Blocking.run { () throws -> Int32 in
+            var target = address
             if HostAddresses.isThisHost(address) {
-                // A port of this host: only a listener of the job's account, on loopback or every address.
-                var own = false
-                for attempt in 0..<3 where !own {
-                    if attempt > 0 { usleep(30_000) }
-                    own = ListeningSockets.on(port: actual).contains { $0.isLocal && $0.uid == owner }
-                }
-                guard own else {
+                // A port of this host: only a listener of the job's account, on loopback or every address, open in
+                // one of its processes.
+                guard let own = ListeningSockets.owned(port: actual, by: account?.uid ?? geteuid(), held: account != nil).own else {
                     throw CanopyError(.unavailable, "nothing of task \(taskIndex) listens on port \(actual) of node \(node) (for \(port)) yet")
                 }
+                target = own.connectAddress
             }
-            let fd = canopy_connect_tcp(nil, HostAddresses.isThisHost(address) && !address.contains(":") ? "127.0.0.1" : address, Int32(actual), 5000)
+            let fd = canopy_connect_tcp(nil, target, Int32(actual), 5000)
             guard fd >= 0 else {
                 throw CanopyError(.unavailable, "cannot connect to port \(actual) of node \(node) (task \(taskIndex)'s \(port)): \(String(cString: strerror(-fd)))")
             }
@@ -192,7 +190,7 @@ extension SlurmExecutor: TaskExecRunner, TaskPortConnector, TimeLimitedRuntime {
         let limit: String
         if t.started {
             let start = t.startedAt ?? Date()
-            limit = expiresAt.map { String(SlurmText.leaseMinutes(Int($0.timeIntervalSince(start).rounded(.up)))) } ?? "UNLIMITED"
+            limit = expiresAt.map { String(SlurmText.leaseMinutes(Int(min($0.timeIntervalSince(start).rounded(.up), Double(Int.max / 2))))) } ?? "UNLIMITED"
         } else {
             limit = lease.seconds.map { String(SlurmText.leaseMinutes($0)) } ?? "UNLIMITED"
         }
@@ -208,8 +206,8 @@ enum HostAddresses {
     /// Whether `address` (numeric) is unspecified (0.0.0.0, ::, which reach this host) or link-local (169.254/16,
     /// fe80::/10: cloud metadata services and the like).
     static func isUnspecifiedOrLinkLocal(_ address: String) -> Bool {
-        address == "0.0.0.0" || address == "::" || address.hasPrefix("0.") || address.hasPrefix("169.254.") || address.lowercased().hasPrefix("fe8")
-            || address.lowercased().hasPrefix("fe9") || address.lowercased().hasPrefix("fea") || address.lowercased().hasPrefix("feb")
+        let a = address.lowercased()
+        return a == "::" || ["0.", "169.254.", "fe8", "fe9", "fea", "feb"].contains { a.hasPrefix($0) }
     }
 
     /// Whether `address` (numeric) is loopback or one of this host's interfaces' addresses.

@@ -72,7 +72,8 @@ public enum SlurmText {
     /// the job itself at the lease's end (to the second, with `LeaseExpired`) and Slurm's limit is only the
     /// backstop should Canopy not be there.
     public static func leaseMinutes(_ seconds: Int) -> Int {
-        (max(seconds, 0) + 59) / 60 + 1
+        // Clamped: a lease has no upper bound where a queue has no cap, and Slurm refuses what it cannot hold.
+        (min(max(seconds, 0), Int.max / 2) + 59) / 60 + 1
     }
 
     /// Parses squeue's output; lines that do not have the seven fields are skipped.

@@ -35,6 +35,8 @@ struct InteractiveAPITests {
                 (["kind": "interactive", "queue": "dev", "lease": "unlimited", "command": ["true"]], "lease"),
                 (["lease": "1h", "command": ["true"]], "lease"),
                 (["kind": "interactive", "lease": "soon", "command": ["true"]], "lease"),
+                // A lease past ten years (the largest integer: it used to overflow once extended) is refused.
+                (["kind": "interactive", "lease": Int.max, "command": ["true"]], "lease"),
                 // The idle probe: interactive only, a program named, bounded, no NUL.
                 (["idleProbe": ["true"], "command": ["true"]], "idleProbe"),
                 (["kind": "interactive", "idleProbe": [] as [String], "command": ["true"]], "idleProbe"),
@@ -62,6 +64,10 @@ struct InteractiveAPITests {
             #expect(okStatus == .ok, "\(extended)")
             let (tooFar, tooFarErr) = try await client.json("/api/v1/workloads/\(id)/lease", .post, token: alice, body: ["extend": "8h"])
             #expect(tooFar == .badRequest && Self.errorField(tooFarErr) == "extend", "\(tooFarErr)")
+            for body in [["extend": Int.max], ["until": "9999-12-31T00:00:00Z"]] as [[String: Any]] {
+                let (huge, hugeErr) = try await client.json("/api/v1/workloads/\(id)/lease", .post, token: admin, body: body)
+                #expect(huge == .badRequest, "\(body): \(huge) \(hugeErr)")
+            }
             let (twoFields, _) = try await client.json("/api/v1/workloads/\(id)/lease", .post, token: alice, body: ["extend": "1h", "unlimited": true])
             #expect(twoFields == .badRequest)
             #expect(try await client.json("/api/v1/workloads/\(id)/lease", .post, token: bob, body: ["extend": "1h"]).0 == .notFound)

@@ -320,6 +320,10 @@ public enum Lease: Sendable, Hashable, Codable {
     case seconds(Int)
     case unlimited
 
+    /// The longest lease given as a duration, ten years (longer is `unlimited`): dates and limits computed from a
+    /// lease must not overflow.
+    public static let maxSeconds = 10 * 366 * 86400
+
     /// How the API and the CLI spell it: "unlimited", or a duration ("2h", "90m") or a number of seconds.
     public static func parse(_ text: String) -> Lease? {
         if text == "unlimited" { return .unlimited }

@@ -1,4 +1,5 @@
 import Foundation
+import CanopyCore
 
 /// The OpenAPI 3 document of the native API, served at `/api/v1/openapi.json`: the truth about what the server
 /// takes and answers. A test calls every operation it lists against the real router, and schemathesis
@@ -121,7 +122,7 @@ public enum OpenAPIDocument {
                     "description": "paths mounted into each task's container; needs an image that runs as a container",
                 ],
                 "lease": [
-                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]],
+                    "oneOf": [["type": "integer", "minimum": 60, "maximum": Lease.maxSeconds], ["type": "string"]],
                     "description": "interactive workloads only: seconds, \"2h\", or \"unlimited\" (where the queue has no cap); default: the queue's",
                 ],
                 "app": [
@@ -135,7 +136,10 @@ public enum OpenAPIDocument {
             ], required: []),
         "LeaseRequest": closed(
             [
-                "extend": ["oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "how much longer: seconds or \"1h\""],
+                "extend": [
+                    "oneOf": [["type": "integer", "minimum": 60, "maximum": Lease.maxSeconds], ["type": "string"]],
+                    "description": "how much longer: seconds or \"1h\", the end at most 10 years from now",
+                ],
                 "until": ["type": "string", "format": "date-time", "description": "a new end, at least a minute from now"],
                 "unlimited": ["type": "boolean", "description": "no end, where the queue has no cap"],
             ]),
