@@ -80,10 +80,12 @@ struct ContainerLiveTests {
         let dataDir = try makeTempDir("canopy-ctr-live")
         let server = try await ServerProcess.start(dataDir: dataDir, extra: LiveEngine.flags, imagePolicy: "engine")
         #expect(try await server.cli(["images", "import", LiveEngine.dir! + "/busybox-rootfs.tar", "--name", "busybox:1.36", "--public"]).status == 0)
-        let submitted = try await server.cli(["run", "--detach", "--image", "busybox:1.36", "--", "sh", "-c", "echo started; sleep 3; echo finished; exit 5"])
+        let submitted = try await server.cli(["run", "--detach", "--image", "busybox:1.36", "--", "sh", "-c", "echo started; sleep 8; echo finished; exit 5"])
         let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(submitted.status == 0 && !id.isEmpty, "\(submitted)")
-        #expect(await eventually { (try? await server.cli(["logs", id]).stdout) == "started\n" })
+        // Killed while the container runs: its first line is out, its last is 8 s away (a loaded CI machine can take
+        // seconds to start a container, and seconds between two polls).
+        #expect(await eventually(timeout: .seconds(30)) { (try? await server.cli(["logs", id]).stdout)?.hasPrefix("started\n") == true })
         await server.kill9()
 
         let again = try await ServerProcess.start(dataDir: dataDir, extra: LiveEngine.flags, imagePolicy: "engine")
