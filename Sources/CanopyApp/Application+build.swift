@@ -144,10 +144,11 @@ public func buildApplication(
         services.append(gateway)
     }
 
+    let passwords = PasswordService(store: store)
     let router = Router(context: CanopyRequestContext.self)
     let execSocket = ExecSocket(auth: auth, exec: exec)
     NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec,
-        sshKeys: sshKeys, sshServer: sshServer)
+        sshKeys: sshKeys, sshServer: sshServer, passwords: passwords)
         .register(on: router)
     DataForestAPI(
         workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger

@@ -122,10 +122,67 @@ struct TokensCommand: AsyncParsableCommand {
 
 struct UsersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "users", abstract: "List users and remove them (admin).", subcommands: [List.self, Remove.self], defaultSubcommand: List.self)
+        commandName: "users", abstract: "List users, give them passwords, and remove them.", subcommands: [List.self, Create.self, Passwd.self, Remove.self],
+        defaultSubcommand: List.self)
+
+    /// The password from standard input: its first line, without the line end.
+    static func readPassword() throws -> String {
+        guard let line = readLine(strippingNewline: true), !line.isEmpty else {
+            throw ValidationError("give the password on standard input, e.g. printf '%s\\n' \"$PASSWORD\" | canopy users ...")
+        }
+        return line
+    }
+
+    static func checkNames(_ pairs: [(String, String)]) throws {
+        // Checked here too: the names become path segments of the request.
+        for (name, value) in pairs where !Queue.isValidName(value) {
+            throw ValidationError("\(name) \"\(value)\": names are 1 to 63 lowercase letters, digits, '-' or '_'")
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create",
+            abstract: "Create a user who signs in with a password (admin), as SCNet clients do for their tokens.",
+            discussion: "The password is read from standard input (--password-stdin) and kept only as a slow salted hash (scrypt).")
+        @Argument(help: "User name.") var user: String
+        @Option(help: "Their tenant.") var tenant: String
+        @Flag(help: "An admin.") var admin = false
+        @Flag(name: .customLong("password-stdin"), help: "Read the password from standard input (required).") var passwordStdin = false
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            guard passwordStdin else { throw ValidationError("pass --password-stdin and the password on standard input (never on the command line)") }
+            try UsersCommand.checkNames([("user", user), ("--tenant", tenant)])
+            let password = try UsersCommand.readPassword()
+            try await client { c in
+                let v = try await c.call(
+                    .POST, "/users", body: CreateUserRequest(user: user, tenant: tenant, role: admin ? .admin : .user, password: password), as: UserView.self)
+                printOut(format.json ? try Format.json(v) : "\(v.user) (\(v.tenant))")
+            }
+        }
+    }
+
+    struct Passwd: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "passwd", abstract: "Set a user's password: an admin anyone's, a user their own. Read from standard input.")
+        @Argument(help: "User name.") var user: String
+        @Option(help: "Their tenant.") var tenant: String
+        @Flag(name: .customLong("password-stdin"), help: "Read the password from standard input (required).") var passwordStdin = false
+
+        func run() async throws {
+            guard passwordStdin else { throw ValidationError("pass --password-stdin and the password on standard input (never on the command line)") }
+            try UsersCommand.checkNames([("user", user), ("--tenant", tenant)])
+            let password = try UsersCommand.readPassword()
+            try await client { c in
+                _ = try await c.raw(.PUT, "/users/\(tenant)/\(user)/password", body: SetPasswordRequest(password: password))
+                printOut("password changed for \(user) (\(tenant))")
+            }
+        }
+    }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every user who holds a token or an access key.")
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every user who holds a token, an access key or a password (admin).")
         @OptionGroup var format: OutputOption
 
         func run() async throws {
@@ -134,8 +191,10 @@ struct UsersCommand: AsyncParsableCommand {
                 if format.json { return printOut(try Format.json(page.items)) }
                 printOut(
                     Format.table(
-                        ["TENANT", "USER", "ROLES", "TOKENS", "KEYS"],
-                        page.items.map { [$0.tenant, $0.user, $0.roles.map(\.rawValue).joined(separator: ","), String($0.tokens), String($0.keys)] }))
+                        ["TENANT", "USER", "ROLES", "TOKENS", "KEYS", "PASSWORD"],
+                        page.items.map {
+                            [$0.tenant, $0.user, $0.roles.map(\.rawValue).joined(separator: ","), String($0.tokens), String($0.keys), $0.password ? "yes" : "no"]
+                        }))
             }
         }
     }
@@ -149,13 +208,28 @@ struct UsersCommand: AsyncParsableCommand {
         @OptionGroup var format: OutputOption
 
         func run() async throws {
-            // Checked here too: the names become path segments of the request.
-            for (name, value) in [("user", user), ("--tenant", tenant)] where !Queue.isValidName(value) {
-                throw ValidationError("\(name) \"\(value)\": names are 1 to 63 lowercase letters, digits, '-' or '_'")
-            }
+            try UsersCommand.checkNames([("user", user), ("--tenant", tenant)])
             try await client { c in
                 let r = try await c.call(.DELETE, "/users/\(tenant)/\(user)", as: UserRemoval.self)
                 printOut(format.json ? try Format.json(r) : "\(r.user) (\(r.tenant)): \(r.tokensRevoked) token(s), \(r.keysRevoked) access key(s) revoked")
+            }
+        }
+    }
+}
+
+struct TenantsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tenants", abstract: "List tenants and their organisation ids (SCNet's orgId).", subcommands: [List.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "Tenants with users (an admin: all; a user: their own), and their ids.")
+        @OptionGroup var format: OutputOption
+
+        func run() async throws {
+            try await client { c in
+                let page = try await c.call(.GET, "/tenants", as: Page<TenantView>.self)
+                if format.json { return printOut(try Format.json(page.items)) }
+                printOut(Format.table(["TENANT", "ORG ID"], page.items.map { [$0.name, $0.id] }))
             }
         }
     }

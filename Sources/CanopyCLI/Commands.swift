@@ -15,7 +15,7 @@ public struct CanopyCommand: AsyncParsableCommand {
         version: CanopyVersion.current,
         subcommands: [
             ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, RemoveCommand.self, OpenCommand.self, ExecCommand.self, ShellCommand.self, SSHCommand.self, SSHConfigCommand.self, SSHKeysCommand.self, JupyterCommand.self, AppsCommand.self,
-            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
+            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, TenantsCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
         ])
 
     public init() {}

@@ -1,3 +1,5 @@
+import CanopyHTTP
+
 /// The dialect's numeric request fields are all integers (CPU and GPU counts, megabytes, ports). A body may carry
 /// any number there (`1e30`, `99999999999999999999`, `1.5`, and from XML anything `Double` reads); Foundation's
 /// decoder refuses those for an `Int` without naming the field, so they are refused here first, naming it.

@@ -62,7 +62,7 @@ public struct DataForestAPI: Sendable {
     /// Adds the routes.
     public func register(on router: Router<CanopyRequestContext>) {
         let api = router.group("/api/v2")
-            .add(middleware: DataForestErrorMiddleware<CanopyRequestContext>(logger: logger))
+            .add(middleware: DialectErrorMiddleware<CanopyRequestContext, _>(DataForestEnvelope(), logger: logger))
             .add(middleware: SignatureV2Middleware(keys: keys, clock: clock))
         api.post("/accounts/getList", use: op(accountsList))
         api.post("/accounts/getDetail", use: op(accountDetail))
@@ -80,7 +80,7 @@ public struct DataForestAPI: Sendable {
         api.post("/aiapps/kill", use: op(kill))
         api.get("/aiapps/{id}/containers/{index}/log", use: containerLog)
         // A path under /api/v2 that does not exist answers as the vendor does (the router's own 404 never reaches the group).
-        router.add(middleware: DataForestErrorMiddleware<CanopyRequestContext>(logger: logger, pathPrefix: "/api/v2/"))
+        router.add(middleware: DialectErrorMiddleware<CanopyRequestContext, _>(DataForestEnvelope(), logger: logger, pathPrefix: "/api/v2/"))
     }
 
     /// One operation: a body in (JSON or XML), an object out (JSON or XML, under the operation's response root).

@@ -2,6 +2,7 @@ import CanopyCore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import CanopyHTTP
 import Logging
 
 /// An answer in Data Forest's own error shapes: `{"success": false, "message": ...}` from the service, or the API
@@ -80,16 +81,14 @@ struct DataForestError: Error, Sendable {
 
 /// Native field paths as the vendor names them.
 enum DataForestFields {
+    static let table = FieldNames([
+        "resources.gpuModel": "resource.gpuModel", "resources.gpus": "resource.gpuCount", "resources.cpu": "resource.cpuCount",
+        "resources.memory": "resource.memoryMb", "command": "docker.command", "workdir": "docker.workdir", "ports": "docker.exposeTcpPorts",
+        "env": "docker.env", "queue": "queueName", "name": "namePrefix", "tasks": "resource", "image": "docker.image",
+    ])
+
     static func vendor(_ field: String) -> String {
-        let table: [(String, String)] = [
-            ("resources.gpuModel", "resource.gpuModel"), ("resources.gpus", "resource.gpuCount"), ("resources.cpu", "resource.cpuCount"),
-            ("resources.memory", "resource.memoryMb"), ("command", "docker.command"), ("workdir", "docker.workdir"), ("ports", "docker.exposeTcpPorts"),
-            ("env", "docker.env"), ("queue", "queueName"), ("name", "namePrefix"), ("tasks", "resource"),
-            ("image", "docker.image"),
-        ]
-        for (native, vendor) in table where field == native || field.hasPrefix(native + ".") || field.hasPrefix(native + "[") {
-            return vendor + field.dropFirst(native.count)
-        }
+        if let named = table.vendor(field) { return named }
         if field.hasPrefix("data.inputs[") {
             return "data.input[" + field.dropFirst("data.inputs[".count).replacingOccurrences(of: "].source", with: "].hdfs")
         }
@@ -100,35 +99,12 @@ enum DataForestFields {
     }
 }
 
-/// Renders every error below it in Data Forest's shapes, in XML when the caller speaks XML; never a 5xx for bad input.
-struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let logger: Logger
-    /// Only requests under this path (for the router-wide instance that also catches "no such route").
-    var pathPrefix: String?
+/// Data Forest's envelope for the shared `DialectErrorMiddleware`: the service's `{"success": false, "message"}` (in
+/// XML when the caller speaks XML), or the gateway's error object; never a 5xx for bad input.
+struct DataForestEnvelope: DialectEnvelope {
+    typealias VendorError = DataForestError
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let pathPrefix, !request.uri.path.hasPrefix(pathPrefix) { return try await next(request, context) }
-        do {
-            return try await next(request, context)
-        } catch let e as DataForestError {
-            return Self.render(e, for: request)
-        } catch let e as CanopyError {
-            return Self.render(.from(e), for: request)
-        } catch let e as any HTTPResponseError {
-            if e.status == .notFound { return Self.render(.notFound, for: request) }
-            if e.status == .contentTooLarge {
-                return Self.render(.tooLarge("body over 1 MiB"), for: request)
-            }
-            if e.status.code < 500 { return Self.render(.badRequest(e.status.reasonPhrase), for: request) }
-            logger.error("unexpected error", metadata: ["error": "\(e)"])
-            return Self.render(.unexpected, for: request)
-        } catch {
-            logger.error("unexpected error", metadata: ["error": "\(error)"])
-            return Self.render(.unexpected, for: request)
-        }
-    }
-
-    static func render(_ e: DataForestError, for request: Request) -> Response {
+    func render(_ e: DataForestError, for request: Request) -> Response {
         let body: Data
         if let code = e.gatewayCode {
             var inner: [String: JSONValue] = ["errorCode": .string(code), "message": .string(e.message)]
@@ -139,6 +115,10 @@ struct DataForestErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         var object: [String: JSONValue] = ["success": .bool(false), "message": .string(e.message)]
         if let id = e.id { object["id"] = .string(id) }
         return Negotiation.response(.object(object), root: "ErrorResponse", status: e.status, request: request)
+    }
+
+    func render(_ e: CanopyError, for request: Request) -> Response {
+        render(.from(e), for: request)
     }
 }
 

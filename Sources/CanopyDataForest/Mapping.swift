@@ -1,3 +1,4 @@
+import CanopyHTTP
 import CanopyCore
 import Crypto
 import Foundation

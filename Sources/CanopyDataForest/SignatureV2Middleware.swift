@@ -20,10 +20,7 @@ struct SignatureV2Middleware: RouterMiddleware {
         switch result {
         case .failure(let e): throw DataForestError.authentication(e.details)
         case .success(let principal):
-            var context = context
-            context.principal = principal
-            context.logger[metadataKey: "user"] = .string(principal.user)
-            return try await next(request, context)
+            return try await next(request, context.authenticated(as: principal))
         }
     }
 }

@@ -1,3 +1,4 @@
+import CanopyHTTP
 import CanopyXML
 import Foundation
 

@@ -16,10 +16,6 @@ public struct BearerAuthMiddleware: RouterMiddleware {
         guard parts.count == 2, parts[0].lowercased() == "bearer", let principal = auth.authenticate(String(parts[1])) else {
             throw CanopyError(.unauthenticated, "invalid bearer token")
         }
-        var context = context
-        context.principal = principal
-        context.credentialHash = AuthService.hash(String(parts[1]))
-        context.logger[metadataKey: "user"] = .string(principal.user)
-        return try await next(request, context)
+        return try await next(request, context.authenticated(as: principal, credentialHash: AuthService.hash(String(parts[1]))))
     }
 }

@@ -44,8 +44,10 @@ public final class AppService: Sendable {
         guard let name = launch.spec.app, let app = apps[name] else { return }
         // The app's port is the workload's first (chosen at submit).
         let port = launch.spec.ports.first?.port ?? app.port
-        if launch.spec.command == app.command {
-            launch.spec.command = app.command(workload: launch.workloadID, task: launch.taskIndex, port: port, baseURL: hostMode ? "/" : nil)
+        // The app's command, alone or after a wrapper of the dialect's (a start script that ends in `exec "$@"`).
+        if launch.spec.command.count >= app.command.count, launch.spec.command.suffix(app.command.count).elementsEqual(app.command) {
+            launch.spec.command = launch.spec.command.dropLast(app.command.count)
+                + app.command(workload: launch.workloadID, task: launch.taskIndex, port: port, baseURL: hostMode ? "/" : nil)
         }
         if let variable = app.tokenEnv { launch.secretEnv[variable] = token(workloadID: launch.workloadID) }
     }
@@ -56,9 +58,10 @@ public final class AppService: Sendable {
     public func prepare(_ submission: inout WorkloadSubmission) {
         guard let name = submission.spec.app, let app = apps[name] else { return }
         let port = submission.spec.ports.first?.port ?? app.port
-        if submission.spec.command == app.command {
+        if submission.spec.command.count >= app.command.count, submission.spec.command.suffix(app.command.count).elementsEqual(app.command) {
             let base = hostMode ? "/" : "/proxy/\(submission.workloadID)/{task}/\(port)/"
-            submission.spec.command = app.command(filling: [("base_url", base), ("workload", submission.workloadID)])
+            submission.spec.command = submission.spec.command.dropLast(app.command.count)
+                + app.command(filling: [("base_url", base), ("workload", submission.workloadID)])
             submission.taskPlaceholders = true
         }
         if let variable = app.tokenEnv { submission.secretEnv[variable] = token(workloadID: submission.workloadID) }

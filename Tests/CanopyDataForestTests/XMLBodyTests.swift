@@ -1,3 +1,4 @@
+import CanopyHTTP
 import CanopyCore
 import CanopyXML
 import Foundation

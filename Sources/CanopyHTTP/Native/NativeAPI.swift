@@ -18,12 +18,15 @@ public struct NativeAPI: Sendable {
     let exec: ExecService?
     let sshKeys: SSHKeyService?
     let sshServer: SSHServerInfo?
+    let passwords: PasswordService?
 
     /// Creates the API over its services.
     public init(
         workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService, data: DataService, images: ImageService,
-        endpoints: EndpointService? = nil, apps: AppService? = nil, exec: ExecService? = nil, sshKeys: SSHKeyService? = nil, sshServer: SSHServerInfo? = nil
+        endpoints: EndpointService? = nil, apps: AppService? = nil, exec: ExecService? = nil, sshKeys: SSHKeyService? = nil, sshServer: SSHServerInfo? = nil,
+        passwords: PasswordService? = nil
     ) {
+        self.passwords = passwords
         self.sshKeys = sshKeys
         self.sshServer = sshServer
         self.exec = exec
@@ -50,7 +53,8 @@ public struct NativeAPI: Sendable {
             (.get, "/workloads/{id}/tasks/{index}/logs", logs),
             (.get, "/nodes", nodes), (.get, "/queues", queues), (.post, "/queues", createQueue), (.delete, "/queues/{name}", deleteQueue),
             (.get, "/tokens", tokens), (.post, "/tokens", createToken), (.delete, "/tokens/{id}", revokeToken),
-            (.get, "/users", users), (.delete, "/users/{tenant}/{user}", removeUser),
+            (.get, "/users", users), (.post, "/users", createUser), (.delete, "/users/{tenant}/{user}", removeUser),
+            (.put, "/users/{tenant}/{user}/password", setPassword), (.get, "/tenants", tenants),
             (.get, "/keys", listKeys), (.post, "/keys", createKey), (.delete, "/keys/{id}", revokeKey),
             (.get, "/data", listData), (.delete, "/data", deleteData), (.get, "/data/content", getData), (.put, "/data/content", putData),
             (.get, "/images", listImages), (.get, "/images/{name}", getImage), (.delete, "/images/{name}", removeImage),

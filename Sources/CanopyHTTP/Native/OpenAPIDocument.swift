@@ -303,8 +303,16 @@ public enum OpenAPIDocument {
             "type": "object",
             "properties": [
                 "user": str, "tenant": str, "roles": ["type": "array", "items": ["type": "string", "enum": ["admin", "user"]]], "tokens": int, "keys": int,
+                "password": ["type": "boolean"],
             ],
         ],
+        "CreateUser": closed(
+            [
+                "user": name, "tenant": name, "role": ["type": "string", "enum": ["admin", "user"]],
+                "password": ["type": "string", "minLength": 8, "maxLength": 1024],
+            ], required: ["user", "tenant", "password"]),
+        "SetPassword": closed(["password": ["type": "string", "minLength": 8, "maxLength": 1024]], required: ["password"]),
+        "Tenant": ["type": "object", "properties": ["name": str, "id": ["type": "string", "pattern": "^[0-9a-f]{32}$"]]],
         "UserRemoval": ["type": "object", "properties": ["user": str, "tenant": str, "tokensRevoked": int, "keysRevoked": int]],
         "Principal": ["type": "object", "properties": ["user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]]]],
     ]
@@ -474,7 +482,19 @@ public enum OpenAPIDocument {
         "/users": [
             "get": op(
                 "listUsers", "Users who hold tokens or access keys (admin)",
-                responses: (["200": ok(page("User"))] as [String: Any]).merging(forbidden) { a, _ in a })
+                responses: (["200": ok(page("User"))] as [String: Any]).merging(forbidden) { a, _ in a }),
+            "post": op(
+                "createUser", "Create a user who signs in with a password (admin); kept only as a slow salted hash", body: ref("CreateUser"),
+                responses: (["201": ok(ref("User"), "Created"), "409": ok(ref("Error"), "The user already has a password")] as [String: Any])
+                    .merging(forbidden) { a, _ in a }),
+        ],
+        "/users/{tenant}/{user}/password": [
+            "put": op(
+                "setPassword", "Set a user's password: an admin anyone's, a user their own", params: [path("tenant", name), path("user", name)],
+                body: ref("SetPassword"), responses: ["204": ["description": "Changed"]])
+        ],
+        "/tenants": [
+            "get": op("listTenants", "Tenants with their organisation ids (an admin: all; a user: their own)", responses: ["200": ok(page("Tenant"))])
         ],
         "/users/{tenant}/{user}": [
             "delete": op(

@@ -13,8 +13,11 @@ public struct UserView: Codable, Sendable, Equatable {
     public var tokens: Int
     /// Live access keys.
     public var keys: Int
+    /// Whether they sign in with a password.
+    public var password: Bool
 
-    public init(user: String, tenant: String, roles: [Principal.Role], tokens: Int, keys: Int) {
+    public init(user: String, tenant: String, roles: [Principal.Role], tokens: Int, keys: Int, password: Bool = false) {
+        self.password = password
         self.user = user
         self.tenant = tenant
         self.roles = roles
@@ -63,6 +66,13 @@ extension NativeAPI {
             if !v.roles.contains(key.principal.role) { v.roles.append(key.principal.role) }
             found[k] = v
         }
+        for u in try await passwords?.list() ?? [] {
+            let k = Key(user: u.user, tenant: u.tenant)
+            var v = found[k] ?? UserView(user: k.user, tenant: k.tenant, roles: [], tokens: 0, keys: 0)
+            v.password = true
+            if !v.roles.contains(u.role) { v.roles.append(u.role) }
+            found[k] = v
+        }
         let items = found.values.sorted { ($0.tenant, $0.user) < ($1.tenant, $1.user) }
         return try APIJSON.response(Page(items: items, nextCursor: nil))
     }
@@ -77,7 +87,79 @@ extension NativeAPI {
         let keyCount = try await keys.revokeAll(user: user, tenant: tenant)
         // Their SSH keys go too: nothing of theirs still logs in.
         let sshKeyCount = try await sshKeys?.removeAll(user: user, tenant: tenant) ?? 0
-        guard tokens + keyCount + sshKeyCount > 0 else { throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user") }
+        // And their password: they can no longer sign in for dialect tokens.
+        let hadPassword = try await passwords?.remove(user: user, tenant: tenant) ?? false
+        guard tokens + keyCount + sshKeyCount + (hadPassword ? 1 : 0) > 0 else { throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user") }
         return try APIJSON.response(UserRemoval(user: user, tenant: tenant, tokensRevoked: tokens, keysRevoked: keyCount))
     }
+
+    /// `POST /api/v1/users` (admin): a user who signs in with a password (for dialects whose clients get their tokens
+    /// that way). The password is kept only as a slow salted hash.
+    @Sendable func createUser(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requireAdmin()
+        guard let passwords else { throw CanopyError(.unavailable, "this server keeps no passwords") }
+        let body = try await RequestDecoding.decode(CreateUserRequest.self, from: request, context: context, shape: CreateUserRequest.shape)
+        let u = try await passwords.create(user: body.user, tenant: body.tenant, role: body.role ?? .user, password: body.password)
+        return try APIJSON.response(
+            UserView(user: u.user, tenant: u.tenant, roles: [u.role], tokens: 0, keys: 0, password: true), status: .created)
+    }
+
+    /// `PUT /api/v1/users/{tenant}/{user}/password`: an admin sets anyone's; a user sets their own (to anyone else a
+    /// user that is not theirs looks missing).
+    @Sendable func setPassword(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        guard let passwords else { throw CanopyError(.unavailable, "this server keeps no passwords") }
+        let tenant = try context.parameters.require("tenant")
+        let user = try context.parameters.require("user")
+        guard principal.role == .admin || principal.isUser(user, in: tenant) else {
+            throw CanopyError(.notFound, "no user \(user) with a password in tenant \(tenant)", field: "user")
+        }
+        let body = try await RequestDecoding.decode(SetPasswordRequest.self, from: request, context: context, shape: SetPasswordRequest.shape)
+        _ = try await passwords.setPassword(user: user, tenant: tenant, password: body.password)
+        return Response(status: .noContent)
+    }
+
+    /// `GET /api/v1/tenants`: tenants with their organisation ids (what SCNet clients send as `orgId`): every tenant
+    /// that has users, for an admin; the caller's own for anyone else.
+    @Sendable func tenants(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        var names: Set<String> = [principal.tenant]
+        if principal.role == .admin {
+            names.formUnion(try await auth.list(as: principal).map(\.principal.tenant))
+            names.formUnion(keys.tenants())
+            names.formUnion(try await passwords?.list().map(\.tenant) ?? [])
+        }
+        let items = names.sorted().map { TenantView(name: $0, id: TenantID.of($0)) }
+        return try APIJSON.response(Page(items: items, nextCursor: nil))
+    }
+}
+
+/// A tenant and its organisation id.
+public struct TenantView: Codable, Sendable, Equatable {
+    public var name: String
+    public var id: String
+}
+
+/// `POST /api/v1/users`.
+public struct CreateUserRequest: Codable, Sendable {
+    public var user: String
+    public var tenant: String
+    public var role: Principal.Role?
+    public var password: String
+    public static let shape = BodyShape.flat("user", "tenant", "role", "password")
+
+    public init(user: String, tenant: String, role: Principal.Role?, password: String) {
+        self.user = user
+        self.tenant = tenant
+        self.role = role
+        self.password = password
+    }
+}
+
+/// `PUT /api/v1/users/{tenant}/{user}/password`.
+public struct SetPasswordRequest: Codable, Sendable {
+    public var password: String
+    public static let shape = BodyShape.flat("password")
+
+    public init(password: String) { self.password = password }
 }

@@ -1,7 +1,8 @@
 import Foundation
 
-/// Any JSON value, decoded without losing whether a value was a boolean, an integer or a string.
-enum JSONValue: Codable, Equatable, Sendable {
+/// Any JSON value, decoded without losing whether a value was a boolean, an integer or a string: what dialects read
+/// vendors' bodies into, leniently, before they decide what a field means.
+public enum JSONValue: Codable, Equatable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -10,7 +11,7 @@ enum JSONValue: Codable, Equatable, Sendable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() {
             self = .null
@@ -34,9 +35,9 @@ enum JSONValue: Codable, Equatable, Sendable {
 
     /// A number beyond `Double` (`1e400`): the decoder refuses it, and this says where, so the answer can name
     /// the field instead of calling the whole body invalid.
-    struct NumberOutOfRange: Error, Sendable {
+    public struct NumberOutOfRange: Error, Sendable {
         /// The field, as `resource.cpuCount` or `docker.exposeTcpPorts[0]`.
-        var field: String
+        public var field: String
     }
 
     /// The value as a `Double`, nil when it is not a number; throws `NumberOutOfRange` for a number no `Double` holds.
@@ -53,7 +54,7 @@ enum JSONValue: Codable, Equatable, Sendable {
     }
 
     /// A coding path written as the vendor names fields: `data.input[0].hdfs`.
-    static func field(_ path: [any CodingKey]) -> String {
+    public static func field(_ path: [any CodingKey]) -> String {
         var out = ""
         for key in path {
             // An array index; a map key that reads as a number ("5") has an intValue too, but its own string.
@@ -66,7 +67,7 @@ enum JSONValue: Codable, Equatable, Sendable {
         return out
     }
 
-    func encode(to encoder: any Encoder) throws {
+    public func encode(to encoder: any Encoder) throws {
         var c = encoder.singleValueContainer()
         switch self {
         case .null: try c.encodeNil()
@@ -80,7 +81,7 @@ enum JSONValue: Codable, Equatable, Sendable {
     }
 
     /// The value at a dotted path such as `docker.image` or `data.input[0].hdfs`, for error messages.
-    func at(_ path: String) -> JSONValue? {
+    public func at(_ path: String) -> JSONValue? {
         var current: JSONValue? = self
         for raw in path.split(separator: ".") {
             var part = Substring(raw)
@@ -98,7 +99,7 @@ enum JSONValue: Codable, Equatable, Sendable {
     }
 
     /// How the value reads in a message: strings bare, everything else as JSON.
-    var display: String {
+    public var display: String {
         switch self {
         case .string(let s): return s
         case .null: return ""
@@ -106,6 +107,75 @@ enum JSONValue: Codable, Equatable, Sendable {
         case .int(let i): return String(i)
         case .double(let d): return String(d)
         default: return String(decoding: (try? JSONEncoder().encode(self)) ?? Data(), as: UTF8.self)
+        }
+    }
+}
+
+// MARK: lenient reading
+
+extension JSONValue {
+    /// Parses a body; a number beyond `Double` throws `NumberOutOfRange` naming its field, anything else that is not
+    /// JSON gives nil.
+    public static func parse(_ data: Data) throws(NumberOutOfRange) -> JSONValue? {
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch let e as NumberOutOfRange {
+            throw e
+        } catch {
+            return nil
+        }
+    }
+
+    /// A member of an object; nil for anything else or a missing key.
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    /// The members of an object, nil for anything else.
+    public var objectValue: [String: JSONValue]? {
+        if case .object(let o) = self { return o }
+        return nil
+    }
+
+    /// A string, nil for anything else.
+    public var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    /// What vendors' clients send for an integer: a JSON integer, or a string of one (`"18888"`). Nil for
+    /// anything else, including whole doubles and numbers out of `Int`'s range.
+    public var lenientInt: Int? {
+        switch self {
+        case .int(let i): return Int(exactly: i)
+        case .string(let s):
+            let t = s.trimmingCharacters(in: .whitespaces)
+            guard !t.isEmpty, t.count <= 19, t.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }) else { return nil }
+            return Int(t)
+        default: return nil
+        }
+    }
+
+    /// A boolean, or the strings `true`/`false` as some clients send them.
+    public var lenientBool: Bool? {
+        switch self {
+        case .bool(let b): return b
+        case .string(let s) where s.lowercased() == "true": return true
+        case .string(let s) where s.lowercased() == "false": return false
+        default: return nil
+        }
+    }
+
+    /// The value's JSON type in words, for messages.
+    public var typeName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .int, .double: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
         }
     }
 }
