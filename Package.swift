@@ -109,6 +109,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Dialect: NCP Data Forest (AI apps, AI workspaces, accounts; signature v2; JSON and XML).
+        // The SCNet (Sugon AC) dialect: tokens, container instances, images.
+        .target(
+            name: "CanopySCNet",
+            dependencies: [
+                "CanopyCore", "CanopyServices", "CanopyHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "CanopyDataForest",
             dependencies: [
@@ -138,7 +148,7 @@ let package = Package(
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest", "CanopySCNet",
                 "CanopyProxy", "CanopySSH",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -182,6 +192,11 @@ let package = Package(
         .testTarget(
             name: "CanopySlurmTests", dependencies: ["CanopySlurm", "CanopyHost", "CanopyTesting", "CanopyApp", "canopy"], swiftSettings: swiftSettings),
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting", "CanopySQLite"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CanopySCNetTests",
+            dependencies: ["CanopySCNet", "CanopyTesting", "CanopyApp"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CanopyDataForestTests",
             dependencies: [

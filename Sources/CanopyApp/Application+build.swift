@@ -2,6 +2,7 @@ import CanopyCore
 import CanopyDocker
 import CanopyHost
 import CanopyDataForest
+import CanopySCNet
 import CanopyHTTP
 import CanopyLocal
 import CanopyProxy
@@ -145,13 +146,18 @@ public func buildApplication(
     }
 
     let passwords = PasswordService(store: store)
+    try await passwords.load()
     let router = Router(context: CanopyRequestContext.self)
     let execSocket = ExecSocket(auth: auth, exec: exec)
     NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec,
         sshKeys: sshKeys, sshServer: sshServer, passwords: passwords)
         .register(on: router)
     DataForestAPI(
-        workloads: workloads, store: store, keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
+        workloads: workloads, records: DialectRecords(store: store), keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
+    ).register(on: router)
+    try SCNetAPI(
+        workloads: workloads, controller: controller, records: DialectRecords(store: store), auth: auth, keys: keys, passwords: passwords, images: images,
+        apps: apps, endpoints: endpoints, exec: exec, sshServer: sshServer, keyFile: dataDir + "/scnet.key", configuration: config.scnet, logger: logger
     ).register(on: router)
     let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"
     let app = Application(

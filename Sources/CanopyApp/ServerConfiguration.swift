@@ -2,6 +2,7 @@ import CanopyCore
 import CanopyDocker
 import CanopyHost
 import CanopyDataForest
+import CanopySCNet
 import CanopyLocal
 import CanopyServices
 import CanopySlurm
@@ -92,6 +93,8 @@ public struct ServerConfiguration: Sendable {
 
     /// The Data Forest dialect's settings (`CANOPY_DATAFOREST_*`).
     public var dataForest = DataForestConfiguration()
+    /// The SCNet dialect's settings (`CANOPY_SCNET_*`).
+    public var scnet = SCNetConfiguration()
 
     /// The default port.
     public static let defaultPort = 7420
@@ -125,6 +128,7 @@ public struct ServerConfiguration: Sendable {
         if let v = environment["CANOPY_PROXY_DOMAIN"], !v.isEmpty { proxyDomain = v }
         if let v = environment["CANOPY_SSH_PORT"], !v.isEmpty { sshPort = v == "off" ? nil : Int(v) }
         dataForest = DataForestConfiguration(environment: environment)
+        scnet = SCNetConfiguration(environment: environment)
     }
 
     /// The proxy's port: nil when it is off.

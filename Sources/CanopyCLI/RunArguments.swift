@@ -1,4 +1,5 @@
 import ArgumentParser
+import CanopyCore
 import CanopyHTTP
 
 /// Where `canopy run`'s own options end and the workload's command begins.
@@ -14,7 +15,7 @@ enum RunArguments {
     ]
 
     /// What `canopy shell` runs: nothing, until it is stopped (in any image with a POSIX shell and sleep).
-    static let waitForever = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+    static let waitForever = WorkloadSpec.waitForever
 
     /// The arguments after `run` with a `--` inserted before the command when the user left it out, so that the
     /// parser captures the command after `--` and rejects whatever unknown option comes before it.

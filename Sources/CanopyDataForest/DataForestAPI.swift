@@ -36,7 +36,7 @@ public struct DataForestAPI: Sendable {
     static let workspaceLabel = "dataforest.workspace"
 
     let workloads: WorkloadService
-    let store: any Store
+    let store: DialectRecords
     let keys: AccessKeyService
     let auth: AuthService
     let data: DataService
@@ -46,11 +46,11 @@ public struct DataForestAPI: Sendable {
 
     /// Creates the dialect over the shared services.
     public init(
-        workloads: WorkloadService, store: any Store, keys: AccessKeyService, auth: AuthService, data: DataService,
+        workloads: WorkloadService, records: DialectRecords, keys: AccessKeyService, auth: AuthService, data: DataService,
         configuration: DataForestConfiguration, logger: Logger, clock: Clock = .system
     ) {
         self.workloads = workloads
-        self.store = store
+        self.store = records
         self.keys = keys
         self.auth = auth
         self.data = data

@@ -26,7 +26,8 @@ public final class AccessKeyService: Sendable {
         sealingKeyBytes = try Self.loadOrCreateKey(keyFile).withUnsafeBytes { Data($0) }
     }
 
-    static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {
+    /// A 32-byte key kept in a file of its own (0600), made on first use.
+    public static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {
         if let data = FileManager.default.contents(atPath: path) {
             guard data.count == 32 else { throw CanopyError(.internal, "\(path) is not a 32-byte key; move it away only if no access keys matter") }
             return SymmetricKey(data: data)

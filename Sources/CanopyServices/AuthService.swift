@@ -7,6 +7,11 @@ import Synchronization
 public final class AuthService: Sendable {
     private let store: any Store
     private let byHash = Mutex<[String: TokenRecord]>([:])
+    /// Credentials a dialect issues and checks itself (SCNet's signed tokens), asked when a token is not Canopy's.
+    private let resolvers = Mutex<[@Sendable (String) -> Principal?]>([])
+    /// Hashes of such credentials vouched for until a time, so that what is tied to a credential's hash (proxy
+    /// sessions) lasts while that credential does.
+    private let vouched = Mutex<[String: (principal: Principal, until: Date)]>([:])
 
     /// Creates the service; call `load()` before use.
     public init(store: any Store) { self.store = store }
@@ -32,12 +37,39 @@ public final class AuthService: Sendable {
     /// The principal a bearer token stands for, or nil.
     public func authenticate(_ token: String) -> Principal? {
         let h = Self.hash(token)
-        return byHash.withLock { $0[h]?.principal }
+        if let p = byHash.withLock({ $0[h]?.principal }) { return p }
+        for resolve in resolvers.withLock({ $0 }) {
+            if let p = resolve(token) { return p }
+        }
+        return nil
     }
 
     /// The principal of a token given by its hash (`hash(_:)`), while that token stands; nil once it is revoked.
     public func authenticate(hash: String) -> Principal? {
-        byHash.withLock { $0[hash]?.principal }
+        if let p = byHash.withLock({ $0[hash]?.principal }) { return p }
+        let now = Date()
+        return vouched.withLock { v in
+            guard let entry = v[hash] else { return nil }
+            guard entry.until > now else {
+                v.removeValue(forKey: hash)
+                return nil
+            }
+            return entry.principal
+        }
+    }
+
+    /// Adds a dialect's own credentials: `resolve` gives the principal of a token it issued, nil for others.
+    public func addResolver(_ resolve: @escaping @Sendable (String) -> Principal?) {
+        resolvers.withLock { $0.append(resolve) }
+    }
+
+    /// Vouches for a dialect credential's hash until `until` (its expiry), for what is tied to it (proxy sessions).
+    public func vouch(hash: String, for principal: Principal, until: Date) {
+        let now = Date()
+        vouched.withLock { v in
+            if v.count > 10_000 { v = v.filter { $0.value.until > now } }
+            v[hash] = (principal, until)
+        }
     }
 
     /// Issues a token; returns the record and the token itself (shown once).

@@ -37,6 +37,8 @@ public final class PasswordService: Sendable {
     private let clock: Clock
     /// Failed attempts per key (client address, or tenant/user): times of the recent ones.
     private let failures = Mutex<[String: [Date]]>([:])
+    /// Every user's record by `TENANT/USER`, loaded at start and kept current: what tokens are checked against.
+    private let index = Mutex<[String: PasswordUser]>([:])
     /// At most this many failures per key within `window` before sign-in is refused for the rest of it.
     public static let maxFailures = 10
     public static let window: TimeInterval = 300
@@ -44,6 +46,17 @@ public final class PasswordService: Sendable {
     public init(store: any Store, clock: Clock = .system) {
         self.store = store
         self.clock = clock
+    }
+
+    /// Loads the stored users.
+    public func load() async throws {
+        let all = try await store.records(kind: Self.kind, tenant: nil).compactMap { try? JSONDecoder().decode(PasswordUser.self, from: $0.body) }
+        index.withLock { i in for u in all { i[Self.id(user: u.user, tenant: u.tenant)] = u } }
+    }
+
+    /// A user's current record, from memory (nil once removed).
+    public func current(user: String, tenant: String) -> PasswordUser? {
+        index.withLock { $0[Self.id(user: user, tenant: tenant)] }
     }
 
     /// Checks a user or tenant name as Canopy's tokens and keys have them.
@@ -100,6 +113,7 @@ public final class PasswordService: Sendable {
 
     func save(_ u: PasswordUser) async throws {
         try await store.put(record: StoredRecord(kind: Self.kind, id: Self.id(user: u.user, tenant: u.tenant), tenant: u.tenant, name: u.user, body: try JSONEncoder().encode(u)))
+        index.withLock { $0[Self.id(user: u.user, tenant: u.tenant)] = u }
     }
 
     /// One user's record.
@@ -116,7 +130,8 @@ public final class PasswordService: Sendable {
 
     /// Removes a user's password; whether there was one.
     public func remove(user: String, tenant: String) async throws -> Bool {
-        try await store.deleteRecord(kind: Self.kind, id: Self.id(user: user, tenant: tenant))
+        index.withLock { _ = $0.removeValue(forKey: Self.id(user: user, tenant: tenant)) }
+        return try await store.deleteRecord(kind: Self.kind, id: Self.id(user: user, tenant: tenant))
     }
 
     /// Why a sign-in is refused before its password is even checked.
@@ -143,7 +158,8 @@ public final class PasswordService: Sendable {
         return stored.principal
     }
 
-    static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    /// Compares in time that does not depend on where they differ.
+    public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         var diff: UInt8 = 0
         for i in a.indices { diff |= a[i] ^ b[i] }

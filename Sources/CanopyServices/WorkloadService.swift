@@ -11,7 +11,7 @@ public struct WorkloadService: Sendable {
     let clock: Clock
     // Images and mounts (WorkloadService+Containers.swift).
     let images: ImageService?
-    let imagePolicy: ImagePolicy
+    public let imagePolicy: ImagePolicy
     let hostMountAllowList: [String]
     let dataStore: (any DataStore)?
     /// Why a workload with an image is refused under the `refuse` policy (the server has no engine, or its backend

@@ -49,6 +49,10 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var idleProbe: [String]? = nil
 
     /// Creates a spec.
+    /// A command that only waits until it is stopped (in any image with a POSIX shell and sleep): what an
+    /// instance runs that is there to be entered by exec or SSH.
+    public static let waitForever = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+
     public init(
         name: String = "", kind: WorkloadKind = .batch, queue: String = "default", priority: Int = 0, image: String? = nil,
         command: [String], env: [String: String] = [:], workdir: String? = nil, resources: Resources = Resources(),
