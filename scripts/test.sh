@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # for the container runtime's tests.
 # openssh-client, openssh-sftp-server: the stock ssh, scp and ssh-keygen that the SSH server is tested with, and the
 # sftp-server its sftp subsystem runs in a task.
-packages=(python3 python3-pip python3-venv libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap openssh-client openssh-sftp-server)
+packages=(python3 python3-pip python3-venv python3-requests libsqlite3-dev slurm-wlm munge docker.io busybox-static curl bubblewrap openssh-client openssh-sftp-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -304,8 +304,9 @@ extension SCNetAPI {
         return SCNetResponse.ok(.null, msg: "操作成功")
     }
 
-    /// Runs a script in an instance's running tasks (all, or `header`: task 0), as `canopy exec` would; it runs on
-    /// after the answer, as the vendor's does, and its output goes nowhere (write to a file to keep it).
+    /// Runs a script in an instance's running tasks (all, or `header`: task 0), as `canopy exec` would. The answer
+    /// waits up to 10 s for the scripts to end (716864 with the exit status when one fails); a longer script runs on
+    /// after the answer, as the vendor's do. Output goes nowhere: a script that must keep it writes a file.
     @Sendable func executeScript(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let p = try context.requirePrincipal()
         let b = try await body(request, context)
@@ -329,12 +330,29 @@ extension SCNetAPI {
                 throw SCNetError.scriptFailed(e.message)
             }
         }
-        for session in sessions {
-            Task {
+        let runs = sessions.map { session in
+            Task { () -> Int? in
                 await session.closeInput()
                 for await _ in session.output {}
-                _ = await session.exitCode()
+                return await session.exitCode()
             }
+        }
+        let finished = await withTaskGroup(of: [Int?]?.self) { group -> [Int?]? in
+            group.addTask {
+                var codes: [Int?] = []
+                for run in runs { codes.append(await run.value) }
+                return codes
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let finished, let (i, code) = finished.enumerated().first(where: { $0.element != 0 }) {
+            throw SCNetError.scriptFailed("the script exited with status \(code.map(String.init) ?? "unknown") in task \(targets[i])")
         }
         return SCNetResponse.ok(.null)
     }
