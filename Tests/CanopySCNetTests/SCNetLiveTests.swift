@@ -75,4 +75,58 @@ struct SCNetLiveTests {
             _ = try await server.cli(["stop", id])
         }
     }
+
+    @Test(
+        "a jupyter instance (JupyterLab from a host directory, as an admin's app): its accessUrl opens with the SCNet token, runs code in a kernel; /url's login link works in a browser",
+        .enabled(if: LiveJupyter.enabled && SCNetLiveTests.hasRequests, "needs the JupyterLab and python3-requests scripts/test.sh installs"))
+    func jupyter() async throws {
+        let dir = try makeTempDir("canopy-scnet-jupyter")
+        // An admin's jupyter: the built-in one's command and secret handling, from the host's JupyterLab.
+        var app = AppDefinition.jupyter
+        app.command[0] = LiveJupyter.venv + "/bin/jupyter"
+        try JSONEncoder().encode([app]).write(to: URL(fileURLWithPath: dir + "/apps.json"))
+        try await ServerProcess.with(dataDir: dir + "/data", removeAfter: true, extra: ["--apps", dir + "/apps.json"]) { server in
+            #expect(try await server.cli(["users", "create", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-1\n").status == 0)
+            let org = try await Self.orgID(server, "lab")
+            let script = """
+                import json, sys, time, requests
+                base, org = sys.argv[1], sys.argv[2]
+                token = requests.post(base + "/ac/openapi/v2/tokens", headers={"user": "alice", "password": "alice-password-1", "orgId": org}).json()["data"][1]["token"]
+                H = {"token": token}
+                svc = base + "/ai/openapi/v2/instance-service"
+                body = {"instanceServiceName": "nb", "taskType": "jupyter", "acceleratorType": "cpu", "version": "jupyter:lab",
+                        "imagePath": "registry.example/jupyter:lab", "timeoutLimit": "02:00:00", "taskNumber": 1, "resourceGroup": "default",
+                        "useStartScript": False, "startScriptActionScope": "all", "startScriptContent": "", "cpuNumber": 1, "ramSize": 2048, "gpuNumber": 0}
+                r = requests.post(svc + "/task", headers=H, json=body).json()
+                assert r["code"] == "0", r
+                iid = r["data"]
+                end = time.time() + 60
+                while True:
+                    d = requests.get(svc + "/%s/detail" % iid, headers=H).json()["data"]
+                    urls = [p["accessUrl"] for p in d["containerPortInfoList"] if p["protocolType"] == "HTTP" and p["accessUrl"]]
+                    if d["status"] == "Running" and urls:
+                        s = requests.get(urls[0] + "api/status", headers={"Authorization": "Bearer " + token})
+                        if s.status_code == 200: break
+                    assert time.time() < end, d
+                    time.sleep(0.5)
+                assert requests.get(urls[0] + "api/status").status_code == 401, "no credentials, no entry"
+                link = requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]
+                browser = requests.Session()
+                assert browser.get(link).status_code == 200 and browser.get(urls[0] + "api/status").status_code == 200, "the login link's cookie"
+                print(iid)
+                print(token)
+                print(urls[0])
+                """
+            let run = try await runProcess("/usr/bin/python3", ["-c", script, server.url, org])
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let out = run.stdout.split(separator: "\n").map(String.init)
+            guard out.count == 3 else { return }
+            let (id, token, url) = (out[0], out[1], out[2])
+            let kernel = try await JupyterClients.create(url + "api/kernels", field: "id", token: token)
+            let ws = url.replacingOccurrences(of: "http://", with: "ws://") + "api/kernels/\(kernel)/channels"
+            let ran = try await runProcess("/usr/bin/python3", ["-c", JupyterClients.kernel, ws, "Authorization: Bearer \(token)", "print(6*7)"])
+            #expect(ran.status == 0 && ran.stdout == "42\n", "\(ran)")
+            _ = try await server.cli(["stop", id])
+        }
+    }
 }
