@@ -129,4 +129,60 @@ struct SCNetLiveTests {
             _ = try await server.cli(["stop", id])
         }
     }
+
+    static let dockerDir = ProcessInfo.processInfo.environment["CANOPY_TEST_DOCKER_DIR"]
+    static var hasDocker: Bool { dockerDir.map { FileManager.default.fileExists(atPath: $0 + "/docker.sock") } ?? false }
+
+    @Test(
+        "the seed's Python sample, unchanged but for host and token, creates its instance: the catalog's image, a gang of its size, its data mount, its port and an unlimited lease, in a container",
+        .enabled(if: SCNetLiveTests.hasRequests && SCNetLiveTests.hasDocker, "needs python3-requests and the dockerd scripts/test.sh starts"))
+    func seedSample() async throws {
+        let docker = Self.dockerDir!
+        // The sample asks for 3 CPUs, 15 GB and a TeslaM40 GPU: this node declares them (a GPU it does not have, so
+        // the container cannot start here; what is tested is the create, and what Canopy made of it).
+        let extra = ["--container-engine", "unix://\(docker)/docker.sock", "--cpus", "4", "--memory", "32Gi", "--gpus", "TeslaM40:1"]
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-scnet-seed"), removeAfter: true, extra: extra, imagePolicy: "engine") { server in
+            #expect(try await server.cli(["users", "create", "lizb0530d", "--tenant", "lab", "--password-stdin"], stdin: "sample-password\n").status == 0)
+            let org = try await Self.orgID(server, "lab")
+            // The image the sample names (its version), and the data directory it mounts, in the user's data store.
+            #expect(try await server.cli(["images", "load", docker + "/busybox-image.tar", "--name", "jupyter:4.4-py3.7-cpu", "--public"]).status == 0)
+            let userToken = try await server.cli(["tokens", "create", "--user", "lizb0530d", "--tenant", "lab"]).stdout
+                .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
+            let local = try makeTempDir("canopy-scnet-seed-data") + "/readme.txt"
+            try "mounted\n".write(toFile: local, atomically: true, encoding: .utf8)
+            #expect(try await server.cli(["data", "put", local, "/public1/home/lizb0530d/test_mount/readme.txt"], token: userToken).status == 0)
+
+            let tokenRun = try await runProcess(
+                "/usr/bin/python3",
+                ["-c", "import sys, requests; print(requests.post(sys.argv[1] + '/ac/openapi/v2/tokens', headers={'user': 'lizb0530d', 'password': 'sample-password', 'orgId': sys.argv[2]}).json()['data'][1]['token'])", server.url, org])
+            let token = tokenRun.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(tokenRun.status == 0 && token.hasPrefix("eyJ"), "\(tokenRun)")
+            // The sample as the seed prints it, with this server for the vendor's host and the token just issued for the seed's.
+            var sample = try String(contentsOf: scnetFixtures.appendingPathComponent("seed_sample.py"), encoding: .utf8)
+            let seedToken = try #require(sample.split(separator: "'").first { $0.hasPrefix("eyJ") }.map(String.init))
+            sample = sample.replacingOccurrences(of: "https://api01.xxx.com:65106", with: server.url).replacingOccurrences(of: seedToken, with: token)
+            let run = try await runProcess("/usr/bin/python3", ["-c", sample])
+            let answer = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any] ?? [:]
+            #expect(run.status == 0 && answer["code"] as? String == "0" && answer["msg"] as? String == "success", "\(run)")
+            let id = try #require(answer["data"] as? String)
+
+            let shown = try await server.cli(["show", id, "-o", "json"])
+            let w = try #require(try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])
+            let spec = try #require(w["spec"] as? [String: Any])
+            let resources = spec["resources"] as? [String: Any] ?? [:]
+            #expect(spec["kind"] as? String == "interactive" && spec["image"] as? String == "jupyter:4.4-py3.7-cpu" && spec["tasks"] as? Int == 1, "\(shown.stdout)")
+            #expect(resources["gpus"] as? Int == 1 && resources["memory"] as? String == "15Gi", "\(resources)")
+            #expect(spec["lease"] as? String == "unlimited", "\(spec)")
+            let mounts = spec["mounts"] as? [[String: Any]] ?? []
+            #expect(mounts.first?["source"] as? String == "data:/public1/home/lizb0530d/test_mount" && mounts.first?["target"] as? String == "/mnt/test_mount", "\(mounts)")
+            let ports = spec["ports"] as? [[String: Any]] ?? []
+            #expect(ports.contains { $0["port"] as? Int == 18888 && $0["protocol"] as? String == "http" }, "\(ports)")
+            // Its detail, in the vendor's words.
+            let detail = try await runProcess("/usr/bin/curl", ["-s", "-H", "token: \(token)", server.url + "/ai/openapi/v2/instance-service/\(id)/detail"])
+            let d = (try JSONSerialization.jsonObject(with: Data(detail.stdout.utf8)) as? [String: Any])?["data"] as? [String: Any] ?? [:]
+            #expect(d["resourceSpec"] as? String == "3 核心; 1 加速器; 15.0G 内存" && d["timeoutLimit"] as? String == "unlimited", "\(detail.stdout)")
+            #expect(d["resourceGroup"] as? String == "TeslaM40" && d["imagePath"] as? String == "10.0.35.26:5000/gpu/admin/base/jupyter:4.4-py3.7-cpu", "\(d)")
+            _ = try await server.cli(["stop", id])
+        }
+    }
 }
