@@ -37,6 +37,9 @@ public final class PasswordService: Sendable {
     private let clock: Clock
     /// Failed attempts per key (client address, or tenant/user): times of the recent ones.
     private let failures = Mutex<[String: [Date]]>([:])
+    /// Sign-ins hashing now: each takes 32 MiB and tens of milliseconds, so at most `maxConcurrentChecks` at once.
+    private let checking = Mutex(0)
+    public static let maxConcurrentChecks = 4
     /// Every user's record by `TENANT/USER`, loaded at start and kept current: what tokens are checked against.
     private let index = Mutex<[String: PasswordUser]>([:])
     /// At most this many failures per key within `window` before sign-in is refused for the rest of it.
@@ -147,6 +150,13 @@ public final class PasswordService: Sendable {
         let now = clock.now()
         let keys = ["addr:" + client, "user:" + Self.id(user: user, tenant: tenant)]
         if let wait = throttle(keys, now: now) { throw .throttled(retryAfter: wait) }
+        let admitted = checking.withLock { n -> Bool in
+            guard n < Self.maxConcurrentChecks else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else { throw .throttled(retryAfter: 1) }
+        defer { checking.withLock { $0 -= 1 } }
         // The same work whether or not the user exists, so timing does not tell.
         let stored = try? await get(user: user, tenant: tenant)
         let salt = stored.flatMap { Hex.decode($0.salt) } ?? [UInt8](repeating: 0, count: 16)

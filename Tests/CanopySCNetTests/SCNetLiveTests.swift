@@ -33,7 +33,14 @@ struct SCNetLiveTests {
             #expect(users.stdout.contains("alice") && users.stdout.contains("yes"), "\(users)")
             let lab = try await Self.orgID(server, "lab"), other = try await Self.orgID(server, "other")
 
-            let run = try await runProcess("/usr/bin/python3", [Self.client, server.url, "alice", "alice-password-1", lab, "bob", "bob-password-1", other])
+            // Alice's access key, made as she would make it.
+            let aliceToken = try await server.cli(["tokens", "create", "--user", "alice", "--tenant", "lab"]).stdout
+                .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
+            let key = try await server.cli(["keys", "create", "-o", "json"], token: aliceToken)
+            let keyObject = try JSONSerialization.jsonObject(with: Data(key.stdout.utf8)) as? [String: Any] ?? [:]
+            let access = try #require(keyObject["accessKey"] as? String), secret = try #require(keyObject["secretKey"] as? String)
+            let run = try await runProcess(
+                "/usr/bin/python3", [Self.client, server.url, "alice", "alice-password-1", lab, "bob", "bob-password-1", other, access, secret])
             #expect(run.status == 0 && run.stdout.hasSuffix("OK\n"), "\(run.stdout)\n\(run.stderr)")
             let lines = run.stdout.split(separator: "\n").map(String.init)
             let id = try #require(lines.first { $0.hasPrefix("ID ") }.map { String($0.dropFirst(3)) })
@@ -52,8 +59,6 @@ struct SCNetLiveTests {
                 // SSH with alice's registered key into the instance (the accessUrl's target).
                 let dir = try makeTempDir("canopy-scnet-ssh")
                 _ = try await runProcess("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", "\(dir)/key"])
-                let aliceToken = try await server.cli(["tokens", "create", "--user", "alice", "--tenant", "lab"]).stdout
-                    .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
                 #expect(try await server.cli(["ssh-keys", "add", "\(dir)/key.pub"], token: aliceToken).status == 0)
                 let target = try #require(lines.first { $0.hasPrefix("SSH ssh://") }.map { String($0.dropFirst(4)) })
                 let port = try #require(target.split(separator: ":").last.map(String.init))

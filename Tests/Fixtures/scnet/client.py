@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """An SCNet client written from the vendor's docs (requests, as the seed's sample uses), against a Canopy server.
 
-client.py BASE USER PASSWORD ORGID OTHER_USER OTHER_PASSWORD OTHER_ORGID
+client.py BASE USER PASSWORD ORGID OTHER_USER OTHER_PASSWORD OTHER_ORGID ACCESS_KEY SECRET_KEY
 Exits non-zero with a message on the first thing that is not as the docs say.
 """
+import hashlib
+import hmac
 import json
 import sys
 import time
 
 import requests
 
-base, user, password, org, other_user, other_password, other_org = sys.argv[1:8]
+base, user, password, org, other_user, other_password, other_org, access_key, secret_key = sys.argv[1:10]
 
 
 def check(cond, what):
@@ -41,6 +43,21 @@ b = env(requests.post(base + "/ac/openapi/v2/tokens", headers={"user": user, "or
 check(b["code"] == "10003" and "password" in b["msg"], "a missing password is 10003: %s" % b)
 
 check(env(requests.get(base + "/ac/openapi/v2/tokens/state", headers=H))["data"] == "token is valid", "tokens/state")
+
+# The AK/SK exchange ("recommended"): hex HMAC-SHA256 of the compact JSON, with the key from canopy keys create.
+def ak_headers(ts, secret=secret_key):
+    message = json.dumps({"accessKey": access_key, "timestamp": ts, "user": user}, separators=(",", ":"))
+    sig = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return {"user": user, "accessKey": access_key, "timestamp": ts, "signature": sig}
+
+
+b = env(requests.post(base + "/api/user/v3/tokens", headers=ak_headers(str(int(time.time())))))
+check(b["code"] == "0" and len(b["data"]) == 2, "AK/SK sign-in: %s" % b)
+check(env(requests.get(base + "/ac/openapi/v2/tokens/state", headers={"token": b["data"][1]["token"]}))["code"] == "0", "the AK/SK token works")
+b = env(requests.post(base + "/api/user/v3/tokens", headers=ak_headers(str(int(time.time())), secret="not-the-secret")))
+check(b["code"] == "10009", "a wrong signature is 10009: %s" % b)
+b = env(requests.post(base + "/api/user/v3/tokens", headers=ak_headers(str(int(time.time()) - 3600))))
+check(b["code"] == "10004" and "timestamp" in b["msg"], "an hour-old timestamp: %s" % b)
 b = env(requests.get(base + "/ac/openapi/v2/tokens/state", headers={"token": token[:-3] + "abc"}))
 check(b["code"] == "10009", "a forged token is 10009: %s" % b)
 center = env(requests.get(base + "/ac/openapi/v2/center", headers=H))["data"]
@@ -78,6 +95,10 @@ for key, value in [("cpuNumber", "lots"), ("ramSize", 10**30), ("taskNumber", 0)
     check(b["code"] == "10004" and key in b["msg"], "%s=%r: %s" % (key, value, b))
 b = env(requests.post(svc + "/task", headers=H, data=json.dumps(dict(create, cpuNumber=4096))))
 check(b["code"] == "10004" and "cpuNumber" in b["msg"], "absurd CPUs: %s" % b)
+b = env(requests.post(svc + "/task", headers=H, data=json.dumps(dict(create, taskType="codeserver"))))
+check(b["code"] == "10004" and "codeserver" in b["msg"] and "not configured" in b["msg"], "codeserver without the app: %s" % b)
+b = env(requests.post(svc + "/task", headers=H, data=json.dumps(dict(create, acceleratorType="dcu", gpuNumber=0))))
+check(b["code"] == "10004" and "dcu" in b["msg"], "dcu: %s" % b)
 b = env(requests.post(svc + "/task", headers=H, data="{not json"))
 check(b["code"] == "10004", "not JSON: %s" % b)
 after = env(requests.get(svc + "/task", headers=H, data=json.dumps({"limit": 100, "sort": "desc", "start": 0})))["data"]["total"]
