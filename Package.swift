@@ -194,7 +194,11 @@ let package = Package(
         .testTarget(name: "CanopyServicesTests", dependencies: ["CanopyServices", "CanopyTesting", "CanopySQLite"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CanopySCNetTests",
-            dependencies: ["CanopySCNet", "CanopyTesting", "CanopyApp"],
+            dependencies: [
+                "CanopySCNet", "CanopyTesting", "CanopyApp",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
