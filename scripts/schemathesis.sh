@@ -88,6 +88,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 include-name = ["POST /ssh-keys", "GET /workloads/{id}/exec"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 
+# Users with passwords: a user already given one is a documented 409, and a password is set only for a user who
+# has one (404), which the schema cannot state.
+[[operations]]
+include-name = ["POST /users", "PUT /users/{tenant}/{user}/password"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
 # Images: this server has no container engine, so adding one is a documented 409, and a name must also be one the
 # catalog has (404) and a valid reference (400), which the schema cannot state.
 [[operations]]
@@ -112,7 +118,8 @@ status=0
 run user -H "Authorization: Bearer $user" --exclude-path '/tokens/{id}' || status=1
 run admin -H "Authorization: Bearer $admin" --phases examples,coverage,fuzzing \
     --include-name 'POST /queues' --include-name 'DELETE /queues/{name}' --include-name 'POST /tokens' \
-    --include-name 'DELETE /tokens/{id}' --include-name 'GET /workloads' --include-name 'GET /users' || status=1
+    --include-name 'DELETE /tokens/{id}' --include-name 'GET /workloads' --include-name 'GET /users' --include-name 'POST /users' \
+    --include-name 'PUT /users/{tenant}/{user}/password' --include-name 'GET /tenants' || status=1
 # Removing users, with a disposable admin token of its own and nothing to learn names from: the earlier passes
 # created more admin tokens, so removing default/admin would be allowed (the last-admin rule no longer holds it),
 # and the admin token above must survive for the clean-up below.

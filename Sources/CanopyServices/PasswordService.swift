@@ -28,7 +28,7 @@ public struct PasswordUser: Sendable, Hashable, Codable {
 /// from). Sign-in attempts are throttled per client address and per user, so guessing online is slower still.
 public final class PasswordService: Sendable {
     static let kind = "canopy.user"
-    /// Passwords are between these lengths (bytes of UTF-8).
+    /// Passwords are between these lengths (Unicode code points).
     public static let minLength = 8
     public static let maxLength = 1024
     static let n = 1 << 15, r = 8, p = 1
@@ -67,10 +67,12 @@ public final class PasswordService: Sendable {
         guard Queue.isValidName(name) else { throw CanopyError.invalid(field, "\(field) names are 1 to 63 lowercase letters, digits, '-' or '_'") }
     }
 
+    /// Lengths in Unicode code points, as JSON Schema counts them (the OpenAPI document states these bounds).
     static func checkPassword(_ password: String) throws {
-        let n = password.utf8.count
+        let n = password.unicodeScalars.count
         guard n >= minLength else { throw CanopyError.invalid("password", "must be at least \(minLength) characters") }
-        guard n <= maxLength else { throw CanopyError.invalid("password", "must be at most \(maxLength) bytes") }
+        guard n <= maxLength else { throw CanopyError.invalid("password", "must be at most \(maxLength) characters") }
+        guard !password.unicodeScalars.contains(where: { $0.value == 0 }) else { throw CanopyError.invalid("password", "must not contain NUL") }
     }
 
     static func derive(_ password: String, salt: [UInt8], n: Int, r: Int, p: Int) throws -> [UInt8] {
@@ -161,7 +163,7 @@ public final class PasswordService: Sendable {
         let stored = try? await get(user: user, tenant: tenant)
         let salt = stored.flatMap { Hex.decode($0.salt) } ?? [UInt8](repeating: 0, count: 16)
         let derived = (try? Self.derive(password, salt: salt, n: stored?.scryptN ?? Self.n, r: stored?.scryptR ?? Self.r, p: stored?.scryptP ?? Self.p)) ?? []
-        guard let stored, password.utf8.count <= Self.maxLength, let expected = Hex.decode(stored.hash), Self.equal(derived, expected) else {
+        guard let stored, password.unicodeScalars.count <= Self.maxLength, let expected = Hex.decode(stored.hash), Self.equal(derived, expected) else {
             recordFailure(keys, now: now)
             throw .invalid
         }
