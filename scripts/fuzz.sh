@@ -3,7 +3,7 @@
 # (Fuzz/corpus/<target>/). Needs `swift build` to have run once (the signature target links swift-crypto's
 # objects from it); everything else is compiled here from the sources, instrumented, under .build/fuzz.
 #
-#   scripts/fuzz.sh [--runs N | --time SECONDS] [target...]     targets: signature xml native-json quantity
+#   scripts/fuzz.sh [--runs N | --time SECONDS] [target...]     targets: signature xml native-json quantity scnet-create
 #
 # --runs N: N executions per target (default 20000, a few seconds each); --time S: S seconds per target instead.
 # Exits non-zero on the first target that crashes; the crashing input is left under .build/fuzz/crashes/.
@@ -22,7 +22,7 @@ while (($#)); do
     *) targets+=("$1"); shift ;;
     esac
 done
-((${#targets[@]})) || targets=(signature xml native-json quantity)
+((${#targets[@]})) || targets=(signature xml native-json quantity scnet-create)
 
 out=.build/fuzz
 mkdir -p "$out/mods" "$out/deps" "$out/crashes"
@@ -85,8 +85,14 @@ build() {
         ;;
     xml)
         module CanopyXML Sources/CanopyXML/*.swift
-        sources+=(Sources/CanopyDataForest/XMLBodies.swift Sources/CanopyDataForest/JSONValue.swift)
+        sources+=(Sources/CanopyDataForest/XMLBodies.swift Sources/CanopyHTTP/Dialect/JSONValue.swift)
         objects=("$out/CanopyXML.o")
+        ;;
+    scnet-create)
+        module CanopyCore $(core_sources)
+        sources+=(Sources/CanopySCNet/InstanceRequest.swift Sources/CanopySCNet/SCNetError.swift Sources/CanopySCNet/SCNetMapping.swift
+            Sources/CanopyHTTP/Dialect/JSONValue.swift)
+        objects=("$out/CanopyCore.o")
         ;;
     signature)
         module CanopyCore $(core_sources)
@@ -96,7 +102,7 @@ build() {
         extra=(-I "$out/deps" -lstdc++)
         ;;
     *)
-        echo "unknown target $target (signature xml native-json quantity)" >&2
+        echo "unknown target $target (signature xml native-json quantity scnet-create)" >&2
         exit 2
         ;;
     esac

@@ -1,5 +1,6 @@
 import CanopyCore
 import CanopyHTTP
+import CanopyServices
 import Foundation
 import Testing
 
@@ -119,6 +120,9 @@ struct SCNetMappingTests {
             Issue.record("cpu with a GPU was accepted")
         } catch { #expect(error.code == "10004" && error.msg.contains("gpuNumber")) }
     }
+
+    @Test("the create body's task bound is Canopy's")
+    func taskBound() { #expect(InstanceRequest.maxTasks == WorkloadService.Limits.maxTasks) }
 
     @Test("a start script runs in a subshell before the service, on task 0 only for header")
     func startScripts() {
