@@ -416,23 +416,22 @@ public struct DataForestAPI: Sendable {
     @Sendable func listApps(_ call: Call) async throws -> (root: String, value: JSONValue) {
         let req = try call.decode(SearchRequest.self)
         let tenant = try await tenant(ofAccount: req.search?.accountId, call.principal, field: "search.accountId")
+        // Every workload of the account is an app here (one object, many views), newest first; a workspace's are
+        // those the store finds by its label. The vendor's list has no paging: its first 10,000, and the total.
+        var query = WorkloadQuery(tenant: tenant, limit: 10_000)
+        if let ws = req.search?.aiWorkspaceId { query.labels = [Self.workspaceLabel: ws] }
+        let total = try await workloads.count(query, as: call.principal)
         var items: [JSONValue] = []
-        var cursor: Int64?
-        // Every workload of the account is an app here (one object, many views), newest first.
-        repeat {
-            let page = try await workloads.list(WorkloadQuery(tenant: tenant, beforeSeq: cursor, limit: 1000), as: call.principal)
-            for w in page where req.search?.aiWorkspaceId == nil || w.spec.labels[Self.workspaceLabel] == req.search?.aiWorkspaceId {
-                var o = appSummary(w)
-                o["modifiedAt"] = ts(w.finishedAt ?? w.startedAt ?? w.createdAt)
-                o["disabled"] = .bool(false)
-                o.removeValue(forKey: "elapsedMillis")
-                items.append(.object(o))
-            }
-            cursor = page.count == 1000 ? page.last?.seq : nil
-        } while cursor != nil && items.count < 10_000
+        for w in try await workloads.list(query, as: call.principal) {
+            var o = appSummary(w)
+            o["modifiedAt"] = ts(w.finishedAt ?? w.startedAt ?? w.createdAt)
+            o["disabled"] = .bool(false)
+            o.removeValue(forKey: "elapsedMillis")
+            items.append(.object(o))
+        }
         return (
             "GetAiAppListResponse",
-            .object(["success": .bool(true), "message": .string("success"), "total": .int(Int64(items.count)), "contents": .array(items)])
+            .object(["success": .bool(true), "message": .string("success"), "total": .int(Int64(total)), "contents": .array(items)])
         )
     }
 

@@ -231,23 +231,15 @@ extension SCNetAPI {
             guard InstanceRequest.taskTypes.contains(text.lowercased()) else { throw SCNetError.invalid("taskType", "must be ssh, jupyter, codeserver or rstudio") }
             taskType = text.lowercased()
         }
-        // The store pages by tenant and phase; the name and task type are sifted here, over at most 10,000.
-        var matched: [(Workload, InstanceExtension?)] = []
-        var cursor: Int64?
-        var seen = 0
-        repeat {
-            let page = try await workloads.list(WorkloadQuery(tenant: p.tenant, phases: phases, beforeSeq: cursor, limit: 500), as: p)
-            for w in page where w.spec.kind == .interactive && (names == nil || names!.contains(w.spec.name)) {
-                let ext = await instanceExtension(w)
-                if let taskType, (ext?.taskType ?? w.spec.app ?? "ssh") != taskType { continue }
-                matched.append((w, ext))
-            }
-            seen += page.count
-            cursor = page.count == 500 ? page.last?.seq : nil
-        } while cursor != nil && seen < 10_000
-        if ascending { matched.reverse() }
-        let slice = start < matched.count ? Array(matched[start..<min(matched.count, start + limit)]) : []
-        return SCNetResponse.ok(.object(["total": .int(Int64(matched.count)), "list": .array(slice.map { .object(detailObject($0.0, $0.1, host: Self.host(request))) })]))
+        // Filtered, counted and paged in the store: only the page is read.
+        var query = WorkloadQuery(
+            tenant: p.tenant, phases: phases, limit: limit, kind: .interactive, names: names ?? [], offset: start, oldestFirst: ascending)
+        if let taskType { query.app = taskType == "ssh" ? WorkloadQuery.AppFilter.none : .named(taskType) }
+        let total = try await workloads.count(query, as: p)
+        let page = try await workloads.list(query, as: p)
+        var items: [JSONValue] = []
+        for w in page { items.append(.object(detailObject(w, await instanceExtension(w), host: Self.host(request)))) }
+        return SCNetResponse.ok(.object(["total": .int(Int64(total)), "list": .array(items)]))
     }
 
     // MARK: actions

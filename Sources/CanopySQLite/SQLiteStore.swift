@@ -107,7 +107,8 @@ public final class SQLiteStore: Store {
         }.map { try Codec.decode(Workload.self, $0) }
     }
 
-    public func workloads(_ query: WorkloadQuery) async throws -> [Workload] {
+    /// The WHERE clause of a query and its arguments; `paged`: with the cursor (a count ignores it).
+    static func filter(_ query: WorkloadQuery, paged: Bool) -> (String, [any DatabaseValueConvertible & Sendable]) {
         var clauses: [String] = []
         var args: [any DatabaseValueConvertible & Sendable] = []
         if let tenant = query.tenant {
@@ -122,15 +123,47 @@ public final class SQLiteStore: Store {
             clauses.append("phase IN (\(query.phases.map { _ in "?" }.joined(separator: ",")))")
             args += query.phases.map(\.rawValue).sorted()
         }
-        if let before = query.beforeSeq {
-            clauses.append("seq < ?")
+        if paged, let before = query.beforeSeq {
+            clauses.append(query.oldestFirst ? "seq > ?" : "seq < ?")
             args.append(before)
         }
-        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let sql = "SELECT body FROM workloads \(whereSQL) ORDER BY seq DESC LIMIT ?"
+        // Fields of the stored body, read by SQLite's JSON functions where they are (the body is JSON text).
+        if let kind = query.kind {
+            clauses.append("json_extract(CAST(body AS TEXT), '$.spec.kind') = ?")
+            args.append(kind.rawValue)
+        }
+        if !query.names.isEmpty {
+            clauses.append("json_extract(CAST(body AS TEXT), '$.spec.name') IN (\(query.names.map { _ in "?" }.joined(separator: ",")))")
+            args += query.names.sorted()
+        }
+        for (key, value) in query.labels.sorted(by: { $0.key < $1.key }) {
+            // The key as a quoted member of the path, so dots in it are part of the name.
+            clauses.append("json_extract(CAST(body AS TEXT), ?) = ?")
+            args.append("$.spec.labels.\"" + key.replacingOccurrences(of: "\"", with: "") + "\"")
+            args.append(value)
+        }
+        switch query.app {
+        case nil: break
+        case .some(.none): clauses.append("json_extract(CAST(body AS TEXT), '$.spec.app') IS NULL")
+        case .some(.named(let name)):
+            clauses.append("json_extract(CAST(body AS TEXT), '$.spec.app') = ?")
+            args.append(name)
+        }
+        return (clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND "), args)
+    }
+
+    public func workloads(_ query: WorkloadQuery) async throws -> [Workload] {
+        var (whereSQL, args) = Self.filter(query, paged: true)
+        let sql = "SELECT body FROM workloads \(whereSQL) ORDER BY seq \(query.oldestFirst ? "ASC" : "DESC") LIMIT ? OFFSET ?"
         args.append(max(0, query.limit))
+        args.append(max(0, query.offset))
         let bodies = try await pool.read { [args] db in try Data.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
         return try bodies.map { try Codec.decode(Workload.self, $0) }
+    }
+
+    public func countWorkloads(_ query: WorkloadQuery) async throws -> Int {
+        let (whereSQL, args) = Self.filter(query, paged: false)
+        return try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM workloads \(whereSQL)", arguments: StatementArguments(args)) ?? 0 }
     }
 
     public func activeWorkloads() async throws -> [Workload] {

@@ -302,6 +302,13 @@ public struct WorkloadService: Sendable {
         return await controller.overlay(try await store.workloads(q))
     }
 
+    /// How many workloads the principal sees match a query (its limit, offset and cursor aside).
+    public func count(_ query: WorkloadQuery, as principal: Principal) async throws -> Int {
+        var q = query
+        if principal.role != .admin { q.tenant = principal.tenant }
+        return try await store.countWorkloads(q)
+    }
+
     /// A workload the principal may change: inside a tenant everyone sees every workload, but only its owner or an
     /// admin may stop or release it (as in Slurm). Another tenant's workload is still indistinguishable from a missing one.
     public func getForChange(_ id: String, as principal: Principal, to action: String) async throws -> Workload {

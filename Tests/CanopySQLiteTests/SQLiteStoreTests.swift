@@ -53,6 +53,37 @@ struct SQLiteStoreTests {
         #expect(try await store.activeWorkloads().count == 24)
     }
 
+    @Test("kinds, names, labels (dots in their keys too) and apps are filtered, counted and paged in the store")
+    func filtersAndCounts() async throws {
+        let store = try SQLiteStore(path: try makeTempDir() + "/db.sqlite")
+        for i in 0..<30 {
+            var spec = WorkloadSpec(name: "n\(i % 3)", kind: i % 2 == 0 ? .interactive : .batch, command: ["true"])
+            if i % 5 == 0 { spec.labels = ["dataforest.workspace": "ws\(i % 10)", "plain": "x"] }
+            if i % 4 == 0 { spec.app = "jupyter" }
+            _ = try await store.insert(Workload(id: "w\(i)", tenant: i < 20 ? "t1" : "t2", owner: "u", spec: spec, createdAt: Date()))
+        }
+        let interactive = WorkloadQuery(tenant: "t1", limit: 100, kind: .interactive)
+        #expect(try await store.countWorkloads(interactive) == 10)
+        #expect(try await store.workloads(interactive).allSatisfy { $0.spec.kind == .interactive && $0.tenant == "t1" })
+        var named = interactive
+        named.names = ["n0", "n1"]
+        let expected = (0..<20).filter { $0 % 2 == 0 && $0 % 3 != 2 }.count
+        #expect(try await store.countWorkloads(named) == expected)
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, labels: ["dataforest.workspace": "ws0"])) == 3)
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, labels: ["dataforest.workspace": "ws5", "plain": "x"])) == 3)
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, labels: ["dataforest.workspace\"": "ws0"])) == 3, "a quote in a key is dropped, not SQL")
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, labels: ["dataforest": "ws0"])) == 0)
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, app: .named("jupyter"))) == 8)
+        #expect(try await store.countWorkloads(WorkloadQuery(limit: 1, app: WorkloadQuery.AppFilter.none)) == 22)
+        // Pages: offset and limit newest first, or oldest first; the count ignores both.
+        let page = try await store.workloads(WorkloadQuery(tenant: "t1", limit: 5, offset: 5))
+        #expect(page.map(\.id) == (10...14).reversed().map { "w\($0)" })
+        let oldest = try await store.workloads(WorkloadQuery(tenant: "t1", limit: 3, oldestFirst: true))
+        #expect(oldest.map(\.id) == ["w0", "w1", "w2"])
+        #expect(try await store.countWorkloads(WorkloadQuery(tenant: "t1", limit: 5, offset: 5)) == 20)
+        #expect(try await store.workloads(WorkloadQuery(tenant: "t1", limit: 5, offset: 100)).isEmpty)
+    }
+
     @Test("a stale update never overwrites a newer state")
     func versions() async throws {
         let store = try SQLiteStore(path: try makeTempDir() + "/db.sqlite")

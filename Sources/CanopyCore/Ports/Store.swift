@@ -10,14 +10,41 @@ public struct WorkloadQuery: Sendable, Hashable {
     public var beforeSeq: Int64?
     /// At most this many.
     public var limit: Int
+    /// Only workloads of this kind.
+    public var kind: WorkloadKind?
+    /// Only workloads with one of these names (empty: any).
+    public var names: Set<String> = []
+    /// Only workloads carrying every one of these labels.
+    public var labels: [String: String] = [:]
+    /// Only workloads running this app (`.none`: those running none).
+    public var app: AppFilter?
+    /// Skips this many matches first (a page of a listing that counts from its start).
+    public var offset: Int = 0
+    /// Oldest first instead of newest first.
+    public var oldestFirst = false
+
+    /// Which app a listing wants.
+    public enum AppFilter: Sendable, Hashable {
+        case none
+        case named(String)
+    }
 
     /// Creates a query.
-    public init(tenant: String? = nil, queue: String? = nil, phases: Set<Phase> = [], beforeSeq: Int64? = nil, limit: Int = 100) {
+    public init(
+        tenant: String? = nil, queue: String? = nil, phases: Set<Phase> = [], beforeSeq: Int64? = nil, limit: Int = 100, kind: WorkloadKind? = nil,
+        names: Set<String> = [], labels: [String: String] = [:], app: AppFilter? = nil, offset: Int = 0, oldestFirst: Bool = false
+    ) {
         self.tenant = tenant
         self.queue = queue
         self.phases = phases
         self.beforeSeq = beforeSeq
         self.limit = limit
+        self.kind = kind
+        self.names = names
+        self.labels = labels
+        self.app = app
+        self.offset = offset
+        self.oldestFirst = oldestFirst
     }
 }
 
@@ -29,8 +56,10 @@ public protocol Store: Sendable {
     func update(_ workloads: [Workload]) async throws
     /// One workload by id, whatever its tenant (callers scope it).
     func workload(id: String) async throws -> Workload?
-    /// A page of workloads, newest first.
+    /// A page of workloads, newest first (oldest first when the query says so).
     func workloads(_ query: WorkloadQuery) async throws -> [Workload]
+    /// How many workloads match a query, whatever its limit, offset and cursor: a listing's total.
+    func countWorkloads(_ query: WorkloadQuery) async throws -> Int
     /// Every workload that is not finished, oldest first: what a restart must pick up.
     func activeWorkloads() async throws -> [Workload]
     /// Deletes a workload's record; false when there was none.
