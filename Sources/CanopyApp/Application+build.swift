@@ -156,7 +156,7 @@ public func buildApplication(
         workloads: workloads, records: DialectRecords(store: store), keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)
     try SCNetAPI(
-        workloads: workloads, controller: controller, records: DialectRecords(store: store), auth: auth, keys: keys, passwords: passwords, images: images,
+        workloads: workloads, controller: controller, auth: auth, keys: keys, passwords: passwords, images: images,
         apps: apps, endpoints: endpoints, exec: exec, sshServer: sshServer, keyFile: dataDir + "/scnet.key", configuration: config.scnet, logger: logger
     ).register(on: router)
     let address = "http://\(config.host.contains(":") ? "[\(config.host)]" : config.host)"

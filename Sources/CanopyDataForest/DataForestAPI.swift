@@ -33,7 +33,15 @@ public struct DataForestConfiguration: Sendable {
 /// or XML. An AI app is a Canopy workload; a workspace is a record this dialect keeps; an account is a tenant.
 public struct DataForestAPI: Sendable {
     static let workspaceKind = "dataforest.workspace"
+    /// Workloads made before the dialect kept its fields in `Workload.extensions` carry them as these labels.
     static let workspaceLabel = "dataforest.workspace"
+    /// The dialect's name in `Workload.extensions`.
+    static let dialect = "dataforest"
+
+    /// A field this dialect keeps with an app: from its extension, or the label older apps carry it in.
+    static func field(_ w: Workload, _ key: String) -> String? {
+        w.extensions?[dialect]?[key] ?? w.spec.labels[key == "workspace" ? workspaceLabel : "dataforest." + key]
+    }
 
     let workloads: WorkloadService
     let store: DialectRecords
@@ -354,7 +362,7 @@ public struct DataForestAPI: Sendable {
         let (state, final) = DataForestMapping.yarn(w.phase)
         return [
             "id": .string(w.id), "appId": .string(DataForestMapping.appID(w)), "name": .string(w.spec.name), "accountName": .string(w.tenant),
-            "queueName": .string(w.spec.labels["dataforest.queue"] ?? w.spec.queue), "workspaceName": .string(w.spec.labels["dataforest.workspaceName"] ?? ""),
+            "queueName": .string(Self.field(w, "queue") ?? w.spec.queue), "workspaceName": .string(Self.field(w, "workspaceName") ?? ""),
             "state": .string(state), "finalStatus": .string(final), "startedAt": ts(w.createdAt), "finishedAt": ts(w.finishedAt),
             "elapsedMillis": .int(DataForestMapping.elapsedMillis(w, now: clock.now())),
         ]
@@ -390,13 +398,13 @@ public struct DataForestAPI: Sendable {
             ports: (docker.exposeTcpPorts ?? []).reduce(into: [PortSpec]()) { ports, p in
                 if p != 0, !ports.contains(where: { $0.port == p }) { ports.append(PortSpec(p, .tcp)) }
             },
-            labels: [Self.workspaceLabel: ws.id, "dataforest.workspaceName": ws.name, "dataforest.queue": vendorQueue],
             data: staging.isEmpty ? nil : staging)
         // The app belongs to the workspace's account, also when an admin submits it.
         let owner = Principal(user: call.principal.user, tenant: record.tenant, role: .user)
         let w: Workload
         do {
-            w = try await workloads.submit(spec, by: owner)
+            w = try await workloads.submit(
+                spec, by: owner, extensions: [Self.dialect: ["workspace": ws.id, "workspaceName": ws.name, "queue": vendorQueue]])
         } catch let e as CanopyError {
             throw DataForestError.from(e, body: call.body)
         }
@@ -418,11 +426,22 @@ public struct DataForestAPI: Sendable {
         let tenant = try await tenant(ofAccount: req.search?.accountId, call.principal, field: "search.accountId")
         // Every workload of the account is an app here (one object, many views), newest first; a workspace's are
         // those the store finds by its label. The vendor's list has no paging: its first 10,000, and the total.
-        var query = WorkloadQuery(tenant: tenant, limit: 10_000)
-        if let ws = req.search?.aiWorkspaceId { query.labels = [Self.workspaceLabel: ws] }
-        let total = try await workloads.count(query, as: call.principal)
+        var queries = [WorkloadQuery(tenant: tenant, limit: 10_000)]
+        if let ws = req.search?.aiWorkspaceId {
+            // Apps made before extensions carry their workspace as a label.
+            queries = [
+                WorkloadQuery(tenant: tenant, limit: 10_000, extensionFields: [Self.dialect: ["workspace": ws]]),
+                WorkloadQuery(tenant: tenant, limit: 10_000, labels: [Self.workspaceLabel: ws]),
+            ]
+        }
+        var total = 0
+        var found: [Workload] = []
+        for query in queries {
+            total += try await workloads.count(query, as: call.principal)
+            found += try await workloads.list(query, as: call.principal)
+        }
         var items: [JSONValue] = []
-        for w in try await workloads.list(query, as: call.principal) {
+        for w in found.sorted(by: { $0.seq > $1.seq }).prefix(10_000) {
             var o = appSummary(w)
             o["modifiedAt"] = ts(w.finishedAt ?? w.startedAt ?? w.createdAt)
             o["disabled"] = .bool(false)

@@ -37,13 +37,13 @@ public struct SCNetConfiguration: Sendable {
 /// SCNet (Sugon AC) OpenAPI 2.0: tokens under `/ac/openapi/v2` (and the AK/SK exchange at `/api/user/v3/tokens`),
 /// container instances under `/ai/openapi/v2/instance-service`, images under `/ai/openapi/v2/image`. An instance is a
 /// Canopy interactive workload (one object: `canopy ps` shows it); what SCNet says of it that Canopy has no field
-/// for is a dialect record beside it.
+/// for is kept in the workload's `scnet` extension, which the native API does not show.
 public struct SCNetAPI: Sendable {
-    static let recordKind = "scnet.instance"
+    /// The dialect's name in `Workload.extensions`.
+    static let dialect = "scnet"
 
     let workloads: WorkloadService
     let controller: WorkloadController
-    let records: DialectRecords
     let auth: AuthService
     let keys: AccessKeyService
     let passwords: PasswordService
@@ -58,13 +58,12 @@ public struct SCNetAPI: Sendable {
     let clock: Clock
 
     public init(
-        workloads: WorkloadService, controller: WorkloadController, records: DialectRecords, auth: AuthService, keys: AccessKeyService,
+        workloads: WorkloadService, controller: WorkloadController, auth: AuthService, keys: AccessKeyService,
         passwords: PasswordService, images: ImageService, apps: AppService?, endpoints: EndpointService?, exec: ExecService?,
         sshServer: SSHServerInfo?, keyFile: String, configuration: SCNetConfiguration, logger: Logger, clock: Clock = .system
     ) throws {
         self.workloads = workloads
         self.controller = controller
-        self.records = records
         self.auth = auth
         self.keys = keys
         self.passwords = passwords

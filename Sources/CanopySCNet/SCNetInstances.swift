@@ -43,9 +43,9 @@ extension SCNetAPI {
         }
     }
 
-    func instanceExtension(_ w: Workload) async -> InstanceExtension? {
-        guard let r = try? await records.record(kind: Self.recordKind, id: w.id), r.tenant == w.tenant else { return nil }
-        return try? JSONDecoder().decode(InstanceExtension.self, from: r.body)
+    func instanceExtension(_ w: Workload) -> InstanceExtension? {
+        guard let text = w.extensions?[Self.dialect]?["instance"] else { return nil }
+        return try? JSONDecoder().decode(InstanceExtension.self, from: Data(text.utf8))
     }
 
     // MARK: create
@@ -99,23 +99,19 @@ extension SCNetAPI {
             resources: Resources(cpuMillis: req.cpuNumber * 1000, memoryMiB: req.ramSize, gpus: req.gpuNumber), tasks: req.taskNumber, ports: ports,
             mounts: req.mounts.map { Mount(source: ($0.type == "data" ? "data:" : "host:") + $0.sourcePath, target: $0.targetPath) },
             lease: req.lease, app: app)
+        let ext = InstanceExtension(
+            taskType: req.taskType, acceleratorType: req.acceleratorType, resourceGroup: req.resourceGroup, version: req.version, imagePath: req.imagePath,
+            description: req.description, timeoutLimit: req.timeoutLimit, useStartScript: req.useStartScript, startScriptContent: req.startScriptContent,
+            startScriptActionScope: req.startScriptActionScope, mounts: req.mounts, ports: req.ports)
+        let encoded = String(decoding: try JSONEncoder().encode(ext), as: UTF8.self)
         let w: Workload
         do {
-            w = try await workloads.submit(spec, by: p)
+            w = try await workloads.submit(spec, by: p, extensions: [Self.dialect: ["instance": encoded]])
         } catch let e as CanopyError {
             switch e.code {
             case .invalidArgument, .unschedulable, .notFound, .permissionDenied, .quotaExceeded: throw SCNetError.from(e)
             default: throw SCNetError.createFailed(e.message)
             }
-        }
-        let ext = InstanceExtension(
-            taskType: req.taskType, acceleratorType: req.acceleratorType, resourceGroup: req.resourceGroup, version: req.version, imagePath: req.imagePath,
-            description: req.description, timeoutLimit: req.timeoutLimit, useStartScript: req.useStartScript, startScriptContent: req.startScriptContent,
-            startScriptActionScope: req.startScriptActionScope, mounts: req.mounts, ports: req.ports)
-        do {
-            try await records.put(record: StoredRecord(kind: Self.recordKind, id: w.id, tenant: w.tenant, name: w.id, body: try JSONEncoder().encode(ext)))
-        } catch {
-            logger.error("an SCNet instance's record was not saved; it shows Canopy's own view", metadata: ["workload": "\(w.id)", "error": "\(error)"])
         }
         return SCNetResponse.ok(.string(w.id))
     }
@@ -180,7 +176,7 @@ extension SCNetAPI {
     @Sendable func detail(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let p = try context.requirePrincipal()
         let w = try await instance(try context.parameters.require("id"), p)
-        return SCNetResponse.ok(.object(detailObject(w, await instanceExtension(w), host: Self.host(request))))
+        return SCNetResponse.ok(.object(detailObject(w, instanceExtension(w), host: Self.host(request))))
     }
 
     /// `GET /task` (JSON body or query): `limit` (required, at most 1000), `start`, `sort` (desc/asc by creation),
@@ -238,7 +234,7 @@ extension SCNetAPI {
         let total = try await workloads.count(query, as: p)
         let page = try await workloads.list(query, as: p)
         var items: [JSONValue] = []
-        for w in page { items.append(.object(detailObject(w, await instanceExtension(w), host: Self.host(request)))) }
+        for w in page { items.append(.object(detailObject(w, instanceExtension(w), host: Self.host(request)))) }
         return SCNetResponse.ok(.object(["total": .int(Int64(total)), "list": .array(items)]))
     }
 
@@ -291,7 +287,6 @@ extension SCNetAPI {
             } catch let e as CanopyError {
                 throw SCNetError.deleteFailed(e.message)
             }
-            _ = try? await records.deleteRecord(kind: Self.recordKind, id: w.id)
         }
         return SCNetResponse.ok(.null, msg: "操作成功")
     }

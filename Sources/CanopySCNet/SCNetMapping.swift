@@ -83,8 +83,8 @@ enum SCNetMapping {
     }
 }
 
-/// What SCNet says of an instance that Canopy has no field for, kept as a dialect record beside the workload
-/// (kind `scnet.instance`, the workload's id): never in the workload's labels, which the native API shows.
+/// What SCNet says of an instance that Canopy has no field for, kept in the workload's `scnet` extension (as JSON
+/// under `instance`): never in its labels, which the native API shows.
 struct InstanceExtension: Codable, Sendable, Equatable {
     var taskType: String
     var acceleratorType: String

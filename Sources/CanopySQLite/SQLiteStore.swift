@@ -142,6 +142,13 @@ public final class SQLiteStore: Store {
             args.append("$.spec.labels.\"" + key.replacingOccurrences(of: "\"", with: "") + "\"")
             args.append(value)
         }
+        for (dialect, fields) in query.extensionFields.sorted(by: { $0.key < $1.key }) {
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+                clauses.append("json_extract(CAST(body AS TEXT), ?) = ?")
+                args.append("$.extensions.\"" + dialect.replacingOccurrences(of: "\"", with: "") + "\".\"" + key.replacingOccurrences(of: "\"", with: "") + "\"")
+                args.append(value)
+            }
+        }
         switch query.app {
         case nil: break
         case .some(.none): clauses.append("json_extract(CAST(body AS TEXT), '$.spec.app') IS NULL")

@@ -237,7 +237,8 @@ public struct WorkloadService: Sendable {
     }
 
     /// Validates, stores durably, and hands a workload to the scheduler. Returns it with its position.
-    public func submit(_ spec: WorkloadSpec, by principal: Principal) async throws -> Workload {
+    /// Submits a workload; `extensions`: what a dialect keeps with it (`Workload.extensions`).
+    public func submit(_ spec: WorkloadSpec, by principal: Principal, extensions: [String: [String: String]]? = nil) async throws -> Workload {
         var spec = try await applyApp(spec)
         try await validate(spec)
         spec.lease = try await resolveLease(spec)
@@ -247,6 +248,7 @@ public struct WorkloadService: Sendable {
         if spec.name.isEmpty { spec.name = id }
         var workload = Workload(id: id, tenant: principal.tenant, owner: principal.user, spec: spec, createdAt: clock.now())
         workload.imageReference = imageReference
+        workload.extensions = extensions
         let stored = try await store.insert(workload)
         await controller.admit(stored)
         return await controller.live(stored.id) ?? stored

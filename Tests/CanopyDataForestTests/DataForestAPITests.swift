@@ -133,6 +133,11 @@ struct DataForestAPITests {
             #expect(w.spec.workdir == "/root/")
             #expect(w.spec.image == "tensorflow:r2.3.1-py3")
             #expect(w.spec.resources == Resources(cpuMillis: 1000, memoryMiB: 1024, gpus: 1, gpuModel: "T4"))
+            // The vendor's fields live in the dialect's extension, not the user's labels; the workspace finds its apps by it.
+            #expect(w.spec.labels.isEmpty && w.extensions?["dataforest"]?["workspace"] == ws && w.extensions?["dataforest"]?["queue"] == "gpu")
+            let listed = try await client.df("aiapps/getList", ["search": ["aiWorkspaceId": ws]], signer).1
+            #expect(listed["total"] as? Int == 1 && (listed["contents"] as? [[String: Any]])?.first?["workspaceName"] as? String == config["name"] as? String)
+            #expect(try await client.df("aiapps/getList", ["search": ["aiWorkspaceId": "NoSuchWorkspace"]], signer).1["total"] as? Int == 0)
             var detail: [String: Any] = [:]
             _ = try await eventually {
                 detail = try await client.df("aiapps/getDetail", ["id": id], signer).1

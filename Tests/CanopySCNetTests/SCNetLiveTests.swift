@@ -51,6 +51,7 @@ struct SCNetLiveTests {
             let json = try #require(try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])
             #expect(json["tenant"] as? String == "lab" && json["owner"] as? String == "alice" && json["phase"] as? String == "Running", "\(shown.stdout)")
             #expect((json["spec"] as? [String: Any])?["labels"] as? [String: String] ?? [:] == [:], "vendor fields stay out of the labels")
+            #expect(json["extensions"] == nil, "and the native API does not show the dialect's extension")
             // The start script ran before the service, on the restart too; execute-script ran in task 0.
             let files = try await server.cli(["exec", id, "--", "sh", "-c", "cat started.txt executed.txt"])
             #expect(files.stdout == "from-start-script\nfrom-execute\n", "\(files)")

@@ -16,6 +16,8 @@ public struct WorkloadQuery: Sendable, Hashable {
     public var names: Set<String> = []
     /// Only workloads carrying every one of these labels.
     public var labels: [String: String] = [:]
+    /// Only workloads whose dialect extension has these values: dialect, then field, then value.
+    public var extensionFields: [String: [String: String]] = [:]
     /// Only workloads running this app (`.none`: those running none).
     public var app: AppFilter?
     /// Skips this many matches first (a page of a listing that counts from its start).
@@ -32,8 +34,10 @@ public struct WorkloadQuery: Sendable, Hashable {
     /// Creates a query.
     public init(
         tenant: String? = nil, queue: String? = nil, phases: Set<Phase> = [], beforeSeq: Int64? = nil, limit: Int = 100, kind: WorkloadKind? = nil,
-        names: Set<String> = [], labels: [String: String] = [:], app: AppFilter? = nil, offset: Int = 0, oldestFirst: Bool = false
+        names: Set<String> = [], labels: [String: String] = [:], extensionFields: [String: [String: String]] = [:], app: AppFilter? = nil,
+        offset: Int = 0, oldestFirst: Bool = false
     ) {
+        self.extensionFields = extensionFields
         self.tenant = tenant
         self.queue = queue
         self.phases = phases

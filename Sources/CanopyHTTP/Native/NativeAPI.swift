@@ -124,8 +124,12 @@ public struct NativeAPI: Sendable {
         return try APIJSON.response(Page(items: items.map(shown), nextCursor: next))
     }
 
-    /// A workload as the API shows it: its tasks' endpoints (access URLs) filled in.
-    func shown(_ w: Workload) -> Workload { endpoints?.withEndpoints(w) ?? w }
+    /// A workload as the API shows it: its tasks' endpoints (access URLs) filled in, dialects' extensions left out.
+    func shown(_ w: Workload) -> Workload {
+        var w = endpoints?.withEndpoints(w) ?? w
+        w.extensions = nil
+        return w
+    }
 
     @Sendable func get(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         try APIJSON.response(shown(try await workloads.get(try context.parameters.require("id"), as: try context.requirePrincipal())))
