@@ -65,7 +65,7 @@ enum Format {
             items.map { w in
                 [w.id, String(name(w).prefix(24))] + (showTenant ? [w.tenant] : []) + [
                     w.owner, w.spec.queue, status(w), w.reason?.code.rawValue ?? "-", resources(w.spec.resources, tasks: w.spec.tasks),
-                    age(w.createdAt), String(w.spec.command.joined(separator: " ").prefix(40)),
+                    age(w.createdAt), String(oneLine(w.spec.command.joined(separator: " ")).prefix(40)),
                 ]
             })
     }
@@ -86,7 +86,7 @@ enum Format {
         if let c = w.exitCode { lines.append(("Exit code", String(c))) }
         lines += [
             ("Queue", w.spec.queue), ("Priority", String(w.spec.priority)), ("Tenant", "\(w.tenant) (owner \(w.owner))"),
-            ("Command", w.spec.command.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")),
+            ("Command", oneLine(w.spec.command.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " "))),
             ("Resources", resources(w.spec.resources, tasks: w.spec.tasks)),
         ]
         // The image by the id it was pinned to at submit, shortened as docker shows ids.
@@ -125,4 +125,9 @@ enum Format {
 /// `-o` output formats.
 enum OutputFormat: String, CaseIterable, Sendable {
     case table, json
+}
+
+/// A command line on one line of a table: its line ends and tabs written as `\n` and `\t` (a start script has several).
+func oneLine(_ text: String) -> String {
+    text.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\t", with: "\\t")
 }
