@@ -1,4 +1,3 @@
-import CanopyHTTP
 import CanopyCore
 import Crypto
 import Foundation

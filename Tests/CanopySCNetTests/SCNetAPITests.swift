@@ -70,7 +70,7 @@ struct SCNetAPITests {
             #expect(native.0 == .ok && native.1["user"] as? String == "alice" && native.1["tenant"] as? String == "lab", "\(native)")
             let wrongWay = try await client.scnet("/ac/openapi/v2/user", .get, token: server.adminToken)
             #expect(wrongWay.1["code"] as? String == "10009")
-            _ = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: server.adminToken)
+            try await stopAndWait(client, [id], admin: server.adminToken)
         }
     }
 
@@ -105,7 +105,7 @@ struct SCNetAPITests {
             // Exactly the accepted ones were stored.
             let listed = try await client.json("/api/v1/workloads?limit=1000", token: server.adminToken).1["items"] as? [[String: Any]] ?? []
             #expect(listed.count == codes["0", default: 0], "\(codes)")
-            for w in listed { _ = try await client.json("/api/v1/workloads/\(w["id"] as? String ?? "")/stop", .post, token: server.adminToken) }
+            try await stopAndWait(client, listed.compactMap { $0["id"] as? String }, admin: server.adminToken)
         }
     }
 
@@ -137,7 +137,13 @@ struct SCNetAPITests {
             #expect((listed.1["data"] as? [String: Any])?["total"] as? Int == 0, "\(listed)")
             let still = try await client.scnet("\(base)/\(id)/detail", .get, token: alice)
             #expect(["Waiting", "Deploying", "Running"].contains((still.1["data"] as? [String: Any])?["status"] as? String ?? ""), "\(still)")
-            _ = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: server.adminToken)
+            try await stopAndWait(client, [id], admin: server.adminToken)
         }
     }
+}
+
+/// Stops workloads and waits until they are down: the in-process server leaves running tasks running when the test ends.
+func stopAndWait(_ client: any TestClientProtocol, _ ids: [String], admin: String) async throws {
+    for id in ids { _ = try await client.json("/api/v1/workloads/\(id)/stop", .post, token: admin) }
+    for id in ids { _ = try await client.waitForPhase(id, token: admin, ["Stopped", "Cancelled", "Failed", "Succeeded"], timeout: .seconds(20)) }
 }

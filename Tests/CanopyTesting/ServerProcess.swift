@@ -56,12 +56,32 @@ public final class ServerProcess: @unchecked Sendable {
         let server = try await start(dataDir: dataDir, extra: extra, imagePolicy: imagePolicy)
         do {
             let result = try await body(server)
+            await server.stopAll()
             await server.terminate()
             if removeAfter { try? FileManager.default.removeItem(atPath: dataDir) }
             return result
         } catch {
+            await server.stopAll()
             await server.terminate()
             throw error
+        }
+    }
+
+    /// Stops every unfinished workload (the server leaves running tasks running when it stops, and a test must not
+    /// leave processes behind), waiting up to 20 s for them to end.
+    public func stopAll() async {
+        func active() async -> [String] {
+            guard let ps = try? await cli(["ps", "-o", "json"]),
+                let items = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8))) as? [[String: Any]]
+            else { return [] }
+            return items.filter { ["Pending", "Starting", "Running", "Stopping"].contains($0["phase"] as? String ?? "") }.compactMap { $0["id"] as? String }
+        }
+        let deadline = Date().addingTimeInterval(20)
+        var ids = await active()
+        while !ids.isEmpty && Date() < deadline {
+            _ = try? await cli(["stop"] + ids)
+            try? await Task.sleep(for: .milliseconds(200))
+            ids = await active()
         }
     }
 
