@@ -153,7 +153,7 @@ public func buildApplication(
         sshKeys: sshKeys, sshServer: sshServer, passwords: passwords)
         .register(on: router)
     DataForestAPI(
-        workloads: workloads, records: DialectRecords(store: store), keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
+        workloads: workloads, records: DialectRecords(store: store, dialect: "dataforest"), keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
     ).register(on: router)
     try SCNetAPI(
         workloads: workloads, controller: controller, auth: auth, keys: keys, passwords: passwords, images: images,

@@ -165,17 +165,24 @@ struct UsersCommand: AsyncParsableCommand {
 
     struct Passwd: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "passwd", abstract: "Set a user's password: an admin anyone's, a user their own. Read from standard input.")
+            commandName: "passwd", abstract: "Set a user's password: an admin anyone's, a user their own. Read from standard input.",
+            discussion: """
+                A user changing their own gives --current-password-stdin too: standard input is then the current password \
+                on its first line and the new one on its second.
+                """)
         @Argument(help: "User name.") var user: String
         @Option(help: "Their tenant.") var tenant: String
-        @Flag(name: .customLong("password-stdin"), help: "Read the password from standard input (required).") var passwordStdin = false
+        @Flag(name: .customLong("password-stdin"), help: "Read the new password from standard input (required).") var passwordStdin = false
+        @Flag(name: .customLong("current-password-stdin"), help: "Read the current password first, on its own line (a user changing their own).")
+        var currentPasswordStdin = false
 
         func run() async throws {
             guard passwordStdin else { throw ValidationError("pass --password-stdin and the password on standard input (never on the command line)") }
             try UsersCommand.checkNames([("user", user), ("--tenant", tenant)])
+            let current = currentPasswordStdin ? try UsersCommand.readPassword() : nil
             let password = try UsersCommand.readPassword()
             try await client { c in
-                _ = try await c.raw(.PUT, "/users/\(tenant)/\(user)/password", body: SetPasswordRequest(password: password))
+                _ = try await c.raw(.PUT, "/users/\(tenant)/\(user)/password", body: SetPasswordRequest(password: password, currentPassword: current))
                 printOut("password changed for \(user) (\(tenant))")
             }
         }

@@ -112,9 +112,7 @@ public struct DataForestAPI: Sendable {
     func op(_ operation: @escaping Operation) -> @Sendable (Request, CanopyRequestContext) async throws -> Response {
         { request, context in
             let principal = try context.requirePrincipal()
-            let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-            var raw = Data(buffer.readableBytesView)
-            if raw.isEmpty || raw.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { raw = Data("{}".utf8) }
+            var raw = try await DialectBody.collect(request, context: context)
             let parsed: JSONValue?
             if Negotiation.requestIsXML(request) || raw.first == UInt8(ascii: "<") {
                 let value: JSONValue

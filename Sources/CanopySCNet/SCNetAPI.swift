@@ -175,7 +175,11 @@ public struct SCNetAPI: Sendable {
         guard let user = Self.header(request, "user"), !user.isEmpty else { throw SCNetError.missing("user") }
         guard let password = Self.header(request, "password"), !password.isEmpty else { throw SCNetError.missing("password") }
         guard let orgID = Self.header(request, "orgId"), !orgID.isEmpty else { throw SCNetError.missing("orgId") }
-        let tenant = try await passwords.list().first(where: { TenantID.of($0.tenant) == orgID.lowercased() })?.tenant ?? ""
+        // Names that cannot be a user's are refused before any work (and never become throttling keys).
+        guard Queue.isValidName(user), orgID.count == 32, orgID.allSatisfy(\.isHexDigit) else {
+            throw SCNetError.unauthenticated("verification failed: wrong user, password or orgId")
+        }
+        let tenant = passwords.tenant(orgID: orgID.lowercased()) ?? ""
         do {
             let principal = try await passwords.verify(user: user, tenant: tenant, password: password, client: Self.client(context))
             return tokenList(principal, via: "pw")
@@ -193,16 +197,16 @@ public struct SCNetAPI: Sendable {
             guard let v = Self.header(request, name), !v.isEmpty else { throw SCNetError.missing(name) }
             values[name] = v
         }
-        guard let seconds = Int64(values["timestamp"]!), abs(seconds - nowMillis / 1000) <= 300 else {
+        // No abs() of a difference: a timestamp near Int64.min would overflow it and trap.
+        let now = nowMillis / 1000
+        guard let seconds = Int64(values["timestamp"]!), seconds >= now - 300, seconds <= now + 300 else {
             throw SCNetError.invalid("timestamp", "must be the current time in seconds (within 5 minutes)")
         }
-        guard let (principal, secret) = keys.lookup(accessKey: values["accessKey"]!), principal.user == values["user"]! else {
-            throw SCNetError.unauthenticated("verification failed: unknown access key or user")
-        }
+        // One answer for an unknown key, another user's key and a wrong signature: none of them can be probed.
+        let refused = SCNetError.unauthenticated("verification failed: wrong user, access key or signature")
+        guard let (principal, secret) = keys.lookup(accessKey: values["accessKey"]!), principal.user == values["user"]! else { throw refused }
         let expected = SCNetTokens.akSignature(secret: secret, accessKey: values["accessKey"]!, timestamp: values["timestamp"]!, user: values["user"]!)
-        guard PasswordService.equal(Array(expected.utf8), Array(values["signature"]!.lowercased().utf8)) else {
-            throw SCNetError.unauthenticated("verification failed: signature does not match")
-        }
+        guard PasswordService.equal(Array(expected.utf8), Array(values["signature"]!.lowercased().utf8)) else { throw refused }
         return tokenList(principal, via: "ak:" + values["accessKey"]!)
     }
 
@@ -266,8 +270,6 @@ struct SCNetAuthMiddleware: RouterMiddleware {
         guard let principal = SCNetAPI.principal(of: claims, passwords: api.passwords, keys: api.keys) else {
             throw SCNetError.unauthenticated("token revoked: its password changed or its access key was revoked")
         }
-        let hash = AuthService.hash(token)
-        api.auth.vouch(hash: hash, for: principal, until: Date(timeIntervalSince1970: Double(claims.expiresAtMillis) / 1000))
-        return try await next(request, context.authenticated(as: principal, credentialHash: hash))
+        return try await next(request, context.authenticated(as: principal, credentialHash: AuthService.hash(token)))
     }
 }

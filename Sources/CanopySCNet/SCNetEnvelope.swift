@@ -37,11 +37,11 @@ struct SCNetEnvelope: DialectEnvelope {
     }
 
     func render(_ e: CanopyError, for request: Request) -> Response {
-        if e.code == .notFound && e.field == nil {
-            // No such route under the dialect's paths.
-            return render(SCNetError(code: "10004", msg: "no such API: \(request.method.rawValue) \(request.uri.path)", status: 404), for: request)
-        }
-        return render(.from(e), for: request)
+        render(.from(e), for: request)
+    }
+
+    func renderNoRoute(for request: Request) -> Response {
+        render(SCNetError(code: "10004", msg: "no such API: \(request.method.rawValue) \(request.uri.path)", status: 404), for: request)
     }
 }
 

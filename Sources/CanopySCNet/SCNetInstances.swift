@@ -10,9 +10,7 @@ extension SCNetAPI {
 
     /// The body as JSON (`{}` when empty): GET with a body is how SCNet's clients list.
     func body(_ request: Request, _ context: CanopyRequestContext) async throws -> JSONValue {
-        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-        let raw = Data(buffer.readableBytesView)
-        if raw.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return .object([:]) }
+        let raw = try await DialectBody.collect(request, context: context)
         let parsed: JSONValue?
         do {
             parsed = try JSONValue.parse(raw)
@@ -32,15 +30,21 @@ extension SCNetAPI {
         return values
     }
 
-    /// An instance the caller may see; another tenant's is one that does not exist.
-    func instance(_ id: String, _ p: Principal, field: String = "id") async throws -> Workload {
+    /// An instance of the caller's tenant (an SCNet sign-in is for one organisation, an admin's too); another
+    /// tenant's is one that does not exist. `change`: an action only its owner (or an admin) may take: 10008 for
+    /// a colleague's.
+    func instance(_ id: String, _ p: Principal, field: String = "id", change action: String? = nil) async throws -> Workload {
+        let w: Workload
         do {
-            let w = try await workloads.get(id, as: p)
-            guard w.spec.kind == .interactive else { throw SCNetError.invalid(field, "no instance \(id)") }
-            return w
+            w = try await workloads.get(id, as: p)
         } catch let e as CanopyError where e.code == .notFound || e.code == .invalidArgument {
             throw SCNetError.invalid(field, "no instance \(id)")
         }
+        guard w.spec.kind == .interactive, w.tenant == p.tenant else { throw SCNetError.invalid(field, "no instance \(id)") }
+        if let action, p.role != .admin, w.owner != p.user {
+            throw SCNetError.permission("instance \(w.id) belongs to \(w.owner); only its owner or an admin may \(action) it")
+        }
+        return w
     }
 
     func instanceExtension(_ w: Workload) -> InstanceExtension? {
@@ -243,13 +247,14 @@ extension SCNetAPI {
     @Sendable func stop(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let p = try context.requirePrincipal()
         let ids = try ids(request, "ids")
+        // Every id is checked (and owned) before any is stopped.
         var found: [Workload] = []
-        for id in ids { found.append(try await instance(id, p, field: "ids")) }
+        for id in ids { found.append(try await instance(id, p, field: "ids", change: "stop")) }
         for w in found where !w.phase.isTerminal && w.phase != .stopped && w.phase != .stopping {
             do {
                 _ = try await workloads.stop(w.id, as: p)
-            } catch let e as CanopyError where e.code == .permissionDenied {
-                throw SCNetError.permission(e.message)
+            } catch let e as CanopyError {
+                throw SCNetError.from(e)
             }
         }
         return SCNetResponse.ok(.null)
@@ -260,7 +265,7 @@ extension SCNetAPI {
         var given = request.uri.queryParameters.get("instanceServiceId")
         if given == nil { given = try await body(request, context)["instanceServiceId"]?.stringValue }
         guard let id = given, !id.isEmpty else { throw SCNetError.missing("instanceServiceId") }
-        let w = try await instance(id, p, field: "instanceServiceId")
+        let w = try await instance(id, p, field: "instanceServiceId", change: "restart")
         guard w.phase == .stopped else {
             throw SCNetError.invalid(
                 "instanceServiceId", "instance \(w.id) is \(SCNetMapping.state(w.phase)); only a stopped (Terminated by a stop, lease or idle timeout) instance restarts")
@@ -277,7 +282,7 @@ extension SCNetAPI {
         let p = try context.requirePrincipal()
         let ids = try ids(request, "ids")
         var found: [Workload] = []
-        for id in ids { found.append(try await instance(id, p, field: "ids")) }
+        for id in ids { found.append(try await instance(id, p, field: "ids", change: "delete")) }
         if let running = found.first(where: { !$0.phase.isTerminal && $0.phase != .stopped }) {
             throw SCNetError.deleteFailed("instance \(running.id) is \(SCNetMapping.state(running.phase)); stop it first")
         }
@@ -304,7 +309,7 @@ extension SCNetAPI {
         guard script.utf8.count <= 65536, !script.utf8.contains(0) else { throw SCNetError.invalid("startScriptContent", "at most 64 KiB, no NUL") }
         let scope = (b["startScriptActionScope"]?.stringValue ?? "all").lowercased()
         guard scope == "all" || scope == "header" else { throw SCNetError.invalid("startScriptActionScope", "must be all or header") }
-        let w = try await instance(id, p)
+        let w = try await instance(id, p, change: "run scripts in")
         guard let exec else { throw SCNetError.scriptFailed("this server cannot run commands in instances") }
         let targets = w.tasks.filter { $0.phase == .running && (scope == "all" || $0.index == 0) }.map(\.index)
         guard !targets.isEmpty else { throw SCNetError.instanceCount("instance \(w.id) has no running task to run the script in") }
@@ -348,9 +353,16 @@ extension SCNetAPI {
     /// port (a browser needs nothing else); for an ssh instance, its SSH target on Canopy's SSH server.
     @Sendable func url(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let p = try context.requirePrincipal()
-        let w = try await instance(try context.parameters.require("id"), p)
+        let w = try await instance(try context.parameters.require("id"), p, change: "open")
         guard w.phase == .running else { throw SCNetError.invalid("id", "instance \(w.id) is \(SCNetMapping.state(w.phase)), not Running") }
-        if w.spec.ports.contains(where: { $0.protocol == .http }), let endpoints, let hash = context.credentialHash {
+        if w.spec.ports.contains(where: { $0.protocol == .http }), let endpoints, let hash = context.credentialHash,
+            let token = Self.header(request, "token"), let claims = try? tokens.verify(token, nowMillis: nowMillis)
+        {
+            // The link's session lasts while this token does: until it expires, or its password or key changes.
+            let passwords = self.passwords, keys = self.keys
+            auth.vouch(hash: hash, until: Date(timeIntervalSince1970: Double(claims.expiresAtMillis) / 1000)) {
+                Self.principal(of: claims, passwords: passwords, keys: keys)
+            }
             do {
                 let link = try await endpoints.loginLink(w.id, task: 0, port: nil, as: p, tokenHash: hash)
                 return SCNetResponse.ok(.object(["url": .string(link.url)]))

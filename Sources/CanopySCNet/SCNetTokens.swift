@@ -62,6 +62,8 @@ struct SCNetTokens: Sendable {
         }
         let input = Data((parts[0] + "." + parts[1]).utf8)
         guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: input, using: key) else { throw .badSignature }
+        // One text per token: a signature written another way (spare bits set in its last character) is not ours.
+        guard Self.base64url(signature) == parts[2] else { throw .malformed }
         guard let claims = try? JSONDecoder().decode(SCNetClaims.self, from: payload) else { throw .malformed }
         guard claims.expiresAtMillis + graceMillis > nowMillis else { throw .expired }
         return claims

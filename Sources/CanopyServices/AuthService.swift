@@ -7,11 +7,17 @@ import Synchronization
 public final class AuthService: Sendable {
     private let store: any Store
     private let byHash = Mutex<[String: TokenRecord]>([:])
-    /// Credentials a dialect issues and checks itself (SCNet's signed tokens), asked when a token is not Canopy's.
+    /// Credentials a dialect issues and checks itself (SCNet's signed tokens), for the instance proxy only.
     private let resolvers = Mutex<[@Sendable (String) -> Principal?]>([])
-    /// Hashes of such credentials vouched for until a time, so that what is tied to a credential's hash (proxy
-    /// sessions) lasts while that credential does.
-    private let vouched = Mutex<[String: (principal: Principal, until: Date)]>([:])
+    /// Hashes of such credentials, each with how to check that its credential still stands (its password unchanged,
+    /// its key not revoked) and when it expires, so that what is tied to the hash (proxy sessions) ends with it.
+    private let vouched = Mutex<[String: Vouched]>([:])
+    struct Vouched {
+        var until: Date
+        var check: @Sendable () -> Principal?
+    }
+    /// At most this many vouched hashes; the soonest to expire go first.
+    static let maxVouched = 10_000
 
     /// Creates the service; call `load()` before use.
     public init(store: any Store) { self.store = store }
@@ -37,7 +43,13 @@ public final class AuthService: Sendable {
     /// The principal a bearer token stands for, or nil.
     public func authenticate(_ token: String) -> Principal? {
         let h = Self.hash(token)
-        if let p = byHash.withLock({ $0[h]?.principal }) { return p }
+        return byHash.withLock { $0[h]?.principal }
+    }
+
+    /// The principal of a token for the instance proxy: Canopy's own, or a dialect's (an SCNet token opens its
+    /// user's instances, as the vendor's access URLs do; it is not a credential of the native API).
+    public func authenticateForInstances(_ token: String) -> Principal? {
+        if let p = authenticate(token) { return p }
         for resolve in resolvers.withLock({ $0 }) {
             if let p = resolve(token) { return p }
         }
@@ -48,14 +60,12 @@ public final class AuthService: Sendable {
     public func authenticate(hash: String) -> Principal? {
         if let p = byHash.withLock({ $0[hash]?.principal }) { return p }
         let now = Date()
-        return vouched.withLock { v in
-            guard let entry = v[hash] else { return nil }
-            guard entry.until > now else {
-                v.removeValue(forKey: hash)
-                return nil
-            }
-            return entry.principal
+        guard let entry = vouched.withLock({ $0[hash] }) else { return nil }
+        guard entry.until > now, let p = entry.check() else {
+            _ = vouched.withLock { $0.removeValue(forKey: hash) }
+            return nil
         }
+        return p
     }
 
     /// Adds a dialect's own credentials: `resolve` gives the principal of a token it issued, nil for others.
@@ -63,12 +73,16 @@ public final class AuthService: Sendable {
         resolvers.withLock { $0.append(resolve) }
     }
 
-    /// Vouches for a dialect credential's hash until `until` (its expiry), for what is tied to it (proxy sessions).
-    public func vouch(hash: String, for principal: Principal, until: Date) {
+    /// Vouches for a dialect credential's hash until `until` (its expiry) while `check` finds it standing, for what
+    /// is tied to it (proxy sessions from a login link).
+    public func vouch(hash: String, until: Date, check: @escaping @Sendable () -> Principal?) {
         let now = Date()
         vouched.withLock { v in
-            if v.count > 10_000 { v = v.filter { $0.value.until > now } }
-            v[hash] = (principal, until)
+            if v[hash] == nil && v.count >= Self.maxVouched {
+                v = v.filter { $0.value.until > now }
+                if v.count >= Self.maxVouched, let soonest = v.min(by: { $0.value.until < $1.value.until })?.key { v.removeValue(forKey: soonest) }
+            }
+            v[hash] = Vouched(until: until, check: check)
         }
     }
 

@@ -277,8 +277,8 @@ public final class EndpointService: Sendable {
         return principal
     }
 
-    /// The principal of a bearer token.
-    public func principal(bearer token: String) -> Principal? { auth.authenticate(token) }
+    /// The principal of a bearer token: Canopy's, or a dialect's that opens instances (an SCNet token).
+    public func principal(bearer token: String) -> Principal? { auth.authenticateForInstances(token) }
 
     static func secret() -> String {
         Base62.encode(.random(in: .min ... .max), .random(in: .min ... .max)) + Base62.encode(.random(in: .min ... .max), .random(in: .min ... .max))

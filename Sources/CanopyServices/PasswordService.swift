@@ -37,7 +37,8 @@ public final class PasswordService: Sendable {
     private let clock: Clock
     /// Failed attempts per key (client address, or tenant/user): times of the recent ones.
     private let failures = Mutex<[String: [Date]]>([:])
-    /// Sign-ins hashing now: each takes 32 MiB and tens of milliseconds, so at most `maxConcurrentChecks` at once.
+    /// Hashes being computed now (sign-ins and new passwords alike): each takes 32 MiB and tens of milliseconds, so at
+    /// most `maxConcurrentChecks` at once, on threads of their own (never Swift's cooperative pool, which they would stall).
     private let checking = Mutex(0)
     public static let maxConcurrentChecks = 4
     /// Every user's record by `TENANT/USER`, loaded at start and kept current: what tokens are checked against.
@@ -55,6 +56,11 @@ public final class PasswordService: Sendable {
     public func load() async throws {
         let all = try await store.records(kind: Self.kind, tenant: nil).compactMap { try? JSONDecoder().decode(PasswordUser.self, from: $0.body) }
         index.withLock { i in for u in all { i[Self.id(user: u.user, tenant: u.tenant)] = u } }
+    }
+
+    /// The tenant whose organisation id (`TenantID`) this is, among tenants with password users; from memory.
+    public func tenant(orgID: String) -> String? {
+        index.withLock { i in i.values.first { TenantID.of($0.tenant) == orgID }?.tenant }
     }
 
     /// A user's current record, from memory (nil once removed).
@@ -75,6 +81,26 @@ public final class PasswordService: Sendable {
         guard !password.unicodeScalars.contains(where: { $0.value == 0 }) else { throw CanopyError.invalid("password", "must not contain NUL") }
     }
 
+    /// `derive` on a thread of its own, if one of the `maxConcurrentChecks` slots is free now (`wait`: or within
+    /// 10 s); nil when none is.
+    func deriveGated(_ password: String, salt: [UInt8], n: Int, r: Int, p: Int, wait: Bool) async -> [UInt8]?? {
+        let deadline = Date().addingTimeInterval(wait ? 10 : 0)
+        while !checking.withLock({ c -> Bool in
+            guard c < Self.maxConcurrentChecks else { return false }
+            c += 1
+            return true
+        }) {
+            guard Date() < deadline else { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        defer { checking.withLock { $0 -= 1 } }
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global(qos: .userInitiated).async {
+                continuation.resume(returning: try? Self.derive(password, salt: salt, n: n, r: r, p: p))
+            }
+        }
+    }
+
     static func derive(_ password: String, salt: [UInt8], n: Int, r: Int, p: Int) throws -> [UInt8] {
         let key = try KDF.Scrypt.deriveKey(from: Array(password.utf8), salt: salt, outputByteCount: 32, rounds: n, blockSize: r, parallelism: p)
         return key.withUnsafeBytes { Array($0) }
@@ -90,7 +116,7 @@ public final class PasswordService: Sendable {
         if try await store.record(kind: Self.kind, id: Self.id(user: user, tenant: tenant)) != nil {
             throw CanopyError(.alreadyExists, "user \(user) already has a password in tenant \(tenant); change it with canopy users passwd", field: "user")
         }
-        let record = try hashed(user: user, tenant: tenant, role: role, password: password, createdAt: clock.now())
+        let record = try await hashed(user: user, tenant: tenant, role: role, password: password, createdAt: clock.now())
         try await save(record)
         return record
     }
@@ -101,16 +127,19 @@ public final class PasswordService: Sendable {
         guard let existing = try await get(user: user, tenant: tenant) else {
             throw CanopyError(.notFound, "no user \(user) with a password in tenant \(tenant)", field: "user")
         }
-        let record = try hashed(user: user, tenant: tenant, role: existing.role, password: password, createdAt: existing.createdAt)
+        let record = try await hashed(user: user, tenant: tenant, role: existing.role, password: password, createdAt: existing.createdAt)
         try await save(record)
         return record
     }
 
-    func hashed(user: String, tenant: String, role: Principal.Role, password: String, createdAt: Date) throws -> PasswordUser {
+    func hashed(user: String, tenant: String, role: Principal.Role, password: String, createdAt: Date) async throws -> PasswordUser {
         var salt = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
         for i in salt.indices { salt[i] = rng.next() }
-        let hash = try Self.derive(password, salt: salt, n: Self.n, r: Self.r, p: Self.p)
+        guard let derived = await deriveGated(password, salt: salt, n: Self.n, r: Self.r, p: Self.p, wait: true) else {
+            throw CanopyError(.unavailable, "the server is busy hashing passwords; try again")
+        }
+        guard let hash = derived else { throw CanopyError(.internal, "scrypt failed") }
         return PasswordUser(
             user: user, tenant: tenant, role: role, scryptN: Self.n, scryptR: Self.r, scryptP: Self.p, salt: Hex.encode(salt), hash: Hex.encode(hash),
             createdAt: createdAt, passwordChangedAt: clock.now())
@@ -152,17 +181,12 @@ public final class PasswordService: Sendable {
         let now = clock.now()
         let keys = ["addr:" + client, "user:" + Self.id(user: user, tenant: tenant)]
         if let wait = throttle(keys, now: now) { throw .throttled(retryAfter: wait) }
-        let admitted = checking.withLock { n -> Bool in
-            guard n < Self.maxConcurrentChecks else { return false }
-            n += 1
-            return true
-        }
-        guard admitted else { throw .throttled(retryAfter: 1) }
-        defer { checking.withLock { $0 -= 1 } }
         // The same work whether or not the user exists, so timing does not tell.
-        let stored = try? await get(user: user, tenant: tenant)
+        let stored = current(user: user, tenant: tenant)
         let salt = stored.flatMap { Hex.decode($0.salt) } ?? [UInt8](repeating: 0, count: 16)
-        let derived = (try? Self.derive(password, salt: salt, n: stored?.scryptN ?? Self.n, r: stored?.scryptR ?? Self.r, p: stored?.scryptP ?? Self.p)) ?? []
+        guard let result = await deriveGated(password, salt: salt, n: stored?.scryptN ?? Self.n, r: stored?.scryptR ?? Self.r, p: stored?.scryptP ?? Self.p, wait: false)
+        else { throw .throttled(retryAfter: 1) }
+        let derived = result ?? []
         guard let stored, password.unicodeScalars.count <= Self.maxLength, let expected = Hex.decode(stored.hash), Self.equal(derived, expected) else {
             recordFailure(keys, now: now)
             throw .invalid

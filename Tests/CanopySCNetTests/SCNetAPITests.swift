@@ -64,10 +64,10 @@ struct SCNetAPITests {
             #expect(anonymous.0 == .ok && anonymous.1["code"] as? String == "10009", "\(anonymous)")
             let nowhere = try await client.scnet("/ai/openapi/v2/no-such-thing", .get, token: token)
             #expect(nowhere.0 == .notFound && nowhere.1["code"] as? String == "10004", "\(nowhere)")
-            // An SCNet token is its user's credential, so it works as a bearer token on the native API (and the proxy);
-            // a Canopy token is not an SCNet token.
+            // An SCNet token opens its user's instances through the proxy, but is no credential of the native API (it
+            // could mint access keys or change the password there); a Canopy token is not an SCNet token.
             let native = try await client.json("/api/v1/whoami", token: token)
-            #expect(native.0 == .ok && native.1["user"] as? String == "alice" && native.1["tenant"] as? String == "lab", "\(native)")
+            #expect(native.0 == .unauthorized, "\(native)")
             let wrongWay = try await client.scnet("/ac/openapi/v2/user", .get, token: server.adminToken)
             #expect(wrongWay.1["code"] as? String == "10009")
             try await stopAndWait(client, [id], admin: server.adminToken)
@@ -137,6 +137,93 @@ struct SCNetAPITests {
             #expect((listed.1["data"] as? [String: Any])?["total"] as? Int == 0, "\(listed)")
             let still = try await client.scnet("\(base)/\(id)/detail", .get, token: alice)
             #expect(["Waiting", "Deploying", "Running"].contains((still.1["data"] as? [String: Any])?["status"] as? String ?? ""), "\(still)")
+            try await stopAndWait(client, [id], admin: server.adminToken)
+        }
+    }
+}
+
+
+extension SCNetAPITests {
+    @Test("the AK/SK sign-in with timestamps at the ends of Int64 is refused, not a crash; unknown keys and wrong signatures get one answer")
+    func accessKeyEdges() async throws {
+        try await withServer { server, client in
+            for ts in ["-9223372036854775808", "9223372036854775807", "-1", "0", "99999999999999999999", "1e3", "now"] {
+                var h: HTTPFields = [:]
+                for (k, v) in [("user", "admin"), ("accessKey", "AK"), ("timestamp", ts), ("signature", "00")] { h[HTTPField.Name(k)!] = v }
+                let (status, answer) = try await client.execute(uri: "/api/user/v3/tokens", method: .post, headers: h) { ($0.status, TestJSON.object($0.body)) }
+                #expect(status == .ok && answer["code"] as? String == "10004" && (answer["msg"] as? String ?? "").contains("timestamp"), "\(ts): \(answer)")
+            }
+            var h: HTTPFields = [:]
+            let now = String(Int(Date().timeIntervalSince1970))
+            for (k, v) in [("user", "admin"), ("accessKey", "NOSUCHKEY"), ("timestamp", now), ("signature", "00")] { h[HTTPField.Name(k)!] = v }
+            let unknown = try await client.execute(uri: "/api/user/v3/tokens", method: .post, headers: h) { TestJSON.object($0.body) }
+            #expect(unknown["code"] as? String == "10009" && unknown["msg"] as? String == "verification failed: wrong user, access key or signature")
+            // The server still answers.
+            #expect(try await client.json("/api/v1/whoami", token: server.adminToken).0 == .ok)
+        }
+    }
+
+    @Test("a colleague's instance: seen, but stop, restart, delete, execute-script and url are 10008, and a list of ids stops none of them")
+    func colleagues() async throws {
+        try await withServer { server, client in
+            let alice = try await scnetToken(client, admin: server.adminToken)
+            let carol = try await scnetToken(client, admin: server.adminToken, user: "carol")
+            var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
+            body["gpuNumber"] = 0
+            body["acceleratorType"] = "cpu"
+            let bytes = Array(try JSONSerialization.data(withJSONObject: body))
+            let mine = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: carol, bytes: bytes).1["data"] as? String)
+            let theirs = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: alice, bytes: bytes).1["data"] as? String)
+            let base = "/ai/openapi/v2/instance-service"
+            #expect(try await client.scnet("\(base)/\(theirs)/detail", .get, token: carol).1["code"] as? String == "0")
+            let probes: [(String, HTTPRequest.Method, [UInt8]?)] = [
+                ("\(base)/task/actions/stop?ids=\(mine)&ids=\(theirs)", .post, nil), ("\(base)/task/actions/restart?instanceServiceId=\(theirs)", .post, nil),
+                ("\(base)/task?ids=\(theirs)", .delete, nil), ("\(base)/\(theirs)/url", .get, nil),
+                ("\(base)/task/actions/execute-script", .post, Array(#"{"id":"\#(theirs)","startScriptContent":"true"}"#.utf8)),
+            ]
+            for (uri, method, bytes) in probes {
+                let answer = try await client.scnet(uri, method, token: carol, bytes: bytes).1
+                #expect(answer["code"] as? String == "10008", "\(uri): \(answer)")
+            }
+            // Carol's own was not stopped by the list that named Alice's too.
+            let own = try await client.scnet("\(base)/\(mine)/detail", .get, token: carol).1["data"] as? [String: Any]
+            #expect(["Waiting", "Deploying", "Running"].contains(own?["status"] as? String ?? ""), "\(own ?? [:])")
+            try await stopAndWait(client, [mine, theirs], admin: server.adminToken)
+        }
+    }
+
+    @Test("changing your own password needs the current one; an admin's SCNet token reaches only its own tenant's instances")
+    func passwordsAndAdminScope() async throws {
+        try await withServer { server, client in
+            let alice = try await scnetToken(client, admin: server.adminToken)
+            // A Canopy token of alice's (a stolen one, say) cannot change her password without it.
+            let aliceToken = try await client.json("/api/v1/tokens", .post, token: server.adminToken, body: ["user": "alice", "tenant": "lab"]).1["token"] as? String ?? ""
+            let without = try await client.json("/api/v1/users/lab/alice/password", .put, token: aliceToken, body: ["password": "new-password-1"])
+            #expect(without.0 == .badRequest && (without.1["error"] as? [String: Any])?["field"] as? String == "currentPassword", "\(without)")
+            let wrong = try await client.json(
+                "/api/v1/users/lab/alice/password", .put, token: aliceToken, body: ["password": "new-password-1", "currentPassword": "not-it-at-all"])
+            #expect(wrong.0 == .forbidden, "\(wrong)")
+            let right = try await client.json(
+                "/api/v1/users/lab/alice/password", .put, token: aliceToken, body: ["password": "new-password-1", "currentPassword": "alice-password"])
+            #expect(right.0 == .noContent, "\(right)")
+            // Which revoked the SCNet token she had.
+            #expect(try await client.scnet("/ac/openapi/v2/tokens/state", .get, token: alice).1["code"] as? String == "10009")
+
+            let bob = try await scnetToken(client, admin: server.adminToken, user: "bob", tenant: "other")
+            var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
+            body["gpuNumber"] = 0
+            body["acceleratorType"] = "cpu"
+            let id = try #require(
+                try await client.scnet("/ai/openapi/v2/instance-service/task", token: bob, bytes: Array(try JSONSerialization.data(withJSONObject: body))).1["data"]
+                    as? String)
+            let admin = try await client.json("/api/v1/users", .post, token: server.adminToken, body: ["user": "boss", "tenant": "ops", "role": "admin", "password": "boss-password"])
+            #expect(admin.0 == .created)
+            var h: HTTPFields = [:]
+            for (k, v) in [("user", "boss"), ("password", "boss-password"), ("orgId", TenantID.of("ops"))] { h[HTTPField.Name(k)!] = v }
+            let bossToken = try #require(
+                (try await client.execute(uri: "/ac/openapi/v2/tokens", method: .post, headers: h) { TestJSON.object($0.body) }["data"] as? [[String: Any]])?.last?["token"] as? String)
+            let seen = try await client.scnet("/ai/openapi/v2/instance-service/\(id)/detail", .get, token: bossToken).1
+            #expect(seen["code"] as? String == "10004", "an admin's SCNet token is for its own organisation: \(seen)")
             try await stopAndWait(client, [id], admin: server.adminToken)
         }
     }

@@ -119,19 +119,31 @@ struct SCNetLiveTests {
                 link = requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]
                 browser = requests.Session()
                 assert browser.get(link).status_code == 200 and browser.get(urls[0] + "api/status").status_code == 200, "the login link's cookie"
+                # A second link's session ends when the password it stands on changes.
+                later = requests.Session()
+                assert later.get(requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]).status_code == 200
                 print(iid)
                 print(token)
                 print(urls[0])
+                print("; ".join("%s=%s" % (c.name, c.value) for c in later.cookies))
                 """
             let run = try await runProcess("/usr/bin/python3", ["-c", script, server.url, org])
             #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
             let out = run.stdout.split(separator: "\n").map(String.init)
-            guard out.count == 3 else { return }
-            let (id, token, url) = (out[0], out[1], out[2])
+            guard out.count == 4 else { return }
+            let (id, token, url, cookie) = (out[0], out[1], out[2], out[3])
             let kernel = try await JupyterClients.create(url + "api/kernels", field: "id", token: token)
             let ws = url.replacingOccurrences(of: "http://", with: "ws://") + "api/kernels/\(kernel)/channels"
             let ran = try await runProcess("/usr/bin/python3", ["-c", JupyterClients.kernel, ws, "Authorization: Bearer \(token)", "print(6*7)"])
             #expect(ran.status == 0 && ran.stdout == "42\n", "\(ran)")
+            // The browser's session stands on alice's token; a new password ends both.
+            func status(_ headers: [String]) async throws -> String {
+                try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + [url + "api/status"]).stdout
+            }
+            #expect(try await status(["Cookie: \(cookie)"]) == "200")
+            #expect(try await server.cli(["users", "passwd", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-2\n").status == 0)
+            #expect(try await status(["Cookie: \(cookie)"]) != "200", "the session ended with the password")
+            #expect(try await status(["Authorization: Bearer \(token)"]) != "200", "and so did the token")
             _ = try await server.cli(["stop", id])
         }
     }

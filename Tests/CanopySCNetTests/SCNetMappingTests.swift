@@ -167,6 +167,12 @@ struct SCNetTokenTests {
         #expect(throws: SCNetTokens.Failure.badSignature) { try tokens.verify(other, nowMillis: 0) }
         let none = SCNetTokens.base64url(Data(#"{"alg":"none","typ":"JWT"}"#.utf8)) + "." + parts[1] + "."
         #expect(throws: SCNetTokens.Failure.malformed) { try tokens.verify(none, nowMillis: 0) }
+        // The same signature bytes written another way (a spare bit of the last character set) is not this token.
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        var signature = Array(parts[2])
+        signature[signature.count - 1] = alphabet[alphabet.firstIndex(of: signature.last!)! ^ 1]
+        #expect(SCNetTokens.unbase64url(Substring(String(signature))) == SCNetTokens.unbase64url(Substring(parts[2])), "the bytes are the same")
+        #expect(throws: SCNetTokens.Failure.malformed) { try tokens.verify(parts[0] + "." + parts[1] + "." + String(signature), nowMillis: 0) }
         for junk in ["", "a.b", "a.b.c", "...", String(repeating: "A", count: 5000), parts[0] + "." + parts[1] + ".!!"] {
             #expect(throws: (any Error).self) { try tokens.verify(junk, nowMillis: 0) }
         }

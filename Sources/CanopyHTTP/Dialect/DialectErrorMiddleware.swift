@@ -11,6 +11,15 @@ public protocol DialectEnvelope: Sendable {
     func render(_ error: VendorError, for request: Request) -> Response
     /// Renders an error of Canopy's (from the shared services, or the HTTP layer's, already mapped).
     func render(_ error: CanopyError, for request: Request) -> Response
+    /// Renders the answer to a path the dialect does not have (the router found no route).
+    func renderNoRoute(for request: Request) -> Response
+}
+
+extension DialectEnvelope {
+    /// By default, as Canopy's not-found.
+    public func renderNoRoute(for request: Request) -> Response {
+        render(CanopyError(.notFound, "no such API: \(request.method.rawValue) \(request.uri.path)"), for: request)
+    }
 }
 
 /// One error-rendering middleware for every dialect, mounted on the dialect's route group: whatever is thrown below
@@ -38,6 +47,8 @@ public struct DialectErrorMiddleware<Context: RequestContext, Envelope: DialectE
             throw error
         } catch let error as Envelope.VendorError {
             return envelope.render(error, for: request)
+        } catch let error as HTTPError where error.status == .notFound {
+            return envelope.renderNoRoute(for: request)
         } catch {
             let e = NativeErrors.canopyError(from: error)
             if e.code == .internal { logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"]) }

@@ -311,7 +311,9 @@ public enum OpenAPIDocument {
                 "user": name, "tenant": name, "role": ["type": "string", "enum": ["admin", "user"]],
                 "password": ["type": "string", "minLength": 8, "maxLength": 1024],
             ], required: ["user", "tenant", "password"]),
-        "SetPassword": closed(["password": ["type": "string", "minLength": 8, "maxLength": 1024]], required: ["password"]),
+        "SetPassword": closed(
+            ["password": ["type": "string", "minLength": 8, "maxLength": 1024], "currentPassword": ["type": "string", "maxLength": 1024]],
+            required: ["password"]),
         "Tenant": ["type": "object", "properties": ["name": str, "id": ["type": "string", "pattern": "^[0-9a-f]{32}$"]]],
         "UserRemoval": ["type": "object", "properties": ["user": str, "tenant": str, "tokensRevoked": int, "keysRevoked": int]],
         "Principal": ["type": "object", "properties": ["user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]]]],
@@ -490,8 +492,12 @@ public enum OpenAPIDocument {
         ],
         "/users/{tenant}/{user}/password": [
             "put": op(
-                "setPassword", "Set a user's password: an admin anyone's, a user their own", params: [path("tenant", name), path("user", name)],
-                body: ref("SetPassword"), responses: ["204": ["description": "Changed"]])
+                "setPassword", "Set a user's password: an admin anyone's, a user their own (with currentPassword)",
+                params: [path("tenant", name), path("user", name)], body: ref("SetPassword"),
+                responses: [
+                    "204": ["description": "Changed"], "403": ok(ref("Error"), "The current password does not match"),
+                    "429": ok(ref("Error"), "Too many failed tries from this address or for this user"),
+                ])
         ],
         "/tenants": [
             "get": op("listTenants", "Tenants with their organisation ids (an admin: all; a user: their own)", responses: ["200": ok(page("Tenant"))])

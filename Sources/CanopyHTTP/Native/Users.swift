@@ -104,8 +104,8 @@ extension NativeAPI {
             UserView(user: u.user, tenant: u.tenant, roles: [u.role], tokens: 0, keys: 0, password: true), status: .created)
     }
 
-    /// `PUT /api/v1/users/{tenant}/{user}/password`: an admin sets anyone's; a user sets their own (to anyone else a
-    /// user that is not theirs looks missing).
+    /// `PUT /api/v1/users/{tenant}/{user}/password`: an admin sets anyone's; a user sets their own, giving the
+    /// current one (a stolen token alone cannot take the account); to anyone else a user not theirs looks missing.
     @Sendable func setPassword(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         guard let passwords else { throw CanopyError(.unavailable, "this server keeps no passwords") }
@@ -115,6 +115,19 @@ extension NativeAPI {
             throw CanopyError(.notFound, "no user \(user) with a password in tenant \(tenant)", field: "user")
         }
         let body = try await RequestDecoding.decode(SetPasswordRequest.self, from: request, context: context, shape: SetPasswordRequest.shape)
+        if principal.role != .admin {
+            guard let current = body.currentPassword else {
+                throw CanopyError.invalid("currentPassword", "give your current password (currentPassword) to change it")
+            }
+            do {
+                _ = try await passwords.verify(
+                    user: user, tenant: tenant, password: current, client: context.channel?.remoteAddress?.ipAddress ?? "unknown")
+            } catch .throttled(let wait) {
+                throw CanopyError(.quotaExceeded, "too many failed tries; try again in \(wait) s")
+            } catch {
+                throw CanopyError(.permissionDenied, "the current password does not match", field: "currentPassword")
+            }
+        }
         _ = try await passwords.setPassword(user: user, tenant: tenant, password: body.password)
         return Response(status: .noContent)
     }
@@ -159,7 +172,12 @@ public struct CreateUserRequest: Codable, Sendable {
 /// `PUT /api/v1/users/{tenant}/{user}/password`.
 public struct SetPasswordRequest: Codable, Sendable {
     public var password: String
-    public static let shape = BodyShape.flat("password")
+    /// The password now: required unless an admin sets it.
+    public var currentPassword: String?
+    public static let shape = BodyShape.flat("password", "currentPassword")
 
-    public init(password: String) { self.password = password }
+    public init(password: String, currentPassword: String? = nil) {
+        self.password = password
+        self.currentPassword = currentPassword
+    }
 }
