@@ -82,69 +82,102 @@ struct SCNetLiveTests {
         }
     }
 
+    /// An admin's jupyter app: the built-in one's command and secret handling, with JupyterLab at `jupyter`.
+    static func appsFile(jupyter: String) throws -> String {
+        let dir = try makeTempDir("canopy-scnet-apps")
+        var app = AppDefinition.jupyter
+        app.command[0] = jupyter
+        try JSONEncoder().encode([app]).write(to: URL(fileURLWithPath: dir + "/apps.json"))
+        return dir + "/apps.json"
+    }
+
+    /// Alice creates a jupyter instance of `image` through SCNet, opens it at its accessUrl with her token and through
+    /// /url's login link, runs code in a kernel; a new password then ends her token and the browser's session.
+    static func jupyterRoundTrip(_ server: ServerProcess, image: String, container: Bool) async throws {
+        #expect(try await server.cli(["users", "create", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-1\n").status == 0)
+        let org = try await Self.orgID(server, "lab")
+        let script = """
+            import json, sys, time, requests
+            base, org = sys.argv[1], sys.argv[2]
+            token = requests.post(base + "/ac/openapi/v2/tokens", headers={"user": "alice", "password": "alice-password-1", "orgId": org}).json()["data"][1]["token"]
+            H = {"token": token}
+            svc = base + "/ai/openapi/v2/instance-service"
+            body = {"instanceServiceName": "nb", "taskType": "jupyter", "acceleratorType": "cpu", "version": sys.argv[3],
+                    "imagePath": "registry.example/" + sys.argv[3], "timeoutLimit": "02:00:00", "taskNumber": 1, "resourceGroup": "default",
+                    "useStartScript": False, "startScriptActionScope": "all", "startScriptContent": "", "cpuNumber": 1, "ramSize": 2048, "gpuNumber": 0}
+            r = requests.post(svc + "/task", headers=H, json=body).json()
+            assert r["code"] == "0", r
+            iid = r["data"]
+            end = time.time() + 60
+            while True:
+                d = requests.get(svc + "/%s/detail" % iid, headers=H).json()["data"]
+                urls = [p["accessUrl"] for p in d["containerPortInfoList"] if p["protocolType"] == "HTTP" and p["accessUrl"]]
+                if d["status"] == "Running" and urls:
+                    s = requests.get(urls[0] + "api/status", headers={"Authorization": "Bearer " + token})
+                    if s.status_code == 200: break
+                assert time.time() < end, d
+                time.sleep(0.5)
+            assert requests.get(urls[0] + "api/status").status_code == 401, "no credentials, no entry"
+            link = requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]
+            browser = requests.Session()
+            assert browser.get(link).status_code == 200 and browser.get(urls[0] + "api/status").status_code == 200, "the login link's cookie"
+            # A second link's session ends when the password it stands on changes.
+            later = requests.Session()
+            assert later.get(requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]).status_code == 200
+            print(iid)
+            print(token)
+            print(urls[0])
+            print("; ".join("%s=%s" % (c.name, c.value) for c in later.cookies))
+            """
+        let run = try await runProcess("/usr/bin/python3", ["-c", script, server.url, org, image])
+        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+        let out = run.stdout.split(separator: "\n").map(String.init)
+        guard out.count == 4 else { return }
+        let (id, token, url, cookie) = (out[0], out[1], out[2], out[3])
+        let kernel = try await JupyterClients.create(url + "api/kernels", field: "id", token: token)
+        let ws = url.replacingOccurrences(of: "http://", with: "ws://") + "api/kernels/\(kernel)/channels"
+        let ran = try await runProcess("/usr/bin/python3", ["-c", JupyterClients.kernel, ws, "Authorization: Bearer \(token)", "print(6*7)"])
+        #expect(ran.status == 0 && ran.stdout == "42\n", "\(ran)")
+        // The browser's session stands on alice's token; a new password ends both.
+        func status(_ headers: [String]) async throws -> String {
+            try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + [url + "api/status"]).stdout
+        }
+        #expect(try await status(["Cookie: \(cookie)"]) == "200")
+        #expect(try await server.cli(["users", "passwd", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-2\n").status == 0)
+        #expect(try await status(["Cookie: \(cookie)"]) != "200", "the session ended with the password")
+        #expect(try await status(["Authorization: Bearer \(token)"]) != "200", "and so did the token")
+        let shown = try await server.cli(["show", id, "-o", "json"])
+        let runtime = ((try? JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])?["tasks"] as? [[String: Any]])?.first?["runtime"]
+        #expect(runtime as? String == (container ? "container" : "process"), "\(shown.stdout.prefix(300))")
+        _ = try await server.cli(["stop", id])
+    }
+
     @Test(
-        "a jupyter instance (JupyterLab from a host directory, as an admin's app): its accessUrl opens with the SCNet token, runs code in a kernel; /url's login link works in a browser",
+        "a jupyter instance (JupyterLab from a host directory, as an admin's app): its accessUrl opens with the SCNet token, runs code in a kernel; /url's login link works in a browser, until the password changes",
         .enabled(if: LiveJupyter.enabled && SCNetLiveTests.hasRequests, "needs the JupyterLab and python3-requests scripts/test.sh installs"))
     func jupyter() async throws {
-        let dir = try makeTempDir("canopy-scnet-jupyter")
-        // An admin's jupyter: the built-in one's command and secret handling, from the host's JupyterLab.
-        var app = AppDefinition.jupyter
-        app.command[0] = LiveJupyter.venv + "/bin/jupyter"
-        try JSONEncoder().encode([app]).write(to: URL(fileURLWithPath: dir + "/apps.json"))
-        try await ServerProcess.with(dataDir: dir + "/data", removeAfter: true, extra: ["--apps", dir + "/apps.json"]) { server in
-            #expect(try await server.cli(["users", "create", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-1\n").status == 0)
-            let org = try await Self.orgID(server, "lab")
-            let script = """
-                import json, sys, time, requests
-                base, org = sys.argv[1], sys.argv[2]
-                token = requests.post(base + "/ac/openapi/v2/tokens", headers={"user": "alice", "password": "alice-password-1", "orgId": org}).json()["data"][1]["token"]
-                H = {"token": token}
-                svc = base + "/ai/openapi/v2/instance-service"
-                body = {"instanceServiceName": "nb", "taskType": "jupyter", "acceleratorType": "cpu", "version": "jupyter:lab",
-                        "imagePath": "registry.example/jupyter:lab", "timeoutLimit": "02:00:00", "taskNumber": 1, "resourceGroup": "default",
-                        "useStartScript": False, "startScriptActionScope": "all", "startScriptContent": "", "cpuNumber": 1, "ramSize": 2048, "gpuNumber": 0}
-                r = requests.post(svc + "/task", headers=H, json=body).json()
-                assert r["code"] == "0", r
-                iid = r["data"]
-                end = time.time() + 60
-                while True:
-                    d = requests.get(svc + "/%s/detail" % iid, headers=H).json()["data"]
-                    urls = [p["accessUrl"] for p in d["containerPortInfoList"] if p["protocolType"] == "HTTP" and p["accessUrl"]]
-                    if d["status"] == "Running" and urls:
-                        s = requests.get(urls[0] + "api/status", headers={"Authorization": "Bearer " + token})
-                        if s.status_code == 200: break
-                    assert time.time() < end, d
-                    time.sleep(0.5)
-                assert requests.get(urls[0] + "api/status").status_code == 401, "no credentials, no entry"
-                link = requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]
-                browser = requests.Session()
-                assert browser.get(link).status_code == 200 and browser.get(urls[0] + "api/status").status_code == 200, "the login link's cookie"
-                # A second link's session ends when the password it stands on changes.
-                later = requests.Session()
-                assert later.get(requests.get(svc + "/%s/url" % iid, headers=H).json()["data"]["url"]).status_code == 200
-                print(iid)
-                print(token)
-                print(urls[0])
-                print("; ".join("%s=%s" % (c.name, c.value) for c in later.cookies))
-                """
-            let run = try await runProcess("/usr/bin/python3", ["-c", script, server.url, org])
-            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
-            let out = run.stdout.split(separator: "\n").map(String.init)
-            guard out.count == 4 else { return }
-            let (id, token, url, cookie) = (out[0], out[1], out[2], out[3])
-            let kernel = try await JupyterClients.create(url + "api/kernels", field: "id", token: token)
-            let ws = url.replacingOccurrences(of: "http://", with: "ws://") + "api/kernels/\(kernel)/channels"
-            let ran = try await runProcess("/usr/bin/python3", ["-c", JupyterClients.kernel, ws, "Authorization: Bearer \(token)", "print(6*7)"])
-            #expect(ran.status == 0 && ran.stdout == "42\n", "\(ran)")
-            // The browser's session stands on alice's token; a new password ends both.
-            func status(_ headers: [String]) async throws -> String {
-                try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + [url + "api/status"]).stdout
-            }
-            #expect(try await status(["Cookie: \(cookie)"]) == "200")
-            #expect(try await server.cli(["users", "passwd", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-2\n").status == 0)
-            #expect(try await status(["Cookie: \(cookie)"]) != "200", "the session ended with the password")
-            #expect(try await status(["Authorization: Bearer \(token)"]) != "200", "and so did the token")
-            _ = try await server.cli(["stop", id])
+        let apps = try Self.appsFile(jupyter: LiveJupyter.venv + "/bin/jupyter")
+        try await ServerProcess.with(dataDir: try makeTempDir("canopy-scnet-jupyter"), removeAfter: true, extra: ["--apps", apps]) { server in
+            try await Self.jupyterRoundTrip(server, image: "jupyter:lab", container: false)
+        }
+    }
+
+    @Test(
+        "a jupyter instance from an image in the catalog (JupyterLab in a container, its image made from this host's files by scripts/jupyter-image.sh): reached through the proxy in the container's network, code run in a kernel",
+        .enabled(if: LiveJupyter.enabled && SCNetLiveTests.hasRequests && SCNetLiveTests.hasDocker, "needs JupyterLab, python3-requests and the dockerd scripts/test.sh starts"))
+    func jupyterInContainer() async throws {
+        let dir = try makeTempDir("canopy-scnet-jupyter-image")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/jupyter-image.sh").path
+        let made = try await runProcess("/bin/bash", [script, LiveJupyter.venv, dir + "/rootfs.tar"])
+        #expect(made.status == 0, "\(made)")
+        let apps = try Self.appsFile(jupyter: LiveJupyter.venv + "/bin/jupyter")
+        let extra = ["--apps", apps, "--container-engine", "unix://\(Self.dockerDir!)/docker.sock"]
+        try await ServerProcess.with(dataDir: dir + "/data", removeAfter: true, extra: extra, imagePolicy: "engine") { server in
+            let imported = try await server.cli(["images", "import", dir + "/rootfs.tar", "--name", "jupyter:lab", "--public"])
+            #expect(imported.status == 0, "\(imported)")
+            try await Self.jupyterRoundTrip(server, image: "jupyter:lab", container: true)
         }
     }
 

@@ -115,6 +115,9 @@ extension NativeAPI {
             throw CanopyError(.notFound, "no user \(user) with a password in tenant \(tenant)", field: "user")
         }
         let body = try await RequestDecoding.decode(SetPasswordRequest.self, from: request, context: context, shape: SetPasswordRequest.shape)
+        if let current = body.currentPassword, current.unicodeScalars.count > PasswordService.maxLength {
+            throw CanopyError.invalid("currentPassword", "must be at most \(PasswordService.maxLength) characters")
+        }
         if principal.role != .admin {
             guard let current = body.currentPassword else {
                 throw CanopyError.invalid("currentPassword", "give your current password (currentPassword) to change it")
