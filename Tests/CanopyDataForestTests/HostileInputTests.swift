@@ -107,16 +107,7 @@ struct HostileInputTests {
             var answered: [Int: Int] = [:]
             for n in 0..<300 {
                 let (op, seed) = seeds[n % seeds.count]
-                var bytes = seed
-                for _ in 0..<(1 + Int(rng.next() % 4)) {
-                    let at = Int(rng.next() % UInt64(bytes.count))
-                    switch rng.next() % 4 {
-                    case 0: bytes[at] = interesting[Int(rng.next() % UInt64(interesting.count))]
-                    case 1: bytes[at] = UInt8(truncatingIfNeeded: rng.next())
-                    case 2: bytes.insert(contentsOf: Array("<?pi?>".utf8), at: at)
-                    default: bytes.remove(at: at)
-                    }
-                }
+                let bytes = rng.mutate(seed, interesting: interesting, insert: Array("<?pi?>".utf8))
                 let (status, text) = try await post(client, op, bytes, signer)
                 answered[status.code / 100 * 100, default: 0] += 1
                 #expect(status.code < 500, "\(String(decoding: bytes, as: UTF8.self)) -> \(status) \(text)")

@@ -42,6 +42,14 @@ struct SCNetAPITests {
         return Array(try JSONSerialization.data(withJSONObject: object))
     }
 
+    /// The seed's body asking for no GPU.
+    func cpuBytes() throws -> [UInt8] {
+        var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
+        body["gpuNumber"] = 0
+        body["acceleratorType"] = "cpu"
+        return Array(try JSONSerialization.data(withJSONObject: body))
+    }
+
     @Test("the seed's create answers in the golden envelope; every error is HTTP 200 with a string code, a missing route 404 in the envelope")
     func golden() async throws {
         try await withServer { server, client in
@@ -85,16 +93,7 @@ struct SCNetAPITests {
             let interesting: [UInt8] = [0x00, 0x22, 0x2C, 0x3A, 0x5B, 0x5D, 0x7B, 0x7D, 0x2D, 0x30, 0x39, 0x65, 0x80, 0xFF, 0x5C]
             var codes: [String: Int] = [:]
             for _ in 0..<400 {
-                var bytes = seed
-                for _ in 0..<(1 + Int(rng.next() % 4)) {
-                    let at = Int(rng.next() % UInt64(bytes.count))
-                    switch rng.next() % 4 {
-                    case 0: bytes[at] = interesting[Int(rng.next() % UInt64(interesting.count))]
-                    case 1: bytes[at] = UInt8(truncatingIfNeeded: rng.next())
-                    case 2: bytes.insert(contentsOf: Array("1e999".utf8), at: at)
-                    default: bytes.remove(at: at)
-                    }
-                }
+                let bytes = rng.mutate(seed, interesting: interesting, insert: Array("1e999".utf8))
                 let (status, answer) = try await client.scnet("/ai/openapi/v2/instance-service/task", token: token, bytes: bytes)
                 #expect(status == .ok, "\(String(decoding: bytes, as: UTF8.self)) -> \(status)")
                 let code = answer["code"] as? String ?? "none"
@@ -114,12 +113,7 @@ struct SCNetAPITests {
         try await withServer { server, client in
             let alice = try await scnetToken(client, admin: server.adminToken)
             let mallory = try await scnetToken(client, admin: server.adminToken, user: "mallory", tenant: "other")
-            var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
-            body["gpuNumber"] = 0
-            body["acceleratorType"] = "cpu"
-            let id = try #require(
-                try await client.scnet("/ai/openapi/v2/instance-service/task", token: alice, bytes: Array(try JSONSerialization.data(withJSONObject: body))).1["data"]
-                    as? String)
+            let id = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: alice, bytes: try cpuBytes()).1["data"] as? String)
             let base = "/ai/openapi/v2/instance-service"
             let probes: [(String, HTTPRequest.Method, [UInt8]?)] = [
                 ("\(base)/\(id)/detail", .get, nil), ("\(base)/\(id)/url", .get, nil), ("\(base)/task/actions/stop?ids=\(id)", .post, nil),
@@ -168,10 +162,7 @@ extension SCNetAPITests {
         try await withServer { server, client in
             let alice = try await scnetToken(client, admin: server.adminToken)
             let carol = try await scnetToken(client, admin: server.adminToken, user: "carol")
-            var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
-            body["gpuNumber"] = 0
-            body["acceleratorType"] = "cpu"
-            let bytes = Array(try JSONSerialization.data(withJSONObject: body))
+            let bytes = try cpuBytes()
             let mine = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: carol, bytes: bytes).1["data"] as? String)
             let theirs = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: alice, bytes: bytes).1["data"] as? String)
             let base = "/ai/openapi/v2/instance-service"
@@ -210,12 +201,7 @@ extension SCNetAPITests {
             #expect(try await client.scnet("/ac/openapi/v2/tokens/state", .get, token: alice).1["code"] as? String == "10009")
 
             let bob = try await scnetToken(client, admin: server.adminToken, user: "bob", tenant: "other")
-            var body = try #require(try JSONSerialization.jsonObject(with: Data(try seedBytes())) as? [String: Any])
-            body["gpuNumber"] = 0
-            body["acceleratorType"] = "cpu"
-            let id = try #require(
-                try await client.scnet("/ai/openapi/v2/instance-service/task", token: bob, bytes: Array(try JSONSerialization.data(withJSONObject: body))).1["data"]
-                    as? String)
+            let id = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: bob, bytes: try cpuBytes()).1["data"] as? String)
             let admin = try await client.json("/api/v1/users", .post, token: server.adminToken, body: ["user": "boss", "tenant": "ops", "role": "admin", "password": "boss-password"])
             #expect(admin.0 == .created)
             var h: HTTPFields = [:]

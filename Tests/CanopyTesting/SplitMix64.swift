@@ -10,3 +10,21 @@ public struct SplitMix64 {
         return z ^ (z >> 31)
     }
 }
+
+extension SplitMix64 {
+    /// `bytes` with one to four byte-level mutations: a byte set to one of `interesting` or to any value, `insert`
+    /// put in, or a byte removed.
+    public mutating func mutate(_ bytes: [UInt8], interesting: [UInt8], insert: [UInt8]) -> [UInt8] {
+        var bytes = bytes
+        for _ in 0..<(1 + Int(next() % 4)) where !bytes.isEmpty {
+            let at = Int(next() % UInt64(bytes.count))
+            switch next() % 4 {
+            case 0: bytes[at] = interesting[Int(next() % UInt64(interesting.count))]
+            case 1: bytes[at] = UInt8(truncatingIfNeeded: next())
+            case 2: bytes.insert(contentsOf: insert, at: at)
+            default: bytes.remove(at: at)
+            }
+        }
+        return bytes
+    }
+}
