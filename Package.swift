@@ -148,7 +148,8 @@ let package = Package(
         .target(
             name: "CanopyApp",
             dependencies: [
-                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest", "CanopySCNet",
+                "CanopyCore", "CanopySQLite", "CanopyHost", "CanopyLocal", "CanopyDocker", "CanopySlurm", "CanopyServices", "CanopyHTTP", "CanopyDataForest",
+                "CanopySCNet",
                 "CanopyProxy", "CanopySSH",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

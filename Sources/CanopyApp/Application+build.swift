@@ -1,13 +1,13 @@
 import CanopyCore
-import CanopyDocker
-import CanopyHost
 import CanopyDataForest
-import CanopySCNet
+import CanopyDocker
 import CanopyHTTP
+import CanopyHost
 import CanopyLocal
 import CanopyProxy
-import CanopySSH
+import CanopySCNet
 import CanopySQLite
+import CanopySSH
 import CanopyServices
 import Foundation
 import Hummingbird
@@ -15,8 +15,9 @@ import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What `buildApplication` assembled, for callers that need more than the application (tests, the benchmark).
@@ -149,11 +150,14 @@ public func buildApplication(
     try await passwords.load()
     let router = Router(context: CanopyRequestContext.self)
     let execSocket = ExecSocket(auth: auth, exec: exec)
-    NativeAPI(workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec,
-        sshKeys: sshKeys, sshServer: sshServer, passwords: passwords)
-        .register(on: router)
+    NativeAPI(
+        workloads: workloads, controller: controller, auth: auth, keys: keys, data: data, images: images, endpoints: endpoints, apps: apps, exec: exec,
+        sshKeys: sshKeys, sshServer: sshServer, passwords: passwords
+    )
+    .register(on: router)
     DataForestAPI(
-        workloads: workloads, records: DialectRecords(store: store, dialect: "dataforest"), keys: keys, auth: auth, data: data, configuration: config.dataForest, logger: logger
+        workloads: workloads, records: DialectRecords(store: store, dialect: "dataforest"), keys: keys, auth: auth, data: data,
+        configuration: config.dataForest, logger: logger
     ).register(on: router)
     try SCNetAPI(
         workloads: workloads, controller: controller, auth: auth, keys: keys, passwords: passwords, images: images,

@@ -1,9 +1,9 @@
 import CanopyCore
+import CanopyDataForest
 import CanopyDocker
 import CanopyHost
-import CanopyDataForest
-import CanopySCNet
 import CanopyLocal
+import CanopySCNet
 import CanopyServices
 import CanopySlurm
 import Foundation
@@ -160,7 +160,10 @@ public struct ServerConfiguration: Sendable {
         if d.hasPrefix("*.") { d.removeFirst(2) }
         let labels = d.split(separator: ".", omittingEmptySubsequences: false)
         guard d.utf8.count <= 190, labels.count >= 1,
-            labels.allSatisfy({ l in (1...63).contains(l.utf8.count) && !l.hasPrefix("-") && !l.hasSuffix("-") && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } })
+            labels.allSatisfy({ l in
+                (1...63).contains(l.utf8.count) && !l.hasPrefix("-") && !l.hasSuffix("-")
+                    && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+            })
         else {
             throw CanopyError.invalid("proxy-domain", "proxy-domain must be a DNS name such as apps.example.com (whose *.apps.example.com reach the proxy)")
         }
@@ -258,7 +261,8 @@ public struct ServerConfiguration: Sendable {
         case "local":
             let configuration = try executorConfiguration()
             let inventory = HostInventory(
-                nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis, memoryMiB: configuration.memoryMiB)
+                nodeName: configuration.nodeName, declaredGPUs: configuration.declaredGPUs, cpuMillis: configuration.cpuMillis,
+                memoryMiB: configuration.memoryMiB)
             let process = try LocalExecutor(configuration: configuration, inventory: inventory, logger: logger)
             return Runtimes(inventory: inventory, placed: [process] + (try alongside(inventory)))
         case "slurm":

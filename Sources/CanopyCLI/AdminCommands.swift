@@ -21,7 +21,8 @@ struct QueuesCommand: AsyncParsableCommand {
                         page.items.map {
                             [
                                 $0.name, String($0.priority), String($0.pending), String($0.running), $0.pool ?? "-", $0.allowRoot ? "allowed" : "-",
-                                Quantity.formatDuration($0.defaultLeaseSeconds ?? Queue.builtInDefaultLease), $0.maxLeaseSeconds.map(Quantity.formatDuration) ?? "none",
+                                Quantity.formatDuration($0.defaultLeaseSeconds ?? Queue.builtInDefaultLease),
+                                $0.maxLeaseSeconds.map(Quantity.formatDuration) ?? "none",
                                 $0.idleTimeoutSeconds.map(Quantity.formatDuration) ?? "never",
                                 $0.description,
                             ]
@@ -77,14 +78,17 @@ struct TokensCommand: AsyncParsableCommand {
         commandName: "tokens", abstract: "Issue, list and revoke API tokens.", subcommands: [List.self, Create.self, Remove.self], defaultSubcommand: List.self)
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List tokens (never their secrets): your own, or every token for an admin.")
+        static let configuration = CommandConfiguration(
+            commandName: "ls", abstract: "List tokens (never their secrets): your own, or every token for an admin.")
         @OptionGroup var format: OutputOption
 
         func run() async throws {
             try await client { c in
                 let page = try await c.call(.GET, "/tokens", as: Page<TokenView>.self)
                 if format.json { return printOut(try Format.json(page.items)) }
-                printOut(Format.table(["ID", "USER", "TENANT", "ROLE", "DESCRIPTION"], page.items.map { [$0.id, $0.user, $0.tenant, $0.role.rawValue, $0.description] }))
+                printOut(
+                    Format.table(
+                        ["ID", "USER", "TENANT", "ROLE", "DESCRIPTION"], page.items.map { [$0.id, $0.user, $0.tenant, $0.role.rawValue, $0.description] }))
             }
         }
     }
@@ -100,7 +104,8 @@ struct TokensCommand: AsyncParsableCommand {
         func run() async throws {
             try await client { c in
                 let t = try await c.call(
-                    .POST, "/tokens", body: CreateTokenRequest(user: user, tenant: tenant, role: admin ? .admin : .user, description: description), as: TokenView.self)
+                    .POST, "/tokens", body: CreateTokenRequest(user: user, tenant: tenant, role: admin ? .admin : .user, description: description),
+                    as: TokenView.self)
                 printOut(format.json ? try Format.json(t) : t.token ?? "")
             }
         }
@@ -200,7 +205,10 @@ struct UsersCommand: AsyncParsableCommand {
                     Format.table(
                         ["TENANT", "USER", "ROLES", "TOKENS", "KEYS", "PASSWORD"],
                         page.items.map {
-                            [$0.tenant, $0.user, $0.roles.map(\.rawValue).joined(separator: ","), String($0.tokens), String($0.keys), $0.password ? "yes" : "no"]
+                            [
+                                $0.tenant, $0.user, $0.roles.map(\.rawValue).joined(separator: ","), String($0.tokens), String($0.keys),
+                                $0.password ? "yes" : "no",
+                            ]
                         }))
             }
         }

@@ -14,8 +14,11 @@ public struct CanopyCommand: AsyncParsableCommand {
             """,
         version: CanopyVersion.current,
         subcommands: [
-            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self, LeaseCommand.self, RemoveCommand.self, OpenCommand.self, ExecCommand.self, ShellCommand.self, SSHCommand.self, SSHConfigCommand.self, SSHKeysCommand.self, JupyterCommand.self, AppsCommand.self,
-            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, TenantsCommand.self, KeysCommand.self, DataCommand.self, ImagesCommand.self,
+            ServeCommand.self, RunCommand.self, PsCommand.self, ShowCommand.self, LogsCommand.self, StopCommand.self, ReleaseCommand.self, RestartCommand.self,
+            LeaseCommand.self, RemoveCommand.self, OpenCommand.self, ExecCommand.self, ShellCommand.self, SSHCommand.self, SSHConfigCommand.self,
+            SSHKeysCommand.self, JupyterCommand.self, AppsCommand.self,
+            NodesCommand.self, QueuesCommand.self, TokensCommand.self, UsersCommand.self, TenantsCommand.self, KeysCommand.self, DataCommand.self,
+            ImagesCommand.self,
         ])
 
     public init() {}
@@ -210,7 +213,9 @@ struct LeaseCommand: AsyncParsableCommand {
         }
         try await client { c in
             let w = try await c.call(.POST, "/workloads/\(id)/lease", body: body, as: Workload.self)
-            printOut("\(w.id) lease ends \(w.leaseExpiresAt.map { Format.timestamp($0) } ?? (w.spec.lease == .unlimited ? "never (unlimited)" : "when it next runs: " + (w.spec.lease?.description ?? "-")))")
+            printOut(
+                "\(w.id) lease ends \(w.leaseExpiresAt.map { Format.timestamp($0) } ?? (w.spec.lease == .unlimited ? "never (unlimited)" : "when it next runs: " + (w.spec.lease?.description ?? "-")))"
+            )
         }
     }
 }

@@ -90,7 +90,9 @@ enum Format {
             ("Resources", resources(w.spec.resources, tasks: w.spec.tasks)),
         ]
         // The image by the id it was pinned to at submit, shortened as docker shows ids.
-        if let image = w.spec.image { lines.append(("Image", image + (w.imageReference.map { " (\($0.hasPrefix("sha256:") ? String($0.prefix(19)) : $0))" } ?? ""))) }
+        if let image = w.spec.image {
+            lines.append(("Image", image + (w.imageReference.map { " (\($0.hasPrefix("sha256:") ? String($0.prefix(19)) : $0))" } ?? "")))
+        }
         for m in w.spec.mounts { lines.append(("Mount", "\(m.source) on \(m.target)\(m.readOnly ? " (read-only)" : "")")) }
         if let d = w.spec.maxDurationSeconds { lines.append(("Max duration", Quantity.formatDuration(d))) }
         if w.spec.kind == .interactive {
@@ -102,7 +104,8 @@ enum Format {
             }
         }
         for p in w.spec.ports {
-            let urls = w.tasks.compactMap { t in t.endpoints?.first(where: { $0.port == p.port })?.url.map { w.tasks.count > 1 ? "task \(t.index): \($0)" : $0 } }
+            let urls = w.tasks.compactMap { t in t.endpoints?.first(where: { $0.port == p.port })?.url.map { w.tasks.count > 1 ? "task \(t.index): \($0)" : $0 }
+            }
             lines.append(("Port", p.description + (urls.isEmpty ? "" : "  " + urls.joined(separator: "  "))))
         }
         if let wd = w.spec.workdir { lines.append(("Workdir", wd)) }
@@ -112,12 +115,17 @@ enum Format {
         if let f = w.finishedAt { lines.append(("Finished", "\(f)")) }
         let width = lines.map(\.0.count).max() ?? 0
         var out = lines.map { "\($0.0.padding(toLength: width, withPad: " ", startingAt: 0))  \($0.1)" }.joined(separator: "\n")
-        out += "\n\nTasks:\n" + table(
-            ["INDEX", "PHASE", "NODE", "GPUS", "PID/ID", "EXIT", "REASON"],
-            w.tasks.map { t in
-                [String(t.index), t.phase.rawValue, t.node ?? "-", t.gpus.isEmpty ? "-" : t.gpus.map(String.init).joined(separator: ","), t.backendID ?? "-",
-                 t.exitCode.map(String.init) ?? "-", t.reason?.message ?? ""]
-            })
+        out +=
+            "\n\nTasks:\n"
+            + table(
+                ["INDEX", "PHASE", "NODE", "GPUS", "PID/ID", "EXIT", "REASON"],
+                w.tasks.map { t in
+                    [
+                        String(t.index), t.phase.rawValue, t.node ?? "-", t.gpus.isEmpty ? "-" : t.gpus.map(String.init).joined(separator: ","),
+                        t.backendID ?? "-",
+                        t.exitCode.map(String.init) ?? "-", t.reason?.message ?? "",
+                    ]
+                })
         return out
     }
 }

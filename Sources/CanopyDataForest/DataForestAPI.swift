@@ -511,4 +511,3 @@ public struct DataForestAPI: Sendable {
         return LogReader.response(path: path, from: 0, follow: follow, workloads: workloads, workloadID: id, task: index)
     }
 }
-

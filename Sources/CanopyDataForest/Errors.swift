@@ -1,8 +1,8 @@
 import CanopyCore
+import CanopyHTTP
 import Foundation
 import HTTPTypes
 import Hummingbird
-import CanopyHTTP
 import Logging
 
 /// An answer in Data Forest's own error shapes: `{"success": false, "message": ...}` from the service, or the API
@@ -130,7 +130,8 @@ enum Negotiation {
 
     static func wantsXML(_ request: Request) -> Bool {
         if let accept = request.headers[.accept]?.lowercased() {
-            let xml = accept.range(of: "xml"), json = accept.range(of: "json")
+            let xml = accept.range(of: "xml")
+            let json = accept.range(of: "json")
             if let xml, let json { return xml.lowerBound < json.lowerBound }
             if xml != nil { return true }
             if json != nil { return false }

@@ -1,9 +1,10 @@
+import CanopyXML
+import Foundation
+
 // JSONValue is CanopyHTTP's; the xml fuzz target compiles its source in beside this file instead.
 #if canImport(CanopyHTTP)
     import CanopyHTTP
 #endif
-import CanopyXML
-import Foundation
 
 /// Data Forest speaks JSON and XML with the same field names: an XML body is a root element named after the
 /// operation (`<SubmitAiAppRequest>`) whose children are the JSON object's fields. This converts between the two,

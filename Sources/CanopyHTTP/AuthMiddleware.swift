@@ -8,7 +8,9 @@ public struct BearerAuthMiddleware: RouterMiddleware {
 
     public init(auth: AuthService) { self.auth = auth }
 
-    public func handle(_ request: Request, context: CanopyRequestContext, next: (Request, CanopyRequestContext) async throws -> Response) async throws -> Response {
+    public func handle(_ request: Request, context: CanopyRequestContext, next: (Request, CanopyRequestContext) async throws -> Response) async throws
+        -> Response
+    {
         guard let header = request.headers[.authorization] else {
             throw CanopyError(.unauthenticated, "missing Authorization header; send \"Authorization: Bearer <token>\"")
         }

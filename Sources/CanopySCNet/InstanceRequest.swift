@@ -113,7 +113,9 @@ struct InstanceRequest: Sendable, Equatable {
                 guard let proto = protoValue.stringValue?.uppercased(), proto == "HTTP" || proto == "SSH" else {
                     throw SCNetError.invalid(field + ".protocolType", "must be HTTP or SSH")
                 }
-                guard !ports.contains(where: { $0.containerPort == port }) else { throw SCNetError.invalid(field + ".containerPort", "port \(port) is listed twice") }
+                guard !ports.contains(where: { $0.containerPort == port }) else {
+                    throw SCNetError.invalid(field + ".containerPort", "port \(port) is listed twice")
+                }
                 ports.append(Port(containerPort: port, protocolType: proto))
             }
         }
@@ -131,7 +133,9 @@ struct InstanceRequest: Sendable, Equatable {
                     }
                     return s
                 }
-                let source = try member("sourcePath"), target = try member("targetPath"), type = try member("type").lowercased()
+                let source = try member("sourcePath")
+                let target = try member("targetPath")
+                let type = try member("type").lowercased()
                 guard type == "data" || type == "path" else { throw SCNetError.invalid("\(field).type", "must be data or path") }
                 mounts.append(MountInfo(sourcePath: source, targetPath: target, type: type))
             }
@@ -151,4 +155,3 @@ struct InstanceRequest: Sendable, Equatable {
         return ["sh", "-c", run + "\nexec \"$@\"", "sh"] + service
     }
 }
-

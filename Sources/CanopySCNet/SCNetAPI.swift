@@ -82,7 +82,10 @@ public struct SCNetAPI: Sendable {
 
     public func register(on router: Router<CanopyRequestContext>) {
         // SCNet's tokens are credentials of their user: the proxy takes them as bearer tokens too.
-        let tokens = self.tokens, passwords = self.passwords, keys = self.keys, clock = self.clock
+        let tokens = self.tokens
+        let passwords = self.passwords
+        let keys = self.keys
+        let clock = self.clock
         auth.addResolver { token in
             guard token.utf8.count > 40, token.hasPrefix("eyJ") else { return nil }
             let now = Int64((clock.now().timeIntervalSince1970 * 1000).rounded(.down))

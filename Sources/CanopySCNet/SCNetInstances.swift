@@ -73,7 +73,8 @@ extension SCNetAPI {
         if workloads.imagePolicy == .runAsProcesses { return req.version.isEmpty ? req.imagePath : req.version }
         let name = req.version.isEmpty ? req.imagePath : req.version
         throw SCNetError.invalid(
-            "imagePath", "image \(name) is not in the image catalog; an admin adds it with canopy images import ROOTFS.tar --name \(name) (or images load / pull)")
+            "imagePath",
+            "image \(name) is not in the image catalog; an admin adds it with canopy images import ROOTFS.tar --name \(name) (or images load / pull)")
     }
 
     @Sendable func create(_ request: Request, context: CanopyRequestContext) async throws -> Response {
@@ -228,7 +229,9 @@ extension SCNetAPI {
         }
         var taskType: String?
         if let s = value("taskType"), let text = s.stringValue, !text.isEmpty {
-            guard InstanceRequest.taskTypes.contains(text.lowercased()) else { throw SCNetError.invalid("taskType", "must be ssh, jupyter, codeserver or rstudio") }
+            guard InstanceRequest.taskTypes.contains(text.lowercased()) else {
+                throw SCNetError.invalid("taskType", "must be ssh, jupyter, codeserver or rstudio")
+            }
             taskType = text.lowercased()
         }
         // Filtered, counted and paged in the store: only the page is read.
@@ -268,7 +271,8 @@ extension SCNetAPI {
         let w = try await instance(id, p, field: "instanceServiceId", change: "restart")
         guard w.phase == .stopped else {
             throw SCNetError.invalid(
-                "instanceServiceId", "instance \(w.id) is \(SCNetMapping.state(w.phase)); only a stopped (Terminated by a stop, lease or idle timeout) instance restarts")
+                "instanceServiceId",
+                "instance \(w.id) is \(SCNetMapping.state(w.phase)); only a stopped (Terminated by a stop, lease or idle timeout) instance restarts")
         }
         do {
             _ = try await workloads.restart(w.id, as: p)
@@ -359,7 +363,8 @@ extension SCNetAPI {
             let token = Self.header(request, "token"), let claims = try? tokens.verify(token, nowMillis: nowMillis)
         {
             // The link's session lasts while this token does: until it expires, or its password or key changes.
-            let passwords = self.passwords, keys = self.keys
+            let passwords = self.passwords
+            let keys = self.keys
             auth.vouch(hash: hash, until: Date(timeIntervalSince1970: Double(claims.expiresAtMillis) / 1000)) {
                 Self.principal(of: claims, passwords: passwords, keys: keys)
             }
@@ -441,7 +446,9 @@ extension SCNetAPI {
         guard let access = b["access"]?.stringValue?.lowercased() else { throw SCNetError.missing("access") }
         guard access == "public" || access == "private" else { throw SCNetError.invalid("access", "must be public or private") }
         guard let orderBy = b["orderBy"]?.stringValue else { throw SCNetError.missing("orderBy") }
-        guard ["create_time", "share_time", "clone_times"].contains(orderBy) else { throw SCNetError.invalid("orderBy", "must be create_time, share_time or clone_times") }
+        guard ["create_time", "share_time", "clone_times"].contains(orderBy) else {
+            throw SCNetError.invalid("orderBy", "must be create_time, share_time or clone_times")
+        }
         let limit = b["limit"]?.lenientInt ?? 20
         let start = b["start"]?.lenientInt ?? 0
         guard (1...1000).contains(limit) else { throw SCNetError.invalid("limit", "must be an integer from 1 to 1000") }

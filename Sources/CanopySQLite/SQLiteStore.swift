@@ -145,7 +145,8 @@ public final class SQLiteStore: Store {
         for (dialect, fields) in query.extensionFields.sorted(by: { $0.key < $1.key }) {
             for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                 clauses.append("json_extract(CAST(body AS TEXT), ?) = ?")
-                args.append("$.extensions.\"" + dialect.replacingOccurrences(of: "\"", with: "") + "\".\"" + key.replacingOccurrences(of: "\"", with: "") + "\"")
+                args.append(
+                    "$.extensions.\"" + dialect.replacingOccurrences(of: "\"", with: "") + "\".\"" + key.replacingOccurrences(of: "\"", with: "") + "\"")
                 args.append(value)
             }
         }

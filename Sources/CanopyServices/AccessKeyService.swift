@@ -4,7 +4,7 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Access-key/secret pairs for signed-request APIs. A secret is shown once, at creation; the store keeps it

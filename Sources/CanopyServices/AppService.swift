@@ -46,7 +46,8 @@ public final class AppService: Sendable {
         let port = launch.spec.ports.first?.port ?? app.port
         // The app's command, alone or after a wrapper of the dialect's (a start script that ends in `exec "$@"`).
         if launch.spec.command.count >= app.command.count, launch.spec.command.suffix(app.command.count).elementsEqual(app.command) {
-            launch.spec.command = launch.spec.command.dropLast(app.command.count)
+            launch.spec.command =
+                launch.spec.command.dropLast(app.command.count)
                 + app.command(workload: launch.workloadID, task: launch.taskIndex, port: port, baseURL: hostMode ? "/" : nil)
         }
         if let variable = app.tokenEnv { launch.secretEnv[variable] = token(workloadID: launch.workloadID) }
@@ -60,7 +61,8 @@ public final class AppService: Sendable {
         let port = submission.spec.ports.first?.port ?? app.port
         if submission.spec.command.count >= app.command.count, submission.spec.command.suffix(app.command.count).elementsEqual(app.command) {
             let base = hostMode ? "/" : "/proxy/\(submission.workloadID)/{task}/\(port)/"
-            submission.spec.command = submission.spec.command.dropLast(app.command.count)
+            submission.spec.command =
+                submission.spec.command.dropLast(app.command.count)
                 + app.command(filling: [("base_url", base), ("workload", submission.workloadID)])
             submission.taskPlaceholders = true
         }

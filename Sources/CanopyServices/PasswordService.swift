@@ -146,7 +146,9 @@ public final class PasswordService: Sendable {
     }
 
     func save(_ u: PasswordUser) async throws {
-        try await store.put(record: StoredRecord(kind: Self.kind, id: Self.id(user: u.user, tenant: u.tenant), tenant: u.tenant, name: u.user, body: try JSONEncoder().encode(u)))
+        try await store.put(
+            record: StoredRecord(
+                kind: Self.kind, id: Self.id(user: u.user, tenant: u.tenant), tenant: u.tenant, name: u.user, body: try JSONEncoder().encode(u)))
         index.withLock { $0[Self.id(user: u.user, tenant: u.tenant)] = u }
     }
 
@@ -184,7 +186,9 @@ public final class PasswordService: Sendable {
         // The same work whether or not the user exists, so timing does not tell.
         let stored = current(user: user, tenant: tenant)
         let salt = stored.flatMap { Hex.decode($0.salt) } ?? [UInt8](repeating: 0, count: 16)
-        guard let result = await deriveGated(password, salt: salt, n: stored?.scryptN ?? Self.n, r: stored?.scryptR ?? Self.r, p: stored?.scryptP ?? Self.p, wait: false)
+        guard
+            let result = await deriveGated(
+                password, salt: salt, n: stored?.scryptN ?? Self.n, r: stored?.scryptR ?? Self.r, p: stored?.scryptP ?? Self.p, wait: false)
         else { throw .throttled(retryAfter: 1) }
         let derived = result ?? []
         guard let stored, password.unicodeScalars.count <= Self.maxLength, let expected = Hex.decode(stored.hash), Self.equal(derived, expected) else {

@@ -65,7 +65,9 @@ public struct WorkloadService: Sendable {
         }
         if let probe = spec.idleProbe {
             guard spec.kind == .interactive else { throw CanopyError.invalid("idleProbe", "idleProbe is for interactive workloads") }
-            guard !probe.isEmpty, !probe[0].isEmpty else { throw CanopyError.invalid("idleProbe", "idleProbe must name a program, e.g. [\"pgrep\", \"-f\", \"train.py\"]") }
+            guard !probe.isEmpty, !probe[0].isEmpty else {
+                throw CanopyError.invalid("idleProbe", "idleProbe must name a program, e.g. [\"pgrep\", \"-f\", \"train.py\"]")
+            }
             guard probe.count <= 64, probe.allSatisfy({ $0.unicodeScalars.count <= 1024 }) else {
                 throw CanopyError.invalid("idleProbe", "idleProbe has more than 64 arguments, or one longer than 1024 characters")
             }
@@ -148,14 +150,20 @@ public struct WorkloadService: Sendable {
             let model = r.gpuModel.map { " \($0)" } ?? ""
             if r.gpus > 0 && !nodes.contains(where: { $0.gpuCount(model: r.gpuModel) >= r.gpus }) {
                 let most = nodes.map { $0.gpuCount(model: r.gpuModel) }.max() ?? 0
-                throw CanopyError(.unschedulable, "no node has \(r.gpus)\(model) GPU\(r.gpus == 1 ? "" : "s") (the most on one node is \(most))", field: r.gpuModel != nil && most == 0 ? "resources.gpuModel" : "resources.gpus")
+                throw CanopyError(
+                    .unschedulable, "no node has \(r.gpus)\(model) GPU\(r.gpus == 1 ? "" : "s") (the most on one node is \(most))",
+                    field: r.gpuModel != nil && most == 0 ? "resources.gpuModel" : "resources.gpus")
             }
             if !nodes.contains(where: { $0.cpuMillis >= r.cpuMillis }) {
                 let most = nodes.map(\.cpuMillis).max() ?? 0
-                throw CanopyError(.unschedulable, "no node has \(Quantity.formatCPU(r.cpuMillis)) CPUs (the most on one node is \(Quantity.formatCPU(most)))", field: "resources.cpu")
+                throw CanopyError(
+                    .unschedulable, "no node has \(Quantity.formatCPU(r.cpuMillis)) CPUs (the most on one node is \(Quantity.formatCPU(most)))",
+                    field: "resources.cpu")
             }
             let most = nodes.map(\.memoryMiB).max() ?? 0
-            throw CanopyError(.unschedulable, "no node has \(Quantity.formatMemory(r.memoryMiB)) of memory (the most on one node is \(Quantity.formatMemory(most)))", field: "resources.memory")
+            throw CanopyError(
+                .unschedulable, "no node has \(Quantity.formatMemory(r.memoryMiB)) of memory (the most on one node is \(Quantity.formatMemory(most)))",
+                field: "resources.memory")
         }
         // A node in several pools is listed once per pool; its capacity counts once.
         let capacity = Dictionary(
@@ -189,7 +197,8 @@ public struct WorkloadService: Sendable {
         guard let cap else { return }
         guard let s = lease.seconds, s <= cap else {
             throw CanopyError.invalid(
-                field, "queue \(queue) allows leases of at most \(Quantity.formatDuration(cap)) from now; ask for that or less (unlimited is not allowed there)")
+                field, "queue \(queue) allows leases of at most \(Quantity.formatDuration(cap)) from now; ask for that or less (unlimited is not allowed there)"
+            )
         }
     }
 

@@ -125,7 +125,9 @@ struct ContainerLiveTests {
         }
     }
 
-    @Test("an interactive container: its port reached through the proxy inside the container's own network, exec'd into (pipes and a terminal), then stopped and restarted with its files")
+    @Test(
+        "an interactive container: its port reached through the proxy inside the container's own network, exec'd into (pipes and a terminal), then stopped and restarted with its files"
+    )
     func interactiveContainer() async throws {
         try await ServerProcess.with(dataDir: try makeTempDir("canopy-ctr-proxy"), removeAfter: true, extra: LiveEngine.flags, imagePolicy: "engine") {
             server in
@@ -151,14 +153,16 @@ struct ContainerLiveTests {
 
             // canopy exec, through the engine's exec: the container's user and directory, stdout and stderr apart,
             // standard input, the exit code; then a terminal.
-            let inside = try await server.cli(["exec", "-i", id, "--", "sh", "-c", "id -u; pwd; wc -c; echo oops >&2; exit 5"], stdin: String(repeating: "x", count: 300_000))
+            let inside = try await server.cli(
+                ["exec", "-i", id, "--", "sh", "-c", "id -u; pwd; wc -c; echo oops >&2; exit 5"], stdin: String(repeating: "x", count: 300_000))
             #expect(inside.status == 5, "\(inside)")
             #expect(inside.stdout.contains("/workspace") && inside.stdout.contains("300000") && !inside.stdout.contains("oops"), "\(inside)")
             #expect(inside.stderr.contains("oops"), "\(inside)")
             let tty = try await runProcess(
                 "/usr/bin/python3", ExecLiveTests.terminal(id, ["tty; stty size", "stty size; exit 7"]),
                 env: ["CANOPY_URL": server.url, "CANOPY_TOKEN": server.token])
-            #expect(tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
+            #expect(
+                tty.stdout.contains("/dev/pts/") && tty.stdout.contains("33 101") && tty.stdout.contains("50 120") && tty.stdout.contains("EXIT 7"), "\(tty)")
 
             _ = try await server.cli(["stop", id])
             #expect(try await eventually(timeout: .seconds(30)) { try await server.phase(id) == "Stopped" })

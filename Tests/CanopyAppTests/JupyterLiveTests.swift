@@ -71,7 +71,11 @@ struct JupyterLiveTests {
             // A terminal: a line typed over its WebSocket saves a file in the working directory.
             let terminalName = try await Self.create(url + "api/terminals", field: "name", token: server.token)
             let typed = try await runProcess(
-                pythonPath, ["-c", Self.terminalClient, url + "terminals/websocket/\(terminalName)", "Authorization: Bearer \(server.token)", "echo saved-from-a-terminal > term.txt && echo TERM-$((40+2))", "TERM-42"])
+                pythonPath,
+                [
+                    "-c", Self.terminalClient, url + "terminals/websocket/\(terminalName)", "Authorization: Bearer \(server.token)",
+                    "echo saved-from-a-terminal > term.txt && echo TERM-$((40+2))", "TERM-42",
+                ])
             #expect(typed.stdout.contains("TERM-42"), "\(typed)")
             let saved = server.dataDir + "/workloads/\(id)/task-0/work/term.txt"
             #expect(await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: saved, encoding: .utf8)) == "saved-from-a-terminal\n" })
@@ -97,11 +101,16 @@ struct JupyterLiveTests {
             let kernelID = try await Self.create(url + "api/kernels", field: "id", token: server.token)
             // A cell that sleeps 24 s: no CPU, no traffic, yet the kernel is busy.
             async let cell = runProcess(
-                pythonPath, ["-c", Self.kernelClient, url + "api/kernels/\(kernelID)/channels", "Authorization: Bearer \(server.token)", "import time; time.sleep(24); print('woke')"])
+                pythonPath,
+                [
+                    "-c", Self.kernelClient, url + "api/kernels/\(kernelID)/channels", "Authorization: Bearer \(server.token)",
+                    "import time; time.sleep(24); print('woke')",
+                ])
             try await Task.sleep(for: .seconds(18))
             let show = try await server.cli(["show", id, "-o", "json"])
             let w = (try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any] ?? [:]
-            #expect(w["phase"] as? String == "Running" && w["lastActivitySource"] as? String == "kernel", "\(w["phase"] ?? "") \(w["lastActivitySource"] ?? "")")
+            #expect(
+                w["phase"] as? String == "Running" && w["lastActivitySource"] as? String == "kernel", "\(w["phase"] ?? "") \(w["lastActivitySource"] ?? "")")
             let ran = try await cell
             #expect(ran.stdout == "woke\n", "\(ran)")
             // Nothing runs any more: stopped once the timeout has passed.

@@ -16,7 +16,9 @@ struct CrossDialectTests {
     func oneObject() async throws {
         try await withServer { server, client in
             let admin = server.adminToken
-            #expect(try await client.json("/api/v1/users", .post, token: admin, body: ["user": "alice", "tenant": "lab", "password": "alice-password"]).0 == .created)
+            #expect(
+                try await client.json("/api/v1/users", .post, token: admin, body: ["user": "alice", "tenant": "lab", "password": "alice-password"]).0
+                    == .created)
             var h: HTTPFields = [:]
             for (k, v) in [("user", "alice"), ("password", "alice-password"), ("orgId", TenantID.of("lab"))] { h[HTTPField.Name(k)!] = v }
             let signIn = try await client.execute(uri: "/ac/openapi/v2/tokens", method: .post, headers: h) { TestJSON.object($0.body) }
@@ -38,7 +40,9 @@ struct CrossDialectTests {
 
             func views() async throws -> (native: String, scnet: String, dataForest: String) {
                 let native = try await client.json("/api/v1/workloads/\(id)", token: admin).1["phase"] as? String ?? ""
-                let detail = try await client.execute(uri: "/ai/openapi/v2/instance-service/\(id)/detail", method: .get, headers: sh) { TestJSON.object($0.body) }
+                let detail = try await client.execute(uri: "/ai/openapi/v2/instance-service/\(id)/detail", method: .get, headers: sh) {
+                    TestJSON.object($0.body)
+                }
                 let scnet = (detail["data"] as? [String: Any])?["status"] as? String ?? ""
                 let df = try await client.df("aiapps/getDetail", ["id": id], signer).1["state"] as? String ?? ""
                 return (native, scnet, df)

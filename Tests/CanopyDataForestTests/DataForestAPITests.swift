@@ -2,8 +2,8 @@ import CanopyApp
 import CanopyCore
 import CanopyTesting
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -81,7 +81,8 @@ struct DataForestAPITests {
             #expect(error["success"] as? Bool == false)
             #expect(Set(error.keys) == Set(golden.keys))
 
-            var xml = String(decoding: try fixture("create-workspace-request.xml"), as: UTF8.self).replacingOccurrences(of: "6COytUeFj7b8eOhq2L5zL", with: account)
+            var xml = String(decoding: try fixture("create-workspace-request.xml"), as: UTF8.self).replacingOccurrences(
+                of: "6COytUeFj7b8eOhq2L5zL", with: account)
             let uri = "/api/v2/aiworkspaces/create"
             try await client.execute(uri: uri, method: .post, headers: signer.headers("POST", uri, xml: true), body: ByteBuffer(string: xml)) { r in
                 #expect(r.status == .badRequest)
@@ -102,14 +103,18 @@ struct DataForestAPITests {
             let list = try await client.df("aiworkspaces/getList", ["search": ["accountId": account]], signer).1
             let contents = list["contents"] as? [[String: Any]] ?? []
             #expect(contents.map { $0["name"] as? String } == ["api-test"])
-            #expect(Set(contents.first.map { Array($0.keys) } ?? []).isSuperset(of: ["id", "name", "accountName", "description", "imageVersion", "disabled", "createdAt", "modifiedAt"]))
+            #expect(
+                Set(contents.first.map { Array($0.keys) } ?? []).isSuperset(of: [
+                    "id", "name", "accountName", "description", "imageVersion", "disabled", "createdAt", "modifiedAt",
+                ]))
         }
     }
 
     @Test("seed 000: a submission answers with the documented fields, ACCEPTED, UNDEFINED and the zero finishedAt")
     func submitGolden() async throws {
         try await withDataForest { server, client, signer, account in
-            var config = try goldenObject("create-workspace-request.json", replacing: ["6COytUeFj7b8eOhq2L5zL": account, "tensorflow/r2.3.1-py3": "tensorflow:r2.3.1-py3"])
+            var config = try goldenObject(
+                "create-workspace-request.json", replacing: ["6COytUeFj7b8eOhq2L5zL": account, "tensorflow/r2.3.1-py3": "tensorflow:r2.3.1-py3"])
             config["configuration"] = ["docker": ["command": "true", "image": "tensorflow:r2.3.1-py3"]]
             let ws = try await client.df("aiworkspaces/create", config, signer).1["id"] as? String ?? ""
             var body = try goldenObject("submit-request.json", replacing: ["6ZKSGoSJMMwctK257nxgiL": ws])
@@ -163,10 +168,11 @@ struct DataForestAPITests {
         try await withDataForest { server, client, signer, _ in
             let uri = "/api/v2/accounts/getList"
             let stale = Int64(Date().timeIntervalSince1970 * 1000) - 301_000
-            for headers in [HTTPFields([HTTPField(name: .contentType, value: "application/json")]), signer.headers("POST", uri, ts: stale),
-                            Signer(accessKey: "NOPE", secret: "x").headers("POST", uri), Signer(accessKey: signer.accessKey, secret: "wrong").headers("POST", uri),
-                            signer.headers("POST", "/api/v2/accounts/getDetail")]
-            {
+            for headers in [
+                HTTPFields([HTTPField(name: .contentType, value: "application/json")]), signer.headers("POST", uri, ts: stale),
+                Signer(accessKey: "NOPE", secret: "x").headers("POST", uri), Signer(accessKey: signer.accessKey, secret: "wrong").headers("POST", uri),
+                signer.headers("POST", "/api/v2/accounts/getDetail"),
+            ] {
                 let (status, body) = try await client.dfRaw("accounts/getList", ByteBuffer(string: "{}"), signer, headers: headers)
                 #expect(status == .unauthorized)
                 #expect((body["error"] as? [String: Any])?["errorCode"] as? String == "200")
@@ -183,27 +189,48 @@ struct DataForestAPITests {
     @Test("bad input gets the vendor's 4xx shapes, never a 5xx; another tenant's workspace is no such element")
     func badInput() async throws {
         try await withDataForest { server, client, signer, account in
-            let ws = try await client.df(
-                "aiworkspaces/create", ["accountId": account, "name": "mine", "configuration": ["docker": ["command": "true", "image": "tf:1"]]], signer
-            ).1["id"] as? String ?? ""
+            let ws =
+                try await client.df(
+                    "aiworkspaces/create", ["accountId": account, "name": "mine", "configuration": ["docker": ["command": "true", "image": "tf:1"]]], signer
+                ).1["id"] as? String ?? ""
             let cases: [(String, Any, HTTPResponse.Status, String)] = [
-                ("aiworkspaces/create", ["accountId": account, "name": "Bad_Name", "configuration": [:]], .badRequest, "invalid request parameter (name, 'Bad_Name')"),
-                ("aiworkspaces/create", ["accountId": account, "name": "ok", "description": String(repeating: "d", count: 256), "configuration": [:]], .badRequest,
-                 "invalid request parameter (description,"),
+                (
+                    "aiworkspaces/create", ["accountId": account, "name": "Bad_Name", "configuration": [:]], .badRequest,
+                    "invalid request parameter (name, 'Bad_Name')"
+                ),
+                (
+                    "aiworkspaces/create", ["accountId": account, "name": "ok", "description": String(repeating: "d", count: 256), "configuration": [:]],
+                    .badRequest,
+                    "invalid request parameter (description,"
+                ),
                 ("aiworkspaces/create", ["accountId": account, "name": "ok"], .badRequest, "invalid request parameter (configuration, '')"),
                 ("aiworkspaces/create", ["accountId": "NoSuchAccount", "name": "ok", "configuration": [:]], .notFound, "no such element"),
                 ("aiworkspaces/create", ["accountId": account, "name": "mine", "configuration": [:]], .badRequest, "invalid request parameter (name, 'mine')"),
                 ("aiworkspaces/create", ["accountId": account, "name": 7, "configuration": [:]], .badRequest, "invalid request parameter (name, '7')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["gpuCount": "two"]], .badRequest,
-                 "invalid request parameter (resource.gpuCount, 'two')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["cpuCount": 64]], .badRequest, "invalid request parameter (resource.cpuCount, '64')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["gpuCount": 1, "gpuModel": "A100"]], .badRequest,
-                 "invalid request parameter (resource.gpuModel, 'A100')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "docker": ["image": "Bad"]], .badRequest, "invalid request parameter (docker.image, 'Bad')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "data": ["input": [["hdfs": "/../etc", "path": "x"]]]], .badRequest,
-                 "invalid request parameter (data.input[0].hdfs, '/../etc')"),
-                ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "data": ["output": [["hdfs": "/o", "path": "../../x"]]]], .badRequest,
-                 "invalid request parameter (data.output[0].path, '../../x')"),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["gpuCount": "two"]], .badRequest,
+                    "invalid request parameter (resource.gpuCount, 'two')"
+                ),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["cpuCount": 64]], .badRequest,
+                    "invalid request parameter (resource.cpuCount, '64')"
+                ),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "resource": ["gpuCount": 1, "gpuModel": "A100"]], .badRequest,
+                    "invalid request parameter (resource.gpuModel, 'A100')"
+                ),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "docker": ["image": "Bad"]], .badRequest,
+                    "invalid request parameter (docker.image, 'Bad')"
+                ),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "data": ["input": [["hdfs": "/../etc", "path": "x"]]]], .badRequest,
+                    "invalid request parameter (data.input[0].hdfs, '/../etc')"
+                ),
+                (
+                    "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "data": ["output": [["hdfs": "/o", "path": "../../x"]]]], .badRequest,
+                    "invalid request parameter (data.output[0].path, '../../x')"
+                ),
                 ("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "ok", "queueName": "Not A Queue"], .badRequest, "invalid request parameter (queueName,"),
                 ("aiapps/submit", ["aiWorkspaceId": "NoSuchWorkspace", "namePrefix": "ok"], .notFound, "no such element"),
                 ("aiapps/getDetail", ["id": String(repeating: "x", count: 23)], .badRequest, "invalid request parameter (id,"),
@@ -242,17 +269,22 @@ struct DataForestAPITests {
     @Test("a missing input fails the app with a reason; configuration history and name checks")
     func stagingAndConfiguration() async throws {
         try await withDataForest { _, client, signer, account in
-            let ws = try await client.df(
-                "aiworkspaces/create", ["accountId": account, "name": "cfg", "configuration": ["docker": ["command": "true", "image": "tf:1"], "queueName": "batch"]],
-                signer
-            ).1["id"] as? String ?? ""
+            let ws =
+                try await client.df(
+                    "aiworkspaces/create",
+                    ["accountId": account, "name": "cfg", "configuration": ["docker": ["command": "true", "image": "tf:1"], "queueName": "batch"]],
+                    signer
+                ).1["id"] as? String ?? ""
             #expect(try await client.df("aiworkspaces/checkAvailableName", ["accountId": account, "name": "cfg"], signer).1["availableName"] as? Bool == false)
             let set = try await client.df(
                 "aiworkspaces/setConfiguration", ["id": ws, "configuration": ["docker": ["command": "exit 3", "image": "tf:2"], "queueName": "batch"]], signer)
             #expect(set.0 == .ok)
             let list = try await client.df("aiworkspaces/getConfigurationList", ["id": ws], signer).1
             #expect(list["total"] as? Int == 2)
-            #expect(((list["contents"] as? [[String: Any]])?.first?["configuration"] as? [String: Any]).flatMap { ($0["docker"] as? [String: Any])?["image"] as? String } == "tf:2")
+            #expect(
+                ((list["contents"] as? [[String: Any]])?.first?["configuration"] as? [String: Any]).flatMap {
+                    ($0["docker"] as? [String: Any])?["image"] as? String
+                } == "tf:2")
 
             // The workspace's configuration is the default: exit 3 in queue "batch", created on first use.
             let app = try await client.df("aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "cf"], signer).1
@@ -265,7 +297,8 @@ struct DataForestAPITests {
             #expect(d["finalStatus"] as? String == "FAILED")
 
             let missing = try await client.df(
-                "aiapps/submit", ["aiWorkspaceId": ws, "namePrefix": "in", "docker": ["command": "true"], "data": ["input": [["hdfs": "/user/none", "path": "x"]]]], signer
+                "aiapps/submit",
+                ["aiWorkspaceId": ws, "namePrefix": "in", "docker": ["command": "true"], "data": ["input": [["hdfs": "/user/none", "path": "x"]]]], signer
             ).1
             _ = try await eventually {
                 d = try await client.df("aiapps/getDetail", ["id": missing["id"] as? String ?? ""], signer).1

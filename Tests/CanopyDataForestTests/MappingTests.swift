@@ -1,5 +1,5 @@
-import CanopyHTTP
 import CanopyCore
+import CanopyHTTP
 import Foundation
 import Testing
 
@@ -175,7 +175,9 @@ struct SignatureTests {
         #expect(SignatureV2.isWithinWindow(.min, of: .min + 1))
     }
 
-    @Test("header bytes that are not a timestamp are refused with the gateway's words", arguments: ["-9223372036854775809", "99999999999999999999", "1e3", " 1", "", "０"])
+    @Test(
+        "header bytes that are not a timestamp are refused with the gateway's words",
+        arguments: ["-9223372036854775809", "99999999999999999999", "1e3", " 1", "", "０"])
     func badTimestamps(ts: String) {
         let result = SignatureV2.verify(
             method: "POST", uri: "/", timestamp: ts, accessKey: "17F9A6E9F72BD92ED94B", signature: "x", nowMillis: 0, lookup: lookup)

@@ -1,5 +1,5 @@
-import CanopyHTTP
 import CanopyCore
+import CanopyHTTP
 import CanopyXML
 import Foundation
 import Testing

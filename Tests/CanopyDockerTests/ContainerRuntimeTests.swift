@@ -7,7 +7,7 @@ import Testing
 @testable import CanopyDocker
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The engine `scripts/test.sh` starts (`scripts/dockerd.sh up DIR`): a real dockerd with the busybox test image.
@@ -104,7 +104,9 @@ struct ContainerRuntimeTests {
             #expect(exit.exitCode == 137)
 
             _ = try await runtime.launch(
-                Engine.launch("c1", ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/pids/pids.max"], cpuMillis: 500))
+                Engine.launch(
+                    "c1", ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/pids/pids.max"],
+                    cpuMillis: 500))
             _ = try #require(await nextExit(of: "c1", runtime.events))
             let values = Engine.log(runtime, "c1").split(separator: "\n").compactMap { Int($0) }
             #expect(values.count == 3)
@@ -281,10 +283,14 @@ struct ContainerRuntimeTests {
             let data = try makeTempDir("canopy-pin")
             try "a\n".write(toFile: data + "/a", atomically: true, encoding: .utf8)
             let launched = try await runtime.launch(
-                Engine.launch("p1", ["sh", "-c", "cat /data/a; sleep 30"], mounts: [ResolvedMount(hostPath: data, target: "/data", readOnly: true, fromDataStore: true)]))
+                Engine.launch(
+                    "p1", ["sh", "-c", "cat /data/a; sleep 30"], mounts: [ResolvedMount(hostPath: data, target: "/data", readOnly: true, fromDataStore: true)]))
             #expect(await eventually { Engine.log(runtime, "p1") == "a\n" })
             struct Doc: Decodable {
-                struct M: Decodable { var Source: String; var Destination: String }
+                struct M: Decodable {
+                    var Source: String
+                    var Destination: String
+                }
                 var Mounts: [M]
             }
             let doc = try await runtime.engine.call(Doc.self, .GET, "/containers/\(launched.handle)/json")
@@ -405,7 +411,6 @@ struct EngineOutageTests {
         #expect(await nextExit(of: "o3", runtime.events)?.exitCode == 4)
     }
 }
-
 
 @Suite("image archives read before the engine loads them")
 struct ImageArchiveTests {

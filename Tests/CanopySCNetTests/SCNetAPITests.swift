@@ -36,7 +36,8 @@ struct SCNetAPITests {
     /// The seed's body without its data mount (this server runs images as processes, and those take no mounts), and
     /// with 1 GB where it asks 15 (this test node has 8).
     func seedBytes() throws -> [UInt8] {
-        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: scnetFixtures.appendingPathComponent("create-seed.json"))) as? [String: Any])
+        var object = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: scnetFixtures.appendingPathComponent("create-seed.json"))) as? [String: Any])
         object.removeValue(forKey: "mountInfoList")
         object["ramSize"] = 1024
         return Array(try JSONSerialization.data(withJSONObject: object))
@@ -55,7 +56,8 @@ struct SCNetAPITests {
         try await withServer { server, client in
             let token = try await scnetToken(client, admin: server.adminToken)
             let (status, answer) = try await client.scnet("/ai/openapi/v2/instance-service/task", token: token, bytes: try seedBytes())
-            let golden = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: scnetFixtures.appendingPathComponent("create-response.json"))) as? [String: Any])
+            let golden = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: scnetFixtures.appendingPathComponent("create-response.json"))) as? [String: Any])
             #expect(status == .ok && Set(answer.keys) == Set(golden.keys), "\(answer)")
             #expect(answer["code"] as? String == "0", "\(answer)")
             #expect(answer["code"] as? String == golden["code"] as? String && answer["msg"] as? String == golden["msg"] as? String)
@@ -136,7 +138,6 @@ struct SCNetAPITests {
     }
 }
 
-
 extension SCNetAPITests {
     @Test("the AK/SK sign-in with timestamps at the ends of Int64 is refused, not a crash; unknown keys and wrong signatures get one answer")
     func accessKeyEdges() async throws {
@@ -188,7 +189,8 @@ extension SCNetAPITests {
         try await withServer { server, client in
             let alice = try await scnetToken(client, admin: server.adminToken)
             // A Canopy token of alice's (a stolen one, say) cannot change her password without it.
-            let aliceToken = try await client.json("/api/v1/tokens", .post, token: server.adminToken, body: ["user": "alice", "tenant": "lab"]).1["token"] as? String ?? ""
+            let aliceToken =
+                try await client.json("/api/v1/tokens", .post, token: server.adminToken, body: ["user": "alice", "tenant": "lab"]).1["token"] as? String ?? ""
             let without = try await client.json("/api/v1/users/lab/alice/password", .put, token: aliceToken, body: ["password": "new-password-1"])
             #expect(without.0 == .badRequest && (without.1["error"] as? [String: Any])?["field"] as? String == "currentPassword", "\(without)")
             let wrong = try await client.json(
@@ -202,12 +204,14 @@ extension SCNetAPITests {
 
             let bob = try await scnetToken(client, admin: server.adminToken, user: "bob", tenant: "other")
             let id = try #require(try await client.scnet("/ai/openapi/v2/instance-service/task", token: bob, bytes: try cpuBytes()).1["data"] as? String)
-            let admin = try await client.json("/api/v1/users", .post, token: server.adminToken, body: ["user": "boss", "tenant": "ops", "role": "admin", "password": "boss-password"])
+            let admin = try await client.json(
+                "/api/v1/users", .post, token: server.adminToken, body: ["user": "boss", "tenant": "ops", "role": "admin", "password": "boss-password"])
             #expect(admin.0 == .created)
             var h: HTTPFields = [:]
             for (k, v) in [("user", "boss"), ("password", "boss-password"), ("orgId", TenantID.of("ops"))] { h[HTTPField.Name(k)!] = v }
             let bossToken = try #require(
-                (try await client.execute(uri: "/ac/openapi/v2/tokens", method: .post, headers: h) { TestJSON.object($0.body) }["data"] as? [[String: Any]])?.last?["token"] as? String)
+                (try await client.execute(uri: "/ac/openapi/v2/tokens", method: .post, headers: h) { TestJSON.object($0.body) }["data"] as? [[String: Any]])?
+                    .last?["token"] as? String)
             let seen = try await client.scnet("/ai/openapi/v2/instance-service/\(id)/detail", .get, token: bossToken).1
             #expect(seen["code"] as? String == "10004", "an admin's SCNet token is for its own organisation: \(seen)")
             try await stopAndWait(client, [id], admin: server.adminToken)

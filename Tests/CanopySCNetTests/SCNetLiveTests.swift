@@ -31,14 +31,17 @@ struct SCNetLiveTests {
             #expect(short.status != 0 && short.stderr.contains("password"), "\(short)")
             let users = try await server.cli(["users", "ls"])
             #expect(users.stdout.contains("alice") && users.stdout.contains("yes"), "\(users)")
-            let lab = try await Self.orgID(server, "lab"), other = try await Self.orgID(server, "other")
+            let lab = try await Self.orgID(server, "lab")
+            let other = try await Self.orgID(server, "other")
 
             // Alice's access key, made as she would make it.
-            let aliceToken = try await server.cli(["tokens", "create", "--user", "alice", "--tenant", "lab"]).stdout
+            let aliceToken =
+                try await server.cli(["tokens", "create", "--user", "alice", "--tenant", "lab"]).stdout
                 .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
             let key = try await server.cli(["keys", "create", "-o", "json"], token: aliceToken)
             let keyObject = try JSONSerialization.jsonObject(with: Data(key.stdout.utf8)) as? [String: Any] ?? [:]
-            let access = try #require(keyObject["accessKey"] as? String), secret = try #require(keyObject["secretKey"] as? String)
+            let access = try #require(keyObject["accessKey"] as? String)
+            let secret = try #require(keyObject["secretKey"] as? String)
             let run = try await runProcess(
                 "/usr/bin/python3", [Self.client, server.url, "alice", "alice-password-1", lab, "bob", "bob-password-1", other, access, secret])
             #expect(run.status == 0 && run.stdout.hasSuffix("OK\n"), "\(run.stdout)\n\(run.stderr)")
@@ -65,8 +68,10 @@ struct SCNetLiveTests {
                 let port = try #require(target.split(separator: ":").last.map(String.init))
                 let out = try await runProcess(
                     "/usr/bin/ssh",
-                    ["-p", port, "-i", "\(dir)/key", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                     "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "\(id)@127.0.0.1", "cat started.txt"], env: ["HOME": dir])
+                    [
+                        "-p", port, "-i", "\(dir)/key", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "\(id)@127.0.0.1", "cat started.txt",
+                    ], env: ["HOME": dir])
                 #expect(out.status == 0 && out.stdout == "from-start-script\n", "\(out)")
             }
 
@@ -140,7 +145,8 @@ struct SCNetLiveTests {
         #expect(ran.status == 0 && ran.stdout == "42\n", "\(ran)")
         // The browser's session stands on alice's token; a new password ends both.
         func status(_ headers: [String]) async throws -> String {
-            try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + [url + "api/status"]).stdout
+            try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + headers.flatMap { ["-H", $0] } + [url + "api/status"])
+                .stdout
         }
         #expect(try await status(["Cookie: \(cookie)"]) == "200")
         #expect(try await server.cli(["users", "passwd", "alice", "--tenant", "lab", "--password-stdin"], stdin: "alice-password-2\n").status == 0)
@@ -164,7 +170,9 @@ struct SCNetLiveTests {
 
     @Test(
         "a jupyter instance from an image in the catalog (JupyterLab in a container, its image made from this host's files by scripts/jupyter-image.sh): reached through the proxy in the container's network, code run in a kernel",
-        .enabled(if: LiveJupyter.enabled && SCNetLiveTests.hasRequests && SCNetLiveTests.hasDocker, "needs JupyterLab, python3-requests and the dockerd scripts/test.sh starts"))
+        .enabled(
+            if: LiveJupyter.enabled && SCNetLiveTests.hasRequests && SCNetLiveTests.hasDocker,
+            "needs JupyterLab, python3-requests and the dockerd scripts/test.sh starts"))
     func jupyterInContainer() async throws {
         let dir = try makeTempDir("canopy-scnet-jupyter-image")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -197,7 +205,8 @@ struct SCNetLiveTests {
             let org = try await Self.orgID(server, "lab")
             // The image the sample names (its version), and the data directory it mounts, in the user's data store.
             #expect(try await server.cli(["images", "load", docker + "/busybox-image.tar", "--name", "jupyter:4.4-py3.7-cpu", "--public"]).status == 0)
-            let userToken = try await server.cli(["tokens", "create", "--user", "lizb0530d", "--tenant", "lab"]).stdout
+            let userToken =
+                try await server.cli(["tokens", "create", "--user", "lizb0530d", "--tenant", "lab"]).stdout
                 .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("cnp_") } ?? ""
             let local = try makeTempDir("canopy-scnet-seed-data") + "/readme.txt"
             try "mounted\n".write(toFile: local, atomically: true, encoding: .utf8)
@@ -205,7 +214,11 @@ struct SCNetLiveTests {
 
             let tokenRun = try await runProcess(
                 "/usr/bin/python3",
-                ["-c", "import sys, requests; print(requests.post(sys.argv[1] + '/ac/openapi/v2/tokens', headers={'user': 'lizb0530d', 'password': 'sample-password', 'orgId': sys.argv[2]}).json()['data'][1]['token'])", server.url, org])
+                [
+                    "-c",
+                    "import sys, requests; print(requests.post(sys.argv[1] + '/ac/openapi/v2/tokens', headers={'user': 'lizb0530d', 'password': 'sample-password', 'orgId': sys.argv[2]}).json()['data'][1]['token'])",
+                    server.url, org,
+                ])
             let token = tokenRun.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(tokenRun.status == 0 && token.hasPrefix("eyJ"), "\(tokenRun)")
             // The sample as the seed prints it, with this server for the vendor's host and the token just issued for the seed's.
@@ -221,11 +234,15 @@ struct SCNetLiveTests {
             let w = try #require(try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])
             let spec = try #require(w["spec"] as? [String: Any])
             let resources = spec["resources"] as? [String: Any] ?? [:]
-            #expect(spec["kind"] as? String == "interactive" && spec["image"] as? String == "jupyter:4.4-py3.7-cpu" && spec["tasks"] as? Int == 1, "\(shown.stdout)")
+            #expect(
+                spec["kind"] as? String == "interactive" && spec["image"] as? String == "jupyter:4.4-py3.7-cpu" && spec["tasks"] as? Int == 1, "\(shown.stdout)"
+            )
             #expect(resources["gpus"] as? Int == 1 && resources["memory"] as? String == "15Gi", "\(resources)")
             #expect(spec["lease"] as? String == "unlimited", "\(spec)")
             let mounts = spec["mounts"] as? [[String: Any]] ?? []
-            #expect(mounts.first?["source"] as? String == "data:/public1/home/lizb0530d/test_mount" && mounts.first?["target"] as? String == "/mnt/test_mount", "\(mounts)")
+            #expect(
+                mounts.first?["source"] as? String == "data:/public1/home/lizb0530d/test_mount" && mounts.first?["target"] as? String == "/mnt/test_mount",
+                "\(mounts)")
             let ports = spec["ports"] as? [[String: Any]] ?? []
             #expect(ports.contains { $0["port"] as? Int == 18888 && $0["protocol"] as? String == "http" }, "\(ports)")
             // Its detail, in the vendor's words.

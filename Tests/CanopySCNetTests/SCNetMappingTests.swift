@@ -96,9 +96,15 @@ struct SCNetMappingTests {
             ("instanceServiceName", .int(5), "instanceServiceName"), ("instanceServiceName", .string(" "), "instanceServiceName"),
             ("instanceServiceName", .string("a\u{7}b"), "instanceServiceName"), ("useStartScript", .string("maybe"), "useStartScript"),
             ("containerPortInfoList", .string("18888"), "containerPortInfoList"),
-            ("containerPortInfoList", .array([.object(["protocolType": .string("HTTP"), "containerPort": .string("99999")])]), "containerPortInfoList[0].containerPort"),
+            (
+                "containerPortInfoList", .array([.object(["protocolType": .string("HTTP"), "containerPort": .string("99999")])]),
+                "containerPortInfoList[0].containerPort"
+            ),
             ("containerPortInfoList", .array([.object(["protocolType": .string("FTP"), "containerPort": .int(21)])]), "containerPortInfoList[0].protocolType"),
-            ("containerPortInfoList", .array([.object(["protocolType": .string("HTTP"), "containerPort": .bool(true)])]), "containerPortInfoList[0].containerPort"),
+            (
+                "containerPortInfoList", .array([.object(["protocolType": .string("HTTP"), "containerPort": .bool(true)])]),
+                "containerPortInfoList[0].containerPort"
+            ),
             ("mountInfoList", .array([.object(["sourcePath": .string("/a"), "targetPath": .string("/b"), "type": .string("nfs")])]), "mountInfoList[0].type"),
             ("resourceGroup", .string(""), "resourceGroup"),
         ]

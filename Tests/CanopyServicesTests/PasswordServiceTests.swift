@@ -23,7 +23,9 @@ struct PasswordServiceTests {
         #expect(alice.scryptN == 1 << 15 && alice.hash.count == 64)
         let stored = try #require(try await store.record(kind: "canopy.user", id: "lab/alice"))
         #expect(!String(decoding: stored.body, as: UTF8.self).contains("correct horse"))
-        #expect(try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a") == Principal(user: "alice", tenant: "lab", role: .user))
+        #expect(
+            try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a")
+                == Principal(user: "alice", tenant: "lab", role: .user))
         #expect(try await passwords.verify(user: "bob", tenant: "lab", password: "correct horse", client: "a").role == .admin)
         for (user, tenant, password) in [("alice", "lab", "wrong horse"), ("alice", "other", "correct horse"), ("nobody", "lab", "correct horse")] {
             await #expect(throws: PasswordService.Refusal.invalid) { try await passwords.verify(user: user, tenant: tenant, password: password, client: "a") }
@@ -36,7 +38,9 @@ struct PasswordServiceTests {
         clock.advance(by: 10)
         let changed = try await passwords.setPassword(user: "alice", tenant: "lab", password: "battery staple")
         #expect(changed.passwordChangedAt > alice.passwordChangedAt && passwords.current(user: "alice", tenant: "lab") == changed)
-        await #expect(throws: PasswordService.Refusal.invalid) { try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a") }
+        await #expect(throws: PasswordService.Refusal.invalid) {
+            try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a")
+        }
         #expect(try await passwords.remove(user: "alice", tenant: "lab"))
         #expect(passwords.current(user: "alice", tenant: "lab") == nil)
         // A second service over the same store loads what the first wrote.
@@ -51,7 +55,9 @@ struct PasswordServiceTests {
         let (passwords, _) = try service(clock)
         _ = try await passwords.create(user: "alice", tenant: "lab", role: .user, password: "correct horse")
         for _ in 0..<PasswordService.maxFailures {
-            await #expect(throws: PasswordService.Refusal.invalid) { try await passwords.verify(user: "nobody", tenant: "lab", password: "x", client: "10.0.0.9") }
+            await #expect(throws: PasswordService.Refusal.invalid) {
+                try await passwords.verify(user: "nobody", tenant: "lab", password: "x", client: "10.0.0.9")
+            }
         }
         // The address is throttled, whoever it tries; another address is not.
         await #expect(throws: PasswordService.Refusal.throttled(retryAfter: 300)) {
@@ -60,9 +66,13 @@ struct PasswordServiceTests {
         #expect(try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "10.0.0.10").user == "alice")
         // A user guessed at from many addresses is throttled too.
         for i in 0..<PasswordService.maxFailures {
-            await #expect(throws: PasswordService.Refusal.invalid) { try await passwords.verify(user: "alice", tenant: "lab", password: "guess", client: "10.1.0.\(i)") }
+            await #expect(throws: PasswordService.Refusal.invalid) {
+                try await passwords.verify(user: "alice", tenant: "lab", password: "guess", client: "10.1.0.\(i)")
+            }
         }
-        await #expect(throws: PasswordService.Refusal.self) { try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "10.2.0.1") }
+        await #expect(throws: PasswordService.Refusal.self) {
+            try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "10.2.0.1")
+        }
         clock.advance(by: PasswordService.window + 1)
         #expect(try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "10.0.0.9").user == "alice")
     }

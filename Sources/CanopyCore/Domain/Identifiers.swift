@@ -19,7 +19,8 @@ public enum Base62 {
 
     /// Encodes a 128-bit value given as two halves; at most 22 characters.
     public static func encode(_ high: UInt64, _ low: UInt64) -> String {
-        var hi = high, lo = low
+        var hi = high
+        var lo = low
         var digits: [UInt8] = []
         repeat {
             // Long division of (hi, lo) by 62.

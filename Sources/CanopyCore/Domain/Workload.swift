@@ -359,7 +359,8 @@ public enum Lease: Sendable, Hashable, Codable {
         } else if let s = try? c.decode(String.self), let lease = Lease.parse(s) {
             self = lease
         } else {
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "a lease is a duration such as \"2h\" or \"90m\", a number of seconds, or \"unlimited\"")
+            throw DecodingError.dataCorruptedError(
+                in: c, debugDescription: "a lease is a duration such as \"2h\" or \"90m\", a number of seconds, or \"unlimited\"")
         }
     }
 

@@ -165,7 +165,9 @@ public struct NativeAPI: Sendable {
         let body = try await RequestDecoding.decodeIfPresent(OpenRequest.self, from: request, context: context, shape: OpenRequest.shape) ?? OpenRequest()
         guard let endpoints else { throw CanopyError(.unavailable, "this server has no proxy (canopy serve --proxy-port)") }
         let task = body.task ?? 0
-        guard (0..<WorkloadService.Limits.maxTasks).contains(task) else { throw CanopyError.invalid("task", "task must be from 0 to \(WorkloadService.Limits.maxTasks - 1)") }
+        guard (0..<WorkloadService.Limits.maxTasks).contains(task) else {
+            throw CanopyError.invalid("task", "task must be from 0 to \(WorkloadService.Limits.maxTasks - 1)")
+        }
         if let port = body.port, !(1...65535).contains(port) { throw CanopyError.invalid("port", "port must be from 1 to 65535") }
         let link = try await endpoints.loginLink(
             try context.parameters.require("id"), task: task, port: body.port, as: principal, tokenHash: context.credentialHash ?? "")
@@ -309,7 +311,8 @@ public struct NativeAPI: Sendable {
         let principal = Principal(user: body.user, tenant: tenant, role: body.role ?? .user)
         let (record, secret) = try await auth.issue(for: principal, description: body.description ?? "")
         return try APIJSON.response(
-            TokenView(id: record.id, user: principal.user, tenant: principal.tenant, role: principal.role, description: record.description, token: secret), status: .created)
+            TokenView(id: record.id, user: principal.user, tenant: principal.tenant, role: principal.role, description: record.description, token: secret),
+            status: .created)
     }
 
     @Sendable func revokeToken(_ request: Request, context: CanopyRequestContext) async throws -> Response {

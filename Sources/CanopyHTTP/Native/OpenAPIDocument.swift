@@ -1,5 +1,5 @@
-import Foundation
 import CanopyCore
+import Foundation
 
 /// The OpenAPI 3 document of the native API, served at `/api/v1/openapi.json`: the truth about what the server
 /// takes and answers. A test calls every operation it lists against the real router, and schemathesis
@@ -98,19 +98,24 @@ public enum OpenAPIDocument {
                 "name": ["type": "string", "maxLength": 253], "kind": ["type": "string", "enum": ["batch", "interactive"]],
                 "queue": ["type": "string", "description": "an existing queue (default: default)"],
                 "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "image": str,
-                "env": ["type": "object", "additionalProperties": ["type": "string"], "description": "names: letters, digits and _, not starting with a digit"],
+                "env": [
+                    "type": "object", "additionalProperties": ["type": "string"], "description": "names: letters, digits and _, not starting with a digit",
+                ],
                 "workdir": ["type": "string", "maxLength": 4096], "resources": ref("ResourcesRequest"),
                 "tasks": ["type": "integer", "minimum": 1, "maximum": 1024],
                 "maxDuration": [
                     "oneOf": [["type": "integer", "minimum": 1, "maximum": 31_622_400], ["type": "string"]],
                     "description": "seconds, or \"90s\", \"15m\", \"1h30m\", at most 366 days",
                 ],
-                "hold": ["type": "boolean"], "ports": [
+                "hold": ["type": "boolean"],
+                "ports": [
                     "type": "array", "maxItems": 32,
                     "items": [
                         "oneOf": [
                             ["type": "integer", "minimum": 1, "maximum": 65535],
-                            closed(["port": ["type": "integer", "minimum": 1, "maximum": 65535], "protocol": ["type": "string", "enum": ["http", "tcp"]]], required: ["port"]),
+                            closed(
+                                ["port": ["type": "integer", "minimum": 1, "maximum": 65535], "protocol": ["type": "string", "enum": ["http", "tcp"]]],
+                                required: ["port"]),
                         ]
                     ],
                     "description": "ports each task serves; a bare number is HTTP",
@@ -127,11 +132,13 @@ public enum OpenAPIDocument {
                 ],
                 "app": [
                     "type": "string", "maxLength": 64,
-                    "description": "an app to run (GET /apps): its command, image and HTTP port unless given; the workload is interactive unless kind says otherwise",
+                    "description":
+                        "an app to run (GET /apps): its command, image and HTTP port unless given; the workload is interactive unless kind says otherwise",
                 ],
                 "idleProbe": [
                     "type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 1024], "minItems": 1, "maxItems": 64,
-                    "description": "interactive workloads in a queue with an idle timeout: a command run in task 0 at each idle sample (the first word not empty); exit status 0 counts as activity",
+                    "description":
+                        "interactive workloads in a queue with an idle timeout: a command run in task 0 at each idle sample (the first word not empty); exit status 0 counts as activity",
                 ],
             ], required: []),
         "LeaseRequest": closed(
@@ -169,7 +176,8 @@ public enum OpenAPIDocument {
                 "public": ["type": "boolean", "default": false, "description": "a public image (admins)"],
             ], required: ["reference"]),
         "DataStaging": [
-            "type": "object", "description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends",
+            "type": "object",
+            "description": "Files copied from the data store into task working directories before they start, and from task 0's back after it ends",
             "properties": [
                 "inputs": [
                     "type": "array",
@@ -256,7 +264,10 @@ public enum OpenAPIDocument {
         "PortSpec": ["type": "object", "properties": ["port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]]]],
         "Endpoint": [
             "type": "object",
-            "properties": ["port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]], "url": ["type": "string", "description": "the access URL on the proxy (HTTP ports)"]],
+            "properties": [
+                "port": int, "protocol": ["type": "string", "enum": ["http", "tcp"]],
+                "url": ["type": "string", "description": "the access URL on the proxy (HTTP ports)"],
+            ],
         ],
         "GPU": ["type": "object", "properties": ["index": int, "model": str, "memoryMiB": int, "uuid": str, "minor": int]],
         "NodeView": [
@@ -281,11 +292,13 @@ public enum OpenAPIDocument {
         ],
         "CreateQueue": closed(
             [
-                "name": name, "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000], "description": ["type": "string", "maxLength": 1024],
+                "name": name, "priority": ["type": "integer", "minimum": -1_000_000, "maximum": 1_000_000],
+                "description": ["type": "string", "maxLength": 1024],
                 "pool": ["type": "string", "description": "an existing pool (400 otherwise)"],
                 "allowRoot": ["type": "boolean", "default": false, "description": "containers of the queue's workloads may run as root"],
                 "defaultLease": [
-                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "interactive workloads' lease when they ask for none (12h)",
+                    "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]],
+                    "description": "interactive workloads' lease when they ask for none (12h)",
                 ],
                 "maxLease": [
                     "oneOf": [["type": "integer", "minimum": 60], ["type": "string"]], "description": "the longest lease from now (default: no cap)",
@@ -295,7 +308,10 @@ public enum OpenAPIDocument {
                     "description": "interactive workloads with no activity this long are stopped (IdleTimeout); default never",
                 ],
             ], required: ["name"]),
-        "Token": ["type": "object", "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str]],
+        "Token": [
+            "type": "object",
+            "properties": ["id": str, "user": str, "tenant": str, "role": ["type": "string", "enum": ["admin", "user"]], "description": str, "token": str],
+        ],
         "CreateToken": closed(
             ["user": name, "tenant": name, "role": ["type": "string", "enum": ["admin", "user"]], "description": ["type": "string", "maxLength": 1024]],
             required: ["user", "tenant"]),
@@ -353,7 +369,8 @@ public enum OpenAPIDocument {
 
     nonisolated(unsafe) static let paths: [String: Any] = [
         "/workloads": [
-            "post": op("createWorkload", "Submit a workload (durable once answered)", body: ref("CreateWorkload"), responses: ["201": ok(ref("Workload"), "Created")]),
+            "post": op(
+                "createWorkload", "Submit a workload (durable once answered)", body: ref("CreateWorkload"), responses: ["201": ok(ref("Workload"), "Created")]),
             "get": op(
                 "listWorkloads", "List workloads, newest first",
                 params: [
@@ -385,7 +402,9 @@ public enum OpenAPIDocument {
         "/workloads/{id}/release": [
             "post": op(
                 "releaseWorkload", "Release a held workload; its owner or an admin", params: [id],
-                responses: ["200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"), "409": ok(ref("Error"), "Not held")])
+                responses: [
+                    "200": ok(ref("Workload")), "403": ok(ref("Error"), "Not the workload's owner (nor an admin)"), "409": ok(ref("Error"), "Not held"),
+                ])
         ],
         "/workloads/{id}/restart": [
             "post": op(
@@ -430,7 +449,8 @@ public enum OpenAPIDocument {
                 params: [
                     id,
                     query(
-                        "command", ["type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 128], "minItems": 1, "maxItems": 32],
+                        "command",
+                        ["type": "array", "items": ["type": "string", "pattern": "^[^\\u0000]*$", "maxLength": 128], "minItems": 1, "maxItems": 32],
                         "the command and its arguments, one per parameter (the first one not empty, no NUL). The request line, query included, must stay under 64 KiB (the HTTP parser's limit: a longer one is a 400 without a body); the schema's bounds keep any request within it. A longer script goes on standard input: command=sh, stdin=true",
                         required: true),
                     query("task", ["type": "integer", "minimum": 0, "maximum": 1023], "default 0"),
@@ -462,12 +482,15 @@ public enum OpenAPIDocument {
         "/nodes": ["get": op("listNodes", "Nodes with their capacity and allocations", responses: ["200": ok(page("NodeView"))])],
         "/queues": [
             "get": op("listQueues", "Queues with pending and running counts", responses: ["200": ok(page("Queue"))]),
-            "post": op("createQueue", "Create or update a queue (admin)", body: ref("CreateQueue"), responses: (["201": ok(ref("Queue"), "Created")] as [String: Any]).merging(forbidden) { a, _ in a }),
+            "post": op(
+                "createQueue", "Create or update a queue (admin)", body: ref("CreateQueue"),
+                responses: (["201": ok(ref("Queue"), "Created")] as [String: Any]).merging(forbidden) { a, _ in a }),
         ],
         "/queues/{name}": [
             "delete": op(
                 "deleteQueue", "Delete an empty queue (admin)", params: [path("name")],
-                responses: (["204": ["description": "Deleted"], "409": ok(ref("Error"), "The default queue, or a queue with unfinished workloads")] as [String: Any])
+                responses: (["204": ["description": "Deleted"], "409": ok(ref("Error"), "The default queue, or a queue with unfinished workloads")]
+                    as [String: Any])
                     .merging(forbidden) { a, _ in a })
         ],
         "/tokens": [
@@ -517,7 +540,9 @@ public enum OpenAPIDocument {
                 "responses": (["201": ok(ref("AccessKey"), "Created")] as [String: Any]).merging(errors) { a, _ in a }.merging(tooLarge) { a, _ in a },
             ],
         ],
-        "/keys/{id}": ["delete": op("revokeAccessKey", "Revoke an access key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Revoked"]])],
+        "/keys/{id}": [
+            "delete": op("revokeAccessKey", "Revoke an access key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Revoked"]])
+        ],
         "/ssh-keys": [
             "get": op("listSSHKeys", "The caller's SSH public keys (an admin's: everyone's)", responses: ["200": ok(page("SSHKey"))]),
             "post": op(
@@ -527,7 +552,9 @@ public enum OpenAPIDocument {
                     "409": ok(ref("Error"), "The key is registered to another user"), "429": ok(ref("Error"), "The caller has 50 keys"),
                 ]),
         ],
-        "/ssh-keys/{id}": ["delete": op("removeSSHKey", "Remove an SSH key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Removed"]])],
+        "/ssh-keys/{id}": [
+            "delete": op("removeSSHKey", "Remove an SSH key: your own, or any for an admin", params: [id], responses: ["204": ["description": "Removed"]])
+        ],
         "/ssh": [
             "get": op(
                 "getSSHServer", "Where Canopy's SSH server listens and its host key (404 when it runs none)",
@@ -556,12 +583,17 @@ public enum OpenAPIDocument {
                     "required": false, "description": "the file's bytes (none: an empty file)",
                     "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary"]]],
                 ],
-                "responses": (["201": ok(ref("DataEntry"), "Written"), "409": ok(ref("Error"), "A file or directory is in the way"), "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry")] as [String: Any])
+                "responses":
+                    ([
+                        "201": ok(ref("DataEntry"), "Written"), "409": ok(ref("Error"), "A file or directory is in the way"),
+                        "413": ok(ref("Error"), "Larger than the data store takes"), "503": ok(ref("Error"), "The server is shutting down; retry"),
+                    ] as [String: Any])
                     .merging(errors) { a, _ in a },
             ],
         ],
         "/images": [
-            "get": op("listImages", "Images the caller may run: public ones and its tenant's (every tenant's for an admin)", responses: ["200": ok(page("Image"))])
+            "get": op(
+                "listImages", "Images the caller may run: public ones and its tenant's (every tenant's for an admin)", responses: ["200": ok(page("Image"))])
         ],
         "/images/{name}": [
             "get": op("getImage", "An image of the catalog", params: imageParams, responses: ["200": ok(ref("Image"))]),
@@ -590,7 +622,9 @@ public enum OpenAPIDocument {
                 ] as [String: Any]).merging(forbidden) { a, _ in a })
         ],
         "/whoami": ["get": op("whoami", "The caller's identity", responses: ["200": ok(ref("Principal"))])],
-        "/openapi.json": ["get": ["operationId": "openapi", "summary": "This document", "security": [], "responses": ["200": ["description": "OpenAPI document"]]]],
+        "/openapi.json": [
+            "get": ["operationId": "openapi", "summary": "This document", "security": [], "responses": ["200": ["description": "OpenAPI document"]]]
+        ],
     ]
 
     nonisolated(unsafe) static let document: [String: Any] = [

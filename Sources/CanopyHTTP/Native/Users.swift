@@ -89,7 +89,9 @@ extension NativeAPI {
         let sshKeyCount = try await sshKeys?.removeAll(user: user, tenant: tenant) ?? 0
         // And their password: they can no longer sign in for dialect tokens.
         let hadPassword = try await passwords?.remove(user: user, tenant: tenant) ?? false
-        guard tokens + keyCount + sshKeyCount + (hadPassword ? 1 : 0) > 0 else { throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user") }
+        guard tokens + keyCount + sshKeyCount + (hadPassword ? 1 : 0) > 0 else {
+            throw CanopyError(.notFound, "no user \(user) with credentials in tenant \(tenant)", field: "user")
+        }
         return try APIJSON.response(UserRemoval(user: user, tenant: tenant, tokensRevoked: tokens, keysRevoked: keyCount))
     }
 
