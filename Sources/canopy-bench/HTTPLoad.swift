@@ -62,8 +62,14 @@ final class BlockingHTTPClient {
 
     deinit { close(fd) }
 
-    func request(_ method: String, _ path: String, body: String? = nil) throws -> Response {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n" + (token.isEmpty ? "" : "Authorization: Bearer \(token)\r\n")
+    /// `headers` replace the bearer token (a dialect's credentials).
+    func request(_ method: String, _ path: String, body: String? = nil, headers: [(String, String)]? = nil) throws -> Response {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n"
+        if let headers {
+            for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        } else if !token.isEmpty {
+            head += "Authorization: Bearer \(token)\r\n"
+        }
         if let body {
             head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
         }

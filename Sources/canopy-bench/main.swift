@@ -23,9 +23,9 @@ if arguments.contains("-h") || arguments.contains("--help") {
     say(
         """
         usage: canopy-bench [PART...] [--seconds N] [--history N] [--slurm-jobs N] [--slurm-known N] [--docker-dir DIR] [--jupyter DIR]
-          parts: fsync spawn submit start history proxy exec enforcer jupyter slurm containers (default: all but slurm and containers)
+          parts: fsync spawn submit start history proxy exec enforcer jupyter scnet slurm containers (default: all but slurm and containers)
           --seconds N   length of the submission-rate run (default 5)
-          --history N   finished workloads seeded for the history run (default 100000)
+          --history N   finished workloads seeded for the history run (default 100000; the scnet run seeds a tenth)
           --slurm-jobs N    submissions timed through Canopy and raw sbatch (default 300)
           --slurm-known N   jobs Canopy follows when its status refresh is measured (default 10000)
           --docker-dir DIR  what scripts/dockerd.sh up DIR made: the engine's socket and the test image's files
@@ -65,7 +65,7 @@ while i < arguments.count {
     }
     i += 1
 }
-let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "exec", "enforcer", "jupyter", "slurm", "containers"]
+let all = ["fsync", "spawn", "submit", "start", "history", "proxy", "exec", "enforcer", "jupyter", "scnet", "slurm", "containers"]
 if parts.isEmpty { parts = all.filter { $0 != "slurm" && $0 != "containers" } }
 for p in parts where !all.contains(p) {
     FileHandle.standardError.write(Data("unknown part \(p); parts: \(all.joined(separator: " "))\n".utf8))
@@ -112,6 +112,9 @@ do {
     }
     if parts.contains("jupyter") {
         try InteractiveBench.jupyter(venv: jupyterVenv)
+    }
+    if parts.contains("scnet") {
+        try await DialectBench.scnet(count: max(1000, historySize / 10))
     }
     if parts.contains("containers") {
         guard !dockerDir.isEmpty else { throw BenchError("containers: give --docker-dir DIR (scripts/dockerd.sh up DIR)") }
