@@ -22,8 +22,12 @@ enum DialectBench {
                                 spec: WorkloadSpec(name: "inst-\(n % 100)", kind: .interactive, command: WorkloadSpec.waitForever, lease: .seconds(3600)),
                                 createdAt: now.addingTimeInterval(Double(n - count)))
                             if n % 2 == 0 { w.extensions = ["scnet": ["instance": #"{"taskType":"ssh","resourceGroup":"default"}"#]] }
-                            _ = w.move(to: ends[n % 3], at: w.createdAt.addingTimeInterval(1))
-                            w.version = 2
+                            // Through the phases the state machine allows, to the end, as the history run seeds.
+                            let path: [Phase] = ends[n % 3] == .succeeded ? [.starting, .running, .succeeded] : [ends[n % 3]]
+                            for next in path where !w.move(to: next, at: w.createdAt.addingTimeInterval(1)) {
+                                throw BenchError("seed: the state machine refused \(w.phase.rawValue) -> \(next.rawValue)")
+                            }
+                            w.version = 3
                             _ = try await store.insert(w)
                         }
                     }
