@@ -118,6 +118,7 @@ public struct SCNetAPI: Sendable {
         ai.post("/instance-service/task/actions/execute-script", use: executeScript)
         ai.get("/instance-service/resources", use: resources)
         ai.get("/instance-service/resource-group", use: resourceGroups)
+        ai.get("/instance-service/allowed-mount-dir", use: allowedMountDirs)
         ai.get("/instance-service/images", use: imagesV1)
         ai.post("/image/images", use: imagesV2)
         // Paths under the dialect's prefixes that do not exist answer in its envelope.

@@ -422,6 +422,13 @@ extension SCNetAPI {
         return SCNetResponse.ok(.array(groups))
     }
 
+    /// `GET .../allowed-mount-dir`: the host directories a `type: path` mount may name (at or below them), as the
+    /// admin allowed them (`--host-mount`); `type: data` mounts name paths of the tenant's own data store instead.
+    @Sendable func allowedMountDirs(_ request: Request, context: CanopyRequestContext) async throws -> Response {
+        _ = try context.requirePrincipal()
+        return SCNetResponse.ok(.array(workloads.hostMountAllowList.map { .string($0) }))
+    }
+
     func imageObject(_ r: ImageRecord, accelerator: String) -> JSONValue {
         let type = r.name.lowercased().contains("jupyter") ? "JupyterLab" : r.name.lowercased().contains("code") ? "CodeServer" : "Base"
         return .object([

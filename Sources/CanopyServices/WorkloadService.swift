@@ -12,7 +12,7 @@ public struct WorkloadService: Sendable {
     // Images and mounts (WorkloadService+Containers.swift).
     let images: ImageService?
     public let imagePolicy: ImagePolicy
-    let hostMountAllowList: [String]
+    public let hostMountAllowList: [String]
     let dataStore: (any DataStore)?
     /// Why a workload with an image is refused under the `refuse` policy (the server has no engine, or its backend
     /// runs no containers).

@@ -73,6 +73,8 @@ groups = env(requests.get(svc + "/resource-group", headers=H))["data"]
 check(any(g["resourceGroupCode"] == "default" for g in groups), "resource groups: %s" % groups)
 res = env(requests.get(svc + "/resources", headers=H, params={"resourceGroup": "default", "acceleratorType": "cpu"}))["data"]
 check(res["cpuNumber"] >= 1 and res["memorySize"] > 0 and res["nodeNumber"] >= 1, "resources: %s" % res)
+dirs = env(requests.get(svc + "/allowed-mount-dir", headers=H))
+check(dirs["code"] == "0" and isinstance(dirs["data"], list), "allowed-mount-dir: %s" % dirs)
 
 create = {
     "instanceServiceName": "client-ssh", "description": "from the docs", "taskType": "ssh", "acceleratorType": "cpu",
