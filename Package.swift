@@ -196,7 +196,7 @@ let package = Package(
         .testTarget(
             name: "CanopySCNetTests",
             dependencies: [
-                "CanopySCNet", "CanopyTesting", "CanopyApp",
+                "CanopySCNet", "CanopyTesting", "CanopyApp", "CanopySQLite",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],

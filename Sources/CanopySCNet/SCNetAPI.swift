@@ -89,8 +89,11 @@ public struct SCNetAPI: Sendable {
         auth.addResolver { token in
             guard token.utf8.count > 40, token.hasPrefix("eyJ") else { return nil }
             let now = Int64((clock.now().timeIntervalSince1970 * 1000).rounded(.down))
-            guard let claims = try? tokens.verify(token, nowMillis: now) else { return nil }
-            return Self.principal(of: claims, passwords: passwords, keys: keys)
+            guard let claims = try? tokens.verify(token, nowMillis: now), let p = Self.principal(of: claims, passwords: passwords, keys: keys) else {
+                return nil
+            }
+            // For its user's own organisation, an admin's too: at the proxy it opens what a user of that tenant may.
+            return Principal(user: p.user, tenant: p.tenant, role: .user)
         }
         let envelope = SCNetEnvelope()
         let signIn = router.group().add(middleware: DialectErrorMiddleware<CanopyRequestContext, _>(envelope, logger: logger))
@@ -129,12 +132,13 @@ public struct SCNetAPI: Sendable {
 
     // MARK: tokens
 
-    /// The principal a token stands for while what it was issued for stands: the password unchanged since, or the
-    /// access key not revoked. Nil otherwise.
+    /// The principal a token stands for while what it was issued for stands: the very password it was signed in
+    /// with (`pw:` and that password's generation, so a sign-in racing a password change is revoked by it too), or
+    /// the access key not revoked. Nil otherwise.
     static func principal(of claims: SCNetClaims, passwords: PasswordService, keys: AccessKeyService) -> Principal? {
-        if claims.via == "pw" {
+        if claims.via.hasPrefix("pw:") {
             guard let u = passwords.current(user: claims.user, tenant: claims.tenant),
-                Int64((u.passwordChangedAt.timeIntervalSince1970 * 1000).rounded(.down)) <= claims.issuedAtMillis
+                PasswordService.equal(Array(PasswordService.generation(u).utf8), Array(claims.via.dropFirst(3).utf8))
             else { return nil }
             return u.principal
         }
@@ -185,8 +189,8 @@ public struct SCNetAPI: Sendable {
         }
         let tenant = passwords.tenant(orgID: orgID.lowercased()) ?? ""
         do {
-            let principal = try await passwords.verify(user: user, tenant: tenant, password: password, client: Self.client(context))
-            return tokenList(principal, via: "pw")
+            let record = try await passwords.verify(user: user, tenant: tenant, password: password, client: Self.client(context))
+            return tokenList(record.principal, via: "pw:" + PasswordService.generation(record))
         } catch .throttled(let wait) {
             throw SCNetError.unauthenticated("verification failed: too many failed sign-ins; try again in \(wait) s")
         } catch {

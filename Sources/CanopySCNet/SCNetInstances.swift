@@ -4,6 +4,7 @@ import CanopyServices
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Synchronization
 
 extension SCNetAPI {
     // MARK: reading requests
@@ -211,11 +212,15 @@ extension SCNetAPI {
         var names: Set<String>?
         if let n = value("instanceServiceName") {
             switch n {
+            case .string(let s) where s.utf8.contains(0) || s.count > 128:
+                throw SCNetError.invalid("instanceServiceName", "must be names (strings of at most 128 characters)")
             case .string(let s) where !s.isEmpty: names = [s]
             case .string: names = nil
             case .array(let items):
                 let strings = items.compactMap(\.stringValue)
-                guard strings.count == items.count, strings.count <= 100 else { throw SCNetError.invalid("instanceServiceName", "must be names (strings)") }
+                guard strings.count == items.count, strings.count <= 100, strings.allSatisfy({ !$0.utf8.contains(0) && $0.count <= 128 }) else {
+                    throw SCNetError.invalid("instanceServiceName", "must be names (strings of at most 128 characters)")
+                }
                 names = strings.isEmpty ? nil : Set(strings)
             default: throw SCNetError.invalid("instanceServiceName", "must be a name or a list of names")
             }
@@ -333,19 +338,18 @@ extension SCNetAPI {
                 return await session.exitCode()
             }
         }
-        let finished = await withTaskGroup(of: [Int?]?.self) { group -> [Int?]? in
-            group.addTask {
+        // The first of: every script ended, or 10 s passed; the scripts run on either way.
+        let once = FirstAnswer()
+        let finished: [Int?]? = await withCheckedContinuation { (continuation: CheckedContinuation<[Int?]?, Never>) in
+            Task {
                 var codes: [Int?] = []
                 for run in runs { codes.append(await run.value) }
-                return codes
+                if once.take() { continuation.resume(returning: codes) }
             }
-            group.addTask {
+            Task {
                 try? await Task.sleep(for: .seconds(10))
-                return nil
+                if once.take() { continuation.resume(returning: nil) }
             }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
         }
         if let finished, let (i, code) = finished.enumerated().first(where: { $0.element != 0 }) {
             throw SCNetError.scriptFailed("the script exited with status \(code.map(String.init) ?? "unknown") in task \(targets[i])")
@@ -366,7 +370,7 @@ extension SCNetAPI {
             let passwords = self.passwords
             let keys = self.keys
             auth.vouch(hash: hash, until: Date(timeIntervalSince1970: Double(claims.expiresAtMillis) / 1000)) {
-                Self.principal(of: claims, passwords: passwords, keys: keys)
+                Self.principal(of: claims, passwords: passwords, keys: keys).map { Principal(user: $0.user, tenant: $0.tenant, role: .user) }
             }
             do {
                 let link = try await endpoints.loginLink(w.id, task: 0, port: nil, as: p, tokenHash: hash)
@@ -469,5 +473,17 @@ extension SCNetAPI {
         let objects = all.map { imageObject($0, accelerator: accelerator) }.filter { type.isEmpty || $0["imageType"]?.stringValue?.lowercased() == type }
         let page = start < objects.count ? Array(objects[start..<min(objects.count, start + limit)]) : []
         return SCNetResponse.ok(.object(["total": .int(Int64(objects.count)), "list": .array(page)]))
+    }
+}
+
+/// Whichever asks first gets true, once.
+final class FirstAnswer: Sendable {
+    private let taken = Mutex(false)
+
+    func take() -> Bool {
+        taken.withLock { t in
+            defer { t = true }
+            return !t
+        }
     }
 }

@@ -231,7 +231,8 @@ public final class EndpointService: Sendable {
         let expires = clock.now().addingTimeInterval(Self.linkLifetime)
         let now = clock.now()
         try state.withLock { s in
-            if s.links.count >= 1000 { s.links = s.links.filter { $0.value.expires > now } }
+            // Expired links count for nobody: they go before the caller's are counted.
+            s.links = s.links.filter { $0.value.expires > now }
             // Nobody's links push out anyone else's: a credential has a few outstanding at most, and the table a cap.
             guard s.links.values.filter({ $0.tokenHash == tokenHash }).count < Self.linksPerCredential, s.links.count < Self.maxLinks else {
                 throw CanopyError(.unavailable, "too many unused login links; wait two minutes for them to expire")

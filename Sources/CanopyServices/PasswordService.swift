@@ -63,6 +63,10 @@ public final class PasswordService: Sendable {
         index.withLock { i in i.values.first { TenantID.of($0.tenant) == orgID }?.tenant }
     }
 
+    /// Which password a record holds, for credentials issued on it to name: a new password (or the user's removal
+    /// and re-creation) gives another.
+    public static func generation(_ u: PasswordUser) -> String { String(u.hash.prefix(16)) }
+
     /// A user's current record, from memory (nil once removed).
     public func current(user: String, tenant: String) -> PasswordUser? {
         index.withLock { $0[Self.id(user: user, tenant: tenant)] }
@@ -178,8 +182,9 @@ public final class PasswordService: Sendable {
         case invalid
     }
 
-    /// The principal of a user whose password matches; throttled per client address and per user.
-    public func verify(user: String, tenant: String, password: String, client: String) async throws(Refusal) -> Principal {
+    /// The record of a user whose password matches (the one checked against: what a credential issued now must
+    /// stand on); throttled per client address and per user.
+    public func verify(user: String, tenant: String, password: String, client: String) async throws(Refusal) -> PasswordUser {
         let now = clock.now()
         let keys = ["addr:" + client, "user:" + Self.id(user: user, tenant: tenant)]
         if let wait = throttle(keys, now: now) { throw .throttled(retryAfter: wait) }
@@ -195,7 +200,7 @@ public final class PasswordService: Sendable {
             recordFailure(keys, now: now)
             throw .invalid
         }
-        return stored.principal
+        return stored
     }
 
     /// Compares in time that does not depend on where they differ.

@@ -82,8 +82,16 @@ enum DialectBench {
 
         func ms(_ samples: [Double], _ q: Double) -> Double { quantile(samples, q) * 1000 }
         say(String(format: "scnet     %d instances of one tenant; sign-in (scrypt)      p50 %.1f ms", count, ms(signIns, 0.5)))
-        say(String(format: "scnet     tokens/state (JWT + password check)             p50 %.2f ms  p99 %.2f ms   baseline native whoami (bearer) p50 %.2f ms  p99 %.2f ms", ms(jwt, 0.5), ms(jwt, 0.99), ms(bearer, 0.5), ms(bearer, 0.99)))
-        say(String(format: "scnet     list 20 by state (total %d)                  p50 %.1f ms  p99 %.1f ms   baseline native list 20 by phase p50 %.1f ms  p99 %.1f ms", total, ms(byState, 0.5), ms(byState, 0.99), ms(native, 0.5), ms(native, 0.99)))
+        say(
+            String(
+                format:
+                    "scnet     tokens/state (JWT + password check)             p50 %.2f ms  p99 %.2f ms   baseline native whoami (bearer) p50 %.2f ms  p99 %.2f ms",
+                ms(jwt, 0.5), ms(jwt, 0.99), ms(bearer, 0.5), ms(bearer, 0.99)))
+        say(
+            String(
+                format:
+                    "scnet     list 20 by state (total %d)                  p50 %.1f ms  p99 %.1f ms   baseline native list 20 by phase p50 %.1f ms  p99 %.1f ms",
+                total, ms(byState, 0.5), ms(byState, 0.99), ms(native, 0.5), ms(native, 0.99)))
         say(String(format: "scnet     list 20 by name                                 p50 %.1f ms  p99 %.1f ms", ms(byName, 0.5), ms(byName, 0.99)))
         say(String(format: "scnet     list 20 from start=%d                        p50 %.1f ms  p99 %.1f ms", count / 2, ms(deep, 0.5), ms(deep, 0.99)))
         let memory = server.memory()

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A deliberately small blocking HTTP/1.1 client over one keep-alive socket, so that the load generator costs

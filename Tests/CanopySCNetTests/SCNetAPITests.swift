@@ -214,6 +214,8 @@ extension SCNetAPITests {
                     .last?["token"] as? String)
             let seen = try await client.scnet("/ai/openapi/v2/instance-service/\(id)/detail", .get, token: bossToken).1
             #expect(seen["code"] as? String == "10004", "an admin's SCNet token is for its own organisation: \(seen)")
+            // And so at the proxy: it opens what a user of its tenant may, never another tenant's instances.
+            #expect(server.endpoints.principal(bearer: bossToken) == Principal(user: "boss", tenant: "ops", role: .user))
             try await stopAndWait(client, [id], admin: server.adminToken)
         }
     }

@@ -1,6 +1,8 @@
 import CanopyCore
 import CanopyHTTP
+import CanopySQLite
 import CanopyServices
+import CanopyTesting
 import Foundation
 import Testing
 
@@ -195,5 +197,29 @@ struct SCNetTokenTests {
         #expect(
             SCNetTokens.akSignature(secret: "secret", accessKey: "AK1", timestamp: "1700000000", user: "alice")
                 == "7b264cf320af807bf098d0b995c182e95f47e271af6e12e86c602b56609d3dd0")
+    }
+}
+
+@Suite("SCNet tokens stand on the very password they were signed in with")
+struct SCNetPasswordGenerationTests {
+    @Test("a sign-in that raced a password change is revoked by it; a token of the current password stands")
+    func generations() async throws {
+        let store = try SQLiteStore(path: try makeTempDir("canopy-scnet-gen") + "/canopy.sqlite")
+        let passwords = PasswordService(store: store)
+        let keys = try AccessKeyService(store: store, keyFile: try makeTempDir("canopy-scnet-keys") + "/secret.key")
+        _ = try await passwords.create(user: "dave", tenant: "lab", role: .user, password: "old-password-1")
+        // The sign-in checked the old password...
+        let before = try await passwords.verify(user: "dave", tenant: "lab", password: "old-password-1", client: "a")
+        // ...the password changed before its token was issued, later than the change.
+        _ = try await passwords.setPassword(user: "dave", tenant: "lab", password: "new-password-2")
+        func claims(_ via: String) -> SCNetClaims {
+            SCNetClaims(
+                computeUser: "dave", accountStatus: "Normal", creator: "ac", role: "1", expireTime: "9999999999999", clusterId: "1", invoker: "o",
+                user: "dave", userId: "1", tenant: "lab", issuedAt: String(Int64(Date().timeIntervalSince1970 * 1000) + 60_000), via: via)
+        }
+        #expect(SCNetAPI.principal(of: claims("pw:" + PasswordService.generation(before)), passwords: passwords, keys: keys) == nil)
+        let now = try await passwords.verify(user: "dave", tenant: "lab", password: "new-password-2", client: "a")
+        #expect(SCNetAPI.principal(of: claims("pw:" + PasswordService.generation(now)), passwords: passwords, keys: keys)?.user == "dave")
+        #expect(SCNetAPI.principal(of: claims("pw"), passwords: passwords, keys: keys) == nil, "the old form names no password")
     }
 }

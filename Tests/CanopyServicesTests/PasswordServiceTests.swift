@@ -24,9 +24,9 @@ struct PasswordServiceTests {
         let stored = try #require(try await store.record(kind: "canopy.user", id: "lab/alice"))
         #expect(!String(decoding: stored.body, as: UTF8.self).contains("correct horse"))
         #expect(
-            try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a")
+            try await passwords.verify(user: "alice", tenant: "lab", password: "correct horse", client: "a").principal
                 == Principal(user: "alice", tenant: "lab", role: .user))
-        #expect(try await passwords.verify(user: "bob", tenant: "lab", password: "correct horse", client: "a").role == .admin)
+        #expect(try await passwords.verify(user: "bob", tenant: "lab", password: "correct horse", client: "a").principal.role == .admin)
         for (user, tenant, password) in [("alice", "lab", "wrong horse"), ("alice", "other", "correct horse"), ("nobody", "lab", "correct horse")] {
             await #expect(throws: PasswordService.Refusal.invalid) { try await passwords.verify(user: user, tenant: tenant, password: password, client: "a") }
         }

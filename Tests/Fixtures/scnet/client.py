@@ -156,6 +156,9 @@ check(detail(iid)["data"]["status"] == "Running", "still running after the other
 
 b = env(requests.post(svc + "/task/actions/execute-script", headers=H, data=json.dumps({"id": iid, "startScriptContent": "echo from-execute > executed.txt", "startScriptActionScope": "header"})))
 check(b["code"] == "0", "execute-script: %s" % b)
+t0 = time.time()
+b = env(requests.post(svc + "/task/actions/execute-script", headers=H, data=json.dumps({"id": iid, "startScriptContent": "sleep 30"}), timeout=25))
+check(b["code"] == "0" and time.time() - t0 < 15, "a long script is answered after 10 s and runs on: %s in %.1f s" % (b, time.time() - t0))
 b = env(requests.post(svc + "/task/actions/execute-script", headers=H, data=json.dumps({"id": iid, "startScriptContent": "exit 3"})))
 check(b["code"] == "716864" and "3" in b["msg"], "a failing script is 716864 with its status: %s" % b)
 b = env(requests.post(svc + "/task/actions/execute-script", headers=H, data=json.dumps({"id": iid})))
