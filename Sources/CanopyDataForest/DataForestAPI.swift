@@ -207,7 +207,7 @@ public struct DataForestAPI: Sendable {
     // MARK: workspaces
 
     func workspace(_ id: String, _ p: Principal) async throws -> (WorkspaceDocument, StoredRecord) {
-        guard let r = try await store.record(kind: Self.workspaceKind, id: id), p.canSee(tenant: r.tenant) else { throw DataForestError.notFound }
+        guard let r = try await store.get(kind: Self.workspaceKind, id: id, as: p) else { throw DataForestError.notFound }
         return (try JSONDecoder().decode(WorkspaceDocument.self, from: r.body), r)
     }
 

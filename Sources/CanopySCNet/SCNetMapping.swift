@@ -64,7 +64,8 @@ enum SCNetMapping {
     /// `3 核心; 1 加速器; 15.0G 内存`.
     static func resourceSpec(cpuMillis: Int, gpus: Int, memoryMiB: Int) -> String {
         let cpu = cpuMillis % 1000 == 0 ? String(cpuMillis / 1000) : String(Double(cpuMillis) / 1000)
-        let tenths = (memoryMiB * 10 + 512) / 1024
+        // In Double: a stored workload's memory is bounded by what a node has, but a multiplication must not trap.
+        let tenths = Int((Double(max(0, memoryMiB)) * 10 / 1024).rounded(.toNearestOrAwayFromZero))
         return "\(cpu) 核心; \(gpus) 加速器; \(tenths / 10).\(tenths % 10)G 内存"
     }
 

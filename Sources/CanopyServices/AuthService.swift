@@ -7,7 +7,7 @@ import Synchronization
 public final class AuthService: Sendable {
     private let store: any Store
     private let byHash = Mutex<[String: TokenRecord]>([:])
-    /// Credentials a dialect issues and checks itself (SCNet's signed tokens), for the instance proxy only.
+    /// Credentials a dialect issues and checks itself (signed tokens), for the instance proxy only.
     private let resolvers = Mutex<[@Sendable (String) -> Principal?]>([])
     /// Hashes of such credentials, each with how to check that its credential still stands (its password unchanged,
     /// its key not revoked) and when it expires, so that what is tied to the hash (proxy sessions) ends with it.
@@ -46,7 +46,7 @@ public final class AuthService: Sendable {
         return byHash.withLock { $0[h]?.principal }
     }
 
-    /// The principal of a token for the instance proxy: Canopy's own, or a dialect's (an SCNet token opens its
+    /// The principal of a token for the instance proxy: Canopy's own, or a dialect's (a dialect's token opens its
     /// user's instances, as the vendor's access URLs do; it is not a credential of the native API).
     public func authenticateForInstances(_ token: String) -> Principal? {
         if let p = authenticate(token) { return p }

@@ -1,10 +1,10 @@
 import CanopyCore
 import Foundation
 
-/// What dialects keep of their own beside Canopy's objects (a Data Forest workspace, an SCNet instance's vendor
-/// fields): records of a kind, owned by a tenant. Dialects reach them through this service, never the Store; a
+/// What dialects keep of their own beside Canopy's objects (a vendor's workspaces, say): records of a kind, owned
+/// by a tenant. Dialects reach them through this service, never the Store; a
 /// record another tenant owns is, to a caller, one that does not exist. Each dialect reaches only kinds of its own
-/// (`dataforest.workspace` for `dataforest`), never Canopy's (`canopy.user`, `canopy.ssh-key`) or another dialect's.
+/// (`NAME.KIND` for dialect `NAME`), never Canopy's (`canopy.user`, `canopy.ssh-key`) or another dialect's.
 public struct DialectRecords: Sendable {
     let store: any Store
     let dialect: String
@@ -25,12 +25,6 @@ public struct DialectRecords: Sendable {
         try check(kind)
         guard let r = try await store.record(kind: kind, id: id), principal.canSee(tenant: r.tenant) else { return nil }
         return r
-    }
-
-    /// One record by id, whatever its tenant: for callers that already hold the object it extends (scoped there).
-    public func record(kind: String, id: String) async throws -> StoredRecord? {
-        try check(kind)
-        return try await store.record(kind: kind, id: id)
     }
 
     /// A tenant's records of a kind, oldest first.

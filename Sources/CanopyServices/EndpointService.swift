@@ -278,7 +278,7 @@ public final class EndpointService: Sendable {
         return principal
     }
 
-    /// The principal of a bearer token: Canopy's, or a dialect's that opens instances (an SCNet token).
+    /// The principal of a bearer token: Canopy's, or a dialect's that opens instances.
     public func principal(bearer token: String) -> Principal? { auth.authenticateForInstances(token) }
 
     static func secret() -> String {

@@ -4,7 +4,7 @@ import Foundation
 import Synchronization
 import _CryptoExtras
 
-/// A user who signs in with a password (the SCNet dialect's `POST /ac/openapi/v2/tokens`): only a slow salted hash
+/// A user who signs in with a password (dialects whose clients get their tokens that way): only a slow salted hash
 /// of the password is kept.
 public struct PasswordUser: Sendable, Hashable, Codable {
     public var user: String
@@ -43,6 +43,8 @@ public final class PasswordService: Sendable {
     public static let maxConcurrentChecks = 4
     /// Every user's record by `TENANT/USER`, loaded at start and kept current: what tokens are checked against.
     private let index = Mutex<[String: PasswordUser]>([:])
+    /// Tenants with password users by organisation id (`TenantID`), so a sign-in finds its tenant without hashing.
+    private let tenantsByOrg = Mutex<[String: String]>([:])
     /// At most this many failures per key within `window` before sign-in is refused for the rest of it.
     public static let maxFailures = 10
     public static let window: TimeInterval = 300
@@ -56,11 +58,12 @@ public final class PasswordService: Sendable {
     public func load() async throws {
         let all = try await store.records(kind: Self.kind, tenant: nil).compactMap { try? JSONDecoder().decode(PasswordUser.self, from: $0.body) }
         index.withLock { i in for u in all { i[Self.id(user: u.user, tenant: u.tenant)] = u } }
+        tenantsByOrg.withLock { o in for u in all { o[TenantID.of(u.tenant)] = u.tenant } }
     }
 
     /// The tenant whose organisation id (`TenantID`) this is, among tenants with password users; from memory.
     public func tenant(orgID: String) -> String? {
-        index.withLock { i in i.values.first { TenantID.of($0.tenant) == orgID }?.tenant }
+        tenantsByOrg.withLock { $0[orgID] }
     }
 
     /// Which password a record holds, for credentials issued on it to name: a new password (or the user's removal
@@ -154,6 +157,7 @@ public final class PasswordService: Sendable {
             record: StoredRecord(
                 kind: Self.kind, id: Self.id(user: u.user, tenant: u.tenant), tenant: u.tenant, name: u.user, body: try JSONEncoder().encode(u)))
         index.withLock { $0[Self.id(user: u.user, tenant: u.tenant)] = u }
+        tenantsByOrg.withLock { $0[TenantID.of(u.tenant)] = u.tenant }
     }
 
     /// One user's record.
@@ -170,7 +174,11 @@ public final class PasswordService: Sendable {
 
     /// Removes a user's password; whether there was one.
     public func remove(user: String, tenant: String) async throws -> Bool {
-        index.withLock { _ = $0.removeValue(forKey: Self.id(user: user, tenant: tenant)) }
+        let tenantLeft = index.withLock { i in
+            i.removeValue(forKey: Self.id(user: user, tenant: tenant))
+            return !i.values.contains { $0.tenant == tenant }
+        }
+        if tenantLeft { tenantsByOrg.withLock { _ = $0.removeValue(forKey: TenantID.of(tenant)) } }
         return try await store.deleteRecord(kind: Self.kind, id: Self.id(user: user, tenant: tenant))
     }
 
@@ -236,7 +244,7 @@ public final class PasswordService: Sendable {
 
 /// Tenants as other systems number them.
 public enum TenantID {
-    /// A tenant's stable organisation id: 32 hex digits of SHA-256 over its name (what SCNet clients send as `orgId`).
+    /// A tenant's stable organisation id: 32 hex digits of SHA-256 over its name (what dialects' clients name it by).
     /// Derived, not stored, so it stays the same across restarts and never names another tenant.
     public static func of(_ tenant: String) -> String {
         Hex.encode(SHA256.hash(data: Data(("canopy-tenant:" + tenant).utf8)).prefix(16))

@@ -291,7 +291,7 @@ public struct Workload: Sendable, Hashable, Codable, Identifiable {
     public var lastActivitySource: String?
     /// Whether the warning that it is about to be stopped for idleness was given since its last activity.
     public var idleWarned: Bool?
-    /// What dialects say of it that Canopy has no field for, by dialect (`dataforest`, `scnet`): kept with the record,
+    /// What dialects say of it that Canopy has no field for, by dialect name: kept with the record,
     /// filtered on in the store, never shown by the native API (it is not the user's spec, and not their labels).
     public var extensions: [String: [String: String]]?
 

@@ -137,7 +137,7 @@ extension NativeAPI {
         return Response(status: .noContent)
     }
 
-    /// `GET /api/v1/tenants`: tenants with their organisation ids (what SCNet clients send as `orgId`): every tenant
+    /// `GET /api/v1/tenants`: tenants with their organisation ids (what dialects' clients name a tenant by): every tenant
     /// that has users, for an admin; the caller's own for anyone else.
     @Sendable func tenants(_ request: Request, context: CanopyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
